@@ -1,0 +1,1 @@
+//! (layer array: see lib.rs)

@@ -1,0 +1,1 @@
+//! (layer bigfile: see lib.rs)

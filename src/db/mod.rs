@@ -1,0 +1,1 @@
+//! (layer db: see lib.rs)

@@ -1,0 +1,1 @@
+//! (layer format: see lib.rs)

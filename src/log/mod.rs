@@ -1,0 +1,1 @@
+//! (layer log: see lib.rs)

@@ -1,0 +1,1 @@
+//! (layer store: see lib.rs)

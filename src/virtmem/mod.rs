@@ -1,0 +1,1 @@
+//! (layer virtmem: see lib.rs)
