@@ -129,6 +129,21 @@ impl LockFile {
         })
     }
 
+    /// Take the compaction lock (byte 1) without waiting: one compaction at a time.
+    pub fn try_compaction(&self) -> Result<CompactionGuard<'_>> {
+        if !self.writable {
+            return Err(Error::ReadOnly("the lock file is not writable".into()));
+        }
+        let fl = flock(libc::F_WRLCK, 1, 1)?;
+        match fcntl(self.file.as_raw_fd(), FcntlArg::F_OFD_SETLK(&fl)) {
+            Ok(_) => Ok(CompactionGuard { lock: self }),
+            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES) => Err(Error::Busy(
+                "another compaction of this database is running".into(),
+            )),
+            Err(e) => Err(errno_io(e)),
+        }
+    }
+
     fn unlock(&self, start: u64) {
         if let Ok(fl) = flock(libc::F_UNLCK, start, 1) {
             // Unlocking cannot fail for a range we hold; if it does, the kernel drops the
@@ -220,6 +235,18 @@ pub struct WriterGuard<'a> {
 impl Drop for WriterGuard<'_> {
     fn drop(&mut self) {
         self.lock.unlock(0);
+    }
+}
+
+/// The compaction lock, held until dropped.
+#[derive(Debug)]
+pub struct CompactionGuard<'a> {
+    lock: &'a LockFile,
+}
+
+impl Drop for CompactionGuard<'_> {
+    fn drop(&mut self) {
+        self.lock.unlock(1);
     }
 }
 
