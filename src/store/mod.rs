@@ -90,6 +90,8 @@ pub struct Index {
     pub max_array: u64,
     /// Log offset covered by the last checkpoint written or read.
     pub checkpointed_end: u64,
+    /// Ids of arrays that have a catalog (META) key.
+    pub arrays: std::collections::BTreeSet<u64>,
 }
 
 impl Index {
@@ -110,6 +112,9 @@ impl Index {
                 .push(Version::from_header(tid, *off, rh));
             if let Some(a) = rh.key.array() {
                 self.max_array = self.max_array.max(a);
+            }
+            if let Key::Meta { array } = rh.key {
+                self.arrays.insert(array);
             }
             keys.push(rh.key);
         }
@@ -137,6 +142,9 @@ impl Index {
         for (k, vs) in c.keys {
             if let Some(a) = k.array() {
                 ix.max_array = ix.max_array.max(a);
+            }
+            if let Key::Meta { array } = k {
+                ix.arrays.insert(array);
             }
             for v in &vs {
                 ix.by_tid.entry(v.tid).or_default().push(k);
@@ -306,6 +314,9 @@ pub struct CommitRequest<'a> {
     pub user: &'a str,
     /// Description for the history.
     pub desc: &'a str,
+    /// Arrays whose blocks are written: the commit conflicts if one was deleted after
+    /// the snapshot (its META key's newest version is a tombstone newer than it).
+    pub must_exist: &'a [u64],
 }
 
 /// A commit in the history.
@@ -368,6 +379,9 @@ fn load_checkpoint(path: &Path, log: &Log) -> Option<Index> {
 impl Store {
     /// Open or create the database at `path`.
     pub fn open(path: &Path, opts: StoreOptions) -> Result<Store> {
+        if opts.read_only && !path.exists() {
+            return Err(Error::NotFound(format!("database {}", path.display())));
+        }
         let lock = Arc::new(LockFile::open(path, opts.read_only)?);
         let log = match Log::open(path, opts.read_only) {
             Ok(l) => l,
