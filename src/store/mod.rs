@@ -568,6 +568,17 @@ impl Store {
                     }
                 }
             }
+            for &a in req.must_exist {
+                if let Some(v) = ix.latest(&Key::Meta { array: a }) {
+                    if v.tid > req.snapshot && is_tombstone(&v) {
+                        return Err(Error::Conflict {
+                            what: format!("{} (deleted)", name(&Key::Meta { array: a })),
+                            snapshot: req.snapshot,
+                            by: v.tid,
+                        });
+                    }
+                }
+            }
             let tid = Tid(ix
                 .last_tid
                 .0
