@@ -442,6 +442,15 @@ impl Log {
         Ok(())
     }
 
+    /// After a failed append (under the writer lock): cut the file back to `at`, the end
+    /// of the last acknowledged transaction. Only unacknowledged bytes are removed.
+    pub fn truncate_unacknowledged(&self, at: u64) -> Result<()> {
+        if self.len()? > at {
+            self.io.truncate(at)?;
+        }
+        Ok(())
+    }
+
     /// fdatasync the log.
     pub fn sync(&self) -> Result<()> {
         Ok(self.io.sync_data()?)

@@ -605,6 +605,11 @@ impl Store {
         let start = gen.index.read().end;
         if let Err(e) = gen.log.append(start, &enc, self.opts.sync) {
             self.poison(&e);
+            // Never acknowledged, so not committed: take the bytes back (best effort; if
+            // this fails too, recovery cuts them as a torn tail or, if they were
+            // written completely, they appear as a commit the caller was told failed —
+            // the fsync-failure case storage-format.md describes).
+            let _ = gen.log.truncate_unacknowledged(start);
             return Err(e);
         }
         let scanned = ScannedTx {
