@@ -59,7 +59,10 @@ fn committed_blocks_survive_reopen_and_aborted_ones_vanish() {
     s.read_block(a.id, 0, &mut buf).unwrap();
     assert_eq!(buf, block(1));
     s.read_block(a.id, 3, &mut buf).unwrap();
-    assert!(buf.iter().all(|&b| b == 0), "never-written blocks read as zeros");
+    assert!(
+        buf.iter().all(|&b| b == 0),
+        "never-written blocks read as zeros"
+    );
     assert_eq!(s.block_version(a.id, 5).unwrap(), Some(t1));
     assert_eq!(s.block_version(a.id, 4).unwrap(), None);
     assert!(db.fsck().unwrap().is_clean());
@@ -72,7 +75,10 @@ fn catalog_create_rename_delete_and_time_travel() {
     let tx = db.begin().unwrap();
     let a = tx.create_array_raw(spec("A")).unwrap();
     tx.create_array_raw(spec("B")).unwrap();
-    assert!(matches!(tx.create_array_raw(spec("A")), Err(Error::AlreadyExists(_))));
+    assert!(matches!(
+        tx.create_array_raw(spec("A")),
+        Err(Error::AlreadyExists(_))
+    ));
     tx.write_block(a.id, 1, &block(3)).unwrap();
     let t1 = tx.commit().unwrap();
 
@@ -88,8 +94,14 @@ fn catalog_create_rename_delete_and_time_travel() {
     assert_eq!(now.array_info("A2").unwrap().shape, vec![5]);
     assert!(matches!(now.array_info("B"), Err(Error::NotFound(_))));
     let old = db.snapshot_at(t1).unwrap();
-    assert_eq!(old.array_names().unwrap(), vec!["A".to_string(), "B".to_string()]);
-    assert!(matches!(db.snapshot_at(Tid(t2.0 + 10)), Err(Error::SnapshotGone { .. })));
+    assert_eq!(
+        old.array_names().unwrap(),
+        vec!["A".to_string(), "B".to_string()]
+    );
+    assert!(matches!(
+        db.snapshot_at(Tid(t2.0 + 10)),
+        Err(Error::SnapshotGone { .. })
+    ));
 
     let h = db.history().unwrap();
     assert_eq!(h.iter().map(|e| e.tid).collect::<Vec<_>>(), vec![t1, t2]);
@@ -100,32 +112,53 @@ fn catalog_create_rename_delete_and_time_travel() {
     let cs = db.changed_blocks(t1, t2).unwrap();
     assert!(cs.blocks.is_empty() && cs.names_changed && cs.arrays.contains(&a.id));
     let info = db.info().unwrap();
-    assert_eq!((info.first_tid, info.last_tid, info.transactions), (t1, t2, 2));
+    assert_eq!(
+        (info.first_tid, info.last_tid, info.transactions),
+        (t1, t2, 2)
+    );
 }
 
 #[test]
 fn read_only_database_refuses_writes_and_bad_arguments_are_errors() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("r.wdb");
-    assert!(matches!(Db::open_with(&p, Options::default().read_only(true)), Err(Error::NotFound(_))));
+    assert!(matches!(
+        Db::open_with(&p, Options::default().read_only(true)),
+        Err(Error::NotFound(_))
+    ));
     {
         let db = Db::open(&p).unwrap();
         let tx = db.begin().unwrap();
         let mut bad = spec("X");
         bad.block_size = 1000;
-        assert!(matches!(tx.create_array_raw(bad), Err(Error::InvalidArgument(_))));
+        assert!(matches!(
+            tx.create_array_raw(bad),
+            Err(Error::InvalidArgument(_))
+        ));
         let mut huge = spec("Y");
         huge.shape = vec![u64::MAX, 4];
-        assert!(matches!(tx.create_array_raw(huge), Err(Error::OutOfRange(_))));
+        assert!(matches!(
+            tx.create_array_raw(huge),
+            Err(Error::OutOfRange(_))
+        ));
         let a = tx.create_array_raw(spec("A")).unwrap();
-        assert!(matches!(tx.write_block(a.id, 0, &[1, 2, 3]), Err(Error::InvalidArgument(_))));
-        assert!(matches!(tx.write_block(a.id + 7, 0, &block(1)), Err(Error::NotFound(_))));
+        assert!(matches!(
+            tx.write_block(a.id, 0, &[1, 2, 3]),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            tx.write_block(a.id + 7, 0, &block(1)),
+            Err(Error::NotFound(_))
+        ));
         tx.commit().unwrap();
     }
     let db = Db::open_with(&p, Options::default().read_only(true)).unwrap();
     assert!(matches!(db.begin(), Err(Error::ReadOnly(_))));
     assert!(matches!(db.compact(), Err(Error::ReadOnly(_))));
-    assert_eq!(db.snapshot().unwrap().array_names().unwrap(), vec!["A".to_string()]);
+    assert_eq!(
+        db.snapshot().unwrap().array_names().unwrap(),
+        vec!["A".to_string()]
+    );
 }
 
 #[test]

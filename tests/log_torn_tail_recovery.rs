@@ -58,7 +58,12 @@ fn cutting_the_last_transaction_at_every_byte_recovers_the_previous_commit() {
         // Remove what the previous iteration left (side files, lock, checkpoint).
         for e in std::fs::read_dir(dir.path()).unwrap() {
             let e = e.unwrap().path();
-            if e.file_name().unwrap().to_str().unwrap().starts_with("case.wdb") {
+            if e.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("case.wdb")
+            {
                 std::fs::remove_file(e).unwrap();
             }
         }
@@ -68,10 +73,18 @@ fn cutting_the_last_transaction_at_every_byte_recovers_the_previous_commit() {
         let mut buf = vec![0u8; BS];
         db.snapshot().unwrap().read_block(id, 0, &mut buf).unwrap();
         assert_eq!(buf, small_block(1), "cut at {cut}");
-        assert_eq!(std::fs::metadata(&case).unwrap().len(), len1, "cut at {cut}");
+        assert_eq!(
+            std::fs::metadata(&case).unwrap().len(),
+            len1,
+            "cut at {cut}"
+        );
         if cut > len1 {
             let side = dir.path().join(format!("case.wdb.torn.{len1}"));
-            assert_eq!(std::fs::read(&side).unwrap(), &full[len1 as usize..cut as usize], "cut at {cut}");
+            assert_eq!(
+                std::fs::read(&side).unwrap(),
+                &full[len1 as usize..cut as usize],
+                "cut at {cut}"
+            );
         }
         // Every 97th case: the database keeps working and checks clean.
         if cut % 97 == 0 {

@@ -77,7 +77,10 @@ fn two_shape_changes_of_one_array_conflict() {
         Err(Error::Conflict { what, .. }) => assert_eq!(what, "array \"A\" metadata"),
         other => panic!("expected a conflict, got {other:?}"),
     }
-    assert_eq!(db.snapshot().unwrap().array_info("A").unwrap().shape, vec![10]);
+    assert_eq!(
+        db.snapshot().unwrap().array_info("A").unwrap().shape,
+        vec![10]
+    );
 }
 
 #[test]
@@ -102,7 +105,8 @@ fn threads_committing_disjoint_blocks_all_succeed() {
             s.spawn(move || {
                 for i in 0..5u64 {
                     let tx = db.begin().unwrap();
-                    tx.write_block(id, t * 100 + i, &vec![(t + 1) as u8; BS]).unwrap();
+                    tx.write_block(id, t * 100 + i, &vec![(t + 1) as u8; BS])
+                        .unwrap();
                     tx.commit().unwrap();
                 }
             });

@@ -33,7 +33,11 @@ fn run(fault: Fault) {
         (tx.commit().unwrap(), id)
     };
     {
-        let f = std::fs::OpenOptions::new().read(true).write(true).open(&p).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&p)
+            .unwrap();
         let (io, plan) = FaultyIo::new(FileIo(f));
         let store = Store::open_with_io(&p, Box::new(io), StoreOptions::default()).unwrap();
         let db = Db::from_store(store, Options::default());

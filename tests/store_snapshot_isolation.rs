@@ -14,7 +14,11 @@ const BS: usize = 64 << 10;
 fn wait_for(p: &Path) {
     let t = Instant::now();
     while !p.exists() {
-        assert!(t.elapsed() < Duration::from_secs(30), "timed out waiting for {}", p.display());
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {}",
+            p.display()
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -30,11 +34,17 @@ fn child(dir: &Path) {
     wait_for(&dir.join("go"));
     // The other process committed 2 meanwhile: this snapshot still sees 1.
     snap.read_block(id, 0, &mut buf).unwrap();
-    assert!(buf.iter().all(|&b| b == 1), "snapshot changed under a reader");
+    assert!(
+        buf.iter().all(|&b| b == 1),
+        "snapshot changed under a reader"
+    );
     let s2 = db.snapshot().unwrap();
     assert!(s2.tid() > snap.tid());
     s2.read_block(id, 0, &mut buf).unwrap();
-    assert!(buf.iter().all(|&b| b == 2), "new snapshot does not see the other process's commit");
+    assert!(
+        buf.iter().all(|&b| b == 2),
+        "new snapshot does not see the other process's commit"
+    );
 }
 
 #[test]
@@ -64,13 +74,20 @@ fn reader_process_keeps_its_snapshot_and_sees_new_commits_at_next_snapshot() {
 
     let exe = std::env::current_exe().unwrap();
     let mut ch = Command::new(exe)
-        .args(["--exact", "reader_process_keeps_its_snapshot_and_sees_new_commits_at_next_snapshot", "--nocapture"])
+        .args([
+            "--exact",
+            "reader_process_keeps_its_snapshot_and_sees_new_commits_at_next_snapshot",
+            "--nocapture",
+        ])
         .env("WDB_ISOLATION_CHILD", dir.path())
         .spawn()
         .unwrap();
     wait_for(&dir.path().join("ready"));
     let readers = db.info().unwrap().live_readers;
-    assert!(readers.contains(&(u64::from(ch.id()), t1)), "child's snapshot not in the reader table: {readers:?}");
+    assert!(
+        readers.contains(&(u64::from(ch.id()), t1)),
+        "child's snapshot not in the reader table: {readers:?}"
+    );
     let tx = db.begin().unwrap();
     tx.write_block(id, 0, &vec![2u8; BS]).unwrap();
     tx.commit().unwrap();
@@ -78,5 +95,8 @@ fn reader_process_keeps_its_snapshot_and_sees_new_commits_at_next_snapshot() {
     assert!(ch.wait().unwrap().success(), "child failed");
     // The child exited: its slot is free again (dead or released).
     let readers = db.info().unwrap().live_readers;
-    assert!(!readers.iter().any(|(pid, _)| *pid == u64::from(ch.id())), "{readers:?}");
+    assert!(
+        !readers.iter().any(|(pid, _)| *pid == u64::from(ch.id())),
+        "{readers:?}"
+    );
 }
