@@ -72,17 +72,27 @@ impl LockFile {
     /// readers (compaction by others may then drop versions it reads; documented).
     pub fn open(db: &Path, read_only: bool) -> Result<LockFile> {
         let path = lock_path(db);
+        // Created even for a read-only database when the directory allows: a reader
+        // registers its snapshot so that compaction by others keeps what it reads.
         let (file, writable) = match OpenOptions::new()
             .read(true)
             .write(true)
-            .create(!read_only)
+            .create(true)
             .truncate(false)
             .open(&path)
         {
             Ok(f) => (f, true),
             Err(e) if read_only => match File::open(&path) {
                 Ok(f) => (f, false),
-                Err(_) => return Err(Error::Io(e)),
+                Err(_) => {
+                    return Err(Error::Io(std::io::Error::new(
+                        e.kind(),
+                        format!(
+                            "cannot open or create the lock file {}: {e}",
+                            path.display()
+                        ),
+                    )))
+                }
             },
             Err(e) => return Err(Error::Io(e)),
         };
