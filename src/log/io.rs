@@ -18,6 +18,10 @@ pub trait LogIo: Send + Sync + std::fmt::Debug {
     fn sync_data(&self) -> io::Result<()>;
     /// Current file length.
     fn len(&self) -> io::Result<u64>;
+    /// Is the file empty?
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
     /// Cut or extend the file to `len` bytes.
     fn truncate(&self, len: u64) -> io::Result<()>;
 }
