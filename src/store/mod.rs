@@ -733,7 +733,10 @@ impl Drop for Store {
 /// Write `bytes` to `dst` durably and atomically (temp file, fsync, rename, fsync dir).
 pub fn write_atomically(dst: &Path, bytes: &[u8]) -> Result<()> {
     let mut tmp = dst.as_os_str().to_owned();
-    tmp.push(format!(".tmp.{}", std::process::id()));
+    // Unique per process and call: two handles in one process may write at once.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tmp.push(format!(".tmp.{}.{seq}", std::process::id()));
     let tmp = PathBuf::from(tmp);
     {
         let f = std::fs::File::create(&tmp)?;
