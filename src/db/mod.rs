@@ -1,1 +1,815 @@
-//! (layer db: see lib.rs)
+//! The database: `Db`, `Transaction`, `Snapshot`, the catalog of named arrays and
+//! `Options`. Block-level API; the typed array API is joined on top of it.
+//!
+//! A `Transaction` reads at its snapshot tid (through the `Gen` it started on) and
+//! stages writes in memory, already encoded (hole/trim/zstd), so that commit holds the
+//! writer lock only to check conflicts, append and sync. Dropping it aborts.
+
+pub mod catalog;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+
+pub use crate::format::Key;
+use crate::format::{Encoding, FLAG_DELETED};
+use crate::log::lock::ReaderSlot;
+pub use crate::store::compact::CompactReport;
+use crate::store::encode::{self, Encoded};
+pub use crate::store::fsck::{FsckReport, Problem};
+use crate::store::{is_tombstone, CommitRequest, Gen, Store, StoreOptions, Write};
+use crate::{Error, Result, Tid};
+pub use catalog::{ArrayInfo, ArraySpec, Catalog, Compression, Order};
+
+/// When a commit is durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `commit` returns after fdatasync: survives power loss.
+    #[default]
+    Full,
+    /// `commit` returns after the write: survives a process crash, not power loss.
+    /// For bulk loads.
+    Buffered,
+}
+
+/// Options of [`Db::open_with`].
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Bytes of RAM for loaded and dirty blocks (used by the memory layer).
+    pub ram_budget: u64,
+    /// Open read-only: no transactions, no tail recovery writes.
+    pub read_only: bool,
+    /// Commit durability.
+    pub durability: Durability,
+    /// zstd level used when an array asks for `Compression::Zstd { level: 0 }`.
+    pub zstd_level: i32,
+    /// Default block size for new arrays.
+    pub block_size: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            ram_budget: 1 << 30,
+            read_only: false,
+            durability: Durability::Full,
+            zstd_level: 3,
+            block_size: 2 << 20,
+        }
+    }
+}
+
+impl Options {
+    /// Set `ram_budget`.
+    pub fn ram_budget(mut self, v: u64) -> Self {
+        self.ram_budget = v;
+        self
+    }
+    /// Set `read_only`.
+    pub fn read_only(mut self, v: bool) -> Self {
+        self.read_only = v;
+        self
+    }
+    /// Set `durability`.
+    pub fn durability(mut self, v: Durability) -> Self {
+        self.durability = v;
+        self
+    }
+    /// Set `zstd_level`.
+    pub fn zstd_level(mut self, v: i32) -> Self {
+        self.zstd_level = v;
+        self
+    }
+    /// Set `block_size`.
+    pub fn block_size(mut self, v: u32) -> Self {
+        self.block_size = v;
+        self
+    }
+}
+
+/// One commit in [`Db::history`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// Its tid.
+    pub tid: Tid,
+    /// When it was committed.
+    pub time: SystemTime,
+    /// Bytes it takes in the log.
+    pub bytes: u64,
+    /// Arrays it touched (name at the head, or `#id` if deleted since).
+    pub arrays: Vec<String>,
+    /// Did it create, delete or rename arrays?
+    pub names_changed: bool,
+}
+
+/// What changed between two tids ([`Db::changed_blocks`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChangeSet {
+    /// (array id, block) written.
+    pub blocks: Vec<(u64, u64)>,
+    /// Arrays whose catalog entry changed (created, resized, renamed, deleted).
+    pub arrays: Vec<u64>,
+    /// Whether the set of names changed.
+    pub names_changed: bool,
+}
+
+/// [`Db::info`].
+#[derive(Debug, Clone)]
+pub struct DbInfo {
+    /// Database path.
+    pub path: PathBuf,
+    /// Format version of the file.
+    pub format_version: u32,
+    /// File size in bytes.
+    pub file_size: u64,
+    /// First tid in the file (0 if none).
+    pub first_tid: Tid,
+    /// Last committed tid.
+    pub last_tid: Tid,
+    /// Snapshots below this tid were dropped by compaction.
+    pub base_tid: Tid,
+    /// Number of transactions in the file.
+    pub transactions: u64,
+    /// Arrays at the head.
+    pub arrays: Vec<ArrayInfo>,
+    /// Live snapshots: (pid, tid).
+    pub live_readers: Vec<(u64, Tid)>,
+}
+
+/// Storage statistics of one array at a snapshot ([`Snapshot::array_stats`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ArrayStats {
+    /// Logical bytes (shape × element size).
+    pub logical_bytes: u64,
+    /// Bytes stored for the visible block versions.
+    pub stored_bytes: u64,
+    /// Visible blocks stored raw.
+    pub raw_blocks: u64,
+    /// Visible blocks stored zstd-compressed.
+    pub zstd_blocks: u64,
+    /// Visible blocks that are holes (written as zeros).
+    pub hole_blocks: u64,
+}
+
+/// Options of [`Db::compact_with`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CompactOptions {
+    /// Also keep every snapshot at or after this tid.
+    pub keep_history: Option<Tid>,
+}
+
+#[derive(Debug)]
+struct DbInner {
+    store: Store,
+    opts: Options,
+    /// Decoded catalog entries by (array id, version tid).
+    meta_cache: Mutex<HashMap<(u64, Tid), Arc<ArrayInfo>>>,
+}
+
+/// An open database. Cheap to clone; `Send + Sync`.
+#[derive(Debug, Clone)]
+pub struct Db {
+    inner: Arc<DbInner>,
+}
+
+fn tx_time(ns: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_nanos(ns)
+}
+
+impl Db {
+    /// Open the database at `path`, creating it if missing, with default options.
+    pub fn open(path: impl AsRef<Path>) -> Result<Db> {
+        Db::open_with(path, Options::default())
+    }
+
+    /// Open with options.
+    pub fn open_with(path: impl AsRef<Path>, o: Options) -> Result<Db> {
+        let so = StoreOptions {
+            read_only: o.read_only,
+            sync: o.durability == Durability::Full,
+            ..StoreOptions::default()
+        };
+        let store = Store::open(path.as_ref(), so)?;
+        Ok(Db::from_store(store, o))
+    }
+
+    /// Wrap an already opened store (tests open stores over fault-injecting I/O).
+    pub fn from_store(store: Store, opts: Options) -> Db {
+        Db {
+            inner: Arc::new(DbInner {
+                store,
+                opts,
+                meta_cache: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The options it was opened with.
+    pub fn options(&self) -> &Options {
+        &self.inner.opts
+    }
+
+    /// The database path.
+    pub fn path(&self) -> &Path {
+        self.inner.store.path()
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    fn catalog_at(&self, gen: &Gen, tid: Tid) -> Result<Catalog> {
+        let metas: Vec<(u64, crate::format::checkpoint::Version)> = {
+            let ix = gen.index.read();
+            ix.arrays
+                .iter()
+                .filter_map(|&a| ix.version_at(&Key::Meta { array: a }, tid).map(|v| (a, v)))
+                .collect()
+        };
+        let mut c = Catalog::default();
+        for (a, v) in metas {
+            if is_tombstone(&v) {
+                continue;
+            }
+            if let Some(i) = self.inner.meta_cache.lock().get(&(a, v.tid)) {
+                c.insert(i.clone());
+                continue;
+            }
+            let mut buf = vec![
+                0u8;
+                usize::try_from(v.logical_len)
+                    .map_err(|_| Error::corruption(v.rec_off, "meta length"))?
+            ];
+            gen.read_version(&v, &mut buf)?;
+            let info = Arc::new(ArrayInfo::decode(&buf, v.payload_off())?);
+            if info.id != a {
+                return Err(Error::corruption(
+                    v.payload_off(),
+                    format!("catalog entry of array {a} names id {}", info.id),
+                ));
+            }
+            self.inner
+                .meta_cache
+                .lock()
+                .insert((a, v.tid), info.clone());
+            c.insert(info);
+        }
+        Ok(c)
+    }
+
+    fn open_view(&self, at: Option<Tid>) -> Result<(Arc<Gen>, Tid, Option<ReaderSlot>, Catalog)> {
+        let gen = self.inner.store.refresh()?;
+        let last = gen.last_tid();
+        let tid = match at {
+            None => last,
+            Some(t) if t > last => {
+                return Err(Error::SnapshotGone {
+                    tid: t,
+                    why: format!("the last commit is {last}"),
+                })
+            }
+            Some(t) if t < gen.base_tid() => {
+                return Err(Error::SnapshotGone {
+                    tid: t,
+                    why: format!("compaction dropped snapshots before {}", gen.base_tid()),
+                })
+            }
+            Some(t) => t,
+        };
+        let slot = self.inner.store.register_reader(tid)?;
+        let cat = self.catalog_at(&gen, tid)?;
+        Ok((gen, tid, slot, cat))
+    }
+
+    /// Begin a read-write transaction at the latest commit.
+    pub fn begin(&self) -> Result<Transaction> {
+        if self.inner.opts.read_only {
+            return Err(Error::ReadOnly("the database was opened read-only".into()));
+        }
+        self.inner.store.check_poisoned()?;
+        let (gen, tid, slot, cat) = self.open_view(None)?;
+        let next_id = gen.index.read().max_array + 1;
+        Ok(Transaction {
+            db: self.clone(),
+            gen,
+            tid,
+            _slot: slot,
+            state: Mutex::new(TxState {
+                catalog: cat,
+                next_id,
+                ..TxState::default()
+            }),
+        })
+    }
+
+    /// A read-only snapshot of the latest commit.
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        let (gen, tid, slot, catalog) = self.open_view(None)?;
+        Ok(Snapshot {
+            db: self.clone(),
+            gen,
+            tid,
+            _slot: slot,
+            catalog,
+        })
+    }
+
+    /// A read-only snapshot of commit `tid` (any tid compaction has not dropped).
+    pub fn snapshot_at(&self, tid: Tid) -> Result<Snapshot> {
+        let (gen, tid, slot, catalog) = self.open_view(Some(tid))?;
+        Ok(Snapshot {
+            db: self.clone(),
+            gen,
+            tid,
+            _slot: slot,
+            catalog,
+        })
+    }
+
+    /// The newest commit (reading other processes' new commits first).
+    pub fn last_tid(&self) -> Result<Tid> {
+        Ok(self.inner.store.refresh()?.last_tid())
+    }
+
+    /// Every commit in the file, oldest first, with time, size and arrays touched.
+    pub fn history(&self) -> Result<Vec<HistoryEntry>> {
+        let commits = self.inner.store.history()?;
+        let gen = self.inner.store.current();
+        let cat = self.catalog_at(&gen, gen.last_tid())?;
+        Ok(commits
+            .into_iter()
+            .map(|c| HistoryEntry {
+                tid: c.tid,
+                time: tx_time(c.wall_ns),
+                bytes: c.bytes,
+                arrays: c
+                    .arrays
+                    .iter()
+                    .map(|a| {
+                        cat.by_id
+                            .get(a)
+                            .map(|i| i.name.clone())
+                            .unwrap_or_else(|| format!("#{a}"))
+                    })
+                    .collect(),
+                names_changed: c.names_changed,
+            })
+            .collect())
+    }
+
+    /// Blocks and catalog entries written by commits in `(from, to]`.
+    pub fn changed_blocks(&self, from: Tid, to: Tid) -> Result<ChangeSet> {
+        let mut cs = ChangeSet::default();
+        let mut arrays = BTreeSet::new();
+        for k in self.inner.store.changed(from, to)? {
+            match k {
+                Key::Block { array, blk } => cs.blocks.push((array, blk)),
+                Key::Meta { array } => {
+                    arrays.insert(array);
+                }
+                Key::Names => cs.names_changed = true,
+            }
+        }
+        cs.arrays = arrays.into_iter().collect();
+        Ok(cs)
+    }
+
+    /// Check every byte of the database file.
+    pub fn fsck(&self) -> Result<FsckReport> {
+        crate::store::fsck::check_path(self.path())
+    }
+
+    /// Check the database file at `path` without opening it as a database (works on
+    /// files too damaged to open).
+    pub fn fsck_path(path: impl AsRef<Path>) -> Result<FsckReport> {
+        crate::store::fsck::check_path(path.as_ref())
+    }
+
+    /// Check `path` and cut a torn tail if that is its only kind of problem; returns
+    /// the report before the repair and (offset, side file) of what was cut.
+    pub fn repair_path(path: impl AsRef<Path>) -> Result<(FsckReport, Option<(u64, PathBuf)>)> {
+        let path = path.as_ref();
+        let lock = crate::log::lock::LockFile::open(path, false)?;
+        let _w = lock.writer()?;
+        let rep = crate::store::fsck::check_path(path)?;
+        let Some(at) = rep.torn_tail else {
+            return Ok((rep, None));
+        };
+        let log = crate::log::Log::open(path, false)?;
+        let side = log.cut_tail(at)?;
+        Ok((rep, side.map(|s| (at, s))))
+    }
+
+    /// Compact the file, keeping what live readers need.
+    pub fn compact(&self) -> Result<CompactReport> {
+        self.compact_with(CompactOptions::default(), &mut |_, _| {})
+    }
+
+    /// Compact with options and a progress callback `(done, total)` in versions.
+    pub fn compact_with(
+        &self,
+        o: CompactOptions,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<CompactReport> {
+        self.inner.store.compact(o.keep_history, progress)
+    }
+
+    /// Facts about the database.
+    pub fn info(&self) -> Result<DbInfo> {
+        let gen = self.inner.store.refresh()?;
+        let (first, n, last) = {
+            let ix = gen.index.read();
+            (
+                ix.txs.first().map(|t| t.tid).unwrap_or(Tid::ZERO),
+                ix.txs.len() as u64,
+                ix.last_tid,
+            )
+        };
+        let cat = self.catalog_at(&gen, last)?;
+        Ok(DbInfo {
+            path: self.path().to_path_buf(),
+            format_version: gen.log.header().version,
+            file_size: gen.log.len()?,
+            first_tid: first,
+            last_tid: last,
+            base_tid: gen.base_tid(),
+            transactions: n,
+            arrays: cat.by_name.values().map(|i| (**i).clone()).collect(),
+            live_readers: self.inner.store.lock_file().live_readers()?,
+        })
+    }
+}
+
+#[derive(Debug, Default)]
+struct TxState {
+    /// The catalog as this transaction sees it (snapshot + own changes).
+    catalog: Catalog,
+    /// Set when a create/delete/rename happened.
+    names_changed: bool,
+    /// Arrays whose catalog entry changed (value: Some = new entry, None = deleted).
+    meta_changed: BTreeMap<u64, Option<Arc<ArrayInfo>>>,
+    /// Staged blocks.
+    blocks: BTreeMap<(u64, u64), Encoded>,
+    /// Next array id to hand out.
+    next_id: u64,
+}
+
+/// A read-write transaction. Reads see its snapshot plus its own writes; `commit`
+/// appends its writes atomically; dropping it aborts. `Send + Sync`.
+#[derive(Debug)]
+pub struct Transaction {
+    db: Db,
+    gen: Arc<Gen>,
+    tid: Tid,
+    _slot: Option<ReaderSlot>,
+    state: Mutex<TxState>,
+}
+
+fn read_staged(e: &Encoded, buf: &mut [u8]) -> Result<()> {
+    let n = usize::try_from(e.logical_len).map_err(|_| Error::OutOfRange("length".into()))?;
+    match e.encoding {
+        Encoding::Hole => buf.fill(0),
+        Encoding::Raw => {
+            buf[..n].copy_from_slice(&e.payload);
+            buf[n..].fill(0);
+        }
+        Encoding::Zstd => {
+            encode::decompress_into(&e.payload, &mut buf[..n], 0)?;
+            buf[n..].fill(0);
+        }
+    }
+    Ok(())
+}
+
+fn check_buf(info: &ArrayInfo, len: usize) -> Result<()> {
+    if u64::try_from(len).ok() != Some(u64::from(info.block_size)) {
+        return Err(Error::InvalidArgument(format!(
+            "block buffer of {len} bytes for array {:?} whose block size is {}",
+            info.name, info.block_size
+        )));
+    }
+    Ok(())
+}
+
+fn name_key(cat: &Catalog, k: &Key) -> String {
+    let n = |a: u64| {
+        cat.by_id
+            .get(&a)
+            .map(|i| format!("array {:?}", i.name))
+            .unwrap_or_else(|| format!("array #{a}"))
+    };
+    match *k {
+        Key::Block { array, blk } => format!("{} block {blk}", n(array)),
+        Key::Meta { array } => format!("{} metadata", n(array)),
+        Key::Names => "the set of array names".into(),
+    }
+}
+
+impl Transaction {
+    /// The snapshot tid this transaction reads at.
+    pub fn snapshot_tid(&self) -> Tid {
+        self.tid
+    }
+
+    /// Create an array (all zeros); fails with `AlreadyExists` if the name is taken.
+    pub fn create_array_raw(&self, spec: ArraySpec) -> Result<ArrayInfo> {
+        let mut st = self.state.lock();
+        if st.catalog.by_name.contains_key(&spec.name) {
+            return Err(Error::AlreadyExists(format!("array {:?}", spec.name)));
+        }
+        let mut spec = spec;
+        if let Compression::Zstd { level: 0 } = spec.compression {
+            spec.compression = Compression::Zstd {
+                level: self.db.inner.opts.zstd_level,
+            };
+        }
+        let id = st.next_id;
+        let info = ArrayInfo::from_spec(id, spec);
+        catalog::validate(&info)?;
+        info.encode()?;
+        st.next_id += 1;
+        let info = Arc::new(info);
+        st.catalog.insert(info.clone());
+        st.meta_changed.insert(id, Some(info.clone()));
+        st.names_changed = true;
+        Ok((*info).clone())
+    }
+
+    /// The catalog entry of array `name`.
+    pub fn array_info(&self, name: &str) -> Result<ArrayInfo> {
+        Ok((*self.state.lock().catalog.get(name)?).clone())
+    }
+
+    /// The catalog entry of array `id`.
+    pub fn array_info_by_id(&self, id: u64) -> Result<ArrayInfo> {
+        Ok((*self.state.lock().catalog.get_id(id)?).clone())
+    }
+
+    /// Change an array's shape (a metadata change: conflicts with another transaction
+    /// that changes the same array's metadata). Blocks past the new end are not erased
+    /// here; the array layer zeroes what it exposes again.
+    pub fn set_shape(&self, name: &str, shape: &[u64]) -> Result<()> {
+        let mut st = self.state.lock();
+        let old = st.catalog.get(name)?;
+        let mut info = (*old).clone();
+        info.shape = shape.to_vec();
+        catalog::validate(&info)?;
+        let info = Arc::new(info);
+        st.catalog.insert(info.clone());
+        st.meta_changed.insert(info.id, Some(info));
+        Ok(())
+    }
+
+    /// Delete an array.
+    pub fn delete_array(&self, name: &str) -> Result<()> {
+        let mut st = self.state.lock();
+        let info = st.catalog.get(name)?;
+        st.catalog.remove(info.id);
+        st.meta_changed.insert(info.id, None);
+        st.blocks.retain(|(a, _), _| *a != info.id);
+        st.names_changed = true;
+        Ok(())
+    }
+
+    /// Rename an array.
+    pub fn rename_array(&self, from: &str, to: &str) -> Result<()> {
+        catalog::validate_name(to)?;
+        let mut st = self.state.lock();
+        if st.catalog.by_name.contains_key(to) {
+            return Err(Error::AlreadyExists(format!("array {to:?}")));
+        }
+        let mut info = (*st.catalog.get(from)?).clone();
+        info.name = to.to_string();
+        let info = Arc::new(info);
+        st.catalog.insert(info.clone());
+        st.meta_changed.insert(info.id, Some(info));
+        st.names_changed = true;
+        Ok(())
+    }
+
+    /// Names of the arrays, sorted.
+    pub fn array_names(&self) -> Result<Vec<String>> {
+        Ok(self.state.lock().catalog.by_name.keys().cloned().collect())
+    }
+
+    /// Read block `blk` of array `array_id` into `buf` (len = the array's block size):
+    /// this transaction's own write if any, else the version at its snapshot.
+    pub fn read_block(&self, array_id: u64, blk: u64, buf: &mut [u8]) -> Result<()> {
+        {
+            let st = self.state.lock();
+            let info = st.catalog.get_id(array_id)?;
+            check_buf(&info, buf.len())?;
+            if let Some(e) = st.blocks.get(&(array_id, blk)) {
+                return read_staged(e, buf);
+            }
+        }
+        self.gen.load(
+            &Key::Block {
+                array: array_id,
+                blk,
+            },
+            self.tid,
+            buf,
+        )?;
+        Ok(())
+    }
+
+    /// Stage block `blk` of array `array_id` (len = the array's block size) for commit.
+    /// It is encoded now (hole / trimmed / zstd), outside the commit lock.
+    pub fn write_block(&self, array_id: u64, blk: u64, data: &[u8]) -> Result<()> {
+        let info = self.state.lock().catalog.get_id(array_id)?;
+        check_buf(&info, data.len())?;
+        let level = match info.compression {
+            Compression::None => None,
+            Compression::Zstd { level } => Some(level),
+        };
+        let e = encode::encode_block(data, level)?;
+        let mut st = self.state.lock();
+        // The array may have been deleted by another thread meanwhile.
+        st.catalog.get_id(array_id)?;
+        st.blocks.insert((array_id, blk), e);
+        Ok(())
+    }
+
+    /// The tid of the version of a block this transaction would read, or None for a
+    /// block never written (zeros) — or written by this transaction (not shareable).
+    pub fn block_version(&self, array_id: u64, blk: u64) -> Result<Option<Tid>> {
+        if self.state.lock().blocks.contains_key(&(array_id, blk)) {
+            return Ok(None);
+        }
+        Ok(self
+            .gen
+            .index
+            .read()
+            .version_at(
+                &Key::Block {
+                    array: array_id,
+                    blk,
+                },
+                self.tid,
+            )
+            .map(|v| v.tid))
+    }
+
+    /// Does this transaction have changes to commit?
+    pub fn is_dirty(&self) -> bool {
+        let st = self.state.lock();
+        st.names_changed || !st.meta_changed.is_empty() || !st.blocks.is_empty()
+    }
+
+    /// Commit atomically; returns the new tid (or the snapshot tid if nothing changed).
+    /// `Error::Conflict` if another transaction committed a change to a key written here
+    /// after this transaction's snapshot.
+    pub fn commit(self) -> Result<Tid> {
+        self.commit_with("", "")
+    }
+
+    /// Commit with a user name and a description recorded in the history.
+    pub fn commit_with(self, user: &str, desc: &str) -> Result<Tid> {
+        let st = std::mem::take(&mut *self.state.lock());
+        if !st.names_changed && st.meta_changed.is_empty() && st.blocks.is_empty() {
+            return Ok(self.tid);
+        }
+        let mut writes = Vec::with_capacity(st.blocks.len() + st.meta_changed.len() + 1);
+        if st.names_changed {
+            writes.push(Write {
+                key: Key::Names,
+                value: encode::encode_plain(&[])?,
+                flags: 0,
+            });
+        }
+        for (id, m) in &st.meta_changed {
+            let (value, flags) = match m {
+                Some(info) => (encode::encode_plain(&info.encode()?)?, 0),
+                None => (encode::encode_plain(&[])?, FLAG_DELETED),
+            };
+            writes.push(Write {
+                key: Key::Meta { array: *id },
+                value,
+                flags,
+            });
+        }
+        let mut must_exist: Vec<u64> = Vec::new();
+        for ((a, b), e) in st.blocks {
+            if must_exist.last() != Some(&a) {
+                must_exist.push(a);
+            }
+            writes.push(Write {
+                key: Key::Block { array: a, blk: b },
+                value: e,
+                flags: 0,
+            });
+        }
+        let cat = st.catalog;
+        let req = CommitRequest {
+            snapshot: self.tid,
+            writes: &writes,
+            user,
+            desc,
+            must_exist: &must_exist,
+        };
+        self.db.inner.store.commit(&req, &|k| name_key(&cat, k))
+    }
+
+    /// Drop every change.
+    pub fn abort(self) {}
+}
+
+/// A read-only view of one commit. Keeps reading the same data whatever is committed or
+/// compacted meanwhile. `Send + Sync`.
+#[derive(Debug)]
+pub struct Snapshot {
+    db: Db,
+    gen: Arc<Gen>,
+    tid: Tid,
+    _slot: Option<ReaderSlot>,
+    catalog: Catalog,
+}
+
+impl Snapshot {
+    /// The commit it shows.
+    pub fn tid(&self) -> Tid {
+        self.tid
+    }
+    /// The catalog entry of array `name`.
+    pub fn array_info(&self, name: &str) -> Result<ArrayInfo> {
+        Ok((*self.catalog.get(name)?).clone())
+    }
+    /// The catalog entry of array `id`.
+    pub fn array_info_by_id(&self, id: u64) -> Result<ArrayInfo> {
+        Ok((*self.catalog.get_id(id)?).clone())
+    }
+    /// Names of the arrays, sorted.
+    pub fn array_names(&self) -> Result<Vec<String>> {
+        Ok(self.catalog.by_name.keys().cloned().collect())
+    }
+    /// Read block `blk` of array `array_id` into `buf` (len = the array's block size).
+    pub fn read_block(&self, array_id: u64, blk: u64, buf: &mut [u8]) -> Result<()> {
+        let info = self.catalog.get_id(array_id)?;
+        check_buf(&info, buf.len())?;
+        self.gen.load(
+            &Key::Block {
+                array: array_id,
+                blk,
+            },
+            self.tid,
+            buf,
+        )?;
+        Ok(())
+    }
+    /// The tid of the version of a block visible here (None: never written, zeros).
+    pub fn block_version(&self, array_id: u64, blk: u64) -> Result<Option<Tid>> {
+        Ok(self
+            .gen
+            .index
+            .read()
+            .version_at(
+                &Key::Block {
+                    array: array_id,
+                    blk,
+                },
+                self.tid,
+            )
+            .map(|v| v.tid))
+    }
+    /// Storage statistics of array `name` at this snapshot.
+    pub fn array_stats(&self, name: &str) -> Result<ArrayStats> {
+        let info = self.catalog.get(name)?;
+        let mut s = ArrayStats {
+            logical_bytes: info.byte_len().unwrap_or(u64::MAX),
+            ..ArrayStats::default()
+        };
+        let ix = self.gen.index.read();
+        for (k, vs) in &ix.versions {
+            if !matches!(k, Key::Block { array, .. } if *array == info.id) {
+                continue;
+            }
+            let i = vs.partition_point(|v| v.tid <= self.tid);
+            let Some(v) = i.checked_sub(1).map(|i| vs[i]) else {
+                continue;
+            };
+            s.stored_bytes += u64::from(v.stored_len);
+            match v.encoding {
+                Encoding::Hole => s.hole_blocks += 1,
+                Encoding::Raw => s.raw_blocks += 1,
+                Encoding::Zstd => s.zstd_blocks += 1,
+            }
+        }
+        Ok(s)
+    }
+    /// The database it belongs to.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+}
+
+impl Transaction {
+    /// The database it belongs to.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+}

@@ -1,1 +1,851 @@
-//! (layer format: see lib.rs)
+//! Bytes ⇄ records of the log file (normative spec: `storage-format.md` at the repo root).
+//!
+//! Pure functions, no I/O. Every decoder reads through [`cursor::Reader`] and returns
+//! `Error::Corruption { offset, what }` on bad input; nothing here panics on any input,
+//! and every length read is bounded (by a constant limit and by the bytes available)
+//! before it sizes an allocation. Offsets of fields are built from the constants below;
+//! the tests check each record's total size against the spec.
+
+pub mod checkpoint;
+pub mod cursor;
+
+use crate::{Error, Result, Tid};
+use cursor::{Reader, Writer};
+
+/// Magic bytes at offset 0 of a log file.
+pub const MAGIC: [u8; 8] = *b"wdb-log\n";
+/// The format version this code writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// Alignment of raw block payloads (and size of the file header): one OS page.
+pub const PAGE: u64 = 4096;
+/// The file header occupies the first page; the first transaction starts at `PAGE`.
+pub const FILE_HEADER_SIZE: u64 = PAGE;
+/// Bytes of the file header that carry fields (the rest of the page is zero).
+pub const FILE_HEADER_FIELDS: usize = 8 + 4 + 4 + 4 + 4 + 8 + 8 + 8 + 8 + 4 + 4;
+
+/// Record tags (first byte of every record). New record types get new tags; a reader
+/// that meets an unknown tag inside a committed transaction reports corruption naming
+/// the tag (the format version in the header is bumped when a tag is added).
+pub const TAG_TX: u8 = b'T';
+/// Transaction end (trailer).
+pub const TAG_TX_END: u8 = b'E';
+/// Data record of a block: key (array id, block index).
+pub const TAG_BLOCK: u8 = b'B';
+/// Data record of an array's catalog entry: key (array id).
+pub const TAG_META: u8 = b'M';
+/// Data record marking a change to the set of array names: key (catalog).
+pub const TAG_NAMES: u8 = b'N';
+/// Reserved for sub-block delta records (issue 6); not written by version 1.
+pub const TAG_DELTA_RESERVED: u8 = b'D';
+/// Version byte of every record type in format version 1.
+pub const RECORD_VERSION: u8 = 1;
+
+/// Transaction header: tag u8, version u8, flags u16, n_records u32, total_len u64,
+/// tid u64, wall_ns u64, user_len u16, reserved u16, desc_len u32, crc u32, reserved u32.
+pub const TX_HEADER_SIZE: usize = 1 + 1 + 2 + 4 + 8 + 8 + 8 + 2 + 2 + 4 + 4 + 4;
+/// Offset of the header CRC inside the transaction header.
+pub const TX_HEADER_CRC_AT: usize = TX_HEADER_SIZE - 8;
+/// Record header: tag u8, version u8, encoding u8, flags u8, pad u16, reserved u16,
+/// array u64, blk u64, prev_off u64, logical_len u32, stored_len u32, data_crc u32, crc u32.
+pub const RECORD_HEADER_SIZE: usize = 1 + 1 + 1 + 1 + 2 + 2 + 8 + 8 + 8 + 4 + 4 + 4 + 4;
+/// Offset of the header CRC inside a record header.
+pub const RECORD_HEADER_CRC_AT: usize = RECORD_HEADER_SIZE - 4;
+/// Transaction trailer: tag u8, version u8, flags u16, n_records u32, total_len u64,
+/// tid u64, tx_crc u32, end magic u32.
+pub const TX_END_SIZE: usize = 1 + 1 + 2 + 4 + 8 + 8 + 4 + 4;
+/// Offset of the transaction CRC inside the trailer.
+pub const TX_END_CRC_AT: usize = TX_END_SIZE - 8;
+/// Last four bytes of every transaction.
+pub const TX_END_MAGIC: u32 = u32::from_le_bytes(*b"WDB!");
+/// Records (and transactions) start at multiples of 8.
+pub const RECORD_ALIGN: u64 = 8;
+
+/// Largest logical length of one block or catalog value (1 GiB).
+pub const MAX_LOGICAL_LEN: u32 = 1 << 30;
+/// Largest catalog (meta) value.
+pub const MAX_META_LEN: u32 = 1 << 20;
+/// Largest user name in a transaction header.
+pub const MAX_USER_LEN: usize = u16::MAX as usize;
+/// Largest description in a transaction header.
+pub const MAX_DESC_LEN: usize = 1 << 20;
+/// Flag on a META record: the array is deleted (a tombstone, encoding hole).
+pub const FLAG_DELETED: u8 = 1;
+
+/// How a value's bytes are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Encoding {
+    /// No bytes stored: the value is all zeros (or, for META with `FLAG_DELETED`, gone).
+    Hole = 0,
+    /// The first `stored_len` bytes stored as they are; the rest up to `logical_len` is zero.
+    Raw = 1,
+    /// One zstd frame that decompresses to `logical_len` bytes.
+    Zstd = 2,
+}
+
+impl Encoding {
+    fn from_u8(v: u8, off: u64) -> Result<Encoding> {
+        match v {
+            0 => Ok(Encoding::Hole),
+            1 => Ok(Encoding::Raw),
+            2 => Ok(Encoding::Zstd),
+            _ => Err(Error::corruption(off, format!("unknown encoding {v}"))),
+        }
+    }
+}
+
+/// The key of a data record: what the value is a version of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Key {
+    /// Block `blk` of array `array`.
+    Block {
+        /// Array id.
+        array: u64,
+        /// Block index.
+        blk: u64,
+    },
+    /// The catalog entry of array `array`.
+    Meta {
+        /// Array id.
+        array: u64,
+    },
+    /// The set of array names (its versions mark changes to it; the payload is empty).
+    Names,
+}
+
+impl Key {
+    /// The record tag of this key.
+    pub fn tag(&self) -> u8 {
+        match self {
+            Key::Block { .. } => TAG_BLOCK,
+            Key::Meta { .. } => TAG_META,
+            Key::Names => TAG_NAMES,
+        }
+    }
+    fn fields(&self) -> (u64, u64) {
+        match *self {
+            Key::Block { array, blk } => (array, blk),
+            Key::Meta { array } => (array, 0),
+            Key::Names => (0, 0),
+        }
+    }
+    /// The array this key belongs to, if any.
+    pub fn array(&self) -> Option<u64> {
+        match *self {
+            Key::Block { array, .. } | Key::Meta { array } => Some(array),
+            Key::Names => None,
+        }
+    }
+}
+
+/// The file header (first page of the log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileHeader {
+    /// Format version (1).
+    pub version: u32,
+    /// Alignment of raw payloads (`PAGE`).
+    pub align: u32,
+    /// Random id of this file; a compacted copy gets a new one. The index checkpoint
+    /// and readers use it to know which file they describe.
+    pub uuid: u64,
+    /// Creation time, ns since the Unix epoch.
+    pub created_ns: u64,
+    /// Snapshots at tids below this were dropped by compaction (0: all kept).
+    pub base_tid: Tid,
+}
+
+impl FileHeader {
+    /// Encode into a full page.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.bytes(&MAGIC);
+        w.u32(self.version);
+        w.u32(u32::try_from(FILE_HEADER_SIZE).unwrap_or(u32::MAX));
+        w.u32(self.align);
+        w.u32(0); // flags
+        w.u64(self.uuid);
+        w.u64(self.created_ns);
+        w.u64(self.base_tid.0);
+        w.u64(0); // reserved
+        w.u32(0); // reserved
+        let crc = crc32fast::hash(&w.buf);
+        w.u32(crc);
+        debug_assert_eq!(w.buf.len(), FILE_HEADER_FIELDS);
+        w.buf.resize(FILE_HEADER_SIZE as usize, 0);
+        w.buf
+    }
+
+    /// Decode from at least `FILE_HEADER_SIZE` bytes read at offset 0.
+    pub fn decode(b: &[u8]) -> Result<FileHeader> {
+        let mut r = Reader::new(b, 0);
+        let magic: [u8; 8] = r.array("file magic")?;
+        if magic != MAGIC {
+            return Err(Error::corruption(0, "not a wdb log file (bad magic)"));
+        }
+        let version = r.u32("format version")?;
+        if version != FORMAT_VERSION {
+            return Err(Error::corruption(
+                8,
+                format!(
+                    "format version {version} is not supported (this build reads {FORMAT_VERSION})"
+                ),
+            ));
+        }
+        let hsize = r.u32("header size")?;
+        if u64::from(hsize) != FILE_HEADER_SIZE {
+            return Err(Error::corruption(12, format!("header size {hsize}")));
+        }
+        let align = r.u32("alignment")?;
+        if u64::from(align) != PAGE {
+            return Err(Error::corruption(16, format!("alignment {align}")));
+        }
+        r.zeros(4, "header flags")?;
+        let uuid = r.u64("uuid")?;
+        let created_ns = r.u64("creation time")?;
+        let base_tid = Tid(r.u64("base tid")?);
+        r.zeros(12, "header reserved")?;
+        let crc_at = r.pos();
+        let crc = r.u32("header crc")?;
+        if crc != crc32fast::hash(&b[..crc_at]) {
+            return Err(Error::corruption(crc_at as u64, "file header CRC mismatch"));
+        }
+        r.zeros(
+            usize::try_from(FILE_HEADER_SIZE).unwrap_or(0) - FILE_HEADER_FIELDS,
+            "header padding",
+        )?;
+        Ok(FileHeader {
+            version,
+            align,
+            uuid,
+            created_ns,
+            base_tid,
+        })
+    }
+}
+
+/// A decoded transaction header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxHeader {
+    /// Number of data records.
+    pub n_records: u32,
+    /// Bytes from the header's first byte to the trailer's last.
+    pub total_len: u64,
+    /// Transaction id.
+    pub tid: Tid,
+    /// Commit wall time, ns since the Unix epoch.
+    pub wall_ns: u64,
+    /// Bytes of user name following the header.
+    pub user_len: u16,
+    /// Bytes of description following the user name.
+    pub desc_len: u32,
+}
+
+impl TxHeader {
+    /// Bytes of header + user + description + zero padding to `RECORD_ALIGN`.
+    pub fn prefix_len(&self) -> u64 {
+        align_up(
+            TX_HEADER_SIZE as u64 + u64::from(self.user_len) + u64::from(self.desc_len),
+            RECORD_ALIGN,
+        )
+    }
+
+    /// Decode the fixed part at file offset `off`. The CRC covers user and description
+    /// too, so it is checked by [`TxHeader::check_prefix`].
+    pub fn decode(b: &[u8], off: u64) -> Result<TxHeader> {
+        let mut r = Reader::new(b, off);
+        let tag = r.u8("tx tag")?;
+        if tag != TAG_TX {
+            return Err(Error::corruption(
+                off,
+                format!("expected a transaction (tag 'T'), found tag {tag:#04x}"),
+            ));
+        }
+        let ver = r.u8("tx version")?;
+        if ver != RECORD_VERSION {
+            return Err(Error::corruption(
+                off + 1,
+                format!("transaction record version {ver}"),
+            ));
+        }
+        r.zeros(2, "tx flags")?;
+        let n_records = r.u32("record count")?;
+        let total_len = r.u64("tx length")?;
+        let tid = Tid(r.u64("tid")?);
+        let wall_ns = r.u64("wall time")?;
+        let user_len = r.u16("user length")?;
+        r.zeros(2, "tx reserved")?;
+        let desc_len = r.u32("description length")?;
+        if desc_len as usize > MAX_DESC_LEN {
+            return Err(Error::corruption(
+                off + 36,
+                format!("description length {desc_len}"),
+            ));
+        }
+        let _crc = r.u32("tx header crc")?; // checked with user and description in check_prefix
+        r.zeros(4, "tx reserved")?;
+        let h = TxHeader {
+            n_records,
+            total_len,
+            tid,
+            wall_ns,
+            user_len,
+            desc_len,
+        };
+        let min =
+            h.prefix_len() + TX_END_SIZE as u64 + u64::from(n_records) * RECORD_HEADER_SIZE as u64;
+        if total_len < min || total_len % RECORD_ALIGN != 0 {
+            return Err(Error::corruption(
+                off + 8,
+                format!("transaction length {total_len} (at least {min}, a multiple of 8)"),
+            ));
+        }
+        if tid == Tid::ZERO {
+            return Err(Error::corruption(off + 16, "transaction id 0"));
+        }
+        Ok(h)
+    }
+
+    /// Check the header CRC over `prefix` (the `prefix_len()` bytes from the header's
+    /// start) and return (user, description).
+    pub fn check_prefix(&self, prefix: &[u8], off: u64) -> Result<(String, String)> {
+        let mut r = Reader::new(prefix, off);
+        let head = r.bytes(TX_HEADER_CRC_AT, "tx header")?;
+        let crc = r.u32("tx header crc")?;
+        r.zeros(4, "tx header reserved")?;
+        let user = r.bytes(usize::from(self.user_len), "user")?;
+        let desc = r.bytes(
+            usize::try_from(self.desc_len).unwrap_or(usize::MAX),
+            "description",
+        )?;
+        let mut h = crc32fast::Hasher::new();
+        h.update(head);
+        h.update(user);
+        h.update(desc);
+        if h.finalize() != crc {
+            return Err(Error::corruption(
+                off + TX_HEADER_CRC_AT as u64,
+                "transaction header CRC mismatch",
+            ));
+        }
+        let pad = prefix.len().saturating_sub(r.pos());
+        r.zeros(pad, "tx header padding")?;
+        let user = String::from_utf8(user.to_vec())
+            .map_err(|_| Error::corruption(off, "user is not UTF-8"))?;
+        let desc = String::from_utf8(desc.to_vec())
+            .map_err(|_| Error::corruption(off, "description is not UTF-8"))?;
+        Ok((user, desc))
+    }
+}
+
+/// A decoded data record header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordHeader {
+    /// What this is a version of.
+    pub key: Key,
+    /// How the payload is stored.
+    pub encoding: Encoding,
+    /// `FLAG_*` bits.
+    pub flags: u8,
+    /// Zero bytes between the header and the payload (page-aligns raw payloads).
+    pub pad: u16,
+    /// File offset of the previous version of the same key (0: none).
+    pub prev_off: u64,
+    /// Length of the value (a block: its trimmed length; zeros follow up to block size).
+    pub logical_len: u32,
+    /// Bytes stored in the file.
+    pub stored_len: u32,
+    /// CRC32 of the stored bytes.
+    pub data_crc: u32,
+}
+
+impl RecordHeader {
+    /// Bytes from the record header's first byte to the next record (8-aligned).
+    pub fn span(&self) -> u64 {
+        align_up(
+            RECORD_HEADER_SIZE as u64 + u64::from(self.pad) + u64::from(self.stored_len),
+            RECORD_ALIGN,
+        )
+    }
+    /// Offset of the payload relative to the record's first byte.
+    pub fn payload_rel(&self) -> u64 {
+        RECORD_HEADER_SIZE as u64 + u64::from(self.pad)
+    }
+
+    /// Encode (the CRC is computed here).
+    pub fn encode(&self) -> [u8; RECORD_HEADER_SIZE] {
+        let (array, blk) = self.key.fields();
+        let mut w = Writer::new();
+        w.u8(self.key.tag());
+        w.u8(RECORD_VERSION);
+        w.u8(self.encoding as u8);
+        w.u8(self.flags);
+        w.u16(self.pad);
+        w.u16(0);
+        w.u64(array);
+        w.u64(blk);
+        w.u64(self.prev_off);
+        w.u32(self.logical_len);
+        w.u32(self.stored_len);
+        w.u32(self.data_crc);
+        let crc = crc32fast::hash(&w.buf);
+        w.u32(crc);
+        let mut out = [0u8; RECORD_HEADER_SIZE];
+        out.copy_from_slice(&w.buf);
+        out
+    }
+
+    /// Decode a record header read at file offset `off`; checks its CRC and every bound
+    /// that does not need the rest of the transaction.
+    pub fn decode(b: &[u8], off: u64) -> Result<RecordHeader> {
+        let mut r = Reader::new(b, off);
+        let tag = r.u8("record tag")?;
+        let ver = r.u8("record version")?;
+        let enc = r.u8("encoding")?;
+        let flags = r.u8("record flags")?;
+        let pad = r.u16("pad")?;
+        r.zeros(2, "record reserved")?;
+        let array = r.u64("array id")?;
+        let blk = r.u64("block index")?;
+        let prev_off = r.u64("back pointer")?;
+        let logical_len = r.u32("logical length")?;
+        let stored_len = r.u32("stored length")?;
+        let data_crc = r.u32("data crc")?;
+        let crc = r.u32("record header crc")?;
+        if crc != crc32fast::hash(&b[..RECORD_HEADER_CRC_AT]) {
+            return Err(Error::corruption(off, "record header CRC mismatch"));
+        }
+        if ver != RECORD_VERSION {
+            return Err(Error::corruption(off + 1, format!("record version {ver}")));
+        }
+        let encoding = Encoding::from_u8(enc, off + 2)?;
+        let key = match tag {
+            TAG_BLOCK => Key::Block { array, blk },
+            TAG_META if blk == 0 => Key::Meta { array },
+            TAG_NAMES if array == 0 && blk == 0 => Key::Names,
+            TAG_META | TAG_NAMES => {
+                return Err(Error::corruption(
+                    off + 8,
+                    "key fields must be zero for this record type",
+                ))
+            }
+            _ => {
+                return Err(Error::corruption(
+                    off,
+                    format!("unknown record tag {tag:#04x}"),
+                ))
+            }
+        };
+        if key.array() == Some(0) {
+            return Err(Error::corruption(off + 8, "array id 0"));
+        }
+        let allowed_flags = if tag == TAG_META { FLAG_DELETED } else { 0 };
+        if flags & !allowed_flags != 0 {
+            return Err(Error::corruption(
+                off + 3,
+                format!("record flags {flags:#x}"),
+            ));
+        }
+        let max = if tag == TAG_BLOCK {
+            MAX_LOGICAL_LEN
+        } else {
+            MAX_META_LEN
+        };
+        if logical_len > max {
+            return Err(Error::corruption(
+                off + 32,
+                format!("logical length {logical_len} > limit {max}"),
+            ));
+        }
+        let ok = match encoding {
+            Encoding::Hole => stored_len == 0 && pad == 0 && data_crc == 0,
+            Encoding::Raw => stored_len == logical_len,
+            Encoding::Zstd => stored_len <= logical_len && stored_len > 0 && pad == 0,
+        };
+        if !ok {
+            return Err(Error::corruption(
+                off + 36,
+                format!("stored length {stored_len} / pad {pad} / crc do not fit encoding {encoding:?} with logical length {logical_len}"),
+            ));
+        }
+        if u64::from(pad) >= PAGE || (flags & FLAG_DELETED != 0 && encoding != Encoding::Hole) {
+            return Err(Error::corruption(off + 4, "bad pad or tombstone"));
+        }
+        Ok(RecordHeader {
+            key,
+            encoding,
+            flags,
+            pad,
+            prev_off,
+            logical_len,
+            stored_len,
+            data_crc,
+        })
+    }
+}
+
+/// A decoded transaction trailer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxEnd {
+    /// Must equal the header's.
+    pub n_records: u32,
+    /// Must equal the header's; lets a backward scan find the header.
+    pub total_len: u64,
+    /// Must equal the header's.
+    pub tid: Tid,
+    /// CRC32 of the header prefix, every record header and the trailer up to this field.
+    pub tx_crc: u32,
+}
+
+impl TxEnd {
+    /// Encode; `crc` must already include the header prefix and record headers;
+    /// this adds the trailer's own fields.
+    pub fn encode(&self, mut crc: crc32fast::Hasher) -> [u8; TX_END_SIZE] {
+        let mut w = Writer::new();
+        w.u8(TAG_TX_END);
+        w.u8(RECORD_VERSION);
+        w.u16(0);
+        w.u32(self.n_records);
+        w.u64(self.total_len);
+        w.u64(self.tid.0);
+        crc.update(&w.buf);
+        w.u32(crc.finalize());
+        w.u32(TX_END_MAGIC);
+        let mut out = [0u8; TX_END_SIZE];
+        out.copy_from_slice(&w.buf);
+        out
+    }
+
+    /// Decode a trailer read at `off` (the tx CRC is checked by the caller, who has the
+    /// running hash; `crc_so_far` is that hash before the trailer).
+    pub fn decode(b: &[u8], off: u64, crc_so_far: Option<crc32fast::Hasher>) -> Result<TxEnd> {
+        let mut r = Reader::new(b, off);
+        let tag = r.u8("trailer tag")?;
+        if tag != TAG_TX_END {
+            return Err(Error::corruption(
+                off,
+                format!("expected a transaction trailer (tag 'E'), found {tag:#04x}"),
+            ));
+        }
+        let ver = r.u8("trailer version")?;
+        if ver != RECORD_VERSION {
+            return Err(Error::corruption(off + 1, format!("trailer version {ver}")));
+        }
+        r.zeros(2, "trailer flags")?;
+        let n_records = r.u32("trailer record count")?;
+        let total_len = r.u64("trailer tx length")?;
+        let tid = Tid(r.u64("trailer tid")?);
+        let tx_crc = r.u32("tx crc")?;
+        let magic = r.u32("trailer magic")?;
+        if magic != TX_END_MAGIC {
+            return Err(Error::corruption(off + 28, "bad trailer magic"));
+        }
+        if let Some(mut h) = crc_so_far {
+            h.update(&b[..TX_END_CRC_AT]);
+            if h.finalize() != tx_crc {
+                return Err(Error::corruption(
+                    off + TX_END_CRC_AT as u64,
+                    "transaction CRC mismatch",
+                ));
+            }
+        }
+        Ok(TxEnd {
+            n_records,
+            total_len,
+            tid,
+            tx_crc,
+        })
+    }
+}
+
+/// Round `v` up to a multiple of `a` (a power of two); saturates instead of overflowing.
+pub fn align_up(v: u64, a: u64) -> u64 {
+    v.saturating_add(a - 1) & !(a - 1)
+}
+
+/// One data record to encode into a transaction.
+#[derive(Debug, Clone)]
+pub struct RecordIn<'a> {
+    /// Key.
+    pub key: Key,
+    /// Encoding of `payload`.
+    pub encoding: Encoding,
+    /// `FLAG_*` bits.
+    pub flags: u8,
+    /// Offset of the previous version of the key (0: none).
+    pub prev_off: u64,
+    /// Logical length.
+    pub logical_len: u32,
+    /// The stored bytes.
+    pub payload: &'a [u8],
+    /// CRC32 of `payload` (computed once when the block was staged).
+    pub data_crc: u32,
+}
+
+/// A piece of an encoded transaction, written in order.
+#[derive(Debug)]
+pub enum Part<'a> {
+    /// Headers and padding.
+    Own(Vec<u8>),
+    /// A payload, borrowed to avoid a copy.
+    Borrowed(&'a [u8]),
+}
+
+impl Part<'_> {
+    /// The bytes.
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Part::Own(v) => v,
+            Part::Borrowed(b) => b,
+        }
+    }
+}
+
+/// A transaction encoded for appending at `start`.
+#[derive(Debug)]
+pub struct EncodedTx<'a> {
+    /// The bytes, in order.
+    pub parts: Vec<Part<'a>>,
+    /// Total length (sum of the parts).
+    pub total_len: u64,
+    /// File offset of each record header, in input order.
+    pub record_offsets: Vec<u64>,
+    /// The record headers as written.
+    pub headers: Vec<RecordHeader>,
+    /// The trailer as written.
+    pub end: TxEnd,
+}
+
+/// Encode a transaction to be appended at file offset `start` (a multiple of 8).
+/// Raw payloads are placed at page-aligned file offsets (the record's `pad`).
+pub fn encode_tx<'a>(
+    start: u64,
+    tid: Tid,
+    wall_ns: u64,
+    user: &str,
+    desc: &str,
+    records: &[RecordIn<'a>],
+) -> Result<EncodedTx<'a>> {
+    if start % RECORD_ALIGN != 0 {
+        return Err(Error::InvalidArgument(format!(
+            "transaction start {start} not 8-aligned"
+        )));
+    }
+    if user.len() > MAX_USER_LEN || desc.len() > MAX_DESC_LEN {
+        return Err(Error::InvalidArgument(
+            "user or description too long".into(),
+        ));
+    }
+    let n_records = u32::try_from(records.len())
+        .map_err(|_| Error::InvalidArgument("too many records".into()))?;
+    let user_len =
+        u16::try_from(user.len()).map_err(|_| Error::InvalidArgument("user too long".into()))?;
+    let desc_len = u32::try_from(desc.len())
+        .map_err(|_| Error::InvalidArgument("description too long".into()))?;
+    let h = TxHeader {
+        n_records,
+        total_len: 0,
+        tid,
+        wall_ns,
+        user_len,
+        desc_len,
+    };
+    // First pass: layout, so total_len is known before the header is written.
+    let mut pos = start + h.prefix_len();
+    let mut headers = Vec::with_capacity(records.len());
+    let mut record_offsets = Vec::with_capacity(records.len());
+    for rec in records {
+        let stored_len = u32::try_from(rec.payload.len())
+            .map_err(|_| Error::InvalidArgument("payload too long".into()))?;
+        let pad = if rec.encoding == Encoding::Raw {
+            let p = (PAGE - (pos + RECORD_HEADER_SIZE as u64) % PAGE) % PAGE;
+            u16::try_from(p).map_err(|_| Error::InvalidArgument("pad".into()))?
+        } else {
+            0
+        };
+        let rh = RecordHeader {
+            key: rec.key,
+            encoding: rec.encoding,
+            flags: rec.flags,
+            pad,
+            prev_off: rec.prev_off,
+            logical_len: rec.logical_len,
+            stored_len,
+            data_crc: rec.data_crc,
+        };
+        // Validate what we write with the same rules as what we read.
+        RecordHeader::decode(&rh.encode(), pos)?;
+        record_offsets.push(pos);
+        pos += rh.span();
+        headers.push(rh);
+    }
+    let total_len = pos + TX_END_SIZE as u64 - start;
+    let h = TxHeader { total_len, ..h };
+
+    let mut w = Writer::new();
+    w.u8(TAG_TX);
+    w.u8(RECORD_VERSION);
+    w.u16(0);
+    w.u32(n_records);
+    w.u64(total_len);
+    w.u64(tid.0);
+    w.u64(wall_ns);
+    w.u16(user_len);
+    w.u16(0);
+    w.u32(desc_len);
+    let mut hc = crc32fast::Hasher::new();
+    hc.update(&w.buf);
+    hc.update(user.as_bytes());
+    hc.update(desc.as_bytes());
+    w.u32(hc.finalize());
+    w.u32(0);
+    w.bytes(user.as_bytes());
+    w.bytes(desc.as_bytes());
+    let prefix =
+        usize::try_from(h.prefix_len()).map_err(|_| Error::InvalidArgument("prefix".into()))?;
+    w.zeros(prefix - w.buf.len());
+    let mut txcrc = crc32fast::Hasher::new();
+    txcrc.update(&w.buf);
+
+    let mut parts = Vec::new();
+    let mut cur = w.buf;
+    for (rec, rh) in records.iter().zip(&headers) {
+        let hb = rh.encode();
+        txcrc.update(&hb);
+        cur.extend_from_slice(&hb);
+        cur.resize(cur.len() + usize::from(rh.pad), 0);
+        if !rec.payload.is_empty() {
+            parts.push(Part::Own(std::mem::take(&mut cur)));
+            parts.push(Part::Borrowed(rec.payload));
+        }
+        let tail = rh.span() - rh.payload_rel() - u64::from(rh.stored_len);
+        cur.resize(cur.len() + usize::try_from(tail).unwrap_or(0), 0);
+    }
+    let end = TxEnd {
+        n_records,
+        total_len,
+        tid,
+        tx_crc: 0,
+    };
+    let eb = end.encode(txcrc);
+    let end = TxEnd::decode(&eb, pos, None)?;
+    cur.extend_from_slice(&eb);
+    parts.push(Part::Own(cur));
+    debug_assert_eq!(
+        parts.iter().map(|p| p.bytes().len() as u64).sum::<u64>(),
+        total_len
+    );
+    Ok(EncodedTx {
+        parts,
+        total_len,
+        record_offsets,
+        headers,
+        end,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_sizes_match_the_spec() {
+        assert_eq!(FILE_HEADER_FIELDS, 64);
+        assert_eq!(TX_HEADER_SIZE, 48);
+        assert_eq!(RECORD_HEADER_SIZE, 48);
+        assert_eq!(TX_END_SIZE, 32);
+        assert_eq!(
+            FileHeader {
+                version: 1,
+                align: 4096,
+                uuid: 1,
+                created_ns: 2,
+                base_tid: Tid(0)
+            }
+            .encode()
+            .len(),
+            4096
+        );
+        let rh = RecordHeader {
+            key: Key::Block { array: 1, blk: 2 },
+            encoding: Encoding::Hole,
+            flags: 0,
+            pad: 0,
+            prev_off: 0,
+            logical_len: 0,
+            stored_len: 0,
+            data_crc: 0,
+        };
+        assert_eq!(rh.encode().len(), RECORD_HEADER_SIZE);
+        assert_eq!(rh.span(), 48);
+    }
+
+    #[test]
+    fn file_header_roundtrip_and_bitflips() {
+        let h = FileHeader {
+            version: 1,
+            align: 4096,
+            uuid: 77,
+            created_ns: 5,
+            base_tid: Tid(3),
+        };
+        let b = h.encode();
+        assert_eq!(FileHeader::decode(&b).unwrap(), h);
+        for bit in 0..FILE_HEADER_FIELDS * 8 {
+            let mut c = b.clone();
+            c[bit / 8] ^= 1 << (bit % 8);
+            assert!(FileHeader::decode(&c).is_err(), "bit {bit}");
+        }
+    }
+
+    #[test]
+    fn raw_payloads_are_page_aligned() {
+        let data = vec![7u8; 5000];
+        let recs = [
+            RecordIn {
+                key: Key::Names,
+                encoding: Encoding::Hole,
+                flags: 0,
+                prev_off: 0,
+                logical_len: 0,
+                payload: &[],
+                data_crc: 0,
+            },
+            RecordIn {
+                key: Key::Block { array: 1, blk: 0 },
+                encoding: Encoding::Raw,
+                flags: 0,
+                prev_off: 0,
+                logical_len: 5000,
+                payload: &data,
+                data_crc: crc32fast::hash(&data),
+            },
+        ];
+        let tx = encode_tx(4096, Tid(1), 0, "u", "d", &recs).unwrap();
+        let off = tx.record_offsets[1] + tx.headers[1].payload_rel();
+        assert_eq!(off % PAGE, 0);
+        let bytes: Vec<u8> = tx.parts.iter().flat_map(|p| p.bytes().to_vec()).collect();
+        assert_eq!(bytes.len() as u64, tx.total_len);
+        let h = TxHeader::decode(&bytes, 4096).unwrap();
+        assert_eq!(h.tid, Tid(1));
+        let p = usize::try_from(h.prefix_len()).unwrap();
+        assert_eq!(
+            h.check_prefix(&bytes[..p], 4096).unwrap(),
+            ("u".into(), "d".into())
+        );
+        let end_at = bytes.len() - TX_END_SIZE;
+        assert_eq!(
+            TxEnd::decode(&bytes[end_at..], 0, None).unwrap().total_len,
+            tx.total_len
+        );
+    }
+
+    #[test]
+    fn decoders_never_panic_on_short_or_garbage_input() {
+        for n in 0..64 {
+            let b = vec![0xA5u8; n];
+            let _ = FileHeader::decode(&b);
+            let _ = TxHeader::decode(&b, 0);
+            let _ = RecordHeader::decode(&b, 0);
+            let _ = TxEnd::decode(&b, 0, Some(crc32fast::Hasher::new()));
+        }
+    }
+}

@@ -1,1 +1,754 @@
-//! (layer store: see lib.rs)
+//! MVCC over the log: the index `key → versions`, `load(key, at)`, optimistic commit with
+//! key-level conflicts, refresh from other processes' commits, the index checkpoint,
+//! changes between tids, compaction and the checker behind fsck. Knows nothing of memory.
+//!
+//! State: a `Store` holds the current [`Gen`] (one log file and its index). Compaction
+//! replaces the current `Gen`; snapshots keep the `Arc<Gen>` they started on, so they
+//! keep reading the file they began with.
+//!
+//! ```text
+//!   open ──► Gen(file A) ──commit/refresh──► Gen(file A, longer index)
+//!                  │ compact (copy, catch up, rename)
+//!                  ▼
+//!            Gen(file B)     (old snapshots still hold Gen(file A))
+//! ```
+//!
+//! Invariants (checked by `Index::assert_invariants` at the top of commit in debug builds):
+//! 1. Each key's versions are sorted by strictly increasing tid, all ≤ `last_tid`.
+//! 2. `txs` is sorted by tid; the last one ends at `end`, and `last_tid` is its tid.
+//! 3. Every version's tid is one of `txs`' and `by_tid` lists each key under each tid
+//!    that wrote it.
+//! 4. Appends happen only at `end`, only under the writer lock, and after refreshing the
+//!    index to the file's last committed transaction (so `end` is the file's).
+//! 5. After a failed append or fsync the store is poisoned: no further commit until reopen.
+//!
+//! Lock order: `Store::commit_lock`/writer lock (lock file) → `Store::gen` → `Gen::index`.
+//! Readers take only `Gen::index` (shared, briefly) and never wait for an append.
+
+pub mod compact;
+pub mod encode;
+pub mod fsck;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::format::checkpoint::{Checkpoint, TxEntry, Version};
+use crate::format::{self, Encoding, Key, RecordIn, FLAG_DELETED};
+use crate::log::io::LogIo;
+use crate::log::lock::{LockFile, ReaderSlot};
+use crate::log::{Log, ScannedTx};
+use crate::{Error, Result, Tid};
+pub use encode::Encoded;
+
+/// Path of the index checkpoint of database `db`.
+pub fn checkpoint_path(db: &Path) -> PathBuf {
+    let mut s = db.as_os_str().to_owned();
+    s.push(".idx");
+    PathBuf::from(s)
+}
+
+/// Store options.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Open read-only (no commits, no tail cutting).
+    pub read_only: bool,
+    /// fdatasync each commit before it returns.
+    pub sync: bool,
+    /// Write a checkpoint when this many log bytes are not covered by the last one.
+    pub checkpoint_bytes: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            read_only: false,
+            sync: true,
+            checkpoint_bytes: 64 << 20,
+        }
+    }
+}
+
+/// The in-memory index of one log file.
+#[derive(Debug, Clone, Default)]
+pub struct Index {
+    /// Versions of each key, oldest first.
+    pub versions: HashMap<Key, Vec<Version>>,
+    /// Committed transactions, ascending.
+    pub txs: Vec<TxEntry>,
+    /// Keys written by each transaction.
+    pub by_tid: BTreeMap<Tid, Vec<Key>>,
+    /// End of the last committed transaction.
+    pub end: u64,
+    /// tid of the last committed transaction (0 if none).
+    pub last_tid: Tid,
+    /// tx CRC of the last committed transaction.
+    pub last_tx_crc: u32,
+    /// Largest array id ever used.
+    pub max_array: u64,
+    /// Log offset covered by the last checkpoint written or read.
+    pub checkpointed_end: u64,
+    /// Ids of arrays that have a catalog (META) key.
+    pub arrays: std::collections::BTreeSet<u64>,
+}
+
+impl Index {
+    fn empty() -> Index {
+        Index {
+            end: format::FILE_HEADER_SIZE,
+            ..Index::default()
+        }
+    }
+
+    fn apply(&mut self, tx: &ScannedTx) {
+        let tid = tx.header.tid;
+        let mut keys = Vec::with_capacity(tx.records.len());
+        for (off, rh) in &tx.records {
+            self.versions
+                .entry(rh.key)
+                .or_default()
+                .push(Version::from_header(tid, *off, rh));
+            if let Some(a) = rh.key.array() {
+                self.max_array = self.max_array.max(a);
+            }
+            if let Key::Meta { array } = rh.key {
+                self.arrays.insert(array);
+            }
+            keys.push(rh.key);
+        }
+        self.by_tid.insert(tid, keys);
+        self.txs.push(TxEntry {
+            tid,
+            off: tx.off,
+            len: tx.header.total_len,
+            wall_ns: tx.header.wall_ns,
+        });
+        self.end = tx.off + tx.header.total_len;
+        self.last_tid = tid;
+        self.last_tx_crc = tx.end.tx_crc;
+    }
+
+    fn from_checkpoint(c: Checkpoint) -> Index {
+        let mut ix = Index {
+            end: c.covered_end,
+            last_tid: c.last_tid,
+            last_tx_crc: c.last_tx_crc,
+            checkpointed_end: c.covered_end,
+            txs: c.txs,
+            ..Index::default()
+        };
+        for (k, vs) in c.keys {
+            if let Some(a) = k.array() {
+                ix.max_array = ix.max_array.max(a);
+            }
+            if let Key::Meta { array } = k {
+                ix.arrays.insert(array);
+            }
+            for v in &vs {
+                ix.by_tid.entry(v.tid).or_default().push(k);
+            }
+            ix.versions.insert(k, vs);
+        }
+        ix
+    }
+
+    fn to_checkpoint(&self, uuid: u64) -> Checkpoint {
+        let mut keys: Vec<(Key, Vec<Version>)> =
+            self.versions.iter().map(|(k, v)| (*k, v.clone())).collect();
+        keys.sort_by_key(|(k, _)| *k);
+        Checkpoint {
+            log_uuid: uuid,
+            covered_end: self.end,
+            last_tid: self.last_tid,
+            last_tx_crc: self.last_tx_crc,
+            txs: self.txs.clone(),
+            keys,
+        }
+    }
+
+    /// The version of `key` visible at `at` (the newest with tid ≤ at).
+    pub fn version_at(&self, key: &Key, at: Tid) -> Option<Version> {
+        let vs = self.versions.get(key)?;
+        let i = vs.partition_point(|v| v.tid <= at);
+        i.checked_sub(1).map(|i| vs[i])
+    }
+
+    /// The newest version of `key`.
+    pub fn latest(&self, key: &Key) -> Option<Version> {
+        self.versions.get(key).and_then(|v| v.last().copied())
+    }
+
+    /// Debug check of the numbered invariants 1–3.
+    pub fn assert_invariants(&self) {
+        if !cfg!(debug_assertions) {
+            return;
+        }
+        for (k, vs) in &self.versions {
+            assert!(
+                vs.windows(2).all(|w| w[0].tid < w[1].tid),
+                "versions of {k:?} not ascending"
+            );
+            assert!(
+                vs.iter().all(|v| v.tid <= self.last_tid),
+                "version of {k:?} newer than last tid"
+            );
+        }
+        assert!(
+            self.txs.windows(2).all(|w| w[0].tid < w[1].tid),
+            "txs not ascending"
+        );
+        if let Some(t) = self.txs.last() {
+            assert_eq!(t.off + t.len, self.end, "last tx does not end at end");
+            assert_eq!(t.tid, self.last_tid);
+        }
+        assert_eq!(self.by_tid.len(), self.txs.len());
+    }
+}
+
+/// One log file and its index.
+#[derive(Debug)]
+pub struct Gen {
+    /// The log file.
+    pub log: Log,
+    /// Its index.
+    pub index: RwLock<Index>,
+}
+
+impl Gen {
+    /// Load the value of `key` visible at `at` into `buf` (zero-filled past the stored
+    /// value). Returns the tid of that version, or None if the key had no version (buf
+    /// is then all zeros). The CRC of the stored bytes is checked on every read.
+    pub fn load(&self, key: &Key, at: Tid, buf: &mut [u8]) -> Result<Option<Version>> {
+        let v = self.index.read().version_at(key, at);
+        let Some(v) = v else {
+            buf.fill(0);
+            return Ok(None);
+        };
+        self.read_version(&v, buf)?;
+        Ok(Some(v))
+    }
+
+    /// Read one version into `buf` (which must be at least its logical length).
+    pub fn read_version(&self, v: &Version, buf: &mut [u8]) -> Result<()> {
+        let logical = usize::try_from(v.logical_len)
+            .map_err(|_| Error::corruption(v.rec_off, "logical length"))?;
+        if logical > buf.len() {
+            return Err(Error::corruption(
+                v.rec_off,
+                format!(
+                    "value of {logical} bytes does not fit a buffer of {}",
+                    buf.len()
+                ),
+            ));
+        }
+        let stored = usize::try_from(v.stored_len)
+            .map_err(|_| Error::corruption(v.rec_off, "stored length"))?;
+        match v.encoding {
+            Encoding::Hole => buf.fill(0),
+            Encoding::Raw => {
+                self.log
+                    .read_exact_at(&mut buf[..stored], v.payload_off())?;
+                if crc32fast::hash(&buf[..stored]) != v.data_crc {
+                    return Err(Error::corruption(
+                        v.payload_off(),
+                        format!("data CRC mismatch (version of tid {})", v.tid),
+                    ));
+                }
+                buf[stored..].fill(0);
+            }
+            Encoding::Zstd => {
+                thread_local! {
+                    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+                }
+                SCRATCH.with(|s| -> Result<()> {
+                    let mut s = s.borrow_mut();
+                    s.clear();
+                    s.resize(stored, 0);
+                    self.log.read_exact_at(&mut s, v.payload_off())?;
+                    if crc32fast::hash(&s) != v.data_crc {
+                        return Err(Error::corruption(
+                            v.payload_off(),
+                            format!("data CRC mismatch (version of tid {})", v.tid),
+                        ));
+                    }
+                    encode::decompress_into(&s, &mut buf[..logical], v.payload_off())
+                })?;
+                buf[logical..].fill(0);
+            }
+        }
+        Ok(())
+    }
+
+    /// Last committed tid known to this generation.
+    pub fn last_tid(&self) -> Tid {
+        self.index.read().last_tid
+    }
+
+    /// Oldest tid whose snapshot is complete in this file.
+    pub fn base_tid(&self) -> Tid {
+        self.log.header().base_tid
+    }
+}
+
+/// One value to commit.
+#[derive(Debug, Clone)]
+pub struct Write {
+    /// Key.
+    pub key: Key,
+    /// Encoded value.
+    pub value: Encoded,
+    /// `FLAG_DELETED` for a catalog tombstone.
+    pub flags: u8,
+}
+
+/// A commit to append.
+#[derive(Debug)]
+pub struct CommitRequest<'a> {
+    /// The snapshot the transaction read at (conflict base).
+    pub snapshot: Tid,
+    /// The values written, in the order to write them.
+    pub writes: &'a [Write],
+    /// User name for the history.
+    pub user: &'a str,
+    /// Description for the history.
+    pub desc: &'a str,
+    /// Arrays whose blocks are written: the commit conflicts if one was deleted after
+    /// the snapshot (its META key's newest version is a tombstone newer than it).
+    pub must_exist: &'a [u64],
+}
+
+/// A commit in the history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Commit {
+    /// Its tid.
+    pub tid: Tid,
+    /// Wall time, ns since the epoch.
+    pub wall_ns: u64,
+    /// Bytes it takes in the log.
+    pub bytes: u64,
+    /// Arrays whose blocks or metadata it changed.
+    pub arrays: Vec<u64>,
+    /// Did it change the set of names?
+    pub names_changed: bool,
+}
+
+/// The MVCC store of one database path.
+#[derive(Debug)]
+pub struct Store {
+    path: PathBuf,
+    opts: StoreOptions,
+    lock: Arc<LockFile>,
+    gen: RwLock<Arc<Gen>>,
+    poisoned: Mutex<Option<String>>,
+    refresh_lock: Mutex<()>,
+}
+
+fn load_checkpoint(path: &Path, log: &Log) -> Option<Index> {
+    let bytes = std::fs::read(checkpoint_path(path)).ok()?;
+    let c = Checkpoint::decode(&bytes).ok()?;
+    if c.log_uuid != log.header().uuid
+        || c.covered_end < format::FILE_HEADER_SIZE
+        || c.covered_end > log.len().ok()?
+    {
+        return None;
+    }
+    if c.last_tid != Tid::ZERO {
+        // Validate against the log: the covered end must be the trailer of the last tx.
+        let mut eb = [0u8; format::TX_END_SIZE];
+        log.read_exact_at(
+            &mut eb,
+            c.covered_end.checked_sub(format::TX_END_SIZE as u64)?,
+        )
+        .ok()?;
+        let end = format::TxEnd::decode(&eb, 0, None).ok()?;
+        if end.tid != c.last_tid
+            || end.tx_crc != c.last_tx_crc
+            || c.txs.last().map(|t| t.tid) != Some(c.last_tid)
+        {
+            return None;
+        }
+    } else if c.covered_end != format::FILE_HEADER_SIZE {
+        return None;
+    }
+    let ix = Index::from_checkpoint(c);
+    Some(ix)
+}
+
+impl Store {
+    /// Open or create the database at `path`.
+    pub fn open(path: &Path, opts: StoreOptions) -> Result<Store> {
+        if opts.read_only && !path.exists() {
+            return Err(Error::NotFound(format!("database {}", path.display())));
+        }
+        let lock = Arc::new(LockFile::open(path, opts.read_only)?);
+        let log = match Log::open(path, opts.read_only) {
+            Ok(l) => l,
+            Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound && !opts.read_only => {
+                let _w = lock.writer()?;
+                match Log::create(path, Tid::ZERO) {
+                    Ok(l) => l,
+                    Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        Log::open(path, false)?
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotFound(format!("database {}", path.display())))
+            }
+            Err(e) => return Err(e),
+        };
+        Store::open_log(path, log, lock, opts)
+    }
+
+    /// Open over a given I/O implementation of the (existing) log file.
+    pub fn open_with_io(path: &Path, io: Box<dyn LogIo>, opts: StoreOptions) -> Result<Store> {
+        let lock = Arc::new(LockFile::open(path, opts.read_only)?);
+        let log = Log::open_io(path, io)?;
+        Store::open_log(path, log, lock, opts)
+    }
+
+    fn open_log(path: &Path, log: Log, lock: Arc<LockFile>, opts: StoreOptions) -> Result<Store> {
+        let gen = Store::load_gen(log, &lock, opts.read_only)?;
+        Ok(Store {
+            path: path.to_path_buf(),
+            opts,
+            lock,
+            gen: RwLock::new(Arc::new(gen)),
+            poisoned: Mutex::new(None),
+            refresh_lock: Mutex::new(()),
+        })
+    }
+
+    /// Build the index of `log`: from the checkpoint when it matches, then the tail,
+    /// fully verified (data CRCs too). A torn tail is cut under the writer lock.
+    fn load_gen(log: Log, lock: &LockFile, read_only: bool) -> Result<Gen> {
+        let mut ix = load_checkpoint(log.path(), &log).unwrap_or_else(Index::empty);
+        let scan = log.scan(ix.end, ix.last_tid, true)?;
+        for tx in &scan.txs {
+            ix.apply(tx);
+        }
+        if let Some(err) = scan.stop {
+            if log.valid_tx_after(scan.end, scan.file_len) {
+                return Err(Error::corruption(
+                    scan.end,
+                    format!("committed transactions follow a bad one ({err}); run `wdbtool fsck`"),
+                ));
+            }
+            if !read_only {
+                // Under the writer lock no append is in flight, so what does not form a
+                // valid transaction now is a torn tail.
+                let _w = lock.writer()?;
+                let again = log.scan(ix.end, ix.last_tid, true)?;
+                for tx in &again.txs {
+                    ix.apply(tx);
+                }
+                if again.stop.is_some() {
+                    log.cut_tail(again.end)?;
+                }
+            }
+        }
+        Ok(Gen {
+            log,
+            index: RwLock::new(ix),
+        })
+    }
+
+    /// The database path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    /// The lock file.
+    pub fn lock_file(&self) -> &Arc<LockFile> {
+        &self.lock
+    }
+    /// Is the store read-only?
+    pub fn read_only(&self) -> bool {
+        self.opts.read_only
+    }
+
+    /// The current generation, without reading the log.
+    pub fn current(&self) -> Arc<Gen> {
+        self.gen.read().clone()
+    }
+
+    /// See other processes' commits: switch files if compaction replaced ours, then read
+    /// the new tail of the log (headers only; an incomplete tail is an append in flight
+    /// and is left alone). Returns the current generation.
+    pub fn refresh(&self) -> Result<Arc<Gen>> {
+        let _r = self.refresh_lock.lock();
+        let gen = self.current();
+        if gen.log.path_switched() {
+            let log = Log::open(&self.path, self.opts.read_only)?;
+            let new = Arc::new(Store::load_gen(log, &self.lock, true)?);
+            *self.gen.write() = new.clone();
+            return Ok(new);
+        }
+        let (end, last) = {
+            let ix = gen.index.read();
+            (ix.end, ix.last_tid)
+        };
+        if gen.log.len()? > end {
+            let scan = gen.log.scan(end, last, false)?;
+            if !scan.txs.is_empty() {
+                let mut ix = gen.index.write();
+                // Another thread may have committed meanwhile; apply only what is new.
+                for tx in &scan.txs {
+                    if tx.header.tid > ix.last_tid && tx.off == ix.end {
+                        ix.apply(tx);
+                    }
+                }
+            }
+        }
+        Ok(gen)
+    }
+
+    /// Register a reader at `tid` in the lock file's reader table.
+    pub fn register_reader(&self, tid: Tid) -> Result<Option<ReaderSlot>> {
+        self.lock.register_reader(tid)
+    }
+
+    /// Fail if poisoned.
+    pub fn check_poisoned(&self) -> Result<()> {
+        match &*self.poisoned.lock() {
+            Some(why) => Err(Error::Poisoned(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn poison(&self, e: &Error) {
+        let mut p = self.poisoned.lock();
+        if p.is_none() {
+            *p = Some(e.to_string());
+        }
+    }
+
+    /// Commit: under the writer lock, catch up with the log, fail with `Conflict` if a
+    /// written key has a version newer than the snapshot, append one transaction and
+    /// (with `sync`) fdatasync it. `name` renders a key for the conflict message.
+    pub fn commit(&self, req: &CommitRequest<'_>, name: &dyn Fn(&Key) -> String) -> Result<Tid> {
+        if self.opts.read_only {
+            return Err(Error::ReadOnly("the database was opened read-only".into()));
+        }
+        self.check_poisoned()?;
+        let _w = self.lock.writer()?;
+        self.check_poisoned()?;
+        let gen = self.refresh()?;
+        gen.index.read().assert_invariants();
+        // Under the lock, an invalid tail is a torn write of a writer that failed or died.
+        if gen.log.len()? != gen.index.read().end {
+            let end = gen.index.read().end;
+            let scan = gen.log.scan(end, gen.last_tid(), false)?;
+            if scan.txs.is_empty() && scan.stop.is_some() {
+                if gen.log.valid_tx_after(end, scan.file_len) {
+                    return Err(Error::corruption(
+                        end,
+                        "committed transactions follow a bad one; run `wdbtool fsck`",
+                    ));
+                }
+                gen.log.cut_tail(end)?;
+            }
+        }
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        let (tid, enc) = {
+            let ix = gen.index.read();
+            for w in req.writes {
+                if let Some(v) = ix.latest(&w.key) {
+                    if v.tid > req.snapshot {
+                        return Err(Error::Conflict {
+                            what: name(&w.key),
+                            snapshot: req.snapshot,
+                            by: v.tid,
+                        });
+                    }
+                }
+            }
+            for &a in req.must_exist {
+                if let Some(v) = ix.latest(&Key::Meta { array: a }) {
+                    if v.tid > req.snapshot && is_tombstone(&v) {
+                        return Err(Error::Conflict {
+                            what: format!("{} (deleted)", name(&Key::Meta { array: a })),
+                            snapshot: req.snapshot,
+                            by: v.tid,
+                        });
+                    }
+                }
+            }
+            let tid = Tid(ix
+                .last_tid
+                .0
+                .checked_add(1)
+                .ok_or_else(|| Error::OutOfRange("tid space exhausted".into()))?);
+            let recs: Vec<RecordIn<'_>> = req
+                .writes
+                .iter()
+                .map(|w| RecordIn {
+                    key: w.key,
+                    encoding: w.value.encoding,
+                    flags: w.flags,
+                    prev_off: ix.latest(&w.key).map(|v| v.rec_off).unwrap_or(0),
+                    logical_len: w.value.logical_len,
+                    payload: &w.value.payload,
+                    data_crc: w.value.data_crc,
+                })
+                .collect();
+            (
+                tid,
+                format::encode_tx(ix.end, tid, wall, req.user, req.desc, &recs)?,
+            )
+        };
+        let start = gen.index.read().end;
+        if let Err(e) = gen.log.append(start, &enc, self.opts.sync) {
+            self.poison(&e);
+            // Never acknowledged, so not committed: take the bytes back (best effort; if
+            // this fails too, recovery cuts them as a torn tail or, if they were
+            // written completely, they appear as a commit the caller was told failed —
+            // the fsync-failure case storage-format.md describes).
+            let _ = gen.log.truncate_unacknowledged(start);
+            return Err(e);
+        }
+        let scanned = ScannedTx {
+            off: start,
+            header: format::TxHeader {
+                n_records: enc.end.n_records,
+                total_len: enc.total_len,
+                tid,
+                wall_ns: wall,
+                user_len: 0,
+                desc_len: 0,
+            },
+            user: String::new(),
+            desc: String::new(),
+            records: enc
+                .record_offsets
+                .iter()
+                .copied()
+                .zip(enc.headers.iter().copied())
+                .collect(),
+            end: enc.end,
+        };
+        let need_ckpt = {
+            let mut ix = gen.index.write();
+            // A concurrent refresh in this process may already have read it from the file.
+            if ix.last_tid < tid {
+                ix.apply(&scanned);
+            }
+            ix.end - ix.checkpointed_end >= self.opts.checkpoint_bytes
+        };
+        if need_ckpt {
+            // A checkpoint is an optimisation: failing to write one does not fail the commit.
+            if let Err(e) = self.write_checkpoint() {
+                tracing::warn!(error = %e, "could not write the index checkpoint");
+            }
+        }
+        Ok(tid)
+    }
+
+    /// Persist the index of the current generation (atomically: temp file + rename).
+    pub fn write_checkpoint(&self) -> Result<()> {
+        if self.opts.read_only {
+            return Ok(());
+        }
+        let gen = self.current();
+        let (bytes, end) = {
+            let ix = gen.index.read();
+            (ix.to_checkpoint(gen.log.header().uuid).encode()?, ix.end)
+        };
+        let dst = checkpoint_path(&self.path);
+        write_atomically(&dst, &bytes)?;
+        gen.index.write().checkpointed_end = end;
+        Ok(())
+    }
+
+    /// Keys changed by commits in `(from, to]` (refreshing first).
+    pub fn changed(&self, from: Tid, to: Tid) -> Result<Vec<Key>> {
+        let gen = self.refresh()?;
+        let ix = gen.index.read();
+        if from < gen.base_tid() && ix.txs.first().is_some_and(|t| t.tid > from) && from < to {
+            // Compaction dropped some of the commits in the range: report every key.
+            let mut all: Vec<Key> = ix.versions.keys().copied().collect();
+            all.sort();
+            return Ok(all);
+        }
+        let mut out: Vec<Key> = ix
+            .by_tid
+            .range((
+                std::ops::Bound::Excluded(from),
+                std::ops::Bound::Included(to),
+            ))
+            .flat_map(|(_, ks)| ks.iter().copied())
+            .collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// The commits, oldest first.
+    pub fn history(&self) -> Result<Vec<Commit>> {
+        let gen = self.refresh()?;
+        let ix = gen.index.read();
+        Ok(ix
+            .txs
+            .iter()
+            .map(|t| {
+                let keys = ix.by_tid.get(&t.tid).map(|v| v.as_slice()).unwrap_or(&[]);
+                let mut arrays: Vec<u64> = keys.iter().filter_map(|k| k.array()).collect();
+                arrays.sort_unstable();
+                arrays.dedup();
+                Commit {
+                    tid: t.tid,
+                    wall_ns: t.wall_ns,
+                    bytes: t.len,
+                    arrays,
+                    names_changed: keys.contains(&Key::Names),
+                }
+            })
+            .collect())
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if self.opts.read_only || self.poisoned.lock().is_some() {
+            return;
+        }
+        let gen = self.current();
+        let stale = {
+            let ix = gen.index.read();
+            ix.end != ix.checkpointed_end
+        };
+        if stale {
+            if let Err(e) = self.write_checkpoint() {
+                tracing::warn!(error = %e, "could not write the index checkpoint on close");
+            }
+        }
+    }
+}
+
+/// Write `bytes` to `dst` durably and atomically (temp file, fsync, rename, fsync dir).
+pub fn write_atomically(dst: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp = dst.as_os_str().to_owned();
+    // Unique per process and call: two handles in one process may write at once.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tmp.push(format!(".tmp.{}.{seq}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    {
+        let f = std::fs::File::create(&tmp)?;
+        std::os::unix::fs::FileExt::write_all_at(&f, bytes, 0)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, dst)?;
+    crate::log::sync_dir(dst)?;
+    Ok(())
+}
+
+/// Is this META version a tombstone?
+pub fn is_tombstone(v: &Version) -> bool {
+    v.flags & FLAG_DELETED != 0
+}

@@ -1,0 +1,162 @@
+//! The I/O seam under the log: a file of bytes addressed by offset. The real
+//! implementation is a `std::fs::File`; [`FaultyIo`] wraps any implementation and tears
+//! writes or fails them (EIO, ENOSPC) at the N-th call, so tests can drive every error path.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Positional file I/O used by the log.
+pub trait LogIo: Send + Sync + std::fmt::Debug {
+    /// Read exactly `buf.len()` bytes at `off` (`UnexpectedEof` if the file is shorter).
+    fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<()>;
+    /// Write all of `buf` at `off`.
+    fn write_at(&self, buf: &[u8], off: u64) -> io::Result<()>;
+    /// Make written data durable (fdatasync).
+    fn sync_data(&self) -> io::Result<()>;
+    /// Current file length.
+    fn len(&self) -> io::Result<u64>;
+    /// Is the file empty?
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+    /// Cut or extend the file to `len` bytes.
+    fn truncate(&self, len: u64) -> io::Result<()>;
+}
+
+/// The real file.
+#[derive(Debug)]
+pub struct FileIo(pub File);
+
+impl LogIo for FileIo {
+    fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
+        self.0.read_exact_at(buf, off)
+    }
+    fn write_at(&self, buf: &[u8], off: u64) -> io::Result<()> {
+        self.0.write_all_at(buf, off)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        rustix::fs::fdatasync(&self.0).map_err(io::Error::from)
+    }
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.0.metadata()?.len())
+    }
+    fn truncate(&self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+}
+
+/// What [`FaultyIo`] does when its trigger fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Write only the first `n` bytes of the write, then fail with EIO (a torn write).
+    TearWrite(usize),
+    /// Fail the write with EIO without writing.
+    WriteEio,
+    /// Fail the write with ENOSPC without writing.
+    WriteEnospc,
+    /// Fail the sync with EIO.
+    SyncEio,
+}
+
+/// Counters and the armed fault of a [`FaultyIo`], shared with the test that drives it.
+#[derive(Debug, Default)]
+pub struct FaultPlan {
+    /// Writes seen so far.
+    pub writes: AtomicU64,
+    /// Syncs seen so far.
+    pub syncs: AtomicU64,
+    /// Fire on the write (or sync) with this 1-based number; 0 = disarmed.
+    pub at: AtomicU64,
+    fault: parking_lot::Mutex<Option<Fault>>,
+}
+
+impl FaultPlan {
+    /// Arm: the `nth` (1-based, counted from now) write or sync — whichever the fault
+    /// applies to — gets `fault`.
+    pub fn arm(&self, fault: Fault, nth: u64) {
+        let base = match fault {
+            Fault::SyncEio => self.syncs.load(Ordering::SeqCst),
+            _ => self.writes.load(Ordering::SeqCst),
+        };
+        *self.fault.lock() = Some(fault);
+        self.at.store(base + nth, Ordering::SeqCst);
+    }
+    /// Disarm.
+    pub fn disarm(&self) {
+        *self.fault.lock() = None;
+        self.at.store(0, Ordering::SeqCst);
+    }
+}
+
+/// A [`LogIo`] that injects the fault armed in its [`FaultPlan`].
+#[derive(Debug)]
+pub struct FaultyIo<I: LogIo> {
+    inner: I,
+    plan: Arc<FaultPlan>,
+}
+
+impl<I: LogIo> FaultyIo<I> {
+    /// Wrap `inner`; the returned plan arms faults.
+    pub fn new(inner: I) -> (Self, Arc<FaultPlan>) {
+        let plan = Arc::new(FaultPlan::default());
+        (
+            FaultyIo {
+                inner,
+                plan: plan.clone(),
+            },
+            plan,
+        )
+    }
+}
+
+impl<I: LogIo> LogIo for FaultyIo<I> {
+    fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
+        self.inner.read_at(buf, off)
+    }
+    fn write_at(&self, buf: &[u8], off: u64) -> io::Result<()> {
+        let n = self.plan.writes.fetch_add(1, Ordering::SeqCst) + 1;
+        let fault = *self.plan.fault.lock();
+        if n == self.plan.at.load(Ordering::SeqCst) {
+            match fault {
+                Some(Fault::TearWrite(k)) => {
+                    self.inner.write_at(&buf[..k.min(buf.len())], off)?;
+                    return Err(io::Error::from_raw_os_error(
+                        rustix::io::Errno::IO.raw_os_error(),
+                    ));
+                }
+                Some(Fault::WriteEio) => {
+                    return Err(io::Error::from_raw_os_error(
+                        rustix::io::Errno::IO.raw_os_error(),
+                    ))
+                }
+                Some(Fault::WriteEnospc) => {
+                    return Err(io::Error::from_raw_os_error(
+                        rustix::io::Errno::NOSPC.raw_os_error(),
+                    ))
+                }
+                _ => {}
+            }
+        }
+        self.inner.write_at(buf, off)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        let n = self.plan.syncs.fetch_add(1, Ordering::SeqCst) + 1;
+        if n == self.plan.at.load(Ordering::SeqCst)
+            && *self.plan.fault.lock() == Some(Fault::SyncEio)
+        {
+            return Err(io::Error::from_raw_os_error(
+                rustix::io::Errno::IO.raw_os_error(),
+            ));
+        }
+        self.inner.sync_data()
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+    fn truncate(&self, len: u64) -> io::Result<()> {
+        self.inner.truncate(len)
+    }
+}

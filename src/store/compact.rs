@@ -1,0 +1,259 @@
+//! Compaction: copy the versions still needed into a new file, catch up with commits
+//! made meanwhile, and switch atomically by rename. Protocol and crash cases in
+//! storage-format.md, section "Compaction".
+//!
+//! A version of a key (written at t, superseded at n, or never) is kept iff some needed
+//! snapshot s has t ≤ s < n: s = the head, any live reader's tid, or (with keep-history
+//! K) any s ≥ K. Blocks of an array count as superseded when the array is deleted.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use super::{checkpoint_path, is_tombstone, write_atomically, Gen, Index, Store};
+use crate::format::checkpoint::Version;
+use crate::format::{self, Key, RecordIn};
+use crate::log::Log;
+use crate::{Error, Result, Tid};
+
+/// What compaction did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompactReport {
+    /// File size before.
+    pub old_size: u64,
+    /// File size after.
+    pub new_size: u64,
+    /// Versions copied.
+    pub versions_kept: u64,
+    /// Versions dropped.
+    pub versions_dropped: u64,
+    /// Snapshots older than this are no longer available (except live readers').
+    pub base_tid: Tid,
+}
+
+fn needed(t: Tid, next: Option<Tid>, head: Tid, readers: &[Tid], keep: Option<Tid>) -> bool {
+    let visible = |s: Tid| t <= s && next.is_none_or(|n| s < n);
+    visible(head)
+        || readers.iter().any(|&r| visible(r))
+        || keep.is_some_and(|k| next.is_none_or(|n| n > k))
+}
+
+/// Copy `items` (all of one tid) as one transaction into `dst` at `*end`.
+#[allow(clippy::too_many_arguments)]
+fn copy_tx(
+    src: &Gen,
+    dst: &Log,
+    end: &mut u64,
+    tid: Tid,
+    items: &[(Key, Version)],
+    new_off: &mut HashMap<Key, u64>,
+    src_txs: &HashMap<Tid, (u64, u64)>,
+) -> Result<()> {
+    let mut scratch = Vec::new();
+    let (user, desc, wall) = match src_txs.get(&tid) {
+        Some(&(off, limit)) => {
+            let tx = src.log.read_tx(off, limit, false, &mut scratch)?;
+            (tx.user, tx.desc, tx.header.wall_ns)
+        }
+        None => (String::new(), String::new(), 0),
+    };
+    let mut payloads = Vec::with_capacity(items.len());
+    for (_, v) in items {
+        let mut p = vec![
+            0u8;
+            usize::try_from(v.stored_len)
+                .map_err(|_| Error::corruption(v.rec_off, "stored length"))?
+        ];
+        src.log.read_exact_at(&mut p, v.payload_off())?;
+        if crc32fast::hash(&p) != v.data_crc {
+            return Err(Error::corruption(
+                v.payload_off(),
+                format!(
+                    "data CRC mismatch while compacting (version of tid {})",
+                    v.tid
+                ),
+            ));
+        }
+        payloads.push(p);
+    }
+    let recs: Vec<RecordIn<'_>> = items
+        .iter()
+        .zip(&payloads)
+        .map(|((k, v), p)| RecordIn {
+            key: *k,
+            encoding: v.encoding,
+            flags: v.flags,
+            prev_off: new_off.get(k).copied().unwrap_or(0),
+            logical_len: v.logical_len,
+            payload: p,
+            data_crc: v.data_crc,
+        })
+        .collect();
+    let enc = format::encode_tx(*end, tid, wall, &user, &desc, &recs)?;
+    dst.append(*end, &enc, false)?;
+    for ((k, _), off) in items.iter().zip(&enc.record_offsets) {
+        new_off.insert(*k, *off);
+    }
+    *end += enc.total_len;
+    Ok(())
+}
+
+impl Store {
+    /// Compact the database file. `keep_history`: also keep every snapshot ≥ this tid.
+    /// `progress(done, total)` is called as versions are copied.
+    pub fn compact(
+        &self,
+        keep_history: Option<Tid>,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<CompactReport> {
+        if self.read_only() {
+            return Err(Error::ReadOnly("the database was opened read-only".into()));
+        }
+        self.check_poisoned()?;
+        let _c = self.lock_file().try_compaction()?;
+        let gen = self.refresh()?;
+        let old_size = gen.log.len()?;
+        let ix: Index = gen.index.read().clone();
+        let head = ix.last_tid;
+        let readers: Vec<Tid> = self
+            .lock_file()
+            .live_readers()?
+            .into_iter()
+            .map(|(_, t)| t)
+            .collect();
+        let base_tid = keep_history
+            .map(|k| k.min(head))
+            .unwrap_or(head)
+            .max(gen.base_tid());
+
+        // Deletion tids of arrays, to end their blocks' lifetimes.
+        let mut deleted: HashMap<u64, Vec<Tid>> = HashMap::new();
+        for (k, vs) in &ix.versions {
+            if let Key::Meta { array } = k {
+                deleted.insert(
+                    *array,
+                    vs.iter()
+                        .filter(|v| is_tombstone(v))
+                        .map(|v| v.tid)
+                        .collect(),
+                );
+            }
+        }
+        let mut by_tid: BTreeMap<Tid, Vec<(Key, Version)>> = BTreeMap::new();
+        let (mut kept, mut dropped) = (0u64, 0u64);
+        for (k, vs) in &ix.versions {
+            for (i, v) in vs.iter().enumerate() {
+                let mut next = vs.get(i + 1).map(|n| n.tid);
+                if let Key::Block { array, .. } = k {
+                    if let Some(d) = deleted
+                        .get(array)
+                        .and_then(|ds| ds.iter().find(|&&d| d > v.tid))
+                    {
+                        next = Some(next.map_or(*d, |n| n.min(*d)));
+                    }
+                }
+                if needed(v.tid, next, head, &readers, keep_history) {
+                    by_tid.entry(v.tid).or_default().push((*k, *v));
+                    kept += 1;
+                } else {
+                    dropped += 1;
+                }
+            }
+        }
+        for items in by_tid.values_mut() {
+            items.sort_by_key(|(k, _)| *k);
+        }
+        let src_txs: HashMap<Tid, (u64, u64)> = ix
+            .txs
+            .iter()
+            .map(|t| (t.tid, (t.off, t.off + t.len)))
+            .collect();
+
+        let mut tmp = self.path().as_os_str().to_owned();
+        tmp.push(format!(".compact.{}", std::process::id()));
+        let tmp = std::path::PathBuf::from(tmp);
+        let _ = std::fs::remove_file(&tmp);
+        let result = (|| -> Result<CompactReport> {
+            let dst = Log::create(&tmp, base_tid)?;
+            let mut end = format::FILE_HEADER_SIZE;
+            let mut new_off: HashMap<Key, u64> = HashMap::new();
+            let (mut done, total) = (0u64, kept);
+            for (tid, items) in &by_tid {
+                copy_tx(&gen, &dst, &mut end, *tid, items, &mut new_off, &src_txs)?;
+                done += items.len() as u64;
+                progress(done, total);
+            }
+            // Catch up under the writer lock with commits made while copying, then switch.
+            let _w = self.lock_file().writer()?;
+            let gen2 = self.refresh()?;
+            if !Arc::ptr_eq(&gen, &gen2) {
+                return Err(Error::Busy(
+                    "the database file was switched during compaction".into(),
+                ));
+            }
+            let ix2 = gen2.index.read().clone();
+            let mut caught = 0u64;
+            for t in ix2.txs.iter().filter(|t| t.tid > head) {
+                let mut scratch = Vec::new();
+                let tx = gen2
+                    .log
+                    .read_tx(t.off, t.off + t.len, false, &mut scratch)?;
+                let items: Vec<(Key, Version)> = tx
+                    .records
+                    .iter()
+                    .map(|(off, rh)| (rh.key, Version::from_header(t.tid, *off, rh)))
+                    .collect();
+                copy_tx(
+                    &gen2,
+                    &dst,
+                    &mut end,
+                    t.tid,
+                    &items,
+                    &mut new_off,
+                    &src_txs_of(&ix2),
+                )?;
+                caught += items.len() as u64;
+            }
+            dst.sync()?;
+            // Index of the new file, then its checkpoint, then the switch.
+            let scan = dst.scan(format::FILE_HEADER_SIZE, Tid::ZERO, false)?;
+            if let Some(e) = scan.stop {
+                return Err(e);
+            }
+            let mut nix = Index::empty();
+            for tx in &scan.txs {
+                nix.apply(tx);
+            }
+            nix.checkpointed_end = nix.end;
+            write_atomically(
+                &checkpoint_path(self.path()),
+                &nix.to_checkpoint(dst.header().uuid).encode()?,
+            )?;
+            std::fs::rename(&tmp, self.path())?;
+            crate::log::sync_dir(self.path())?;
+            let new_log = Log::open(self.path(), false)?;
+            let new_size = new_log.len()?;
+            *self.gen.write() = Arc::new(Gen {
+                log: new_log,
+                index: parking_lot::RwLock::new(nix),
+            });
+            Ok(CompactReport {
+                old_size,
+                new_size,
+                versions_kept: kept + caught,
+                versions_dropped: dropped,
+                base_tid,
+            })
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
+}
+
+fn src_txs_of(ix: &Index) -> HashMap<Tid, (u64, u64)> {
+    ix.txs
+        .iter()
+        .map(|t| (t.tid, (t.off, t.off + t.len)))
+        .collect()
+}

@@ -1,0 +1,154 @@
+//! How a value is turned into stored bytes and back: holes, trailing-zero trimming, zstd
+//! where it saves at least 1/8, raw otherwise. zstd contexts are per thread and reused.
+
+use std::cell::RefCell;
+
+use crate::format::{Encoding, PAGE};
+use crate::{Error, Result};
+
+/// A value encoded for storage (staged in a transaction until commit).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    /// How it is stored.
+    pub encoding: Encoding,
+    /// Bytes up to the last page holding a nonzero byte (zeros follow up to the block size).
+    pub logical_len: u32,
+    /// The stored bytes (empty for a hole).
+    pub payload: Vec<u8>,
+    /// CRC32 of `payload`.
+    pub data_crc: u32,
+}
+
+thread_local! {
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+/// Encode a block: all zeros → hole; else trim trailing zero pages; then zstd at `level`
+/// (when `Some`) if the result is at most 7/8 of the trimmed length, else raw.
+pub fn encode_block(data: &[u8], level: Option<i32>) -> Result<Encoded> {
+    let last = match data.iter().rposition(|&b| b != 0) {
+        None => {
+            return Ok(Encoded {
+                encoding: Encoding::Hole,
+                logical_len: 0,
+                payload: Vec::new(),
+                data_crc: 0,
+            })
+        }
+        Some(i) => i,
+    };
+    // Trim to whole pages, so a raw payload also ends on a page boundary (issue 5 maps it).
+    let page = usize::try_from(PAGE).unwrap_or(4096);
+    let trimmed = ((last + 1).div_ceil(page) * page).min(data.len());
+    let body = &data[..trimmed];
+    let logical_len = u32::try_from(trimmed)
+        .map_err(|_| Error::OutOfRange(format!("block of {} bytes is too large", data.len())))?;
+    if let Some(level) = level {
+        let limit = trimmed - trimmed / 8;
+        let mut out = Vec::with_capacity(limit);
+        let ok = COMPRESSOR.with(|c| -> Result<bool> {
+            let mut c = c.borrow_mut();
+            if c.as_ref().map(|(l, _)| *l) != Some(level) {
+                *c = Some((level, zstd::bulk::Compressor::new(level)?));
+            }
+            let (_, comp) = c
+                .as_mut()
+                .ok_or_else(|| Error::InvalidArgument("zstd".into()))?;
+            // A destination of `limit` bytes: zstd fails when the output would not fit,
+            // which is exactly "does not save 1/8", without compressing twice.
+            Ok(comp.compress_to_buffer(body, &mut out).is_ok())
+        })?;
+        if ok && !out.is_empty() && out.len() <= limit {
+            let data_crc = crc32fast::hash(&out);
+            return Ok(Encoded {
+                encoding: Encoding::Zstd,
+                logical_len,
+                payload: out,
+                data_crc,
+            });
+        }
+    }
+    Ok(Encoded {
+        encoding: Encoding::Raw,
+        logical_len,
+        payload: body.to_vec(),
+        data_crc: crc32fast::hash(body),
+    })
+}
+
+/// Encode a catalog value (never compressed, never trimmed).
+pub fn encode_plain(data: &[u8]) -> Result<Encoded> {
+    let logical_len =
+        u32::try_from(data.len()).map_err(|_| Error::OutOfRange("value too large".into()))?;
+    if data.is_empty() {
+        return Ok(Encoded {
+            encoding: Encoding::Hole,
+            logical_len: 0,
+            payload: Vec::new(),
+            data_crc: 0,
+        });
+    }
+    Ok(Encoded {
+        encoding: Encoding::Raw,
+        logical_len,
+        payload: data.to_vec(),
+        data_crc: crc32fast::hash(data),
+    })
+}
+
+/// Decompress one zstd frame straight into `dst`, which must receive exactly its length.
+pub fn decompress_into(src: &[u8], dst: &mut [u8], off: u64) -> Result<()> {
+    let n = DECOMPRESSOR.with(|d| -> Result<usize> {
+        let mut d = d.borrow_mut();
+        if d.is_none() {
+            *d = Some(zstd::bulk::Decompressor::new()?);
+        }
+        let dec = d
+            .as_mut()
+            .ok_or_else(|| Error::InvalidArgument("zstd".into()))?;
+        dec.decompress_to_buffer(src, dst)
+            .map_err(|e| Error::corruption(off, format!("zstd payload does not decompress: {e}")))
+    })?;
+    if n != dst.len() {
+        return Err(Error::corruption(
+            off,
+            format!(
+                "zstd payload decompressed to {n} bytes, expected {}",
+                dst.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holes_trim_and_compress() {
+        let z = vec![0u8; 1 << 16];
+        assert_eq!(encode_block(&z, Some(3)).unwrap().encoding, Encoding::Hole);
+        let mut t = vec![0u8; 1 << 16];
+        t[5000] = 1;
+        let e = encode_block(&t, None).unwrap();
+        assert_eq!((e.encoding, e.logical_len), (Encoding::Raw, 8192));
+        let c = encode_block(&vec![9u8; 1 << 16], Some(3)).unwrap();
+        assert_eq!(c.encoding, Encoding::Zstd);
+        let mut back = vec![0u8; 1 << 16];
+        decompress_into(&c.payload, &mut back, 0).unwrap();
+        assert!(back.iter().all(|&b| b == 9));
+        // Incompressible data is stored raw.
+        let mut x = 0x1234_5678u32;
+        let r: Vec<u8> = (0..1 << 16)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        assert_eq!(encode_block(&r, Some(3)).unwrap().encoding, Encoding::Raw);
+    }
+}
