@@ -32,7 +32,8 @@
 //!    the handle's entry for `blk` refers to `page`, and `writable` implies `Dirty`.
 //!    Every other block of a view is `PROT_NONE` reserved space.
 //! 6. `dirty` = the sum of the block sizes of `Dirty` and `Storing` entries.
-//! 7. `cache[key] == p` iff `pages[p].key == Some(key)`; such a page is clean.
+//! 7. `cache[(blk, key)] == p` iff `pages[p].key == Some((blk, key))`; such a page is
+//!    clean and holds block `blk` of a file whose `content_key(blk)` is `key`.
 //! 8. The VM lock is never held across `BigFile::load_blk`, `store_blk` or
 //!    `content_key`: the lock is dropped, the I/O runs, the lock is retaken and the
 //!    state re-checked (that is why `LoadingInvalidated` exists).
@@ -54,6 +55,8 @@ pub(super) type PageId = u32;
 pub(super) type HandleId = u64;
 pub(super) type MapId = u64;
 const NIL: PageId = PageId::MAX;
+/// `(blk, BigFile::content_key(blk))`.
+type CacheKey = (u64, (u64, u64));
 
 /// The state of one block of one file handle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,8 +100,10 @@ struct Page {
     in_use: bool,
     /// Block entries `(handle, blk)` that refer to this page.
     users: Vec<(HandleId, u64)>,
-    /// Content key under which the page is in the cache (invariant 7).
-    key: Option<(u64, u64)>,
+    /// Cache key `(blk, content key)` under which the page is in the cache (invariant
+    /// 7). The block index is part of it: the db layer's content key is (array id,
+    /// tid of the version), the same for every block written by one transaction.
+    key: Option<CacheKey>,
     lru_prev: PageId,
     lru_next: PageId,
     in_lru: bool,
@@ -157,7 +162,7 @@ pub(super) struct VmState {
     pools: Vec<PoolState>,
     lru_head: PageId,
     lru_tail: PageId,
-    cache: HashMap<(u64, u64), PageId>,
+    cache: HashMap<CacheKey, PageId>,
     pub(super) handles: HashMap<HandleId, HandleState>,
     pub(super) maps: HashMap<MapId, MapState>,
     pub(super) counters: Counters,
@@ -658,6 +663,7 @@ impl VmState {
         // 5
         for m in self.maps.values() {
             for (&blk, &(p, w)) in &m.mapped {
+                assert!(blk >= m.first_blk && blk - m.first_blk < m.n_blks, "inv 5: in range");
                 let s = self.state(m.handle, blk);
                 assert_eq!(s.page(), Some(p), "inv 5: view maps the entry's page");
                 if w {
@@ -727,7 +733,7 @@ pub(super) fn ensure(g: &mut Guard<'_>, cv: &Condvar, mid: MapId, blk: u64, writ
                     }
                 };
                 if let Some(k) = key {
-                    if let Some(&p) = g.cache.get(&k) {
+                    if let Some(&p) = g.cache.get(&(blk, k)) {
                         g.pages[p as usize].users.push((h, blk));
                         g.set_state(h, blk, BlockState::Loaded { page: p });
                         g.lru_touch(p);
@@ -761,9 +767,9 @@ pub(super) fn ensure(g: &mut Guard<'_>, cv: &Condvar, mid: MapId, blk: u64, writ
                     (BlockState::Loading { page: p }, Ok(())) if p == page => {
                         g.set_state(h, blk, BlockState::Loaded { page });
                         if let Some(k) = key {
-                            if !g.cache.contains_key(&k) {
-                                g.cache.insert(k, page);
-                                g.pages[page as usize].key = Some(k);
+                            if !g.cache.contains_key(&(blk, k)) {
+                                g.cache.insert((blk, k), page);
+                                g.pages[page as usize].key = Some((blk, k));
                             }
                         }
                         g.lru_touch(page);
