@@ -12,7 +12,10 @@ fn memfile_counts_errors_hooks_and_keys() {
     let f = MemFile::new_shared("m", 4096);
     let mut buf = vec![0u8; 4096];
     f.load_blk(5, &mut buf).unwrap();
-    assert!(buf.iter().all(|&b| b == 0), "never-written blocks are zeros");
+    assert!(
+        buf.iter().all(|&b| b == 0),
+        "never-written blocks are zeros"
+    );
     f.set_block(5, &[1, 2, 3]).unwrap();
     assert!(f.set_block(5, &[0; 5000]).is_err());
     f.load_blk(5, &mut buf).unwrap();
@@ -22,7 +25,11 @@ fn memfile_counts_errors_hooks_and_keys() {
     assert_ne!(f.content_key(5).unwrap(), k1, "a store changes the key");
     assert!(f.store_blk(6, &[9; 10]).is_err(), "wrong length");
     f.fail_load(7, Some("bad"));
-    assert!(f.load_blk(7, &mut buf).unwrap_err().to_string().contains("bad"));
+    assert!(f
+        .load_blk(7, &mut buf)
+        .unwrap_err()
+        .to_string()
+        .contains("bad"));
     f.fail_store(8, Some("full"));
     assert!(f.store_blk(8, &[0; 4096]).is_err());
     let seen = Arc::new(AtomicU64::new(0));

@@ -36,21 +36,30 @@ fn child_sees_no_wdb_memory_and_parent_is_untouched() {
         rd(&m, 0);
         0
     });
-    assert!(libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGSEGV, "status {st:#x}");
+    assert!(
+        libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGSEGV,
+        "status {st:#x}"
+    );
 
     // Writing a view in the child: SIGSEGV too; the parent's dirty byte is unchanged.
     let st = fork_and_wait(|| {
         wr(&m, BS, 7);
         0
     });
-    assert!(libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGSEGV, "status {st:#x}");
+    assert!(
+        libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGSEGV,
+        "status {st:#x}"
+    );
 
     // The checked API refuses in the child.
     let st = fork_and_wait(|| match m.load(0, 1, false) {
         Err(wdb::Error::InvalidArgument(_)) => 0,
         _ => 3,
     });
-    assert!(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0, "status {st:#x}");
+    assert!(
+        libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0,
+        "status {st:#x}"
+    );
 
     assert_eq!(rd(&m, 0), pattern(0));
     assert_eq!(rd(&m, BS), 42);

@@ -10,7 +10,11 @@ use std::sync::Arc;
 use virtmem_util::*;
 
 /// Install the handler (mapping a view does) and fault on it once.
-fn with_wdb_installed() -> (std::sync::Arc<wdb::virtmem::VirtMem>, wdb::virtmem::FileHandle, wdb::virtmem::Mapping) {
+fn with_wdb_installed() -> (
+    std::sync::Arc<wdb::virtmem::VirtMem>,
+    wdb::virtmem::FileHandle,
+    wdb::virtmem::Mapping,
+) {
     let (vm, _f, h) = setup(4, false);
     let m = h.mmap(0, 2).unwrap();
     assert_eq!(rd(&m, 0), pattern(0));
@@ -27,7 +31,12 @@ fn foreign_segfault_still_kills_with_sigsegv() {
         unreachable!();
     }
     let o = run_child(NAME);
-    assert_eq!(signal_of(&o), Some(libc::SIGSEGV), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        signal_of(&o),
+        Some(libc::SIGSEGV),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 #[test]
@@ -43,7 +52,12 @@ fn segfault_on_a_dropped_view_is_a_plain_sigsegv() {
         unreachable!();
     }
     let o = run_child(NAME);
-    assert_eq!(signal_of(&o), Some(libc::SIGSEGV), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        signal_of(&o),
+        Some(libc::SIGSEGV),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 #[allow(unconditional_recursion)]
