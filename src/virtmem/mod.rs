@@ -217,7 +217,7 @@ impl FileHandle {
         let vm = &self.inner.vm;
         // Checked before reserving anything (forked child).
         drop(vm.lock()?);
-        let base = os::reserve(len)?;
+        let base = os::reserve(len, os::align_for(self.inner.bs))?;
         let id = next_id();
         let shared = Arc::new(MapShared {
             id,
@@ -325,6 +325,9 @@ impl FaultTarget for MapShared {
         }
         let blk = self.blk_of(addr - self.base);
         let mut g = vm.state.lock();
+        // Without the CPU's read/write bit, a fault on a block this view already maps
+        // can only be a write to a read-only page.
+        let write = write || (!fault::WRITE_BIT_KNOWN && g.is_mapped(self.id, blk));
         state::ensure(&mut g, &vm.cv, self.id, blk, write)?;
         Ok(true)
     }

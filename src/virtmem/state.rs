@@ -469,6 +469,13 @@ impl VmState {
         Ok(())
     }
 
+    /// Does view `mid` map a page at `blk`?
+    pub(super) fn is_mapped(&self, mid: MapId, blk: u64) -> bool {
+        self.maps
+            .get(&mid)
+            .is_some_and(|m| m.mapped.contains_key(&blk))
+    }
+
     // ---- transitions ---------------------------------------------------------------
 
     /// `Loaded` → `Dirty` for `(h, blk)`: claim `p` if no other handle uses it, else copy
