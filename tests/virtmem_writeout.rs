@@ -110,14 +110,22 @@ fn a_write_during_the_store_of_its_block_waits_and_redirties() {
         std::thread::spawn(move || wr(&m, 0, 2)) // faults and waits for the store
     };
     std::thread::sleep(std::time::Duration::from_millis(30));
-    assert_eq!(rd(&m, 0), 1, "the waiting write has not landed during the store");
+    assert_eq!(
+        rd(&m, 0),
+        1,
+        "the waiting write has not landed during the store"
+    );
     release.wait();
     writer.join().unwrap().unwrap();
     w2.join().unwrap();
     f.set_store_hook(None);
     assert_eq!(f.block(0)[0], 1, "the store saw the bytes at its start");
     assert_eq!(rd(&m, 0), 2);
-    assert_eq!(h.dirty_blocks(), vec![0], "the later write made the block dirty again");
+    assert_eq!(
+        h.dirty_blocks(),
+        vec![0],
+        "the later write made the block dirty again"
+    );
     h.writeout().unwrap();
     assert_eq!(f.block(0)[0], 2);
 }
