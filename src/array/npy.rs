@@ -117,7 +117,9 @@ impl NpyHeader {
     /// The complete header bytes (magic to the final `'\n'`), exactly as NumPy writes
     /// them: format 1.0 when the header fits in 65535 bytes and is latin-1, 2.0 when it
     /// is longer, 3.0 (UTF-8) when a field name is not latin-1.
+    /// A shape whose data size overflows 64 bits is [`Error::OutOfRange`].
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        self.data_len()?;
         let text = self.text()?;
         let latin1: Option<Vec<u8>> = text
             .chars()
