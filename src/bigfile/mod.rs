@@ -1,1 +1,34 @@
-//! (layer bigfile: see lib.rs)
+//! The `BigFile` trait: a file of fixed-size blocks, the only thing `virtmem` knows about
+//! where data comes from and goes to. The db layer adapts a store snapshot to it; tests
+//! use [`MemFile`], an in-memory fake that counts loads and stores and injects errors.
+
+mod memfile;
+
+pub use memfile::{Hook, MemFile};
+
+use crate::Result;
+
+/// Default block size: 2 MiB (one huge page; large enough that a fault's fixed cost is
+/// small beside the copy of the block).
+pub const DEFAULT_BLOCK_SIZE: usize = 2 << 20;
+
+/// A file of fixed-size blocks. Every block index exists; a block never stored reads as
+/// zeros (that is the implementation's business: `load_blk` gets a zeroed buffer).
+pub trait BigFile: Send + Sync + std::fmt::Debug {
+    /// Block size in bytes: a power of two, a multiple of the OS page size.
+    fn block_size(&self) -> usize;
+    /// Fill `buf` (len == block_size, arrives zeroed) with block `blk`.
+    fn load_blk(&self, blk: u64, buf: &mut [u8]) -> Result<()>;
+    /// Store block `blk` (len == block_size).
+    fn store_blk(&self, blk: u64, data: &[u8]) -> Result<()>;
+    /// Name for messages (e.g. the array name): used in fault-abort messages and Error::Load.
+    fn name(&self) -> &str;
+    /// Identity of a clean block's *content*, for sharing RAM pages between handles of
+    /// different snapshots in one process: two handles whose files return the same
+    /// Some(key) for a block may share one clean RAM page for it. None = never share.
+    /// The db layer returns (array id, tid of the version visible at the snapshot).
+    fn content_key(&self, blk: u64) -> Option<(u64, u64)> {
+        let _ = blk;
+        None
+    }
+}

@@ -1,1 +1,433 @@
-//! (layer virtmem: see lib.rs)
+//! The userspace virtual memory manager: file handles over [`BigFile`]s, views as
+//! reserved address ranges, RAM pages from a memfd, the SIGSEGV handler, dirty
+//! tracking and LRU reclaim of clean pages under a RAM budget.
+//!
+//! - [`VirtMem`] — one per `Db`: the RAM pages (one memfd pool per block size, slots
+//!   reused, never freed and re-allocated) and the LRU, under `ram_budget`.
+//! - [`FileHandle`] — one snapshot of a file plus its local dirty blocks: `mmap`,
+//!   `dirty_blocks`, `writeout`, `discard`, `invalidate`.
+//! - [`Mapping`] — a reserved `PROT_NONE` range for a run of blocks; views are
+//!   sub-slices of it. Several mappings of one handle share its pages (the memfd slot is
+//!   mapped `MAP_SHARED` at each address), so they are coherent aliases.
+//!
+//! The page states, their transitions and the numbered invariants are in `state.rs`;
+//! the fault handler in `fault.rs`; the system calls in `os.rs`.
+//!
+//! **Lock order**: `VmShared::state` (the VM lock) → the fault handler's registry lock.
+//! A `BigFile`'s own locks are never taken with the VM lock held (invariant 8).
+//!
+//! **fork**: reserved ranges and the RAM pool are `MADV_DONTFORK`, so a child process
+//! does not inherit them: in the child, the address range of every view is unmapped, an
+//! access to it is a plain SIGSEGV (the handler chains faults in a process other than
+//! the one that registered the range), and every checked call (`Mapping::load`,
+//! `FileHandle::mmap`, `writeout`) returns `Error::InvalidArgument`. The parent's pages
+//! and state are never touched by the child. A child that needs data opens its own `Db`.
+
+mod fault;
+mod os;
+mod state;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+
+use parking_lot::{Condvar, Mutex, MutexGuard};
+
+use self::fault::{FaultTarget, InWdb};
+use self::state::{HandleId, HandleState, MapId, VmState};
+use crate::bigfile::BigFile;
+use crate::{Error, Result};
+
+/// Largest mapping, in bytes (2^46 = 64 TiB: well inside the 47-bit user address space).
+pub const MAX_MAPPING_LEN: u64 = 1 << 46;
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+fn next_id() -> u64 {
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Memory figures of a [`VirtMem`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VmStats {
+    /// The RAM budget in bytes.
+    pub budget: u64,
+    /// Bytes of RAM pages in use (loading, clean, dirty, and cached clean pages).
+    pub ram_used: u64,
+    /// Bytes held by dirty blocks.
+    pub dirty: u64,
+    /// `load_blk` calls made.
+    pub loads: u64,
+    /// `store_blk` calls made.
+    pub stores: u64,
+    /// Clean pages reclaimed to make room.
+    pub evictions: u64,
+}
+
+struct VmShared {
+    /// The VM lock. Lock order: this, then the fault registry's lock.
+    state: Mutex<VmState>,
+    /// Signalled whenever a load or store ends or a block is invalidated: threads
+    /// waiting for a `Loading` or `Storing` block re-check.
+    cv: Condvar,
+    /// The process that created this VirtMem (a forked child may not use it).
+    pid: u32,
+}
+
+impl VmShared {
+    /// Take the VM lock, marking this thread as in wdb code (see `fault.rs`).
+    fn lock(&self) -> Result<(InWdb, MutexGuard<'_, VmState>)> {
+        if std::process::id() != self.pid {
+            return Err(Error::InvalidArgument(
+                "wdb memory cannot be used in a forked child process; open the database again there"
+                    .into(),
+            ));
+        }
+        let w = InWdb::enter();
+        Ok((w, self.state.lock()))
+    }
+}
+
+/// The RAM pages and LRU of one database, shared by its file handles.
+pub struct VirtMem {
+    shared: Arc<VmShared>,
+}
+
+impl std::fmt::Debug for VirtMem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VirtMem").field("stats", &self.stats()).finish()
+    }
+}
+
+impl VirtMem {
+    /// A virtual memory with `ram_budget` bytes for loaded and dirty blocks.
+    pub fn new(ram_budget: u64) -> Result<Arc<VirtMem>> {
+        if ram_budget == 0 {
+            return Err(Error::InvalidArgument("ram_budget must not be 0".into()));
+        }
+        Ok(Arc::new(VirtMem {
+            shared: Arc::new(VmShared {
+                state: Mutex::new(VmState::new(ram_budget)),
+                cv: Condvar::new(),
+                pid: std::process::id(),
+            }),
+        }))
+    }
+
+    /// A handle on `file` with no dirty blocks. The block size must be a power of two,
+    /// a multiple of the OS page size, and fit in the budget.
+    pub fn open(self: &Arc<Self>, file: Arc<dyn BigFile>) -> Result<FileHandle> {
+        let bs = file.block_size();
+        if !bs.is_power_of_two() || bs % os::page_size() != 0 {
+            return Err(Error::InvalidArgument(format!(
+                "block size {bs} of {:?} is not a power of two multiple of the page size {}",
+                file.name(),
+                os::page_size()
+            )));
+        }
+        let (_w, mut g) = self.shared.lock()?;
+        let pool = g.pool_for(bs)?;
+        let id = next_id();
+        g.handles.insert(
+            id,
+            HandleState {
+                file: file.clone(),
+                pool,
+                blocks: Default::default(),
+                maps: Vec::new(),
+                inflight: 0,
+            },
+        );
+        Ok(FileHandle {
+            inner: Arc::new(HandleInner {
+                id,
+                vm: self.shared.clone(),
+                file,
+                bs,
+            }),
+        })
+    }
+
+    /// Budget, RAM in use, dirty bytes, loads, stores, evictions.
+    pub fn stats(&self) -> VmStats {
+        let g = self.shared.state.lock();
+        VmStats {
+            budget: g.budget,
+            ram_used: g.used,
+            dirty: g.dirty,
+            loads: g.counters.loads,
+            stores: g.counters.stores,
+            evictions: g.counters.evictions,
+        }
+    }
+}
+
+struct HandleInner {
+    id: HandleId,
+    vm: Arc<VmShared>,
+    file: Arc<dyn BigFile>,
+    bs: usize,
+}
+
+impl Drop for HandleInner {
+    fn drop(&mut self) {
+        // Mappings and in-flight loads hold this alive, so nothing is in flight here.
+        let _w = InWdb::enter();
+        let mut g = self.vm.state.lock();
+        g.close_handle(self.id);
+    }
+}
+
+/// One snapshot of a file plus its local dirty blocks. `Send + Sync`.
+pub struct FileHandle {
+    inner: Arc<HandleInner>,
+}
+
+impl std::fmt::Debug for FileHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileHandle")
+            .field("file", &self.inner.file.name())
+            .field("block_size", &self.inner.bs)
+            .finish()
+    }
+}
+
+impl FileHandle {
+    /// Reserve address space for blocks `[first_blk, first_blk + n_blks)`. Costs no RAM;
+    /// blocks load on first access. Dirty blocks of this handle show up at once.
+    pub fn mmap(&self, first_blk: u64, n_blks: u64) -> Result<Mapping> {
+        if n_blks == 0 {
+            return Err(Error::InvalidArgument("cannot map 0 blocks".into()));
+        }
+        first_blk.checked_add(n_blks).ok_or_else(|| {
+            Error::OutOfRange(format!("blocks {first_blk} + {n_blks} overflow u64"))
+        })?;
+        let len = n_blks
+            .checked_mul(self.inner.bs as u64)
+            .filter(|&l| l <= MAX_MAPPING_LEN)
+            .ok_or_else(|| {
+                Error::OutOfRange(format!(
+                    "a mapping of {n_blks} blocks of {} bytes exceeds {MAX_MAPPING_LEN} bytes",
+                    self.inner.bs
+                ))
+            })?;
+        let len = usize::try_from(len).map_err(|_| Error::OutOfRange("mapping too large".into()))?;
+        let vm = &self.inner.vm;
+        // Checked before reserving anything (forked child).
+        drop(vm.lock()?);
+        let base = os::reserve(len)?;
+        let id = next_id();
+        let shared = Arc::new(MapShared {
+            id,
+            base,
+            len,
+            first_blk,
+            handle: self.inner.clone(),
+        });
+        let (_w, mut g) = vm.lock()?;
+        g.add_map(id, self.inner.id, base, first_blk, n_blks);
+        let weak: Weak<dyn FaultTarget> = Arc::downgrade(&(shared.clone() as Arc<dyn FaultTarget>));
+        if let Err(e) = fault::register(id, base, len, weak) {
+            g.remove_map(id);
+            drop(g);
+            // MapShared's drop releases the reserved range.
+            drop(shared);
+            return Err(e);
+        }
+        drop(g);
+        Ok(Mapping { shared })
+    }
+
+    /// Dirty blocks, ascending.
+    pub fn dirty_blocks(&self) -> Vec<u64> {
+        let _w = InWdb::enter();
+        self.inner.vm.state.lock().dirty_blocks(self.inner.id)
+    }
+
+    /// Store each dirty block with `store_blk` in ascending order, then mark it clean
+    /// and read-only. A store error leaves that block and the following ones dirty and
+    /// the handle usable (call again to retry).
+    pub fn writeout(&self) -> Result<()> {
+        let vm = &self.inner.vm;
+        let (_w, mut g) = vm.lock()?;
+        state::writeout(&mut g, &vm.cv, self.inner.id)
+    }
+
+    /// Drop every dirty block: the next access reloads it from the file.
+    pub fn discard(&self) {
+        let vm = &self.inner.vm;
+        let _w = InWdb::enter();
+        let mut g = vm.state.lock();
+        g.discard(&vm.cv, self.inner.id);
+    }
+
+    /// Forget block `blk` (it changed in the file underneath): a clean copy is dropped,
+    /// a dirty one's changes are dropped, and a load in flight for it throws its data
+    /// away. Never waits for a load or store in flight.
+    pub fn invalidate(&self, blk: u64) {
+        let vm = &self.inner.vm;
+        let _w = InWdb::enter();
+        let mut g = vm.state.lock();
+        g.invalidate(&vm.cv, self.inner.id, blk);
+    }
+
+    /// Block size in bytes.
+    pub fn block_size(&self) -> usize {
+        self.inner.bs
+    }
+
+    /// The file this handle reads.
+    pub fn file(&self) -> &Arc<dyn BigFile> {
+        &self.inner.file
+    }
+
+    /// Close the handle now. Refused with `Error::Busy` (the handle is given back)
+    /// while a load or a writeout of it is in flight on another thread. Dropping a
+    /// handle is always safe: its pages are released when its last mapping is gone.
+    pub fn close(self) -> std::result::Result<(), (FileHandle, Error)> {
+        let busy = {
+            let _w = InWdb::enter();
+            let g = self.inner.vm.state.lock();
+            g.handles.get(&self.inner.id).map_or(0, |h| h.inflight)
+        };
+        if busy > 0 {
+            return Err((
+                self,
+                Error::Busy(format!("{busy} loads or stores of this file are in flight")),
+            ));
+        }
+        drop(self);
+        Ok(())
+    }
+}
+
+struct MapShared {
+    id: MapId,
+    base: usize,
+    len: usize,
+    first_blk: u64,
+    handle: Arc<HandleInner>,
+}
+
+impl MapShared {
+    fn blk_of(&self, off: usize) -> u64 {
+        self.first_blk + (off / self.handle.bs) as u64
+    }
+}
+
+impl FaultTarget for MapShared {
+    fn service(&self, addr: usize, write: bool) -> Result<bool> {
+        let vm = &self.handle.vm;
+        if std::process::id() != vm.pid || addr < self.base || addr >= self.base + self.len {
+            return Ok(false);
+        }
+        let blk = self.blk_of(addr - self.base);
+        let mut g = vm.state.lock();
+        state::ensure(&mut g, &vm.cv, self.id, blk, write)?;
+        Ok(true)
+    }
+}
+
+impl Drop for MapShared {
+    fn drop(&mut self) {
+        let vm = &self.handle.vm;
+        if std::process::id() == vm.pid {
+            let _w = InWdb::enter();
+            let mut g = vm.state.lock();
+            g.remove_map(self.id);
+            fault::unregister(self.id);
+        }
+        // [base, base+len) came from os::reserve in FileHandle::mmap. The range is
+        // unregistered and forgotten by the state machine (so no loader maps into it any
+        // more), and views borrow the Mapping, so none is alive: release_range's contract.
+        os::release_range(self.base, self.len);
+    }
+}
+
+/// A reserved address range showing blocks `[first_blk, first_blk + n)` of a file
+/// handle. Views are sub-slices of it. `Send + Sync`. Dropping it unmaps the range; the
+/// handle keeps its dirty blocks.
+pub struct Mapping {
+    shared: Arc<MapShared>,
+}
+
+impl std::fmt::Debug for Mapping {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mapping")
+            .field("addr", &(self.shared.base as *const u8))
+            .field("len", &self.shared.len)
+            .field("first_blk", &self.shared.first_blk)
+            .finish()
+    }
+}
+
+impl Mapping {
+    /// Start of block `first_blk`.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.shared.base as *mut u8
+    }
+
+    /// Length in bytes: `n_blks * block_size`.
+    pub fn len(&self) -> usize {
+        self.shared.len
+    }
+
+    /// Never true (a mapping has at least one block); present for clippy's
+    /// `len_without_is_empty`.
+    pub fn is_empty(&self) -> bool {
+        self.shared.len == 0
+    }
+
+    /// First block shown.
+    pub fn first_blk(&self) -> u64 {
+        self.shared.first_blk
+    }
+
+    /// Number of blocks shown.
+    pub fn n_blks(&self) -> u64 {
+        (self.shared.len / self.shared.handle.bs) as u64
+    }
+
+    /// Checked load: make bytes `[off, off+len)` of the mapping resident (and writable
+    /// if `write`, which marks their blocks dirty), returning load errors and
+    /// `RamExhausted` as `Err` instead of faulting. With a range larger than the
+    /// budget, early blocks may be reclaimed again by the later ones.
+    pub fn load(&self, off: usize, len: usize, write: bool) -> Result<()> {
+        let end = off
+            .checked_add(len)
+            .filter(|&e| e <= self.shared.len)
+            .ok_or_else(|| {
+                Error::OutOfRange(format!(
+                    "bytes {off}..{off}+{len} of a mapping of {} bytes",
+                    self.shared.len
+                ))
+            })?;
+        if len == 0 {
+            return Ok(());
+        }
+        let vm = &self.shared.handle.vm;
+        let (_w, mut g) = vm.lock()?;
+        for blk in self.shared.blk_of(off)..=self.shared.blk_of(end - 1) {
+            state::ensure(&mut g, &vm.cv, self.shared.id, blk, write)?;
+        }
+        Ok(())
+    }
+
+    /// Unmap now. Refused with `Error::Busy` (the mapping is given back) while a load
+    /// into it is in flight on another thread. Dropping is always safe: a load that
+    /// ends after the drop does not map into the released range.
+    pub fn unmap(self) -> std::result::Result<(), (Mapping, Error)> {
+        let busy = {
+            let _w = InWdb::enter();
+            let g = self.shared.handle.vm.state.lock();
+            g.maps.get(&self.shared.id).map_or(0, |m| m.inflight)
+        };
+        if busy > 0 {
+            return Err((
+                self,
+                Error::Busy(format!("{busy} loads into this mapping are in flight")),
+            ));
+        }
+        drop(self);
+        Ok(())
+    }
+}

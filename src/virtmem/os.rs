@@ -1,0 +1,255 @@
+//! Thin wrappers over the memory system calls `virtmem` needs: reserving address space,
+//! the memfd that holds RAM pages, mapping a page slot at a view address, changing
+//! protection. Every raw pointer that leaves this file is an address (`usize`); the
+//! only slices made here are of the pool mapping, under the contract stated on
+//! [`Pool::slot_mut`] and [`Pool::slot`].
+#![allow(unsafe_code)]
+
+use std::os::fd::OwnedFd;
+use std::ptr;
+
+use rustix::fs::{ftruncate, memfd_create, MemfdFlags};
+use rustix::mm::{
+    madvise, mmap, mmap_anonymous, mprotect, munmap, Advice, MapFlags, MprotectFlags, ProtFlags,
+};
+
+use crate::{Error, Result};
+
+/// The OS page size.
+pub(crate) fn page_size() -> usize {
+    rustix::param::page_size()
+}
+
+fn io(e: rustix::io::Errno, what: &str) -> Error {
+    Error::Io(std::io::Error::new(
+        std::io::Error::from(e).kind(),
+        format!("{what}: {e}"),
+    ))
+}
+
+/// Reserve `len` bytes of address space, `PROT_NONE`, not inherited by `fork` children.
+/// Returns the start address.
+pub(crate) fn reserve(len: usize) -> Result<usize> {
+    // SAFETY: a new anonymous mapping at an address the kernel chooses aliases nothing.
+    let p = unsafe {
+        mmap_anonymous(
+            ptr::null_mut(),
+            len,
+            ProtFlags::empty(),
+            MapFlags::PRIVATE | MapFlags::NORESERVE,
+        )
+    }
+    .map_err(|e| io(e, "reserving address space"))?;
+    let addr = p as usize;
+    if let Err(e) = dont_fork(addr, len) {
+        // SAFETY: we just mapped [addr, addr+len) and nothing refers to it yet.
+        let _ = unsafe { munmap(p, len) };
+        return Err(e);
+    }
+    Ok(addr)
+}
+
+fn dont_fork(addr: usize, len: usize) -> Result<()> {
+    // SAFETY: madvise(DONTFORK) changes only what fork copies; the range is ours.
+    unsafe { madvise(addr as *mut _, len, Advice::LinuxDontFork) }
+        .map_err(|e| io(e, "madvise(MADV_DONTFORK)"))
+}
+
+/// Release a reserved range.
+///
+/// Contract (held by `Mapping`'s drop, the only caller): `[addr, addr+len)` is a range
+/// returned by [`reserve`] that no live reference points into (views borrow their
+/// mapping, so they are gone when it is dropped) and no fault will be served in any
+/// more (it was unregistered and forgotten by the state machine first).
+pub(crate) fn release_range(addr: usize, len: usize) {
+    // SAFETY: by the contract above the range is ours, unreferenced and unregistered.
+    let _ = unsafe { munmap(addr as *mut _, len) };
+}
+
+/// Turn `[addr, addr+len)` of a reserved range back into `PROT_NONE` reserved space,
+/// dropping whatever page was mapped there (the next access faults).
+///
+/// Memory-safety rests on the caller: the range lies inside a reserved range owned by a
+/// live mapping (checked by the VM state machine, invariant 5 in `state.rs`). No Rust
+/// reference can point into a view's bytes across this call without the view being
+/// user-visible memory, whose contents we are allowed to take away as a fault would.
+pub(crate) fn reset(addr: usize, len: usize) -> Result<()> {
+    // SAFETY: MAP_FIXED over a range inside our own reservation replaces only our
+    // mapping (the caller guarantees the range is inside a live reservation).
+    unsafe {
+        mmap_anonymous(
+            addr as *mut _,
+            len,
+            ProtFlags::empty(),
+            MapFlags::PRIVATE | MapFlags::NORESERVE | MapFlags::FIXED,
+        )
+    }
+    .map_err(|e| io(e, "resetting a view to PROT_NONE"))?;
+    dont_fork(addr, len)
+}
+
+/// Change the protection of a mapped block of a view.
+pub(crate) fn protect(addr: usize, len: usize, writable: bool) -> Result<()> {
+    let f = if writable {
+        MprotectFlags::READ | MprotectFlags::WRITE
+    } else {
+        MprotectFlags::READ
+    };
+    // SAFETY: the range is a block of a live reservation with a slot mapped there
+    // (caller's contract, invariant 5); protection changes do not move memory.
+    unsafe { mprotect(addr as *mut _, len, f) }.map_err(|e| io(e, "mprotect"))
+}
+
+/// The RAM pages of one block size: a memfd of `cap` slots, mapped once read-write at
+/// `base` (the "pool mapping") so that loads, copies and stores go through an address
+/// that user code never sees.
+#[derive(Debug)]
+pub(crate) struct Pool {
+    fd: OwnedFd,
+    base: usize,
+    slot_size: usize,
+    cap: usize,
+}
+
+impl Pool {
+    /// A pool of `cap` slots of `slot_size` bytes. The memfd is sized at once; it costs
+    /// RAM only for pages that are touched.
+    pub(crate) fn new(slot_size: usize, cap: usize) -> Result<Pool> {
+        let len = slot_size
+            .checked_mul(cap)
+            .ok_or_else(|| Error::OutOfRange("RAM pool size overflows".into()))?;
+        let fd = memfd_create("wdb-ram", MemfdFlags::CLOEXEC)
+            .map_err(|e| io(e, "memfd_create"))?;
+        ftruncate(&fd, len as u64).map_err(|e| io(e, "ftruncate(memfd)"))?;
+        // SAFETY: a new shared mapping of our new memfd at a kernel-chosen address.
+        let p = unsafe {
+            mmap(
+                ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED,
+                &fd,
+                0,
+            )
+        }
+        .map_err(|e| io(e, "mapping the RAM pool"))?;
+        let base = p as usize;
+        if let Err(e) = dont_fork(base, len) {
+            // SAFETY: just mapped, unreferenced.
+            let _ = unsafe { munmap(p, len) };
+            return Err(e);
+        }
+        Ok(Pool {
+            fd,
+            base,
+            slot_size,
+            cap,
+        })
+    }
+
+    pub(crate) fn slot_size(&self) -> usize {
+        self.slot_size
+    }
+
+    pub(crate) fn cap(&self) -> usize {
+        self.cap
+    }
+
+    fn addr(&self, slot: usize) -> usize {
+        assert!(slot < self.cap, "slot {slot} out of pool of {}", self.cap);
+        self.base + slot * self.slot_size
+    }
+
+    /// Map slot `slot` at view address `addr` (a block of a live reservation, invariant
+    /// 5), read-only or read-write, with its page tables filled at once.
+    pub(crate) fn map_at(&self, slot: usize, addr: usize, writable: bool) -> Result<()> {
+        let off = (slot * self.slot_size) as u64;
+        assert!(slot < self.cap);
+        let prot = if writable {
+            ProtFlags::READ | ProtFlags::WRITE
+        } else {
+            ProtFlags::READ
+        };
+        // SAFETY: MAP_FIXED over a block of our own reservation (caller's contract)
+        // replaces only our PROT_NONE space or an older mapping of a slot there.
+        unsafe {
+            mmap(
+                addr as *mut _,
+                self.slot_size,
+                prot,
+                MapFlags::SHARED | MapFlags::FIXED | MapFlags::POPULATE,
+                &self.fd,
+                off,
+            )
+        }
+        .map_err(|e| io(e, "mapping a RAM page into a view"))?;
+        dont_fork(addr, self.slot_size)
+    }
+
+    /// Fault in a never-used slot's pages in one call (cheaper than a fault per 4 KiB
+    /// page). Best effort: kernels before 5.14 lack MADV_POPULATE_WRITE.
+    pub(crate) fn populate(&self, slot: usize) {
+        // SAFETY: advice on our own pool mapping; it does not change its contents.
+        let _ = unsafe {
+            madvise(
+                self.addr(slot) as *mut _,
+                self.slot_size,
+                Advice::LinuxPopulateWrite,
+            )
+        };
+    }
+
+    /// Give a free slot's RAM back to the kernel; it reads as zeros afterwards.
+    pub(crate) fn punch(&self, slot: usize) {
+        // SAFETY: MADV_REMOVE on our pool mapping frees the memfd's pages of a slot that
+        // is free (caller's contract), so no one reads or writes it.
+        let _ = unsafe {
+            madvise(
+                self.addr(slot) as *mut _,
+                self.slot_size,
+                Advice::LinuxRemove,
+            )
+        };
+    }
+
+    /// The bytes of a slot, writable.
+    ///
+    /// Contract (held by the state machine, invariant 3 in `state.rs`): the caller owns
+    /// the slot exclusively — it is `Loading` (loader), or freshly allocated and not yet
+    /// published (copy target) — so no other reference to these bytes exists and no
+    /// view maps the slot writable.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) fn slot_mut(&self, slot: usize) -> &mut [u8] {
+        let a = self.addr(slot);
+        // SAFETY: [a, a+slot_size) is inside the pool mapping, which lives as long as
+        // `self`; exclusivity is the caller's contract above.
+        unsafe { std::slice::from_raw_parts_mut(a as *mut u8, self.slot_size) }
+    }
+
+    /// The bytes of a slot, read-only.
+    ///
+    /// Contract (invariant 3): nobody writes the slot while the slice lives — it is clean
+    /// (mapped read-only everywhere) or `Storing` (views write-protected first).
+    pub(crate) fn slot(&self, slot: usize) -> &[u8] {
+        let a = self.addr(slot);
+        // SAFETY: inside the pool mapping; no concurrent writer by the contract above.
+        unsafe { std::slice::from_raw_parts(a as *const u8, self.slot_size) }
+    }
+
+    /// Copy slot `from` into slot `to` (`to` owned exclusively, `from` not written).
+    pub(crate) fn copy(&self, from: usize, to: usize) {
+        assert_ne!(from, to);
+        let (s, d) = (self.addr(from), self.addr(to));
+        // SAFETY: distinct slots do not overlap; both inside the pool mapping; the
+        // ownership contract is the one of `slot` / `slot_mut`.
+        unsafe { ptr::copy_nonoverlapping(s as *const u8, d as *mut u8, self.slot_size) }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // SAFETY: the pool is dropped with its VirtMem, after every mapping and handle
+        // (they hold the VirtMem alive), so no slice of it is alive.
+        let _ = unsafe { munmap(self.base as *mut _, self.slot_size * self.cap) };
+    }
+}

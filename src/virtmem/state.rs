@@ -1,0 +1,859 @@
+//! The page-state machine of the virtual memory: every transition of a block's state
+//! happens in this file, under the VM lock.
+//!
+//! ## States of a (file handle, block)
+//!
+//! ```text
+//!                 invalidate                      load ok (re-check)
+//!   Empty ──fault──▶ Loading ─────────▶ LoadingInvalidated ──▶ (page freed) ──▶ Empty, retry
+//!     ▲                │ load ok                                 
+//!     │  evict /       ▼                first write
+//!     ├─invalidate── Loaded ─────────────────────────────▶ Dirty ◀─┐ store error
+//!     │                ▲   (claim the page, or copy it       │     │
+//!     │                │    when other handles share it)     │ writeout
+//!     │                └────────── store ok ─────────── Storing ───┘
+//!     └──────────── invalidate / discard (Dirty, Storing: changes dropped) ───┘
+//! ```
+//!
+//! ## Invariants (checked by [`VmState::assert_invariants`] in debug builds)
+//!
+//! 1. `used` = the sum of the block sizes of in-use pages, and `used <= budget`.
+//! 2. Every page is either free (in exactly one free list of its pool) or in use; an
+//!    in-use page is referenced by the block entries listed in its `users`, or has no
+//!    users and is a clean page kept in the content cache.
+//! 3. Slot exclusivity: a `Loading`/`LoadingInvalidated` page has exactly one user, its
+//!    loader writes the slot without the lock, and no view maps it. A `Dirty`/`Storing`
+//!    page has exactly one user. A page with several users is clean and mapped only
+//!    read-only. A `Storing` page is mapped only read-only (views write-protected
+//!    before the store starts), so the store reads bytes nobody writes.
+//! 4. The LRU list holds exactly the clean in-use pages (all users `Loaded`, or none):
+//!    never a loading, dirty or storing one. Eviction takes its head.
+//! 5. A view block records the page mapped there: `mapped[blk] = (page, writable)` means
+//!    the handle's entry for `blk` refers to `page`, and `writable` implies `Dirty`.
+//!    Every other block of a view is `PROT_NONE` reserved space.
+//! 6. `dirty` = the sum of the block sizes of `Dirty` and `Storing` entries.
+//! 7. `cache[(blk, key)] == p` iff `pages[p].key == Some((blk, key))`; such a page is
+//!    clean and holds block `blk` of a file whose `content_key(blk)` is `key`.
+//! 8. The VM lock is never held across `BigFile::load_blk`, `store_blk` or
+//!    `content_key`: the lock is dropped, the I/O runs, the lock is retaken and the
+//!    state re-checked (that is why `LoadingInvalidated` exists).
+//!
+//! Room to grow (issues 5 and 6): a `Loaded` page may later be backed by a mapping of
+//! the log file instead of a RAM slot (a second `Backing` kind on `Page`), and a `Dirty`
+//! entry may carry a bitmap of written 4 KiB pages; neither changes the transitions.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use parking_lot::{Condvar, MutexGuard};
+
+use super::os::{self, Pool};
+use crate::bigfile::BigFile;
+use crate::{Error, Result};
+
+pub(super) type PageId = u32;
+pub(super) type HandleId = u64;
+pub(super) type MapId = u64;
+const NIL: PageId = PageId::MAX;
+/// `(blk, BigFile::content_key(blk))`.
+type CacheKey = (u64, (u64, u64));
+
+/// The state of one block of one file handle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum BlockState {
+    /// No RAM page: the next access loads the block (not stored in the block table).
+    Empty,
+    /// A thread runs `load_blk` into `page` without the VM lock; others wait on the
+    /// condvar. The page is in no view and not in the LRU.
+    Loading { page: PageId },
+    /// As `Loading`, but the block was invalidated meanwhile: the loader throws the data
+    /// away, frees the page, and whoever needs the block loads it again.
+    LoadingInvalidated { page: PageId },
+    /// Clean file content, mapped read-only where accessed; may be shared with other
+    /// handles (same content key); reclaimable in LRU order.
+    Loaded { page: PageId },
+    /// Written since load or writeout; private to this handle; never reclaimed.
+    Dirty { page: PageId },
+    /// Dirty and being stored by `writeout` without the lock; views are read-only, a
+    /// writer waits until the store ends.
+    Storing { page: PageId },
+}
+
+impl BlockState {
+    fn page(self) -> Option<PageId> {
+        match self {
+            BlockState::Empty => None,
+            BlockState::Loading { page }
+            | BlockState::LoadingInvalidated { page }
+            | BlockState::Loaded { page }
+            | BlockState::Dirty { page }
+            | BlockState::Storing { page } => Some(page),
+        }
+    }
+}
+
+/// A RAM page: one slot of a pool.
+#[derive(Debug)]
+struct Page {
+    pool: usize,
+    slot: usize,
+    in_use: bool,
+    /// Block entries `(handle, blk)` that refer to this page.
+    users: Vec<(HandleId, u64)>,
+    /// Cache key `(blk, content key)` under which the page is in the cache (invariant
+    /// 7). The block index is part of it: the db layer's content key is (array id,
+    /// tid of the version), the same for every block written by one transaction.
+    key: Option<CacheKey>,
+    lru_prev: PageId,
+    lru_next: PageId,
+    in_lru: bool,
+    /// The slot reads as zeros (never used, or punched).
+    zero: bool,
+    /// The slot's RAM was given back to the kernel (free pages only).
+    punched: bool,
+}
+
+#[derive(Debug)]
+struct PoolState {
+    os: Arc<Pool>,
+    free: Vec<PageId>,
+    created: usize,
+}
+
+#[derive(Debug)]
+pub(super) struct HandleState {
+    pub(super) file: Arc<dyn BigFile>,
+    pub(super) pool: usize,
+    pub(super) blocks: BTreeMap<u64, BlockState>,
+    pub(super) maps: Vec<MapId>,
+    /// Loads and stores of this handle running without the lock.
+    pub(super) inflight: u32,
+}
+
+#[derive(Debug)]
+pub(super) struct MapState {
+    pub(super) handle: HandleId,
+    pub(super) base: usize,
+    pub(super) first_blk: u64,
+    pub(super) n_blks: u64,
+    /// Blocks with a page mapped: blk → (page, writable) (invariant 5).
+    mapped: HashMap<u64, (PageId, bool)>,
+    /// Loads for this mapping running without the lock.
+    pub(super) inflight: u32,
+}
+
+/// Counters and sizes, see `VmStats`.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Counters {
+    pub(super) loads: u64,
+    pub(super) stores: u64,
+    pub(super) evictions: u64,
+}
+
+/// Everything the VM lock protects.
+#[derive(Debug)]
+pub(super) struct VmState {
+    pub(super) budget: u64,
+    pub(super) used: u64,
+    pub(super) dirty: u64,
+    /// Bytes of slots holding RAM (in use, or free and not punched).
+    resident: u64,
+    pages: Vec<Page>,
+    pools: Vec<PoolState>,
+    lru_head: PageId,
+    lru_tail: PageId,
+    cache: HashMap<CacheKey, PageId>,
+    pub(super) handles: HashMap<HandleId, HandleState>,
+    pub(super) maps: HashMap<MapId, MapState>,
+    pub(super) counters: Counters,
+}
+
+type Guard<'a> = MutexGuard<'a, VmState>;
+
+impl VmState {
+    pub(super) fn new(budget: u64) -> VmState {
+        VmState {
+            budget,
+            used: 0,
+            dirty: 0,
+            resident: 0,
+            pages: Vec::new(),
+            pools: Vec::new(),
+            lru_head: NIL,
+            lru_tail: NIL,
+            cache: HashMap::new(),
+            handles: HashMap::new(),
+            maps: HashMap::new(),
+            counters: Counters::default(),
+        }
+    }
+
+    /// The pool for a block size, created on first use with room for as many slots as
+    /// fit in the budget.
+    pub(super) fn pool_for(&mut self, bs: usize) -> Result<usize> {
+        if let Some(i) = self.pools.iter().position(|p| p.os.slot_size() == bs) {
+            return Ok(i);
+        }
+        let cap = usize::try_from(self.budget / bs as u64).unwrap_or(usize::MAX);
+        if cap == 0 {
+            return Err(Error::InvalidArgument(format!(
+                "ram_budget of {} bytes is smaller than one block of {bs} bytes",
+                self.budget
+            )));
+        }
+        self.pools.push(PoolState {
+            os: Arc::new(Pool::new(bs, cap)?),
+            free: Vec::new(),
+            created: 0,
+        });
+        Ok(self.pools.len() - 1)
+    }
+
+    pub(super) fn ram_exhausted(&self) -> Error {
+        Error::RamExhausted {
+            budget: self.budget,
+            dirty: self.dirty,
+        }
+    }
+
+    pub(super) fn state(&self, h: HandleId, blk: u64) -> BlockState {
+        self.handles
+            .get(&h)
+            .and_then(|hs| hs.blocks.get(&blk).copied())
+            .unwrap_or(BlockState::Empty)
+    }
+
+    fn set_state(&mut self, h: HandleId, blk: u64, s: BlockState) {
+        let hs = self.handles.get_mut(&h).expect("handle of a live block entry");
+        if s == BlockState::Empty {
+            hs.blocks.remove(&blk);
+        } else {
+            hs.blocks.insert(blk, s);
+        }
+    }
+
+    fn bs(&self, p: PageId) -> u64 {
+        self.pools[self.pages[p as usize].pool].os.slot_size() as u64
+    }
+
+    // ---- LRU (invariant 4) -------------------------------------------------------
+
+    fn lru_remove(&mut self, p: PageId) {
+        if !self.pages[p as usize].in_lru {
+            return;
+        }
+        let (prev, next) = {
+            let pg = &self.pages[p as usize];
+            (pg.lru_prev, pg.lru_next)
+        };
+        if prev == NIL {
+            self.lru_head = next;
+        } else {
+            self.pages[prev as usize].lru_next = next;
+        }
+        if next == NIL {
+            self.lru_tail = prev;
+        } else {
+            self.pages[next as usize].lru_prev = prev;
+        }
+        let pg = &mut self.pages[p as usize];
+        pg.in_lru = false;
+        pg.lru_prev = NIL;
+        pg.lru_next = NIL;
+    }
+
+    /// Put `p` at the most-recently-used end.
+    fn lru_touch(&mut self, p: PageId) {
+        self.lru_remove(p);
+        let tail = self.lru_tail;
+        {
+            let pg = &mut self.pages[p as usize];
+            pg.lru_prev = tail;
+            pg.lru_next = NIL;
+            pg.in_lru = true;
+        }
+        if tail == NIL {
+            self.lru_head = p;
+        } else {
+            self.pages[tail as usize].lru_next = p;
+        }
+        self.lru_tail = p;
+    }
+
+    // ---- pages --------------------------------------------------------------------
+
+    /// Get a free page of pool `pi`, reclaiming clean pages in LRU order when the budget
+    /// is reached. Errors with `RamExhausted` when only unreclaimable pages are left.
+    fn alloc(&mut self, pi: usize) -> Result<PageId> {
+        let bs = self.pools[pi].os.slot_size() as u64;
+        loop {
+            if self.used + bs <= self.budget {
+                if let Some(p) = self.pools[pi].free.pop() {
+                    let pg = &mut self.pages[p as usize];
+                    if pg.punched {
+                        pg.punched = false;
+                        self.resident += bs;
+                    }
+                    pg.in_use = true;
+                    self.used += bs;
+                    self.trim_resident(pi);
+                    return Ok(p);
+                }
+                let pool = &mut self.pools[pi];
+                if pool.created < pool.os.cap() {
+                    let slot = pool.created;
+                    pool.created += 1;
+                    let id = PageId::try_from(self.pages.len())
+                        .map_err(|_| Error::OutOfRange("too many RAM pages".into()))?;
+                    self.pages.push(Page {
+                        pool: pi,
+                        slot,
+                        in_use: true,
+                        users: Vec::new(),
+                        key: None,
+                        lru_prev: NIL,
+                        lru_next: NIL,
+                        in_lru: false,
+                        zero: true,
+                        punched: false,
+                    });
+                    self.used += bs;
+                    self.resident += bs;
+                    self.trim_resident(pi);
+                    return Ok(id);
+                }
+            }
+            let victim = self.lru_head;
+            if victim == NIL {
+                return Err(self.ram_exhausted());
+            }
+            self.evict(victim);
+        }
+    }
+
+    /// Keep the RAM held by slots within the budget when several block sizes are in use:
+    /// punch free slots of other pools.
+    fn trim_resident(&mut self, keep_pool: usize) {
+        let mut i = 0;
+        while self.resident > self.budget && i < self.pools.len() {
+            if i != keep_pool {
+                for k in 0..self.pools[i].free.len() {
+                    if self.resident <= self.budget {
+                        break;
+                    }
+                    let p = self.pools[i].free[k] as usize;
+                    if !self.pages[p].punched {
+                        self.pools[i].os.punch(self.pages[p].slot);
+                        self.pages[p].punched = true;
+                        self.pages[p].zero = true;
+                        self.resident -= self.pools[i].os.slot_size() as u64;
+                    }
+                }
+            }
+            i += 1;
+        }
+    }
+
+    /// Return an in-use page without users to its pool.
+    fn free_page(&mut self, p: PageId) {
+        debug_assert!(self.pages[p as usize].users.is_empty());
+        self.lru_remove(p);
+        if let Some(k) = self.pages[p as usize].key.take() {
+            if self.cache.get(&k) == Some(&p) {
+                self.cache.remove(&k);
+            }
+        }
+        let bs = self.bs(p);
+        let pg = &mut self.pages[p as usize];
+        if pg.in_use {
+            pg.in_use = false;
+            self.used -= bs;
+            let pool = pg.pool;
+            self.pools[pool].free.push(p);
+        }
+    }
+
+    /// Drop a clean page from every handle that uses it (their blocks become `Empty`,
+    /// their views `PROT_NONE`) and free it.
+    fn evict(&mut self, p: PageId) {
+        let users = std::mem::take(&mut self.pages[p as usize].users);
+        for (h, blk) in users {
+            self.set_state(h, blk, BlockState::Empty);
+            self.reset_views(h, blk);
+        }
+        self.counters.evictions += 1;
+        self.free_page(p);
+    }
+
+    /// Remove `(h, blk)` from the users of `p`; free `p` if nobody uses or caches it.
+    fn detach(&mut self, p: PageId, h: HandleId, blk: u64) {
+        let pg = &mut self.pages[p as usize];
+        pg.users.retain(|&u| u != (h, blk));
+        if pg.users.is_empty() && pg.key.is_none() {
+            self.free_page(p);
+        }
+    }
+
+    // ---- views (invariant 5) ------------------------------------------------------
+
+    fn view_addr(&self, m: &MapState, blk: u64) -> usize {
+        let bs = self.pools[self.handles[&m.handle].pool].os.slot_size();
+        m.base + (blk - m.first_blk) as usize * bs
+    }
+
+    /// Make every view of `h` that maps `blk` `PROT_NONE` there again.
+    fn reset_views(&mut self, h: HandleId, blk: u64) {
+        let Some(hs) = self.handles.get(&h) else {
+            return;
+        };
+        let bs = self.pools[hs.pool].os.slot_size();
+        for &mid in &hs.maps {
+            let m = self.maps.get_mut(&mid).expect("handle's mapping is registered");
+            if m.mapped.remove(&blk).is_some() {
+                let addr = m.base + (blk - m.first_blk) as usize * bs;
+                // A failure here would leave a stale page visible; the kernel fails a
+                // MAP_FIXED over our own reservation only when out of memory for VMAs.
+                // Going on would show stale data, so stop the process instead.
+                if let Err(e) = os::reset(addr, bs) {
+                    eprintln!("wdb: fatal: cannot reset a view block to PROT_NONE: {e}");
+                    std::process::abort();
+                }
+            }
+        }
+    }
+
+    /// Write-protect `blk` in every view of `h` that maps it (before a store).
+    fn protect_views(&mut self, h: HandleId, blk: u64) -> Result<()> {
+        let Some(hs) = self.handles.get(&h) else {
+            return Ok(());
+        };
+        let bs = self.pools[hs.pool].os.slot_size();
+        for &mid in &hs.maps {
+            let m = self.maps.get_mut(&mid).expect("handle's mapping is registered");
+            if let Some(e) = m.mapped.get_mut(&blk) {
+                if e.1 {
+                    os::protect(m.base + (blk - m.first_blk) as usize * bs, bs, false)?;
+                    e.1 = false;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Map page `p` at `blk` of view `mid`, read-only or writable.
+    fn map_view(&mut self, mid: MapId, blk: u64, p: PageId, writable: bool) -> Result<()> {
+        let m = &self.maps[&mid];
+        let addr = self.view_addr(m, blk);
+        let cur = m.mapped.get(&blk).copied();
+        let pool = self.pages[p as usize].pool;
+        let slot = self.pages[p as usize].slot;
+        match cur {
+            Some((q, w)) if q == p && w == writable => return Ok(()),
+            Some((q, _)) if q == p => {
+                os::protect(addr, self.pools[pool].os.slot_size(), writable)?
+            }
+            _ => self.pools[pool].os.map_at(slot, addr, writable)?,
+        }
+        self.maps
+            .get_mut(&mid)
+            .expect("checked above")
+            .mapped
+            .insert(blk, (p, writable));
+        Ok(())
+    }
+
+    // ---- transitions ---------------------------------------------------------------
+
+    /// `Loaded` → `Dirty` for `(h, blk)`: claim `p` if no other handle uses it, else copy
+    /// it into a new private page. Returns the dirty page.
+    fn make_dirty(&mut self, h: HandleId, blk: u64, p: PageId) -> Result<PageId> {
+        let bs = self.bs(p);
+        if self.pages[p as usize].users.len() == 1 {
+            self.lru_remove(p);
+            if let Some(k) = self.pages[p as usize].key.take() {
+                self.cache.remove(&k);
+            }
+            self.set_state(h, blk, BlockState::Dirty { page: p });
+            self.dirty += bs;
+            return Ok(p);
+        }
+        // Out of the LRU while we allocate, so that the copy source is not reclaimed.
+        self.lru_remove(p);
+        let pi = self.pages[p as usize].pool;
+        let new = self.alloc(pi);
+        self.lru_touch(p);
+        let new = new?;
+        self.pools[pi]
+            .os
+            .copy(self.pages[p as usize].slot, self.pages[new as usize].slot);
+        self.pages[new as usize].zero = false;
+        self.pages[p as usize].users.retain(|&u| u != (h, blk));
+        self.pages[new as usize].users.push((h, blk));
+        self.set_state(h, blk, BlockState::Dirty { page: new });
+        self.dirty += bs;
+        // Views of this handle still show the shared page: make them fault again.
+        self.reset_views(h, blk);
+        Ok(new)
+    }
+
+    /// Forget `(h, blk)`: a clean page is let go, a dirty one's changes are dropped, an
+    /// in-flight load is told to throw its data away, an in-flight store's page is freed
+    /// by the writer when it returns.
+    pub(super) fn invalidate(&mut self, cv: &Condvar, h: HandleId, blk: u64) {
+        match self.state(h, blk) {
+            BlockState::Empty | BlockState::LoadingInvalidated { .. } => {}
+            BlockState::Loading { page } => {
+                self.set_state(h, blk, BlockState::LoadingInvalidated { page })
+            }
+            BlockState::Loaded { page } => {
+                self.set_state(h, blk, BlockState::Empty);
+                self.reset_views(h, blk);
+                self.detach(page, h, blk);
+            }
+            BlockState::Dirty { page } => {
+                self.set_state(h, blk, BlockState::Empty);
+                self.reset_views(h, blk);
+                self.dirty -= self.bs(page);
+                self.detach(page, h, blk);
+            }
+            BlockState::Storing { page } => {
+                // The writer still reads the slot: detach, and let it free the page.
+                self.set_state(h, blk, BlockState::Empty);
+                self.reset_views(h, blk);
+                self.dirty -= self.bs(page);
+                self.pages[page as usize].users.retain(|&u| u != (h, blk));
+            }
+        }
+        cv.notify_all();
+        self.assert_invariants();
+    }
+
+    /// Drop every dirty block of `h`.
+    pub(super) fn discard(&mut self, cv: &Condvar, h: HandleId) {
+        let dirty: Vec<u64> = self.handles[&h]
+            .blocks
+            .iter()
+            .filter(|(_, s)| matches!(s, BlockState::Dirty { .. } | BlockState::Storing { .. }))
+            .map(|(&b, _)| b)
+            .collect();
+        for blk in dirty {
+            self.invalidate(cv, h, blk);
+        }
+    }
+
+    pub(super) fn dirty_blocks(&self, h: HandleId) -> Vec<u64> {
+        self.handles[&h]
+            .blocks
+            .iter()
+            .filter(|(_, s)| matches!(s, BlockState::Dirty { .. } | BlockState::Storing { .. }))
+            .map(|(&b, _)| b)
+            .collect()
+    }
+
+    /// Release everything a handle holds (it has no mappings and nothing in flight).
+    pub(super) fn close_handle(&mut self, h: HandleId) {
+        let blocks: Vec<(u64, BlockState)> = match self.handles.get(&h) {
+            Some(hs) => hs.blocks.iter().map(|(&b, &s)| (b, s)).collect(),
+            None => return,
+        };
+        for (blk, s) in blocks {
+            match s {
+                BlockState::Dirty { page } | BlockState::Storing { page } => {
+                    self.dirty -= self.bs(page);
+                    self.detach(page, h, blk);
+                }
+                BlockState::Loaded { page }
+                | BlockState::Loading { page }
+                | BlockState::LoadingInvalidated { page } => self.detach(page, h, blk),
+                BlockState::Empty => {}
+            }
+        }
+        self.handles.remove(&h);
+        self.assert_invariants();
+    }
+
+    /// Forget a mapping's state (its range is unmapped by the caller).
+    pub(super) fn remove_map(&mut self, mid: MapId) {
+        if let Some(m) = self.maps.remove(&mid) {
+            if let Some(hs) = self.handles.get_mut(&m.handle) {
+                hs.maps.retain(|&x| x != mid);
+            }
+        }
+    }
+
+    pub(super) fn add_map(&mut self, mid: MapId, h: HandleId, base: usize, first_blk: u64, n_blks: u64) {
+        self.maps.insert(
+            mid,
+            MapState {
+                handle: h,
+                base,
+                first_blk,
+                n_blks,
+                mapped: HashMap::new(),
+                inflight: 0,
+            },
+        );
+        self.handles.get_mut(&h).expect("live handle").maps.push(mid);
+    }
+
+    // ---- debug checks -------------------------------------------------------------
+
+    /// Check the numbered invariants at the top of this file (debug builds only; the
+    /// cost is linear in pages and block entries).
+    pub(super) fn assert_invariants(&self) {
+        #[cfg(debug_assertions)]
+        self.check_all();
+    }
+
+    #[cfg(debug_assertions)]
+    fn check_all(&self) {
+        // 1
+        let used: u64 = (0..self.pages.len() as PageId)
+            .filter(|&p| self.pages[p as usize].in_use)
+            .map(|p| self.bs(p))
+            .sum();
+        assert_eq!(used, self.used, "inv 1: used");
+        assert!(self.used <= self.budget, "inv 1: budget");
+        // 2
+        let mut free_count = vec![0u32; self.pages.len()];
+        for pool in &self.pools {
+            for &p in &pool.free {
+                free_count[p as usize] += 1;
+            }
+        }
+        let mut dirty = 0;
+        for (p, pg) in self.pages.iter().enumerate() {
+            let p = p as PageId;
+            assert_eq!(free_count[p as usize], u32::from(!pg.in_use), "inv 2: free list");
+            if !pg.in_use {
+                assert!(pg.users.is_empty() && !pg.in_lru && pg.key.is_none());
+                continue;
+            }
+            let states: Vec<BlockState> = pg.users.iter().map(|&(h, b)| self.state(h, b)).collect();
+            for s in &states {
+                assert_eq!(s.page(), Some(p), "inv 2: user entry refers to its page");
+            }
+            let clean = states.iter().all(|s| matches!(s, BlockState::Loaded { .. }));
+            if pg.users.is_empty() {
+                // A Storing page detached by invalidate is freed by its writer.
+                assert!(pg.key.is_some() || !pg.in_lru, "inv 2: orphan page");
+            }
+            // 3
+            if !clean {
+                assert_eq!(pg.users.len(), 1, "inv 3: private page");
+            }
+            // 4
+            let want_lru = clean && (!pg.users.is_empty() || pg.key.is_some());
+            assert_eq!(pg.in_lru, want_lru, "inv 4: LRU membership of page {p}: {states:?}");
+            // 7
+            if let Some(k) = pg.key {
+                assert_eq!(self.cache.get(&k), Some(&p), "inv 7");
+                assert!(clean, "inv 7: cached page is clean");
+            }
+        }
+        for hs in self.handles.values() {
+            for s in hs.blocks.values() {
+                if let BlockState::Dirty { page } | BlockState::Storing { page } = *s {
+                    dirty += self.bs(page);
+                }
+            }
+        }
+        // 6
+        assert_eq!(dirty, self.dirty, "inv 6: dirty");
+        // 5
+        for m in self.maps.values() {
+            for (&blk, &(p, w)) in &m.mapped {
+                assert!(blk >= m.first_blk && blk - m.first_blk < m.n_blks, "inv 5: in range");
+                let s = self.state(m.handle, blk);
+                assert_eq!(s.page(), Some(p), "inv 5: view maps the entry's page");
+                if w {
+                    assert!(matches!(s, BlockState::Dirty { .. }), "inv 5: writable => Dirty");
+                }
+            }
+        }
+        // 4: list integrity
+        let mut n = 0;
+        let mut p = self.lru_head;
+        let mut prev = NIL;
+        while p != NIL {
+            assert!(self.pages[p as usize].in_lru);
+            assert_eq!(self.pages[p as usize].lru_prev, prev);
+            prev = p;
+            p = self.pages[p as usize].lru_next;
+            n += 1;
+        }
+        assert_eq!(prev, self.lru_tail);
+        assert_eq!(n, self.pages.iter().filter(|pg| pg.in_lru).count(), "inv 4: list");
+    }
+}
+
+/// Make block `blk` of mapping `mid` accessible (writable if `write`): the one path
+/// behind both the fault handler and the checked `Mapping::load`. Drops the lock for
+/// `content_key`, `load_blk` and the zeroing of a reused slot (invariant 8).
+pub(super) fn ensure(g: &mut Guard<'_>, cv: &Condvar, mid: MapId, blk: u64, write: bool) -> Result<()> {
+    let mut key_checked: Option<Option<(u64, u64)>> = None;
+    loop {
+        let Some(m) = g.maps.get(&mid) else {
+            return Err(Error::Busy("the mapping was unmapped during the access".into()));
+        };
+        let h = m.handle;
+        let hs = &g.handles[&h];
+        let file = hs.file.clone();
+        let pi = hs.pool;
+        match g.state(h, blk) {
+            BlockState::Loading { .. }
+            | BlockState::LoadingInvalidated { .. }
+            | BlockState::Storing { .. } => {
+                cv.wait(g);
+            }
+            BlockState::Loaded { page } => {
+                if write {
+                    let p = g.make_dirty(h, blk, page)?;
+                    g.map_view(mid, blk, p, true)?;
+                } else {
+                    g.lru_touch(page);
+                    g.map_view(mid, blk, page, false)?;
+                }
+                g.assert_invariants();
+                return Ok(());
+            }
+            BlockState::Dirty { page } => {
+                g.map_view(mid, blk, page, true)?;
+                g.assert_invariants();
+                return Ok(());
+            }
+            BlockState::Empty => {
+                // A clean page another handle loaded for the same content?
+                let key = match key_checked {
+                    Some(k) => k,
+                    None => {
+                        let k = MutexGuard::unlocked(g, || file.content_key(blk));
+                        key_checked = Some(k);
+                        continue; // the state may have changed while unlocked
+                    }
+                };
+                if let Some(k) = key {
+                    if let Some(&p) = g.cache.get(&(blk, k)) {
+                        g.pages[p as usize].users.push((h, blk));
+                        g.set_state(h, blk, BlockState::Loaded { page: p });
+                        g.lru_touch(p);
+                        continue;
+                    }
+                }
+                let page = g.alloc(pi)?;
+                g.pages[page as usize].users.push((h, blk));
+                g.set_state(h, blk, BlockState::Loading { page });
+                g.handles.get_mut(&h).expect("live").inflight += 1;
+                g.maps.get_mut(&mid).expect("live").inflight += 1;
+                let zero = std::mem::replace(&mut g.pages[page as usize].zero, false);
+                let slot = g.pages[page as usize].slot;
+                let pool = g.pools[pi].os.clone();
+                g.assert_invariants();
+                let res = MutexGuard::unlocked(g, || {
+                    // The slot is ours alone while Loading (invariant 3).
+                    if zero {
+                        pool.populate(slot);
+                    } else {
+                        pool.slot_mut(slot).fill(0);
+                    }
+                    file.load_blk(blk, pool.slot_mut(slot))
+                });
+                g.counters.loads += 1;
+                g.handles.get_mut(&h).expect("live").inflight -= 1;
+                if let Some(m) = g.maps.get_mut(&mid) {
+                    m.inflight -= 1;
+                }
+                match (g.state(h, blk), res) {
+                    (BlockState::Loading { page: p }, Ok(())) if p == page => {
+                        g.set_state(h, blk, BlockState::Loaded { page });
+                        if let Some(k) = key {
+                            if !g.cache.contains_key(&(blk, k)) {
+                                g.cache.insert((blk, k), page);
+                                g.pages[page as usize].key = Some((blk, k));
+                            }
+                        }
+                        g.lru_touch(page);
+                        cv.notify_all();
+                        // Loop: map it (and make it dirty if this is a write).
+                    }
+                    (BlockState::Loading { page: p }, Err(e)) if p == page => {
+                        g.set_state(h, blk, BlockState::Empty);
+                        g.pages[page as usize].users.clear();
+                        g.free_page(page);
+                        cv.notify_all();
+                        g.assert_invariants();
+                        return Err(Error::Load {
+                            file: file.name().to_string(),
+                            blk,
+                            cause: e.to_string(),
+                        });
+                    }
+                    (s, _) => {
+                        // Invalidated while loading: throw the data away and load again.
+                        debug_assert_eq!(s, BlockState::LoadingInvalidated { page });
+                        g.set_state(h, blk, BlockState::Empty);
+                        g.pages[page as usize].users.clear();
+                        g.free_page(page);
+                        key_checked = None;
+                        cv.notify_all();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Store every dirty block of `h` in ascending order, then mark it clean and read-only.
+/// A store error leaves that block (and the later ones) dirty and returns the error.
+pub(super) fn writeout(g: &mut Guard<'_>, cv: &Condvar, h: HandleId) -> Result<()> {
+    let blocks = g.dirty_blocks(h);
+    for blk in blocks {
+        let page = loop {
+            match g.state(h, blk) {
+                BlockState::Storing { .. } => cv.wait(g),
+                BlockState::Dirty { page } => break Some(page),
+                _ => break None,
+            }
+        };
+        let Some(page) = page else { continue };
+        g.set_state(h, blk, BlockState::Storing { page });
+        if let Err(e) = g.protect_views(h, blk) {
+            g.set_state(h, blk, BlockState::Dirty { page });
+            return Err(e);
+        }
+        let hs = g.handles.get_mut(&h).expect("live");
+        hs.inflight += 1;
+        let file = hs.file.clone();
+        let pi = hs.pool;
+        let pool = g.pools[pi].os.clone();
+        let slot = g.pages[page as usize].slot;
+        g.assert_invariants();
+        // Nobody writes the slot while Storing (invariant 3).
+        let res = MutexGuard::unlocked(g, || file.store_blk(blk, pool.slot(slot)));
+        g.handles.get_mut(&h).expect("live").inflight -= 1;
+        g.counters.stores += 1;
+        cv.notify_all();
+        match g.state(h, blk) {
+            BlockState::Storing { page: p } if p == page => match res {
+                Ok(()) => {
+                    g.set_state(h, blk, BlockState::Loaded { page });
+                    g.dirty -= g.bs(page);
+                    g.lru_touch(page);
+                }
+                Err(e) => {
+                    g.set_state(h, blk, BlockState::Dirty { page });
+                    g.assert_invariants();
+                    return Err(e);
+                }
+            },
+            _ => {
+                // Invalidated or discarded during the store: the page is ours to free.
+                if g.pages[page as usize].users.is_empty() {
+                    g.free_page(page);
+                }
+            }
+        }
+        g.assert_invariants();
+    }
+    Ok(())
+}
