@@ -14,7 +14,9 @@ use virtmem_util::*;
 fn two_threads_faulting_one_block_cause_one_load() {
     let (_vm, f, h) = setup(8, false);
     let m = Arc::new(h.mmap(0, 4).unwrap());
-    f.set_load_hook(Some(Arc::new(|_| std::thread::sleep(Duration::from_millis(100)))));
+    f.set_load_hook(Some(Arc::new(|_| {
+        std::thread::sleep(Duration::from_millis(100))
+    })));
     let start = Arc::new(Barrier::new(2));
     let ts: Vec<_> = (0..2)
         .map(|i| {
@@ -57,7 +59,11 @@ fn different_blocks_load_in_parallel() {
         assert_eq!(t.join().unwrap(), pattern(b as u64));
     }
     assert!(max_inside.load(Ordering::SeqCst) >= 2, "loads overlapped");
-    assert!(t0.elapsed() < Duration::from_millis(420), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_millis(420),
+        "{:?}",
+        t0.elapsed()
+    );
 }
 
 /// A small deterministic PRNG (xorshift) so the test needs no extra crate.
@@ -125,7 +131,11 @@ fn eight_threads_random_reads_and_writes_match_a_model() {
     h.writeout().unwrap();
     for model in &models {
         for (&off, &v) in model {
-            assert_eq!(f.block((off / BS) as u64)[off % BS], v, "stored byte at {off}");
+            assert_eq!(
+                f.block((off / BS) as u64)[off % BS],
+                v,
+                "stored byte at {off}"
+            );
             assert_eq!(rd(&m, off), v);
         }
     }

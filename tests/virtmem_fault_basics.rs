@@ -54,7 +54,11 @@ fn first_access_write_loads_and_dirties_at_once() {
     wr(&m, BS + 1, 9);
     assert_eq!(h.dirty_blocks(), vec![11]);
     assert_eq!(f.load_count(11), 1);
-    assert_eq!(rd(&m, BS), pattern(11), "the rest of the block is the file's");
+    assert_eq!(
+        rd(&m, BS),
+        pattern(11),
+        "the rest of the block is the file's"
+    );
     assert_eq!(rd(&m, BS + 1), 9);
 }
 
@@ -66,7 +70,11 @@ fn aliases_of_one_handle_are_coherent() {
     assert_eq!(rd(&a, 2 * BS), pattern(2));
     assert_eq!(rd(&b, 0), pattern(2));
     wr(&b, 5, 42);
-    assert_eq!(rd(&a, 2 * BS + 5), 42, "a write through one alias is seen through the other");
+    assert_eq!(
+        rd(&a, 2 * BS + 5),
+        42,
+        "a write through one alias is seen through the other"
+    );
     wr(&a, 3 * BS, 43);
     assert_eq!(rd(&b, BS), 43);
     assert_eq!(f.load_count(2), 1);
@@ -116,17 +124,29 @@ fn bad_arguments_are_errors_not_panics() {
     assert!(matches!(VirtMem::new(0), Err(Error::InvalidArgument(_))));
     for bad in [0usize, 1000, 4096 * 3, 3 << 20] {
         let f: Arc<dyn BigFile> = Arc::new(MemFile::new("bad", bad));
-        assert!(matches!(vm.open(f), Err(Error::InvalidArgument(_))), "block size {bad}");
+        assert!(
+            matches!(vm.open(f), Err(Error::InvalidArgument(_))),
+            "block size {bad}"
+        );
     }
     let too_big: Arc<dyn BigFile> = Arc::new(MemFile::new("big", 16 * BS));
-    assert!(matches!(vm.open(too_big), Err(Error::InvalidArgument(_))), "block over budget");
+    assert!(
+        matches!(vm.open(too_big), Err(Error::InvalidArgument(_))),
+        "block over budget"
+    );
     let h = vm.open(Arc::new(MemFile::new("ok", BS))).unwrap();
     assert!(matches!(h.mmap(0, 0), Err(Error::InvalidArgument(_))));
     assert!(matches!(h.mmap(u64::MAX, 2), Err(Error::OutOfRange(_))));
     assert!(matches!(h.mmap(0, 1 << 40), Err(Error::OutOfRange(_))));
     let m = h.mmap(0, 2).unwrap();
-    assert!(matches!(m.load(0, 2 * BS + 1, false), Err(Error::OutOfRange(_))));
-    assert!(matches!(m.load(usize::MAX, 2, false), Err(Error::OutOfRange(_))));
+    assert!(matches!(
+        m.load(0, 2 * BS + 1, false),
+        Err(Error::OutOfRange(_))
+    ));
+    assert!(matches!(
+        m.load(usize::MAX, 2, false),
+        Err(Error::OutOfRange(_))
+    ));
     m.load(2 * BS, 0, false).unwrap();
     assert_eq!(m.len(), 2 * BS);
     assert_eq!(m.n_blks(), 2);

@@ -60,8 +60,16 @@ fn invalidate_during_a_load_discards_the_loaded_data() {
     f.set_block(1, &[55; BS]).unwrap_or(());
     h.invalidate(1);
     release.wait();
-    assert_eq!(reader.join().unwrap(), 55, "the reader sees the content after invalidate");
-    assert_eq!(f.load_count(1), 2, "the invalidated load was thrown away and redone");
+    assert_eq!(
+        reader.join().unwrap(),
+        55,
+        "the reader sees the content after invalidate"
+    );
+    assert_eq!(
+        f.load_count(1),
+        2,
+        "the invalidated load was thrown away and redone"
+    );
 }
 
 #[test]
@@ -143,6 +151,10 @@ fn store_taking_a_lock_held_by_the_invalidating_thread_does_not_deadlock() {
     drop(g);
     writer.join().unwrap().unwrap();
     assert!(h.dirty_blocks().is_empty());
-    assert_eq!(rd(&m, 0), pattern(0) , "block 0 was invalidated: reloads from the file");
+    assert_eq!(
+        rd(&m, 0),
+        pattern(0),
+        "block 0 was invalidated: reloads from the file"
+    );
     drop(m);
 }

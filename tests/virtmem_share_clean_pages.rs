@@ -72,4 +72,3 @@ fn a_later_handle_reuses_pages_of_a_closed_one() {
     assert_eq!(rd(&m3, 0), 3);
     assert_eq!(f.load_count(0), 2);
 }
-

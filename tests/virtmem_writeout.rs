@@ -39,7 +39,11 @@ fn store_error_leaves_blocks_dirty_and_retry_succeeds() {
     let e = h.writeout().unwrap_err();
     assert!(e.to_string().contains("ENOSPC"), "{e}");
     assert_eq!(f.store_log(), vec![2]);
-    assert_eq!(h.dirty_blocks(), vec![4, 6], "the failed block and the later ones stay dirty");
+    assert_eq!(
+        h.dirty_blocks(),
+        vec![4, 6],
+        "the failed block and the later ones stay dirty"
+    );
     // The handle is usable: write more, then retry.
     wr(&m, 4 * BS + 1, 10);
     assert_eq!(rd(&m, 4 * BS), 9);

@@ -4,17 +4,20 @@
 //! This layer knows nothing of storage: [`ArrayCore`] talks to a `virtmem::FileHandle`
 //! only, so tests run it on an in-memory fake file. The db layer joins it to the store.
 //!
+//! - [`ArrayCore`]: the array on a file handle: views, load, append, resize, copies.
 //! - [`dtype`]: [`Element`], [`DType`] (catalog bytes, Display, NumPy descr), [`record!`](crate::record).
 //! - [`layout`]: [`Layout`], [`Order`]: checked shape arithmetic, rows → bytes → blocks.
 //! - [`view`]: ndarray views of rows of a contiguous byte region (the only unsafe code).
 //! - [`npy`]: `.npy` headers.
 
+mod array_core;
 pub mod dtype;
 pub mod layout;
 pub mod npy;
 mod pylit;
 pub mod view;
 
+pub use array_core::{ArrayCore, ZeroTail, MIN_RESERVE_BLKS};
 pub use dtype::{element_dtype, DType, Element, Field, Scalar};
 pub use layout::{Layout, Order};
 pub use npy::{read_header, write_header, NpyHeader};

@@ -163,3 +163,101 @@ pub unsafe fn view_raw_mut<'a, T: Element>(
     let n = rows.end - rows.start;
     view_mut(rows_bytes, layout, 0..n)
 }
+
+/// Check that `range` lies in a region of `region_len` bytes at `base`.
+fn check_raw(base: *const u8, region_len: usize, range: &Range<usize>) -> Result<()> {
+    if base.is_null() {
+        return Err(Error::InvalidArgument("null region pointer".into()));
+    }
+    if range.start > range.end || range.end > region_len {
+        return Err(Error::OutOfRange(format!(
+            "bytes {range:?} of a region of {region_len} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// The bytes `range` of a region given by pointer and length, for copies that do not
+/// need a typed view (a byte copy also handles elements split across chunks).
+///
+/// # Safety
+///
+/// As for [`view_raw`], for the bytes of `range` instead of the bytes of rows.
+pub unsafe fn raw_bytes<'a>(
+    base: *const u8,
+    region_len: usize,
+    range: Range<usize>,
+) -> Result<&'a [u8]> {
+    check_raw(base, region_len, &range)?;
+    // SAFETY: `range` lies in the region (checked) and `base` is non-null; the caller
+    // guarantees the region is valid for reads and not written by others for 'a, and
+    // that region_len <= isize::MAX.
+    Ok(unsafe { std::slice::from_raw_parts(base.add(range.start), range.len()) })
+}
+
+/// Mutable bytes `range` of a region; see [`raw_bytes`].
+///
+/// # Safety
+///
+/// As for [`view_raw_mut`], for the bytes of `range` instead of the bytes of rows.
+pub unsafe fn raw_bytes_mut<'a>(
+    base: *mut u8,
+    region_len: usize,
+    range: Range<usize>,
+) -> Result<&'a mut [u8]> {
+    check_raw(base, region_len, &range)?;
+    // SAFETY: in bounds and non-null (checked); the caller guarantees the bytes are valid
+    // for writes and accessed through nothing else for 'a.
+    Ok(unsafe { std::slice::from_raw_parts_mut(base.add(range.start), range.len()) })
+}
+
+// Views of a virtmem `Mapping`, for `ArrayCore` only.
+//
+// Why these safe functions are sound: a `Mapping`'s address range stays reserved while
+// it is alive, and borrowing it for 'a keeps it alive; the fault handler resolves every
+// access to the handle's bytes. Exclusivity follows the borrow of the `Mapping` because
+// of rules the array module keeps (and only it can call these):
+// (a) each `Mapping` is owned by one `ArrayCore`, and a core has at most one mapping of
+//     its handle in use for views (a remap happens in `&mut self` methods, when no view
+//     is alive);
+// (b) the handle operations that change bytes without a write through a view
+//     (`discard`, `invalidate`) are reachable only through `&mut ArrayCore`.
+// So `&Mapping` gives shared, unchanging bytes, and `&mut Mapping` exclusive ones.
+
+use crate::virtmem::Mapping;
+
+/// Read-only view of `rows` of `layout`, whose row 0 is the start of `map`.
+pub(super) fn mapping_view<'a, T: Element>(
+    map: &'a Mapping,
+    layout: &Layout,
+    rows: Range<u64>,
+) -> Result<ArrayViewD<'a, T>> {
+    // SAFETY: the mapping's range is valid for reads (fault handler) and reserved for 'a
+    // (borrowed); no mutable access exists during 'a by rules (a) and (b) above;
+    // its length is at most virtmem::MAX_MAPPING_LEN < isize::MAX.
+    unsafe { view_raw(map.as_ptr(), map.len(), layout, rows) }
+}
+
+/// Read-write view of `rows`; see [`mapping_view`].
+pub(super) fn mapping_view_mut<'a, T: Element>(
+    map: &'a mut Mapping,
+    layout: &Layout,
+    rows: Range<u64>,
+) -> Result<ArrayViewMutD<'a, T>> {
+    // SAFETY: as in `mapping_view`; the `&mut` borrow of the mapping makes this the only
+    // access to its bytes during 'a (rules (a) and (b)); writes fault the block in as
+    // dirty, so the range is valid for writes.
+    unsafe { view_raw_mut(map.as_ptr(), map.len(), layout, rows) }
+}
+
+/// Bytes `range` of `map`.
+pub(super) fn mapping_bytes(map: &Mapping, range: Range<usize>) -> Result<&[u8]> {
+    // SAFETY: as in `mapping_view`.
+    unsafe { raw_bytes(map.as_ptr(), map.len(), range) }
+}
+
+/// Mutable bytes `range` of `map`.
+pub(super) fn mapping_bytes_mut(map: &mut Mapping, range: Range<usize>) -> Result<&mut [u8]> {
+    // SAFETY: as in `mapping_view_mut`.
+    unsafe { raw_bytes_mut(map.as_ptr(), map.len(), range) }
+}

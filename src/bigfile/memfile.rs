@@ -117,7 +117,12 @@ impl MemFile {
 
     /// Number of `load_blk` calls for one block.
     pub fn load_count(&self, blk: u64) -> u64 {
-        self.inner.lock().load_counts.get(&blk).copied().unwrap_or(0)
+        self.inner
+            .lock()
+            .load_counts
+            .get(&blk)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Blocks in the order `store_blk` succeeded for them.

@@ -110,7 +110,12 @@ impl std::fmt::Debug for InWdb {
 
 /// Register `[start, start+len)` as served by `target`, installing the handler on
 /// first use. Returns nothing; `id` names the range in [`unregister`].
-pub(super) fn register(id: u64, start: usize, len: usize, target: Weak<dyn FaultTarget>) -> Result<()> {
+pub(super) fn register(
+    id: u64,
+    start: usize,
+    len: usize,
+    target: Weak<dyn FaultTarget>,
+) -> Result<()> {
     install()?;
     let _w = InWdb::enter();
     let mut reg = REGISTRY.lock();
@@ -307,7 +312,10 @@ extern "C" fn run_job(job: *mut Job) {
     let job = unsafe { &mut *job };
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve(job)));
     if r.is_err() {
-        fatal(format_args!("panic while serving a page fault at {:#x}", job.addr));
+        fatal(format_args!(
+            "panic while serving a page fault at {:#x}",
+            job.addr
+        ));
     }
 }
 

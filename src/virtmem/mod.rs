@@ -94,7 +94,9 @@ pub struct VirtMem {
 
 impl std::fmt::Debug for VirtMem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VirtMem").field("stats", &self.stats()).finish()
+        f.debug_struct("VirtMem")
+            .field("stats", &self.stats())
+            .finish()
     }
 }
 
@@ -210,7 +212,8 @@ impl FileHandle {
                     self.inner.bs
                 ))
             })?;
-        let len = usize::try_from(len).map_err(|_| Error::OutOfRange("mapping too large".into()))?;
+        let len =
+            usize::try_from(len).map_err(|_| Error::OutOfRange("mapping too large".into()))?;
         let vm = &self.inner.vm;
         // Checked before reserving anything (forked child).
         drop(vm.lock()?);

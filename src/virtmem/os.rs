@@ -118,8 +118,7 @@ impl Pool {
         let len = slot_size
             .checked_mul(cap)
             .ok_or_else(|| Error::OutOfRange("RAM pool size overflows".into()))?;
-        let fd = memfd_create("wdb-ram", MemfdFlags::CLOEXEC)
-            .map_err(|e| io(e, "memfd_create"))?;
+        let fd = memfd_create("wdb-ram", MemfdFlags::CLOEXEC).map_err(|e| io(e, "memfd_create"))?;
         ftruncate(&fd, len as u64).map_err(|e| io(e, "ftruncate(memfd)"))?;
         // SAFETY: a new shared mapping of our new memfd at a kernel-chosen address.
         let p = unsafe {

@@ -224,7 +224,10 @@ impl VmState {
     }
 
     fn set_state(&mut self, h: HandleId, blk: u64, s: BlockState) {
-        let hs = self.handles.get_mut(&h).expect("handle of a live block entry");
+        let hs = self
+            .handles
+            .get_mut(&h)
+            .expect("handle of a live block entry");
         if s == BlockState::Empty {
             hs.blocks.remove(&blk);
         } else {
@@ -408,7 +411,10 @@ impl VmState {
         };
         let bs = self.pools[hs.pool].os.slot_size();
         for &mid in &hs.maps {
-            let m = self.maps.get_mut(&mid).expect("handle's mapping is registered");
+            let m = self
+                .maps
+                .get_mut(&mid)
+                .expect("handle's mapping is registered");
             if m.mapped.remove(&blk).is_some() {
                 let addr = m.base + (blk - m.first_blk) as usize * bs;
                 // A failure here would leave a stale page visible; the kernel fails a
@@ -429,7 +435,10 @@ impl VmState {
         };
         let bs = self.pools[hs.pool].os.slot_size();
         for &mid in &hs.maps {
-            let m = self.maps.get_mut(&mid).expect("handle's mapping is registered");
+            let m = self
+                .maps
+                .get_mut(&mid)
+                .expect("handle's mapping is registered");
             if let Some(e) = m.mapped.get_mut(&blk) {
                 if e.1 {
                     os::protect(m.base + (blk - m.first_blk) as usize * bs, bs, false)?;
@@ -449,9 +458,7 @@ impl VmState {
         let slot = self.pages[p as usize].slot;
         match cur {
             Some((q, w)) if q == p && w == writable => return Ok(()),
-            Some((q, _)) if q == p => {
-                os::protect(addr, self.pools[pool].os.slot_size(), writable)?
-            }
+            Some((q, _)) if q == p => os::protect(addr, self.pools[pool].os.slot_size(), writable)?,
             _ => self.pools[pool].os.map_at(slot, addr, writable)?,
         }
         self.maps
@@ -581,7 +588,14 @@ impl VmState {
         }
     }
 
-    pub(super) fn add_map(&mut self, mid: MapId, h: HandleId, base: usize, first_blk: u64, n_blks: u64) {
+    pub(super) fn add_map(
+        &mut self,
+        mid: MapId,
+        h: HandleId,
+        base: usize,
+        first_blk: u64,
+        n_blks: u64,
+    ) {
         self.maps.insert(
             mid,
             MapState {
@@ -593,7 +607,11 @@ impl VmState {
                 inflight: 0,
             },
         );
-        self.handles.get_mut(&h).expect("live handle").maps.push(mid);
+        self.handles
+            .get_mut(&h)
+            .expect("live handle")
+            .maps
+            .push(mid);
     }
 
     // ---- debug checks -------------------------------------------------------------
@@ -624,7 +642,11 @@ impl VmState {
         let mut dirty = 0;
         for (p, pg) in self.pages.iter().enumerate() {
             let p = p as PageId;
-            assert_eq!(free_count[p as usize], u32::from(!pg.in_use), "inv 2: free list");
+            assert_eq!(
+                free_count[p as usize],
+                u32::from(!pg.in_use),
+                "inv 2: free list"
+            );
             if !pg.in_use {
                 assert!(pg.users.is_empty() && !pg.in_lru && pg.key.is_none());
                 continue;
@@ -633,7 +655,9 @@ impl VmState {
             for s in &states {
                 assert_eq!(s.page(), Some(p), "inv 2: user entry refers to its page");
             }
-            let clean = states.iter().all(|s| matches!(s, BlockState::Loaded { .. }));
+            let clean = states
+                .iter()
+                .all(|s| matches!(s, BlockState::Loaded { .. }));
             if pg.users.is_empty() {
                 // A Storing page detached by invalidate is freed by its writer.
                 assert!(pg.key.is_some() || !pg.in_lru, "inv 2: orphan page");
@@ -644,7 +668,10 @@ impl VmState {
             }
             // 4
             let want_lru = clean && (!pg.users.is_empty() || pg.key.is_some());
-            assert_eq!(pg.in_lru, want_lru, "inv 4: LRU membership of page {p}: {states:?}");
+            assert_eq!(
+                pg.in_lru, want_lru,
+                "inv 4: LRU membership of page {p}: {states:?}"
+            );
             // 7
             if let Some(k) = pg.key {
                 assert_eq!(self.cache.get(&k), Some(&p), "inv 7");
@@ -663,11 +690,17 @@ impl VmState {
         // 5
         for m in self.maps.values() {
             for (&blk, &(p, w)) in &m.mapped {
-                assert!(blk >= m.first_blk && blk - m.first_blk < m.n_blks, "inv 5: in range");
+                assert!(
+                    blk >= m.first_blk && blk - m.first_blk < m.n_blks,
+                    "inv 5: in range"
+                );
                 let s = self.state(m.handle, blk);
                 assert_eq!(s.page(), Some(p), "inv 5: view maps the entry's page");
                 if w {
-                    assert!(matches!(s, BlockState::Dirty { .. }), "inv 5: writable => Dirty");
+                    assert!(
+                        matches!(s, BlockState::Dirty { .. }),
+                        "inv 5: writable => Dirty"
+                    );
                 }
             }
         }
@@ -683,18 +716,30 @@ impl VmState {
             n += 1;
         }
         assert_eq!(prev, self.lru_tail);
-        assert_eq!(n, self.pages.iter().filter(|pg| pg.in_lru).count(), "inv 4: list");
+        assert_eq!(
+            n,
+            self.pages.iter().filter(|pg| pg.in_lru).count(),
+            "inv 4: list"
+        );
     }
 }
 
 /// Make block `blk` of mapping `mid` accessible (writable if `write`): the one path
 /// behind both the fault handler and the checked `Mapping::load`. Drops the lock for
 /// `content_key`, `load_blk` and the zeroing of a reused slot (invariant 8).
-pub(super) fn ensure(g: &mut Guard<'_>, cv: &Condvar, mid: MapId, blk: u64, write: bool) -> Result<()> {
+pub(super) fn ensure(
+    g: &mut Guard<'_>,
+    cv: &Condvar,
+    mid: MapId,
+    blk: u64,
+    write: bool,
+) -> Result<()> {
     let mut key_checked: Option<Option<(u64, u64)>> = None;
     loop {
         let Some(m) = g.maps.get(&mid) else {
-            return Err(Error::Busy("the mapping was unmapped during the access".into()));
+            return Err(Error::Busy(
+                "the mapping was unmapped during the access".into(),
+            ));
         };
         let h = m.handle;
         let hs = &g.handles[&h];
