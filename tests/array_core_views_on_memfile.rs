@@ -192,3 +192,58 @@ fn load_errors_are_err_from_checked_calls() {
     a.write_from(1536..1600, &[1u64; 64]).unwrap();
     assert_eq!(a.view(1536..1600).unwrap().sum(), 64);
 }
+
+#[test]
+fn scanning_more_than_the_budget_reloads_correctly() {
+    // Budget of 8 blocks, array of 64 blocks stored in the file: views fault, reclaim
+    // and reload, and still read the right values.
+    let (vm, file) = setup(8);
+    let n = 64 * BS / 8;
+    {
+        let mut a = open::<u64>(&vm, &file, &[n as u64], Order::C);
+        for chunk in 0..64u64 {
+            let rows = chunk * 512..(chunk + 1) * 512;
+            let data: Vec<u64> = rows.clone().map(|i| i * 3).collect();
+            a.write_from(rows, &data).unwrap();
+            a.writeout().unwrap();
+        }
+    }
+    let a = open::<u64>(&vm, &file, &[n as u64], Order::C);
+    let total: u64 = a.view(..).unwrap().iter().sum();
+    assert_eq!(total, (0..n as u64).map(|i| i * 3).sum::<u64>());
+    assert!(vm.stats().ram_used <= 8 * BS as u64);
+    // A range straddling blocks, read twice (second time after reclaim).
+    for _ in 0..2 {
+        let v = a.view(1000..1100).unwrap();
+        assert!(v
+            .iter()
+            .enumerate()
+            .all(|(i, &x)| x == (1000 + i as u64) * 3));
+        let _: u64 = a.view(4096..8192).unwrap().iter().sum();
+    }
+}
+
+#[test]
+fn views_are_shared_across_threads() {
+    let (vm, file) = setup(64);
+    let mut a = open::<f32>(&vm, &file, &[40_000], Order::C);
+    a.write_from(.., &(0..40_000).map(|i| i as f32).collect::<Vec<_>>())
+        .unwrap();
+    let a = &a;
+    let sums: Vec<f64> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..4u64)
+            .map(|t| {
+                s.spawn(move || {
+                    a.view(t * 10_000..(t + 1) * 10_000)
+                        .unwrap()
+                        .iter()
+                        .map(|&x| f64::from(x))
+                        .sum::<f64>()
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let want: f64 = (0..40_000).map(f64::from).sum();
+    assert_eq!(sums.iter().sum::<f64>(), want);
+}

@@ -41,6 +41,7 @@ use parking_lot::Mutex;
 
 use super::dtype::{element_dtype, DType, Element};
 use super::layout::{Layout, Order};
+use super::npy::NpyHeader;
 use super::view::{mapping_bytes, mapping_bytes_mut, mapping_view, mapping_view_mut};
 use crate::bigfile::BigFile;
 use crate::virtmem::{FileHandle, Mapping, VirtMem, MAX_MAPPING_LEN};
@@ -200,6 +201,11 @@ impl<T: Element> ArrayCore<T> {
     /// The element type.
     pub fn dtype(&self) -> &DType {
         &self.dtype
+    }
+
+    /// The `.npy` header describing this array (for export).
+    pub fn npy_header(&self) -> NpyHeader {
+        NpyHeader::new(self.dtype.clone(), self.layout.shape(), self.layout.order())
     }
 
     /// Block size of the file.

@@ -45,6 +45,16 @@ pub mod __private {
 /// use wdb::array::Element;
 /// assert_eq!(Point::dtype().to_string(), "{x: f64, y: f64}");
 /// ```
+///
+/// A struct with padding is refused at compile time (bytemuck's `Pod` derive checks
+/// that the size is the sum of the field sizes):
+///
+/// ```compile_fail
+/// wdb::record! {
+///     #[derive(Clone, Copy)]
+///     pub struct Padded { a: u8, b: u64 }
+/// }
+/// ```
 #[macro_export]
 macro_rules! record {
     (

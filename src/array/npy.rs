@@ -24,7 +24,7 @@
 use std::io::{Read, Write};
 
 use super::dtype::DType;
-use super::layout::Order;
+use super::layout::{Layout, Order};
 use super::pylit::{self, Value};
 use crate::{Error, Result};
 
@@ -88,6 +88,13 @@ impl NpyHeader {
         self.num_elems()?
             .checked_mul(size)
             .ok_or_else(|| Error::OutOfRange(format!("shape {:?} has too many bytes", self.shape)))
+    }
+
+    /// The layout of the data: shape, order and the element size of `dtype`. A 0-d
+    /// header (shape `()`) is [`Error::InvalidArgument`]: wdb arrays have at least one
+    /// axis.
+    pub fn layout(&self) -> Result<Layout> {
+        Layout::new(&self.shape, self.order(), self.dtype.size())
     }
 
     /// The header text NumPy would write, before padding (dict, then the growth spaces).
