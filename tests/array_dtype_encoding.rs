@@ -246,3 +246,33 @@ proptest! {
         let _ = DType::from_descr(&s);
     }
 }
+
+#[test]
+fn format_value_prints_elements_without_the_rust_type() {
+    assert_eq!(
+        f64::dtype().format_value(&1.5f64.to_le_bytes()).unwrap(),
+        "1.5"
+    );
+    assert_eq!(
+        i16::dtype().format_value(&(-3i16).to_le_bytes()).unwrap(),
+        "-3"
+    );
+    assert_eq!(
+        u128::dtype()
+            .format_value(&u128::MAX.to_le_bytes())
+            .unwrap(),
+        u128::MAX.to_string()
+    );
+    let mut b = 2.5f64.to_le_bytes().to_vec();
+    b.extend_from_slice(&(-1.0f64).to_le_bytes());
+    assert_eq!(point().format_value(&b).unwrap(), "{x: 2.5, y: -1}");
+    assert!(point().format_value(&b[..15]).is_err());
+    let padded = DType::from_descr("[('a', '|u1'), ('', '|V3'), ('b', '<i4')]").unwrap();
+    assert_eq!(padded.size(), 8);
+    assert_eq!(
+        padded
+            .format_value(&[7, 0xff, 0xff, 0xff, 9, 0, 0, 0])
+            .unwrap(),
+        "{a: 7, b: 9}"
+    );
+}

@@ -464,6 +464,81 @@ impl DType {
         Ok(())
     }
 
+    /// Format one element from its little-endian bytes, for printing without knowing
+    /// the Rust type (`wdbtool cat`): `1.5`, `-3`, `{x: 1.5, y: 2}`. `bytes` shorter or
+    /// longer than [`DType::size`] is [`Error::InvalidArgument`].
+    pub fn format_value(&self, bytes: &[u8]) -> Result<String> {
+        if bytes.len() != self.size() {
+            return Err(Error::InvalidArgument(format!(
+                "{} bytes given for an element of {} bytes",
+                bytes.len(),
+                self.size()
+            )));
+        }
+        let mut out = String::new();
+        self.format_into(bytes, &mut out, 0)?;
+        Ok(out)
+    }
+
+    fn format_into(&self, b: &[u8], out: &mut String, depth: usize) -> Result<()> {
+        use std::fmt::Write as _;
+        let arr = |n: usize| -> Result<[u8; 16]> {
+            let mut a = [0u8; 16];
+            let src = b
+                .get(..n)
+                .ok_or_else(|| Error::InvalidArgument("element bytes too short".into()))?;
+            a[..n].copy_from_slice(src);
+            Ok(a)
+        };
+        let r = match self {
+            DType::Scalar(s) => {
+                let a = arr(s.size())?;
+                let [a0, a1, a2, a3, a4, a5, a6, a7, ..] = a;
+                let (b2, b4, b8) = ([a0, a1], [a0, a1, a2, a3], [a0, a1, a2, a3, a4, a5, a6, a7]);
+                match s {
+                    Scalar::I8 => write!(out, "{}", i8::from_le_bytes([a0])),
+                    Scalar::I16 => write!(out, "{}", i16::from_le_bytes(b2)),
+                    Scalar::I32 => write!(out, "{}", i32::from_le_bytes(b4)),
+                    Scalar::I64 => write!(out, "{}", i64::from_le_bytes(b8)),
+                    Scalar::I128 => write!(out, "{}", i128::from_le_bytes(a)),
+                    Scalar::U8 => write!(out, "{a0}"),
+                    Scalar::U16 => write!(out, "{}", u16::from_le_bytes(b2)),
+                    Scalar::U32 => write!(out, "{}", u32::from_le_bytes(b4)),
+                    Scalar::U64 => write!(out, "{}", u64::from_le_bytes(b8)),
+                    Scalar::U128 => write!(out, "{}", u128::from_le_bytes(a)),
+                    Scalar::F32 => write!(out, "{}", f32::from_le_bytes(b4)),
+                    Scalar::F64 => write!(out, "{}", f64::from_le_bytes(b8)),
+                }
+            }
+            DType::Record { fields, .. } => {
+                if depth >= MAX_DEPTH {
+                    return Err(Error::InvalidArgument(format!(
+                        "records nest deeper than {MAX_DEPTH}"
+                    )));
+                }
+                out.push('{');
+                for (i, f) in fields.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    out.push_str(&f.name);
+                    out.push_str(": ");
+                    let end = f.offset.checked_add(f.dtype.size());
+                    let fb = end.and_then(|e| b.get(f.offset..e)).ok_or_else(|| {
+                        Error::InvalidArgument(format!(
+                            "field {:?} lies outside the element",
+                            f.name
+                        ))
+                    })?;
+                    f.dtype.format_into(fb, out, depth + 1)?;
+                }
+                out.push('}');
+                Ok(())
+            }
+        };
+        r.map_err(|_| Error::InvalidArgument("formatting failed".into()))
+    }
+
     /// Parse a NumPy `descr` given as Python literal text (as in a `.npy` header).
     pub fn from_descr(text: &str) -> Result<DType> {
         let value = super::pylit::parse(text)?;
