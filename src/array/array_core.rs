@@ -1,0 +1,459 @@
+//! [`ArrayCore`]: a typed N-d array on one virtmem file handle.
+//!
+//! The core owns a `FileHandle` and one `Mapping` that reserves the array's extent plus
+//! room to grow; views are sub-slices of the mapping and load lazily. It knows nothing
+//! of storage: the db layer hands it a `BigFile` (a store snapshot plus the
+//! transaction's own writes) and, at commit, reads back [`ArrayCore::shape`],
+//! [`ArrayCore::dirty_blocks`] / [`ArrayCore::writeout`] and
+//! [`ArrayCore::holes_from`].
+//!
+//! ## Invariants
+//!
+//! 1. `map` shows blocks `[0, map.n_blks())` and covers the extent:
+//!    `byte_size() <= map.len()`.
+//! 2. **Zero tail**: every byte at or past `byte_size()` reads as zero through the
+//!    handle. Within the last partial block this is kept by writing zeros (shrink, failed
+//!    append). Whole blocks past the end read zeros because the core wraps the file in a
+//!    [`ZeroTail`] that answers `load_blk` for blocks `>= zero_from` with zeros (unless the
+//!    block was stored since), and because a shrink invalidates the pages of the blocks
+//!    it cuts off. `zero_from <= ceil(byte_size / block_size)` at all times; it starts
+//!    there on open (so stray bytes past the end of a stored array never show) and only
+//!    goes down (shrink).
+//! 3. **Holes**: `holes_from` is `None` until a shrink; then `Some(b)`, the lowest block
+//!    a shrink cut off. In this core's version of the file, every block `>= b` that was
+//!    not written since (not dirty, not stored through `writeout`) is all zeros; the db
+//!    layer must make such blocks holes at commit.
+//! 4. No view is alive during a `&mut self` method, so remapping, invalidating and
+//!    discarding never change bytes under a view.
+//!
+//! Resize is O(1) when growing and O(blocks cut off) when shrinking (one `invalidate`
+//! per block, no I/O, no RAM; plus zeroing the tail of at most one block). Append costs
+//! O(bytes appended): it loads for write and copies only the blocks it touches.
+
+use std::collections::BTreeSet;
+use std::marker::PhantomData;
+use std::ops::{Range, RangeBounds};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use ndarray::{ArrayViewD, ArrayViewMutD};
+use parking_lot::Mutex;
+
+use super::dtype::{element_dtype, DType, Element};
+use super::layout::{Layout, Order};
+use super::npy::NpyHeader;
+use super::view::{mapping_bytes, mapping_bytes_mut, mapping_view, mapping_view_mut};
+use crate::bigfile::BigFile;
+use crate::virtmem::{FileHandle, Mapping, VirtMem, MAX_MAPPING_LEN};
+use crate::{Error, Result};
+
+/// Smallest reservation, in blocks: small arrays can grow a little without a remap.
+pub const MIN_RESERVE_BLKS: u64 = 8;
+
+/// The file the core's handle reads: the db's file, with blocks past the array's end
+/// reading as zeros (invariant 2).
+#[derive(Debug)]
+pub struct ZeroTail {
+    inner: Arc<dyn BigFile>,
+    /// Blocks `>= zero_from` read as zeros unless in `stored`.
+    zero_from: AtomicU64,
+    /// Blocks `>= zero_from` stored through this file since they were cut off: they read
+    /// from `inner` again (which returns the transaction's own writes first).
+    stored: Mutex<BTreeSet<u64>>,
+}
+
+impl ZeroTail {
+    fn cut(&self, blk: u64) -> bool {
+        blk >= self.zero_from.load(Ordering::Acquire) && !self.stored.lock().contains(&blk)
+    }
+
+    /// The wrapped file.
+    pub fn inner(&self) -> &Arc<dyn BigFile> {
+        &self.inner
+    }
+}
+
+impl BigFile for ZeroTail {
+    fn block_size(&self) -> usize {
+        self.inner.block_size()
+    }
+
+    fn load_blk(&self, blk: u64, buf: &mut [u8]) -> Result<()> {
+        if self.cut(blk) {
+            buf.fill(0);
+            return Ok(());
+        }
+        self.inner.load_blk(blk, buf)
+    }
+
+    fn store_blk(&self, blk: u64, data: &[u8]) -> Result<()> {
+        self.inner.store_blk(blk, data)?;
+        if blk >= self.zero_from.load(Ordering::Acquire) {
+            self.stored.lock().insert(blk);
+        }
+        Ok(())
+    }
+
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn content_key(&self, blk: u64) -> Option<(u64, u64)> {
+        // Past zero_from the content is zeros or this core's own writes, not the
+        // snapshot's block: never share it with other handles.
+        if blk >= self.zero_from.load(Ordering::Acquire) {
+            return None;
+        }
+        self.inner.content_key(blk)
+    }
+}
+
+/// A typed N-d array on a virtmem file handle. See the module docs for the invariants.
+pub struct ArrayCore<T: Element> {
+    layout: Layout,
+    dtype: DType,
+    file: Arc<ZeroTail>,
+    handle: FileHandle,
+    map: Mapping,
+    holes_from: Option<u64>,
+    _elem: PhantomData<fn() -> T>,
+}
+
+impl<T: Element> std::fmt::Debug for ArrayCore<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArrayCore")
+            .field("name", &self.file.name())
+            .field("dtype", &self.dtype.to_string())
+            .field("shape", &self.layout.shape())
+            .field("order", &self.layout.order())
+            .field("reserved", &self.map.len())
+            .field("holes_from", &self.holes_from)
+            .finish()
+    }
+}
+
+fn to_usize(v: u64) -> Result<usize> {
+    usize::try_from(v)
+        .map_err(|_| Error::OutOfRange(format!("{v} bytes do not fit in the address space")))
+}
+
+fn to_u64(v: usize) -> u64 {
+    // usize is at most 64 bits on every supported target.
+    u64::try_from(v).unwrap_or(u64::MAX)
+}
+
+impl<T: Element> ArrayCore<T> {
+    /// Open an array of `shape` (in `order`) stored in `file`, whose catalog says it
+    /// holds `stored`. `T` must be that type ([`Error::TypeMismatch`] otherwise). Costs
+    /// no RAM and no I/O: data loads when views touch it.
+    pub fn open(
+        vm: &Arc<VirtMem>,
+        file: Arc<dyn BigFile>,
+        stored: &DType,
+        shape: &[u64],
+        order: Order,
+    ) -> Result<Self> {
+        let dtype = element_dtype::<T>()?;
+        stored.check::<T>(file.name())?;
+        let layout = Layout::new(shape, order, std::mem::size_of::<T>())?;
+        let zt = Arc::new(ZeroTail {
+            inner: file,
+            // Set below, once the block size is known; nothing loads before that.
+            zero_from: AtomicU64::new(u64::MAX),
+            stored: Mutex::new(BTreeSet::new()),
+        });
+        let handle = vm.open(zt.clone())?;
+        let bs = to_u64(handle.block_size());
+        let end_blk = layout.byte_size().div_ceil(bs);
+        zt.zero_from.store(end_blk, Ordering::Release);
+        let map = handle.mmap(0, reserve_blocks(end_blk, bs)?)?;
+        Ok(ArrayCore {
+            layout,
+            dtype,
+            file: zt,
+            handle,
+            map,
+            holes_from: None,
+            _elem: PhantomData,
+        })
+    }
+
+    /// The shape.
+    pub fn shape(&self) -> &[u64] {
+        self.layout.shape()
+    }
+
+    /// Number of rows (extent of the major axis).
+    pub fn len(&self) -> u64 {
+        self.layout.len()
+    }
+
+    /// No rows.
+    pub fn is_empty(&self) -> bool {
+        self.layout.is_empty()
+    }
+
+    /// Shape, order and element size.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> &DType {
+        &self.dtype
+    }
+
+    /// The `.npy` header describing this array (for export).
+    pub fn npy_header(&self) -> NpyHeader {
+        NpyHeader::new(self.dtype.clone(), self.layout.shape(), self.layout.order())
+    }
+
+    /// Block size of the file.
+    pub fn block_size(&self) -> usize {
+        self.handle.block_size()
+    }
+
+    /// Bytes of address space reserved (the array can grow to this without a remap).
+    pub fn reserved_bytes(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Read-only view of `rows` (a range over the major axis). Lazy: costs no RAM until
+    /// read. Rows out of range are [`Error::OutOfRange`].
+    pub fn view(&self, rows: impl RangeBounds<u64>) -> Result<ArrayViewD<'_, T>> {
+        let rows = self.layout.rows(rows)?;
+        mapping_view(&self.map, &self.layout, rows)
+    }
+
+    /// Read-write view of `rows`. Writes mark their blocks dirty.
+    pub fn view_mut(&mut self, rows: impl RangeBounds<u64>) -> Result<ArrayViewMutD<'_, T>> {
+        let rows = self.layout.rows(rows)?;
+        mapping_view_mut(&mut self.map, &self.layout, rows)
+    }
+
+    fn bytes_of(&self, rows: impl RangeBounds<u64>) -> Result<(Range<u64>, Range<usize>)> {
+        let rows = self.layout.rows(rows)?;
+        let b = self.layout.byte_range(&rows)?;
+        Ok((rows, to_usize(b.start)?..to_usize(b.end)?))
+    }
+
+    /// Load `rows` ahead, returning load errors (and `RamExhausted`) as `Err` rather than
+    /// stopping the process in a fault. With more rows than the RAM budget holds, early
+    /// blocks may be reclaimed again.
+    pub fn load(&self, rows: impl RangeBounds<u64>) -> Result<()> {
+        let (_, b) = self.bytes_of(rows)?;
+        self.map.load(b.start, b.len(), false)
+    }
+
+    /// Like [`ArrayCore::load`], and make the blocks writable (dirty), so that writes
+    /// through a view cannot fail in a fault.
+    pub fn load_mut(&mut self, rows: impl RangeBounds<u64>) -> Result<()> {
+        let (_, b) = self.bytes_of(rows)?;
+        self.map.load(b.start, b.len(), true)
+    }
+
+    fn check_count(&self, rows: &Range<u64>, n: usize) -> Result<()> {
+        let want = (rows.end - rows.start).saturating_mul(self.layout.row_elems());
+        if to_u64(n) != want {
+            return Err(Error::InvalidArgument(format!(
+                "rows {rows:?} hold {want} elements, the slice has {n}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Copy `rows` into `out` (elements in the array's order). Each block is loaded
+    /// checked before it is copied, so load errors are `Err`.
+    pub fn read_into(&self, rows: impl RangeBounds<u64>, out: &mut [T]) -> Result<()> {
+        let (rows, b) = self.bytes_of(rows)?;
+        self.check_count(&rows, out.len())?;
+        let out: &mut [u8] = bytemuck::cast_slice_mut(out);
+        let bs = self.block_size();
+        let mut done = 0;
+        while done < out.len() {
+            let at = b.start + done;
+            let n = (out.len() - done).min(bs - at % bs);
+            self.map.load(at, n, false)?;
+            out[done..done + n].copy_from_slice(mapping_bytes(&self.map, at..at + n)?);
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Copy `data` (elements in the array's order) into `rows`, loading each block for
+    /// write first. On `Err` a prefix of the rows may have been written.
+    pub fn write_from(&mut self, rows: impl RangeBounds<u64>, data: &[T]) -> Result<()> {
+        let (rows, b) = self.bytes_of(rows)?;
+        self.check_count(&rows, data.len())?;
+        self.copy_in(b.start, bytemuck::cast_slice(data))
+            .map_err(|(_, e)| e)
+    }
+
+    /// Copy `src` to byte `off` of the mapping, block by block, each loaded for write
+    /// first. On error, returns how many bytes were copied.
+    fn copy_in(&mut self, off: usize, src: &[u8]) -> std::result::Result<(), (usize, Error)> {
+        let bs = self.block_size();
+        let mut done = 0;
+        while done < src.len() {
+            let at = off + done;
+            let n = (src.len() - done).min(bs - at % bs);
+            self.map.load(at, n, true).map_err(|e| (done, e))?;
+            mapping_bytes_mut(&mut self.map, at..at + n)
+                .map_err(|e| (done, e))?
+                .copy_from_slice(&src[done..done + n]);
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Make sure the mapping covers `bytes` (invariant 1), remapping to a larger
+    /// reservation if needed. Called only from `&mut self` methods (invariant 4).
+    fn reserve(&mut self, bytes: u64) -> Result<()> {
+        let bs = to_u64(self.block_size());
+        let need = bytes.div_ceil(bs);
+        if need <= self.map.n_blks() {
+            return Ok(());
+        }
+        let map = self.handle.mmap(0, reserve_blocks(need, bs)?)?;
+        // The old mapping drops here; the handle keeps its pages and dirty blocks.
+        self.map = map;
+        Ok(())
+    }
+
+    /// Append whole rows (elements in the array's order; a row is `row_elems()`
+    /// elements). Touches only the blocks it writes. On `Err` the array is unchanged.
+    pub fn append(&mut self, rows: &[T]) -> Result<()> {
+        let per_row = self.layout.row_elems();
+        let n_elems = to_u64(rows.len());
+        if n_elems == 0 {
+            return Ok(());
+        }
+        if per_row == 0 || n_elems % per_row != 0 {
+            return Err(Error::InvalidArgument(format!(
+                "append of {n_elems} elements to rows of {per_row} elements: not a whole number of rows"
+            )));
+        }
+        let new_len = self
+            .layout
+            .len()
+            .checked_add(n_elems / per_row)
+            .ok_or_else(|| Error::OutOfRange("length overflows u64".into()))?;
+        let new_layout = self.layout.with_len(new_len)?;
+        self.reserve(new_layout.byte_size())?;
+        let start = to_usize(self.layout.byte_size())?;
+        match self.copy_in(start, bytemuck::cast_slice(rows)) {
+            Ok(()) => {
+                self.layout = new_layout;
+                Ok(())
+            }
+            Err((written, e)) => {
+                // Restore the zero tail (invariant 2) over what was written past the end.
+                let from = to_u64(start);
+                let _ = self.clear_tail(from, from.saturating_add(to_u64(written)));
+                Err(e)
+            }
+        }
+    }
+
+    /// Change the extent of the major axis: `shape` must equal the current shape except
+    /// on the major axis ([`Error::InvalidArgument`] otherwise). Growing reads zeros;
+    /// shrinking drops the rows cut off, and growing again reads zeros, not old data.
+    pub fn resize(&mut self, shape: &[u64]) -> Result<()> {
+        let major = self.layout.major_axis();
+        let same_rows = shape.len() == self.layout.ndim()
+            && shape
+                .iter()
+                .zip(self.layout.shape())
+                .enumerate()
+                .all(|(i, (a, b))| i == major || a == b);
+        if !same_rows {
+            return Err(Error::InvalidArgument(format!(
+                "resize from {:?} to {shape:?}: only the major axis (axis {major}) can change",
+                self.layout.shape()
+            )));
+        }
+        let new_layout = self.layout.with_len(shape[major])?;
+        let (old_bytes, new_bytes) = (self.layout.byte_size(), new_layout.byte_size());
+        if new_bytes > old_bytes {
+            self.reserve(new_bytes)?;
+        } else if new_bytes < old_bytes {
+            self.clear_tail(new_bytes, old_bytes)?;
+            let cut = new_bytes.div_ceil(to_u64(self.block_size()));
+            self.holes_from = Some(self.holes_from.map_or(cut, |h| h.min(cut)));
+        }
+        self.layout = new_layout;
+        Ok(())
+    }
+
+    /// Make bytes `[from, to)` (past the end) read as zero: zero them in the partial
+    /// block, invalidate the whole blocks, and lower `zero_from` so they reload as zeros.
+    fn clear_tail(&mut self, from: u64, to: u64) -> Result<()> {
+        if from >= to {
+            return Ok(());
+        }
+        let bs = to_u64(self.block_size());
+        let first_whole = from.div_ceil(bs);
+        let partial_end = to.min(first_whole.saturating_mul(bs));
+        if from < partial_end {
+            let r = to_usize(from)?..to_usize(partial_end)?;
+            self.map.load(r.start, r.len(), false)?;
+            // Write (and so dirty the block) only if there is something to clear.
+            if mapping_bytes(&self.map, r.clone())?.iter().any(|&b| b != 0) {
+                self.map.load(r.start, r.len(), true)?;
+                mapping_bytes_mut(&mut self.map, r)?.fill(0);
+            }
+        }
+        let end_blk = to.div_ceil(bs);
+        let zf = &self.file.zero_from;
+        zf.store(
+            zf.load(Ordering::Acquire).min(first_whole),
+            Ordering::Release,
+        );
+        self.file.stored.lock().retain(|&b| b < first_whole);
+        for blk in first_whole..end_blk {
+            self.handle.invalidate(blk);
+        }
+        Ok(())
+    }
+
+    /// Blocks changed locally and not yet stored, ascending (for commit).
+    pub fn dirty_blocks(&self) -> Vec<u64> {
+        self.handle.dirty_blocks()
+    }
+
+    /// Store every dirty block through the file (`store_blk`), ascending (for commit).
+    pub fn writeout(&self) -> Result<()> {
+        self.handle.writeout()
+    }
+
+    /// After a shrink, `Some(b)`: every block `>= b` that is not dirty and was not
+    /// stored through [`ArrayCore::writeout`] since is all zeros in this array's
+    /// version; at commit the db must make such blocks holes (invariant 3). `None` if
+    /// the array was never shrunk.
+    pub fn holes_from(&self) -> Option<u64> {
+        self.holes_from
+    }
+
+    /// The file handle, for operations that can change bytes under views (`discard`,
+    /// `invalidate`): hence `&mut self`, so that no view is alive.
+    pub fn handle_mut(&mut self) -> &FileHandle {
+        &self.handle
+    }
+}
+
+/// Blocks to reserve for an extent of `need` blocks: the next power of two, at least
+/// [`MIN_RESERVE_BLKS`], at most what a mapping may span. An extent larger than that is
+/// [`Error::OutOfRange`] (it does not fit the address space wdb reserves).
+fn reserve_blocks(need: u64, bs: u64) -> Result<u64> {
+    let cap = MAX_MAPPING_LEN / bs.max(1);
+    if need > cap {
+        return Err(Error::OutOfRange(format!(
+            "an array of {need} blocks of {bs} bytes exceeds the {MAX_MAPPING_LEN} bytes of address space one array may reserve"
+        )));
+    }
+    let want = need
+        .max(MIN_RESERVE_BLKS)
+        .checked_next_power_of_two()
+        .unwrap_or(cap);
+    Ok(want.min(cap).max(need).max(1))
+}
