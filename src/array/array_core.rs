@@ -19,7 +19,7 @@
 //!    `zero_from <= ceil(byte_size / block_size)` at all times; it starts there on open
 //!    (so stray bytes past the end of a stored array never show) and only goes down
 //!    (shrink).
-//! 2a. **Stale pages**: after a shrink the handle may still hold *clean* pages of blocks
+//! 3. **Stale pages**: after a shrink the handle may still hold *clean* pages of blocks
 //!    that were cut off (their old content). Such blocks all lie in
 //!    `[ceil(byte_size / block_size), stale_end)`; growing (resize or append)
 //!    invalidates the ones it re-exposes before anything reads them — or, when they are
@@ -28,11 +28,11 @@
 //!    (so `store_blk` may be called before commit; the db stages it). Dirty pages of
 //!    blocks cut off are dropped at the shrink itself (they must not be written out),
 //!    found through `dirty_blocks()`, which is bounded by the RAM budget.
-//! 3. **Holes**: `holes_from` is `None` until a shrink; then `Some(b)`, the lowest block
+//! 4. **Holes**: `holes_from` is `None` until a shrink; then `Some(b)`, the lowest block
 //!    a shrink cut off. In this core's version of the file, every block `>= b` that was
 //!    not written since (not dirty, not stored through `writeout`) is all zeros; the db
 //!    layer must make such blocks holes at commit.
-//! 4. No view is alive during a `&mut self` method, so remapping, invalidating and
+//! 5. No view is alive during a `&mut self` method, so remapping, invalidating and
 //!    discarding never change bytes under a view.
 //!
 //! Costs: append is O(bytes appended): it loads for write and copies only the blocks it
@@ -135,7 +135,7 @@ pub struct ArrayCore<T: Element> {
     handle: FileHandle,
     map: Mapping,
     holes_from: Option<u64>,
-    /// Invariant 2a: end (exclusive) of the blocks that may hold stale clean pages.
+    /// Invariant 3: end (exclusive) of the blocks that may hold stale clean pages.
     stale_end: u64,
     /// [`MAX_EXPOSE_INVALIDATIONS`], lowered by tests to exercise the fresh-handle path.
     expose_limit: u64,
@@ -333,7 +333,7 @@ impl<T: Element> ArrayCore<T> {
     }
 
     /// Make sure the mapping covers `bytes` (invariant 1), remapping to a larger
-    /// reservation if needed. Called only from `&mut self` methods (invariant 4).
+    /// reservation if needed. Called only from `&mut self` methods (invariant 5).
     fn reserve(&mut self, bytes: u64) -> Result<()> {
         let bs = to_u64(self.block_size());
         let need = bytes.div_ceil(bs);
@@ -414,7 +414,7 @@ impl<T: Element> ArrayCore<T> {
     }
 
     /// Before growing to `new_bytes`: invalidate the blocks that become part of the
-    /// array again and may hold stale clean pages (invariant 2a), so they load through
+    /// array again and may hold stale clean pages (invariant 3), so they load through
     /// [`ZeroTail`] as zeros.
     fn expose(&mut self, new_bytes: u64) -> Result<()> {
         let bs = to_u64(self.block_size());
@@ -439,7 +439,7 @@ impl<T: Element> ArrayCore<T> {
 
     /// Make bytes `[from, to)` (now past the end) read as zero: zero them in the partial
     /// block, lower `zero_from` so the whole blocks load as zeros, drop their dirty pages
-    /// and remember that clean pages of them may be stale (invariants 2, 2a).
+    /// and remember that clean pages of them may be stale (invariants 2, 3).
     fn clear_tail(&mut self, from: u64, to: u64) -> Result<()> {
         if from >= to {
             return Ok(());
@@ -489,7 +489,7 @@ impl<T: Element> ArrayCore<T> {
 
     /// After a shrink, `Some(b)`: every block `>= b` that is not dirty and was not
     /// stored through [`ArrayCore::writeout`] since is all zeros in this array's
-    /// version; at commit the db must make such blocks holes (invariant 3). `None` if
+    /// version; at commit the db must make such blocks holes (invariant 4). `None` if
     /// the array was never shrunk.
     pub fn holes_from(&self) -> Option<u64> {
         self.holes_from
