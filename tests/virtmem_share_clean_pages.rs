@@ -72,3 +72,17 @@ fn a_later_handle_reuses_pages_of_a_closed_one() {
     assert_eq!(rd(&m3, 0), 3);
     assert_eq!(f.load_count(0), 2);
 }
+
+#[test]
+fn evicting_a_shared_page_drops_it_from_every_handle() {
+    let (vm, f, h1) = setup(2, true);
+    let h2 = vm.open(f.clone()).unwrap();
+    let (m1, m2) = (h1.mmap(0, 4).unwrap(), h2.mmap(0, 4).unwrap());
+    assert_eq!(rd(&m1, 0), pattern(0));
+    assert_eq!(rd(&m2, 0), pattern(0)); // shared
+    assert_eq!(rd(&m1, BS), pattern(1));
+    assert_eq!(rd(&m1, 2 * BS), pattern(2)); // evicts the shared block 0 page
+    assert_eq!(vm.stats().evictions, 1);
+    assert_eq!(rd(&m2, 0), pattern(0), "h2 reloads it");
+    assert_eq!(f.load_count(0), 2);
+}

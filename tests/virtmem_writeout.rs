@@ -83,3 +83,57 @@ fn dropping_a_handle_with_dirty_blocks_frees_their_ram() {
     assert_eq!(vm.stats().ram_used, 0);
     assert_eq!(vm.stats().dirty, 0);
 }
+
+#[test]
+fn a_write_during_the_store_of_its_block_waits_and_redirties() {
+    use std::sync::{Arc, Barrier};
+    let (_vm, f, h) = setup(16, false);
+    let h = Arc::new(h);
+    let m = Arc::new(h.mmap(0, 2).unwrap());
+    wr(&m, 0, 1);
+    let entered = Arc::new(Barrier::new(2));
+    let release = Arc::new(Barrier::new(2));
+    {
+        let (entered, release) = (entered.clone(), release.clone());
+        f.set_store_hook(Some(Arc::new(move |_| {
+            entered.wait();
+            release.wait();
+        })));
+    }
+    let writer = {
+        let h = h.clone();
+        std::thread::spawn(move || h.writeout())
+    };
+    entered.wait(); // block 0 is being stored; its views are read-only
+    let w2 = {
+        let m = m.clone();
+        std::thread::spawn(move || wr(&m, 0, 2)) // faults and waits for the store
+    };
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    assert_eq!(
+        rd(&m, 0),
+        1,
+        "the waiting write has not landed during the store"
+    );
+    release.wait();
+    writer.join().unwrap().unwrap();
+    w2.join().unwrap();
+    f.set_store_hook(None);
+    assert_eq!(f.block(0)[0], 1, "the store saw the bytes at its start");
+    assert_eq!(rd(&m, 0), 2);
+    assert_eq!(
+        h.dirty_blocks(),
+        vec![0],
+        "the later write made the block dirty again"
+    );
+    h.writeout().unwrap();
+    assert_eq!(f.block(0)[0], 2);
+}
+
+#[test]
+fn handles_and_mappings_are_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<wdb::virtmem::VirtMem>();
+    check::<wdb::virtmem::FileHandle>();
+    check::<wdb::virtmem::Mapping>();
+}

@@ -31,4 +31,10 @@ pub trait BigFile: Send + Sync + std::fmt::Debug {
         let _ = blk;
         None
     }
+    /// `true` if `load_blk` writes every byte of `buf` (zeros included): virtmem then
+    /// skips zeroing a reused RAM page before the load, which saves a write of the whole
+    /// block per load. The default, `false`, keeps the "arrives zeroed" promise above.
+    fn load_writes_whole_block(&self) -> bool {
+        false
+    }
 }

@@ -35,6 +35,13 @@ use parking_lot::Mutex;
 
 use crate::{Error, Result};
 
+/// Whether [`is_write`] reads the access kind from the CPU on this target. Where it
+/// does not, a fault on a block that is already mapped (read-only) is taken as a write.
+pub(super) const WRITE_BIT_KNOWN: bool = cfg!(any(
+    all(target_arch = "x86_64", target_env = "gnu"),
+    all(target_arch = "aarch64", target_env = "gnu")
+));
+
 /// What the handler calls for a fault inside a registered range.
 pub(super) trait FaultTarget: Send + Sync {
     /// Make the byte at `addr` accessible (writable if `write`). `Ok(false)`: the range

@@ -173,9 +173,11 @@ struct HandleInner {
 impl Drop for HandleInner {
     fn drop(&mut self) {
         // Mappings and in-flight loads hold this alive, so nothing is in flight here.
-        let _w = InWdb::enter();
-        let mut g = self.vm.state.lock();
-        g.close_handle(self.id);
+        // A forked child leaves the parent's state alone (its lock may have been held
+        // by another thread at fork time).
+        if let Ok((_w, mut g)) = self.vm.lock() {
+            g.close_handle(self.id);
+        }
     }
 }
 
@@ -217,7 +219,7 @@ impl FileHandle {
         let vm = &self.inner.vm;
         // Checked before reserving anything (forked child).
         drop(vm.lock()?);
-        let base = os::reserve(len)?;
+        let base = os::reserve(len, os::align_for(self.inner.bs))?;
         let id = next_id();
         let shared = Arc::new(MapShared {
             id,
@@ -240,10 +242,12 @@ impl FileHandle {
         Ok(Mapping { shared })
     }
 
-    /// Dirty blocks, ascending.
+    /// Dirty blocks, ascending (none in a forked child).
     pub fn dirty_blocks(&self) -> Vec<u64> {
-        let _w = InWdb::enter();
-        self.inner.vm.state.lock().dirty_blocks(self.inner.id)
+        match self.inner.vm.lock() {
+            Ok((_w, g)) => g.dirty_blocks(self.inner.id),
+            Err(_) => Vec::new(),
+        }
     }
 
     /// Store each dirty block with `store_blk` in ascending order, then mark it clean
@@ -255,22 +259,24 @@ impl FileHandle {
         state::writeout(&mut g, &vm.cv, self.inner.id)
     }
 
-    /// Drop every dirty block: the next access reloads it from the file.
+    /// Drop every dirty block: the next access reloads it from the file. (Does nothing
+    /// in a forked child.)
     pub fn discard(&self) {
         let vm = &self.inner.vm;
-        let _w = InWdb::enter();
-        let mut g = vm.state.lock();
-        g.discard(&vm.cv, self.inner.id);
+        if let Ok((_w, mut g)) = vm.lock() {
+            g.discard(&vm.cv, self.inner.id);
+        }
     }
 
     /// Forget block `blk` (it changed in the file underneath): a clean copy is dropped,
     /// a dirty one's changes are dropped, and a load in flight for it throws its data
-    /// away. Never waits for a load or store in flight.
+    /// away. Never waits for a load or store in flight. (Does nothing in a forked
+    /// child.)
     pub fn invalidate(&self, blk: u64) {
         let vm = &self.inner.vm;
-        let _w = InWdb::enter();
-        let mut g = vm.state.lock();
-        g.invalidate(&vm.cv, self.inner.id, blk);
+        if let Ok((_w, mut g)) = vm.lock() {
+            g.invalidate(&vm.cv, self.inner.id, blk);
+        }
     }
 
     /// Block size in bytes.
@@ -287,10 +293,9 @@ impl FileHandle {
     /// while a load or a writeout of it is in flight on another thread. Dropping a
     /// handle is always safe: its pages are released when its last mapping is gone.
     pub fn close(self) -> std::result::Result<(), (FileHandle, Error)> {
-        let busy = {
-            let _w = InWdb::enter();
-            let g = self.inner.vm.state.lock();
-            g.handles.get(&self.inner.id).map_or(0, |h| h.inflight)
+        let busy = match self.inner.vm.lock() {
+            Ok((_w, g)) => g.handles.get(&self.inner.id).map_or(0, |h| h.inflight),
+            Err(_) => 0,
         };
         if busy > 0 {
             return Err((
@@ -325,6 +330,9 @@ impl FaultTarget for MapShared {
         }
         let blk = self.blk_of(addr - self.base);
         let mut g = vm.state.lock();
+        // Without the CPU's read/write bit, a fault on a block this view already maps
+        // can only be a write to a read-only page.
+        let write = write || (!fault::WRITE_BIT_KNOWN && g.is_mapped(self.id, blk));
         state::ensure(&mut g, &vm.cv, self.id, blk, write)?;
         Ok(true)
     }
@@ -419,10 +427,9 @@ impl Mapping {
     /// into it is in flight on another thread. Dropping is always safe: a load that
     /// ends after the drop does not map into the released range.
     pub fn unmap(self) -> std::result::Result<(), (Mapping, Error)> {
-        let busy = {
-            let _w = InWdb::enter();
-            let g = self.shared.handle.vm.state.lock();
-            g.maps.get(&self.shared.id).map_or(0, |m| m.inflight)
+        let busy = match self.shared.handle.vm.lock() {
+            Ok((_w, g)) => g.maps.get(&self.shared.id).map_or(0, |m| m.inflight),
+            Err(_) => 0,
         };
         if busy > 0 {
             return Err((

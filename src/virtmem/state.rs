@@ -469,6 +469,13 @@ impl VmState {
         Ok(())
     }
 
+    /// Does view `mid` map a page at `blk`?
+    pub(super) fn is_mapped(&self, mid: MapId, blk: u64) -> bool {
+        self.maps
+            .get(&mid)
+            .is_some_and(|m| m.mapped.contains_key(&blk))
+    }
+
     // ---- transitions ---------------------------------------------------------------
 
     /// `Loaded` → `Dirty` for `(h, blk)`: claim `p` if no other handle uses it, else copy
@@ -798,7 +805,7 @@ pub(super) fn ensure(
                     // The slot is ours alone while Loading (invariant 3).
                     if zero {
                         pool.populate(slot);
-                    } else {
+                    } else if !file.load_writes_whole_block() {
                         pool.slot_mut(slot).fill(0);
                     }
                     file.load_blk(blk, pool.slot_mut(slot))
@@ -812,8 +819,10 @@ pub(super) fn ensure(
                     (BlockState::Loading { page: p }, Ok(())) if p == page => {
                         g.set_state(h, blk, BlockState::Loaded { page });
                         if let Some(k) = key {
-                            if !g.cache.contains_key(&(blk, k)) {
-                                g.cache.insert((blk, k), page);
+                            if let std::collections::hash_map::Entry::Vacant(e) =
+                                g.cache.entry((blk, k))
+                            {
+                                e.insert(page);
                                 g.pages[page as usize].key = Some((blk, k));
                             }
                         }
