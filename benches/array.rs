@@ -19,9 +19,13 @@ fn bench(c: &mut Criterion) {
 
     // A view of 1 TiB costs the same as a view of 1 KiB: no RAM, no loads.
     let huge = core(&vm, &[1 << 37]);
-    c.bench_function("view of a 1 TiB array", |b| b.iter(|| huge.view(..).unwrap().len()));
+    c.bench_function("view of a 1 TiB array", |b| {
+        b.iter(|| huge.view(..).unwrap().len())
+    });
     let small = core(&vm, &[128]);
-    c.bench_function("view of a 1 KiB array", |b| b.iter(|| small.view(..).unwrap().len()));
+    c.bench_function("view of a 1 KiB array", |b| {
+        b.iter(|| small.view(..).unwrap().len())
+    });
 
     // Scan 64 MiB: first touch faults each 2 MiB block in.
     let n = 8u64 << 20;
@@ -43,7 +47,9 @@ fn bench(c: &mut Criterion) {
     });
     let mut a = core(&vm, &[0]);
     a.append(&vec![0.5f64; n as usize]).unwrap();
-    g.bench_function("sum through a view (resident)", |b| b.iter(|| a.view(..).unwrap().sum()));
+    g.bench_function("sum through a view (resident)", |b| {
+        b.iter(|| a.view(..).unwrap().sum())
+    });
     g.bench_function("read_into", |b| {
         let mut out = vec![0.0f64; n as usize];
         b.iter(|| a.read_into(.., &mut out).unwrap())

@@ -12,23 +12,35 @@
 //! 1. `map` shows blocks `[0, map.n_blks())` and covers the extent:
 //!    `byte_size() <= map.len()`.
 //! 2. **Zero tail**: every byte at or past `byte_size()` reads as zero through the
-//!    handle. Within the last partial block this is kept by writing zeros (shrink, failed
-//!    append). Whole blocks past the end read zeros because the core wraps the file in a
-//!    [`ZeroTail`] that answers `load_blk` for blocks `>= zero_from` with zeros (unless the
-//!    block was stored since), and because a shrink invalidates the pages of the blocks
-//!    it cuts off. `zero_from <= ceil(byte_size / block_size)` at all times; it starts
-//!    there on open (so stray bytes past the end of a stored array never show) and only
-//!    goes down (shrink).
-//! 3. **Holes**: `holes_from` is `None` until a shrink; then `Some(b)`, the lowest block
+//!    handle once it becomes part of the array again. Within the last partial block this
+//!    is kept by writing zeros (shrink, failed append). Whole blocks past the end load as
+//!    zeros because the core wraps the file in a [`ZeroTail`] that answers `load_blk` for
+//!    blocks `>= zero_from` with zeros (unless the block was stored since).
+//!    `zero_from <= ceil(byte_size / block_size)` at all times; it starts there on open
+//!    (so stray bytes past the end of a stored array never show) and only goes down
+//!    (shrink).
+//! 3. **Stale pages**: after a shrink the handle may still hold *clean* pages of blocks
+//!    that were cut off (their old content). Such blocks all lie in
+//!    `[ceil(byte_size / block_size), stale_end)`; growing (resize or append)
+//!    invalidates the ones it re-exposes before anything reads them — or, when they are
+//!    more than [`MAX_EXPOSE_INVALIDATIONS`], stores the dirty blocks through the file
+//!    (`writeout`) and replaces the handle by a fresh one, which holds no pages at all
+//!    (so `store_blk` may be called before commit; the db stages it). Dirty pages of
+//!    blocks cut off are dropped at the shrink itself (they must not be written out),
+//!    found through `dirty_blocks()`, which is bounded by the RAM budget.
+//! 4. **Holes**: `holes_from` is `None` until a shrink; then `Some(b)`, the lowest block
 //!    a shrink cut off. In this core's version of the file, every block `>= b` that was
 //!    not written since (not dirty, not stored through `writeout`) is all zeros; the db
 //!    layer must make such blocks holes at commit.
-//! 4. No view is alive during a `&mut self` method, so remapping, invalidating and
+//! 5. No view is alive during a `&mut self` method, so remapping, invalidating and
 //!    discarding never change bytes under a view.
 //!
-//! Resize is O(1) when growing and O(blocks cut off) when shrinking (one `invalidate`
-//! per block, no I/O, no RAM; plus zeroing the tail of at most one block). Append costs
-//! O(bytes appended): it loads for write and copies only the blocks it touches.
+//! Costs: append is O(bytes appended): it loads for write and copies only the blocks it
+//! touches. Resize touches no data: a shrink zeroes the tail of at most one block and
+//! drops the dirty blocks it cuts off (O(dirty blocks)); a grow is O(1), except when it
+//! re-exposes blocks an earlier shrink of this core cut off: then it invalidates up to
+//! [`MAX_EXPOSE_INVALIDATIONS`] of them, or writes out the dirty blocks and starts a
+//! fresh handle (O(dirty blocks)).
 
 use std::collections::BTreeSet;
 use std::marker::PhantomData;
@@ -49,6 +61,12 @@ use crate::{Error, Result};
 
 /// Smallest reservation, in blocks: small arrays can grow a little without a remap.
 pub const MIN_RESERVE_BLKS: u64 = 8;
+
+/// A grow re-exposing at most this many possibly stale blocks invalidates them one by
+/// one (well under a millisecond); more, and the core starts a fresh handle instead
+/// (see [`ArrayCore::resize`]), so that a grow never costs more than this bound plus
+/// the dirty blocks.
+pub const MAX_EXPOSE_INVALIDATIONS: u64 = 4096;
 
 /// The file the core's handle reads: the db's file, with blocks past the array's end
 /// reading as zeros (invariant 2).
@@ -112,10 +130,15 @@ impl BigFile for ZeroTail {
 pub struct ArrayCore<T: Element> {
     layout: Layout,
     dtype: DType,
+    vm: Arc<VirtMem>,
     file: Arc<ZeroTail>,
     handle: FileHandle,
     map: Mapping,
     holes_from: Option<u64>,
+    /// Invariant 3: end (exclusive) of the blocks that may hold stale clean pages.
+    stale_end: u64,
+    /// [`MAX_EXPOSE_INVALIDATIONS`], lowered by tests to exercise the fresh-handle path.
+    expose_limit: u64,
     _elem: PhantomData<fn() -> T>,
 }
 
@@ -170,10 +193,13 @@ impl<T: Element> ArrayCore<T> {
         Ok(ArrayCore {
             layout,
             dtype,
+            vm: vm.clone(),
             file: zt,
             handle,
             map,
             holes_from: None,
+            stale_end: 0,
+            expose_limit: MAX_EXPOSE_INVALIDATIONS,
             _elem: PhantomData,
         })
     }
@@ -307,7 +333,7 @@ impl<T: Element> ArrayCore<T> {
     }
 
     /// Make sure the mapping covers `bytes` (invariant 1), remapping to a larger
-    /// reservation if needed. Called only from `&mut self` methods (invariant 4).
+    /// reservation if needed. Called only from `&mut self` methods (invariant 5).
     fn reserve(&mut self, bytes: u64) -> Result<()> {
         let bs = to_u64(self.block_size());
         let need = bytes.div_ceil(bs);
@@ -340,6 +366,7 @@ impl<T: Element> ArrayCore<T> {
             .ok_or_else(|| Error::OutOfRange("length overflows u64".into()))?;
         let new_layout = self.layout.with_len(new_len)?;
         self.reserve(new_layout.byte_size())?;
+        self.expose(new_layout.byte_size())?;
         let start = to_usize(self.layout.byte_size())?;
         match self.copy_in(start, bytemuck::cast_slice(rows)) {
             Ok(()) => {
@@ -376,6 +403,7 @@ impl<T: Element> ArrayCore<T> {
         let (old_bytes, new_bytes) = (self.layout.byte_size(), new_layout.byte_size());
         if new_bytes > old_bytes {
             self.reserve(new_bytes)?;
+            self.expose(new_bytes)?;
         } else if new_bytes < old_bytes {
             self.clear_tail(new_bytes, old_bytes)?;
             let cut = new_bytes.div_ceil(to_u64(self.block_size()));
@@ -385,8 +413,33 @@ impl<T: Element> ArrayCore<T> {
         Ok(())
     }
 
-    /// Make bytes `[from, to)` (past the end) read as zero: zero them in the partial
-    /// block, invalidate the whole blocks, and lower `zero_from` so they reload as zeros.
+    /// Before growing to `new_bytes`: invalidate the blocks that become part of the
+    /// array again and may hold stale clean pages (invariant 3), so they load through
+    /// [`ZeroTail`] as zeros.
+    fn expose(&mut self, new_bytes: u64) -> Result<()> {
+        let bs = to_u64(self.block_size());
+        let from = self.layout.byte_size().div_ceil(bs);
+        let to = new_bytes.div_ceil(bs).min(self.stale_end);
+        if to.saturating_sub(from) <= self.expose_limit {
+            for blk in from..to {
+                self.handle.invalidate(blk);
+            }
+            return Ok(());
+        }
+        // Too many to visit: keep the local changes by storing them through the file,
+        // then drop every page by starting a fresh handle on the same file.
+        self.handle.writeout()?;
+        let handle = self.vm.open(self.file.clone())?;
+        let map = handle.mmap(0, self.map.n_blks())?;
+        self.map = map;
+        self.handle = handle;
+        self.stale_end = 0;
+        Ok(())
+    }
+
+    /// Make bytes `[from, to)` (now past the end) read as zero: zero them in the partial
+    /// block, lower `zero_from` so the whole blocks load as zeros, drop their dirty pages
+    /// and remember that clean pages of them may be stale (invariants 2, 3).
     fn clear_tail(&mut self, from: u64, to: u64) -> Result<()> {
         if from >= to {
             return Ok(());
@@ -403,17 +456,25 @@ impl<T: Element> ArrayCore<T> {
                 mapping_bytes_mut(&mut self.map, r)?.fill(0);
             }
         }
-        let end_blk = to.div_ceil(bs);
         let zf = &self.file.zero_from;
         zf.store(
             zf.load(Ordering::Acquire).min(first_whole),
             Ordering::Release,
         );
         self.file.stored.lock().retain(|&b| b < first_whole);
-        for blk in first_whole..end_blk {
-            self.handle.invalidate(blk);
+        for blk in self.handle.dirty_blocks() {
+            if blk >= first_whole {
+                self.handle.invalidate(blk);
+            }
         }
+        self.stale_end = self.stale_end.max(to.div_ceil(bs));
         Ok(())
+    }
+
+    /// Testing hook: use `n` instead of [`MAX_EXPOSE_INVALIDATIONS`].
+    #[doc(hidden)]
+    pub fn set_expose_limit(&mut self, n: u64) {
+        self.expose_limit = n;
     }
 
     /// Blocks changed locally and not yet stored, ascending (for commit).
@@ -428,7 +489,7 @@ impl<T: Element> ArrayCore<T> {
 
     /// After a shrink, `Some(b)`: every block `>= b` that is not dirty and was not
     /// stored through [`ArrayCore::writeout`] since is all zeros in this array's
-    /// version; at commit the db must make such blocks holes (invariant 3). `None` if
+    /// version; at commit the db must make such blocks holes (invariant 4). `None` if
     /// the array was never shrunk.
     pub fn holes_from(&self) -> Option<u64> {
         self.holes_from
