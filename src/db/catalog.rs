@@ -55,9 +55,9 @@ pub struct ArraySpec {
     pub shape: Vec<u64>,
     /// Memory order.
     pub order: Order,
-    /// Block size in bytes: a power of two, 64 KiB ..= 1 GiB.
+    /// Block size in bytes: a power of two, 64 KiB ..= 1 GiB (0: the database default).
     pub block_size: u32,
-    /// Compression.
+    /// Compression (`Zstd { level: 0 }`: the database's default level).
     pub compression: Compression,
 }
 

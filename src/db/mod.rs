@@ -516,12 +516,17 @@ impl Transaction {
     }
 
     /// Create an array (all zeros); fails with `AlreadyExists` if the name is taken.
+    /// A `block_size` of 0 takes `Options::block_size`; `Compression::Zstd { level: 0 }`
+    /// takes `Options::zstd_level`.
     pub fn create_array_raw(&self, spec: ArraySpec) -> Result<ArrayInfo> {
         let mut st = self.state.lock();
         if st.catalog.by_name.contains_key(&spec.name) {
             return Err(Error::AlreadyExists(format!("array {:?}", spec.name)));
         }
         let mut spec = spec;
+        if spec.block_size == 0 {
+            spec.block_size = self.db.inner.opts.block_size;
+        }
         if let Compression::Zstd { level: 0 } = spec.compression {
             spec.compression = Compression::Zstd {
                 level: self.db.inner.opts.zstd_level,

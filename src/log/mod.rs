@@ -298,7 +298,12 @@ impl Log {
     /// Scan transactions from `from` to the end of the file, stopping at the first that
     /// is not valid. tids must strictly increase after `prev_tid`.
     pub fn scan(&self, from: u64, prev_tid: Tid, verify_data: bool) -> Result<Scan> {
-        let file_len = self.len()?;
+        self.scan_to(from, prev_tid, verify_data, u64::MAX)
+    }
+
+    /// Like [`Log::scan`], but stop at `limit` (or the file's end if shorter).
+    pub fn scan_to(&self, from: u64, prev_tid: Tid, verify_data: bool, limit: u64) -> Result<Scan> {
+        let file_len = self.len()?.min(limit);
         let mut txs = Vec::new();
         let mut pos = from;
         let mut last = prev_tid;

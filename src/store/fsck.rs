@@ -123,6 +123,24 @@ pub fn check_log(log: &Log, rep: &mut FsckReport) -> Result<()> {
     // Array id → is its catalog entry live (created and not deleted)?
     let mut live: HashMap<u64, bool> = HashMap::new();
     let mut scratch = Vec::new();
+    // A compacted file is complete only from its base tid: the catalog entry a block of
+    // an earlier transaction belongs to may have been superseded and dropped. Those
+    // blocks only need some catalog entry (live or deleted) at or before the base tid.
+    let base = log.header().base_tid;
+    let mut deferred: Vec<(u64, u64, String)> = Vec::new();
+    let flush = |deferred: &mut Vec<(u64, u64, String)>,
+                 live: &HashMap<u64, bool>,
+                 rep: &mut FsckReport| {
+        for (array, off, record) in deferred.drain(..) {
+            if !live.contains_key(&array) {
+                rep.problems.push(Problem {
+                    offset: off,
+                    record,
+                    what: format!("array {array} has no catalog entry"),
+                });
+            }
+        }
+    };
     while pos < file_len {
         let tx = match log.read_tx(pos, file_len, true, &mut scratch) {
             Ok(tx) => tx,
@@ -204,7 +222,16 @@ pub fn check_log(log: &Log, rep: &mut FsckReport) -> Result<()> {
         }
         // Catalog references: every block written belongs to an array that exists after
         // this transaction.
-        for (off, rh) in &tx.records {
+        if tid < base {
+            for (off, rh) in &tx.records {
+                if let Key::Block { array, blk } = rh.key {
+                    deferred.push((array, *off, format!("{name} block {blk} of array {array}")));
+                }
+            }
+        } else {
+            flush(&mut deferred, &live, rep);
+        }
+        for (off, rh) in tx.records.iter().filter(|_| tid >= base) {
             if let Key::Block { array, blk } = rh.key {
                 if live.get(&array) != Some(&true) {
                     rep.problems.push(Problem {
@@ -219,5 +246,6 @@ pub fn check_log(log: &Log, rep: &mut FsckReport) -> Result<()> {
         rep.last_tid = last;
         pos += tx.header.total_len;
     }
+    flush(&mut deferred, &live, rep);
     Ok(())
 }

@@ -448,6 +448,7 @@ impl Store {
                 if again.stop.is_some() {
                     log.cut_tail(again.end)?;
                 }
+                lock.publish(log.header().uuid, ix.end)?;
             }
         }
         Ok(Gen {
@@ -478,6 +479,14 @@ impl Store {
     /// the new tail of the log (headers only; an incomplete tail is an append in flight
     /// and is left alone). Returns the current generation.
     pub fn refresh(&self) -> Result<Arc<Gen>> {
+        self.refresh_inner(false)
+    }
+
+    /// `locked`: the caller holds the writer lock, so every complete transaction in the
+    /// file counts, published or not (a writer may have died between its write and its
+    /// publish). Otherwise the log is read only up to the end published after the
+    /// last acknowledged commit, so a commit is never seen before it is durable.
+    fn refresh_inner(&self, locked: bool) -> Result<Arc<Gen>> {
         let _r = self.refresh_lock.lock();
         let gen = self.current();
         if gen.log.path_switched() {
@@ -490,8 +499,12 @@ impl Store {
             let ix = gen.index.read();
             (ix.end, ix.last_tid)
         };
-        if gen.log.len()? > end {
-            let scan = gen.log.scan(end, last, false)?;
+        let limit = match self.lock.published() {
+            Some((uuid, pend)) if !locked && uuid == gen.log.header().uuid => pend,
+            _ => u64::MAX,
+        };
+        if gen.log.len()?.min(limit) > end {
+            let scan = gen.log.scan_to(end, last, false, limit)?;
             if !scan.txs.is_empty() {
                 let mut ix = gen.index.write();
                 // Another thread may have committed meanwhile; apply only what is new.
@@ -535,7 +548,7 @@ impl Store {
         self.check_poisoned()?;
         let _w = self.lock.writer()?;
         self.check_poisoned()?;
-        let gen = self.refresh()?;
+        let gen = self.refresh_inner(true)?;
         gen.index.read().assert_invariants();
         // Under the lock, an invalid tail is a torn write of a writer that failed or died.
         if gen.log.len()? != gen.index.read().end {
@@ -611,6 +624,13 @@ impl Store {
             // the fsync-failure case storage-format.md describes).
             let _ = gen.log.truncate_unacknowledged(start);
             return Err(e);
+        }
+        // Acknowledged: let other processes see it.
+        if let Err(e) = self
+            .lock
+            .publish(gen.log.header().uuid, start + enc.total_len)
+        {
+            tracing::warn!(error = %e, "could not publish the commit in the lock file");
         }
         let scanned = ScannedTx {
             off: start,
