@@ -111,7 +111,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         a.len(),
         size as f64 / 1e9 / scan_s
     );
-    let first = a.view(0..4)?.to_vec();
+    let first = a.to_vec(0..4)?;
     drop(view);
     drop(a);
     drop(snap);
@@ -121,10 +121,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     {
         let mut a = tx.array_mut::<f64>("signal")?;
         a.view_mut(0..1000)?.fill(-7.0);
-        println!("3. in a transaction, a[0..4] = {:?}", a.view(0..4)?.to_vec());
+        println!("3. in a transaction, a[0..4] = {:?}", a.to_vec(0..4)?);
     }
     tx.abort();
-    let now = db.snapshot()?.array::<f64>("signal")?.view(0..4)?.to_vec();
+    let now = db.snapshot()?.array::<f64>("signal")?.to_vec(0..4)?;
     println!("   after abort,      a[0..4] = {now:?}");
     assert_eq!(now, first, "abort must restore the committed data");
 
@@ -134,8 +134,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tx.array_mut::<f64>("signal")?.view_mut(0..1000)?.fill(42.0);
     let tid = tx.commit()?;
     let commit_ms = t.elapsed().as_secs_f64() * 1e3;
-    let new = db.snapshot()?.array::<f64>("signal")?.view(0..4)?.to_vec();
-    let old = db.snapshot_at(fill_tid)?.array::<f64>("signal")?.view(0..4)?.to_vec();
+    let new = db.snapshot()?.array::<f64>("signal")?.to_vec(0..4)?;
+    let old = db.snapshot_at(fill_tid)?.array::<f64>("signal")?.to_vec(0..4)?;
     println!("4. committed tid {tid} in {commit_ms:.1} ms: a[0..4] = {new:?}");
     println!("   snapshot_at({fill_tid}):          a[0..4] = {old:?}");
     assert_eq!(old, first, "time travel must show the old data");

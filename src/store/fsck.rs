@@ -51,6 +51,25 @@ impl FsckReport {
     }
 }
 
+impl std::fmt::Display for FsckReport {
+    /// One summary line, then one line per problem.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let verdict = if self.is_clean() { "clean" } else { "PROBLEMS" };
+        write!(
+            f,
+            "{verdict}: {} transactions, {} records, {} bytes, last tid {}",
+            self.transactions, self.records, self.file_len, self.last_tid
+        )?;
+        if !self.problems.is_empty() {
+            write!(f, ", {} problems", self.problems.len())?;
+        }
+        for p in &self.problems {
+            write!(f, "\n  offset {}: {}: {}", p.offset, p.record, p.what)?;
+        }
+        Ok(())
+    }
+}
+
 fn problem_of(e: Error, record: String) -> Problem {
     match e {
         Error::Corruption { offset, what } => Problem {
