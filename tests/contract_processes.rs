@@ -51,8 +51,15 @@ fn snapshot_survives_reclaim_and_foreign_commits() {
     let path = dir.path().join("p.wdb");
     let db = Db::open_with(&path, Options::default().ram_budget(8 << 20)).unwrap();
     let tx = db.begin().unwrap();
-    tx.create_array::<f64>("A", &[N]).unwrap().view_mut(..).unwrap().fill(1.0);
+    tx.create_array::<f64>("A", &[0]).unwrap();
     tx.commit().unwrap();
+    // Dirty blocks cannot be reclaimed: fill in commits of a quarter of the budget.
+    let chunk = vec![1.0; (N / 16) as usize];
+    for _ in 0..16 {
+        let tx = db.begin().unwrap();
+        tx.array_mut::<f64>("A").unwrap().append(&chunk).unwrap();
+        tx.commit().unwrap();
+    }
 
     let old = db.snapshot().unwrap();
     let a = old.array::<f64>("A").unwrap();
