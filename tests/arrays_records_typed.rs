@@ -26,7 +26,11 @@ wdb::record! {
 }
 
 fn reading(i: u64) -> Reading {
-    Reading { t: i as i64 * 1000 - 7, v: i as f32 * 0.25, q: (i * 31) as u32 }
+    Reading {
+        t: i as i64 * 1000 - 7,
+        v: i as f32 * 0.25,
+        q: (i * 31) as u32,
+    }
 }
 
 #[test]
@@ -45,7 +49,10 @@ fn records_survive_reopen_and_read_back() {
         a.append(&rows[4000..]).unwrap();
         drop(a);
         let mut s = tx.create_array::<Sample>("S", &[3]).unwrap();
-        s.view_mut(1..2).unwrap()[[0]] = Sample { p: Point { x: 1.5, y: -2.0 }, id: 99 };
+        s.view_mut(1..2).unwrap()[[0]] = Sample {
+            p: Point { x: 1.5, y: -2.0 },
+            id: 99,
+        };
         drop(s);
         tx.commit().unwrap();
     }
@@ -62,8 +69,20 @@ fn records_survive_reopen_and_read_back() {
     let field_sum: i64 = a.view(4090..4110).unwrap().iter().map(|r| r.t).sum();
     assert_eq!(field_sum, (4090..4110).map(|i| i * 1000 - 7).sum::<i64>());
     let s = snap.array::<Sample>("S").unwrap().to_vec(..).unwrap();
-    assert_eq!(s[1], Sample { p: Point { x: 1.5, y: -2.0 }, id: 99 });
-    assert_eq!(s[0], Sample { p: Point { x: 0.0, y: 0.0 }, id: 0 });
+    assert_eq!(
+        s[1],
+        Sample {
+            p: Point { x: 1.5, y: -2.0 },
+            id: 99
+        }
+    );
+    assert_eq!(
+        s[0],
+        Sample {
+            p: Point { x: 0.0, y: 0.0 },
+            id: 0
+        }
+    );
     let info = snap.array_info("S").unwrap();
     assert_eq!(DType::decode(&info.dtype).unwrap(), Sample::dtype());
     assert_eq!(info.dtype_name, "{p: {x: f64, y: f64}, id: u64}");
@@ -81,7 +100,11 @@ fn wrong_type_is_type_mismatch_not_reinterpretation() {
 
     let snap = db.snapshot().unwrap();
     let mismatch = |r: wdb::Result<()>| match r {
-        Err(Error::TypeMismatch { array, stored, asked }) => {
+        Err(Error::TypeMismatch {
+            array,
+            stored,
+            asked,
+        }) => {
             assert!(!array.is_empty() && stored != asked, "{stored} vs {asked}");
         }
         other => panic!("expected TypeMismatch, got {other:?}"),

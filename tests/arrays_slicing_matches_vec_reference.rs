@@ -121,7 +121,13 @@ fn check<T: Element + PartialEq + std::fmt::Debug>(
     assert_eq!(vshape.len(), shape.len());
     drop(a);
     tx.commit().unwrap();
-    let got = db.snapshot().unwrap().array::<T>("A").unwrap().to_vec(..).unwrap();
+    let got = db
+        .snapshot()
+        .unwrap()
+        .array::<T>("A")
+        .unwrap()
+        .to_vec(..)
+        .unwrap();
     assert!(got == want, "{shape:?} {order:?}: view_mut wrote elsewhere");
 }
 
@@ -155,9 +161,17 @@ fn records_straddle_block_boundaries_c_and_f_order() {
     ] {
         let n = shape.iter().product::<u64>() as usize;
         let data: Vec<Triple> = (0..n as u32)
-            .map(|i| Triple { a: i, b: !i, c: i.wrapping_mul(2654435761) })
+            .map(|i| Triple {
+                a: i,
+                b: !i,
+                c: i.wrapping_mul(2654435761),
+            })
             .collect();
-        check::<Triple>(&shape, order, &data, |k| Triple { a: 7, b: k as u32, c: 9 });
+        check::<Triple>(&shape, order, &data, |k| Triple {
+            a: 7,
+            b: k as u32,
+            c: 9,
+        });
     }
 }
 

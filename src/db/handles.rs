@@ -4,9 +4,7 @@
 use std::sync::Arc;
 
 use super::arrays::{check_shape, check_shape_of, snap_file, tx_file, Array, ArrayMut, Registry};
-use super::{
-    ArrayInfo, ArraySpec, ArrayStats, Compression, Db, Order, SnapInner, TxInner,
-};
+use super::{ArrayInfo, ArraySpec, ArrayStats, Compression, Db, Order, SnapInner, TxInner};
 use crate::array::{element_dtype, DType, Element};
 use crate::{Error, Result, Tid};
 
@@ -108,8 +106,8 @@ impl Transaction {
         opts: ArrayOptions,
     ) -> Result<ArrayInfo> {
         check_shape_of(shape, opts.order, dtype.size())?;
-        let elem_size = u32::try_from(dtype.size())
-            .map_err(|_| Error::OutOfRange("element size".into()))?;
+        let elem_size =
+            u32::try_from(dtype.size()).map_err(|_| Error::OutOfRange("element size".into()))?;
         self.inner.create_array_raw(ArraySpec {
             name: name.to_string(),
             dtype: dtype.encode()?,
@@ -205,7 +203,8 @@ impl Transaction {
                 // Blocks cut off by a shrink and not written since read as zeros in
                 // this transaction: store them as holes (before writeout, which stores
                 // the ones written again over them).
-                self.inner.stage_holes_from(id, from, &core.stored_since_cut())?;
+                self.inner
+                    .stage_holes_from(id, from, &core.stored_since_cut())?;
             }
             core.writeout()?;
         }

@@ -93,8 +93,8 @@ impl<'a> ByteReader<'a> {
                 info.name, info.shape
             ))
         })?;
-        let bs = usize::try_from(info.block_size)
-            .map_err(|_| Error::OutOfRange("block size".into()))?;
+        let bs =
+            usize::try_from(info.block_size).map_err(|_| Error::OutOfRange("block size".into()))?;
         Ok(ByteReader {
             snap,
             id: info.id,

@@ -39,9 +39,7 @@ pub fn parse_range(s: Option<&str>, len: u64) -> Result<(u64, u64)> {
     let (start, end) = if let Some((a, b)) = s.split_once("..") {
         let start = if a.trim().is_empty() { 0 } else { num(a)? };
         let end = if let Some(b) = b.strip_prefix('=') {
-            num(b)?
-                .checked_add(1)
-                .ok_or_else(|| bad("end too large"))?
+            num(b)?.checked_add(1).ok_or_else(|| bad("end too large"))?
         } else if b.trim().is_empty() {
             len
         } else {

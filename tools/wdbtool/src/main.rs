@@ -194,10 +194,20 @@ fn run(cli: Cli) -> wdb::Result<ExitCode> {
                 }
             }
         }
-        Cmd::Cat { db, array, range, at } => {
+        Cmd::Cat {
+            db,
+            array,
+            range,
+            at,
+        } => {
             cat::cat(&db, &array, range.as_deref(), at)?;
         }
-        Cmd::Export { db, array, file, at } => {
+        Cmd::Export {
+            db,
+            array,
+            file,
+            at,
+        } => {
             let bar = progress_bar("exporting");
             let rep = npy_cmds::export(&db, &array, &file, at, &mut |done, total| {
                 if let Some(b) = &bar {
@@ -235,9 +245,14 @@ fn run(cli: Cli) -> wdb::Result<ExitCode> {
                     })
                 })
                 .transpose()?;
-            let commit_bytes = commit_mib.checked_mul(1 << 20).filter(|&b| b > 0).ok_or_else(|| {
-                wdb::Error::InvalidArgument(format!("--commit-mib {commit_mib}: expected 1 or more"))
-            })?;
+            let commit_bytes = commit_mib
+                .checked_mul(1 << 20)
+                .filter(|&b| b > 0)
+                .ok_or_else(|| {
+                    wdb::Error::InvalidArgument(format!(
+                        "--commit-mib {commit_mib}: expected 1 or more"
+                    ))
+                })?;
             let opts = npy_cmds::ImportOptions {
                 block_size,
                 compression,

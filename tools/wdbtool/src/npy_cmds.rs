@@ -199,9 +199,7 @@ pub fn import(
             "{} is not a valid .npy file: {what} (at byte {offset})",
             file.display()
         )),
-        Error::InvalidArgument(m) => {
-            Error::InvalidArgument(format!("{}: {m}", file.display()))
-        }
+        Error::InvalidArgument(m) => Error::InvalidArgument(format!("{}: {m}", file.display())),
         e => e,
     })?;
     if header.shape.is_empty() {

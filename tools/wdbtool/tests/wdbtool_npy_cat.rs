@@ -159,7 +159,11 @@ fn i32_f_order_round_trip_in_numpy_bytes() {
 fn record_round_trip_as_structured_dtype() {
     let f = fixture();
     let data: Vec<Reading> = (0..5000)
-        .map(|i| Reading { t: i * 10, v: i as f32 / 4.0, q: (i * 3) as u32 })
+        .map(|i| Reading {
+            t: i * 10,
+            v: i as f32 / 4.0,
+            q: (i * 3) as u32,
+        })
         .collect();
     make(&f.db, "r", &[5000], Order::C, &data);
     let expect = numpy_file(
@@ -169,7 +173,14 @@ fn record_round_trip_as_structured_dtype() {
     );
     round_trip::<Reading>(&f, "r", &expect);
     let (_, _, back) = read::<Reading>(&f.db, "r_copy");
-    assert_eq!(back[4999], Reading { t: 49_990, v: 4999.0 / 4.0, q: 14_997 });
+    assert_eq!(
+        back[4999],
+        Reading {
+            t: 49_990,
+            v: 4999.0 / 4.0,
+            q: 14_997
+        }
+    );
 }
 
 #[test]
@@ -214,8 +225,14 @@ fn imports_files_as_numpy_writes_them() {
     }
     assert_eq!(read::<f64>(&f.db, "a").2, vec![0.0, 1.0, 2.0]);
     let (shape, order, d) = read::<i32>(&f.db, "b");
-    assert_eq!((shape, order, d), (vec![2, 3], Order::F, vec![0, 1, 2, 3, 4, 5]));
-    assert_eq!(read::<Reading>(&f.db, "c").2[1], Reading { t: 2, v: 1.5, q: 8 });
+    assert_eq!(
+        (shape, order, d),
+        (vec![2, 3], Order::F, vec![0, 1, 2, 3, 4, 5])
+    );
+    assert_eq!(
+        read::<Reading>(&f.db, "c").2[1],
+        Reading { t: 2, v: 1.5, q: 8 }
+    );
 
     // And NumPy itself, where it is installed.
     if !numpy_available() {
@@ -235,7 +252,10 @@ for n in "abc":
 "#,
         dir = s(&f.dir)
     );
-    let o = Command::new("python3").args(["-c", &script]).output().unwrap();
+    let o = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", text(&o));
     ok(&["import", s(&f.db), "np_f", s(&f.dir.join("np_f.npy"))]);
     let (shape, order, d) = read::<i32>(&f.db, "np_f");
@@ -256,7 +276,16 @@ fn big_import_commits_in_steps_and_appears_whole() {
     let p = f.dir.join("big.npy");
     header.extend_from_slice(&bytes_of(&data));
     std::fs::write(&p, &header).unwrap();
-    let out = ok(&["import", s(&f.db), "big", s(&p), "--block-size", "256K", "--commit-mib", "1"]);
+    let out = ok(&[
+        "import",
+        s(&f.db),
+        "big",
+        s(&p),
+        "--block-size",
+        "256K",
+        "--commit-mib",
+        "1",
+    ]);
     let commits: u64 = out
         .split(" commit")
         .next()
@@ -276,7 +305,12 @@ fn big_import_commits_in_steps_and_appears_whole() {
         &["import", s(&f.db), "cut", s(&cut), "--commit-mib", "1"],
         "truncated",
     );
-    let names = Db::open(&f.db).unwrap().snapshot().unwrap().array_names().unwrap();
+    let names = Db::open(&f.db)
+        .unwrap()
+        .snapshot()
+        .unwrap()
+        .array_names()
+        .unwrap();
     assert_eq!(names, vec!["big".to_string()]);
 }
 
@@ -286,27 +320,53 @@ fn cat_prints_rows_of_any_type() {
     make(&f.db, "x", &[5], Order::C, &[0.5f64, 1.0, 1.5, 2.0, 2.5]);
     make(&f.db, "m", &[2, 3], Order::F, &[0i32, 1, 2, 3, 4, 5]);
     make(&f.db, "c", &[2, 3], Order::C, &[0u16, 1, 2, 3, 4, 5]);
-    let recs = [Reading { t: 1, v: 0.5, q: 2 }, Reading { t: -3, v: 4.0, q: 5 }];
+    let recs = [
+        Reading { t: 1, v: 0.5, q: 2 },
+        Reading {
+            t: -3,
+            v: 4.0,
+            q: 5,
+        },
+    ];
     make(&f.db, "r", &[2], Order::C, &recs);
     let body = |o: String| o.lines().skip(1).map(str::to_owned).collect::<Vec<_>>();
     let x = ok(&["cat", s(&f.db), "x"]);
-    assert!(x.starts_with("# x: f64, shape [5], order C, rows 0..5 of 5"), "{x}");
+    assert!(
+        x.starts_with("# x: f64, shape [5], order C, rows 0..5 of 5"),
+        "{x}"
+    );
     assert_eq!(body(x), ["0: 0.5", "1: 1", "2: 1.5", "3: 2", "4: 2.5"]);
-    assert_eq!(body(ok(&["cat", s(&f.db), "x", "1..3"])), ["1: 1", "2: 1.5"]);
+    assert_eq!(
+        body(ok(&["cat", s(&f.db), "x", "1..3"])),
+        ["1: 1", "2: 1.5"]
+    );
     assert_eq!(body(ok(&["cat", s(&f.db), "x", "..2"])), ["0: 0.5", "1: 1"]);
     assert_eq!(body(ok(&["cat", s(&f.db), "x", "4"])), ["4: 2.5"]);
     assert_eq!(body(ok(&["cat", s(&f.db), "x", "3.."])), ["3: 2", "4: 2.5"]);
     assert_eq!(body(ok(&["cat", s(&f.db), "x", "1..=1"])), ["1: 1"]);
     // F order: a row is one index of the last axis, a column.
-    assert_eq!(body(ok(&["cat", s(&f.db), "m"])), ["0: [0, 1]", "1: [2, 3]", "2: [4, 5]"]);
-    assert_eq!(body(ok(&["cat", s(&f.db), "c"])), ["0: [0, 1, 2]", "1: [3, 4, 5]"]);
+    assert_eq!(
+        body(ok(&["cat", s(&f.db), "m"])),
+        ["0: [0, 1]", "1: [2, 3]", "2: [4, 5]"]
+    );
+    assert_eq!(
+        body(ok(&["cat", s(&f.db), "c"])),
+        ["0: [0, 1, 2]", "1: [3, 4, 5]"]
+    );
     assert_eq!(
         body(ok(&["cat", s(&f.db), "r"])),
         ["0: {t: 1, v: 0.5, q: 2}", "1: {t: -3, v: 4, q: 5}"]
     );
     let ls = ok(&["ls", s(&f.db)]);
-    assert!(ls.contains("fields: t: i64 @0, v: f32 @8, q: u32 @12"), "{ls}");
-    assert!(ls.lines().any(|l| l.starts_with('m') && l.contains("[2, 3]") && l.contains(" F ")), "{ls}");
+    assert!(
+        ls.contains("fields: t: i64 @0, v: f32 @8, q: u32 @12"),
+        "{ls}"
+    );
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with('m') && l.contains("[2, 3]") && l.contains(" F ")),
+        "{ls}"
+    );
 }
 
 #[test]
@@ -342,25 +402,56 @@ fn bad_input_is_a_message_and_exit_2() {
     let p = put("good.npy", &good);
     fails(&["import", db, "x", s(&p)], "already exists");
     fails(&["import", db, "y", s(&f.dir.join("none.npy"))], "none.npy");
-    fails(&["import", db, "y", s(&put("junk.npy", b"hello, world"))], "not a NumPy .npy file");
-    fails(&["import", db, "y", s(&put("empty.npy", b""))], "not a valid .npy file");
-    fails(&["import", db, "y", s(&put("short.npy", &good[..140]))], "truncated");
+    fails(
+        &["import", db, "y", s(&put("junk.npy", b"hello, world"))],
+        "not a NumPy .npy file",
+    );
+    fails(
+        &["import", db, "y", s(&put("empty.npy", b""))],
+        "not a valid .npy file",
+    );
+    fails(
+        &["import", db, "y", s(&put("short.npy", &good[..140]))],
+        "truncated",
+    );
     let mut long = good.clone();
     long.push(0);
-    fails(&["import", db, "y", s(&put("long.npy", &long))], "bytes after");
+    fails(
+        &["import", db, "y", s(&put("long.npy", &long))],
+        "bytes after",
+    );
     let be = numpy_file(
         "{'descr': '>f8', 'fortran_order': False, 'shape': (3,), }",
         60,
         &[0; 24],
     );
     fails(&["import", db, "y", s(&put("be.npy", &be))], "big-endian");
-    let zero_d = numpy_file("{'descr': '<f8', 'fortran_order': False, 'shape': (), }", 62, &[0; 8]);
+    let zero_d = numpy_file(
+        "{'descr': '<f8', 'fortran_order': False, 'shape': (), }",
+        62,
+        &[0; 8],
+    );
     fails(&["import", db, "y", s(&put("0d.npy", &zero_d))], "0-d");
-    let garbled = numpy_file("{'descr': '<f8', 'fortran_order': False, 'shape': (3,, }", 61, &[0; 24]);
-    fails(&["import", db, "y", s(&put("garbled.npy", &garbled))], "not a valid .npy file");
-    fails(&["import", db, "y", s(&p), "--block-size", "1000"], "power of two");
+    let garbled = numpy_file(
+        "{'descr': '<f8', 'fortran_order': False, 'shape': (3,, }",
+        61,
+        &[0; 24],
+    );
+    fails(
+        &["import", db, "y", s(&put("garbled.npy", &garbled))],
+        "not a valid .npy file",
+    );
+    fails(
+        &["import", db, "y", s(&p), "--block-size", "1000"],
+        "power of two",
+    );
     fails(&["import", db, "y", s(&p), "--compression", "lz4"], "zstd");
     // Nothing was created by the failed imports.
-    let names = Db::open(&f.db).unwrap().snapshot().unwrap().array_names().unwrap();
+    let names = Db::open(&f.db)
+        .unwrap()
+        .snapshot()
+        .unwrap()
+        .array_names()
+        .unwrap();
     assert_eq!(names, ["wide".to_string(), "x".to_string()]);
 }
