@@ -2,7 +2,7 @@
 //! appending chunks with a commit after each, reopened, scanned through ndarray views,
 //! changed and aborted, changed and committed, read back at the old tid, and checked.
 //! At the end it prints the memory figures: the peak of the RAM wdb held for array
-//! data (sampled after every commit and every MiB scanned) must stay within the budget.
+//! data (sampled after every commit and every 4 MiB scanned) must stay within the budget.
 //!
 //!     cargo run --release --example demo -- [--ram-budget-mib 64] [--size-mib 256] [--path FILE]
 
@@ -33,11 +33,16 @@ fn element(i: u64) -> f64 {
     (2.0 * std::f64::consts::PI * i as f64 / 65536.0).sin() + 1e-3 * noise
 }
 
-/// The peak of `ram_used` seen by [`Peak::sample`].
+/// Peaks of the memory figures, sampled after every commit and every 4 MiB scanned.
 #[derive(Default)]
 struct Peak {
+    /// wdb's RAM for array data (`VmStats::ram_used`).
     ram_used: u64,
     dirty: u64,
+    /// The process's proportional set size and its shared-memory part (wdb's RAM
+    /// pages), where /proc/self/smaps_rollup exists.
+    pss: u64,
+    pss_shmem: u64,
 }
 
 impl Peak {
@@ -45,16 +50,24 @@ impl Peak {
         let s = db.memory_stats()?;
         self.ram_used = self.ram_used.max(s.ram_used);
         self.dirty = self.dirty.max(s.dirty);
+        if let Some((pss, shmem)) = pss() {
+            self.pss = self.pss.max(pss);
+            self.pss_shmem = self.pss_shmem.max(shmem);
+        }
         Ok(s)
     }
 }
 
-/// The process's peak resident set (`VmHWM` of /proc/self/status), where available.
-fn peak_rss() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib << 10)
+/// (Pss, Pss_Shmem) in bytes. PSS, not RSS: a RAM page that wdb maps both in its pool
+/// and in a view is counted twice by RSS, once by PSS.
+fn pss() -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string("/proc/self/smaps_rollup").ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = s.lines().find(|l| l.starts_with(name))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib << 10)
+    };
+    Some((field("Pss:")?, field("Pss_Shmem:")?))
 }
 
 /// `[-0.0005, 0.0002, ...]` with 4 decimals.
@@ -143,7 +156,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let view = a.view(..)?;
     let (mut sum, mut sumsq, mut min, mut max) = (0.0, 0.0, f64::INFINITY, f64::NEG_INFINITY);
     let data = view.as_slice().ok_or("a 1-D view is contiguous")?;
-    for chunk in data.chunks(1 << 17) {
+    for chunk in data.chunks(1 << 19) {
         for &x in chunk {
             sum += x;
             sumsq += x * x;
@@ -228,10 +241,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         now.loads,
         now.evictions
     );
-    if let Some(rss) = peak_rss() {
+    if peak.pss > 0 {
         println!(
-            "   process peak RSS {:.1} MiB (array data, plus commit buffers, the 8 MiB fill buffer and the program)",
-            mib(rss)
+            "   process peak PSS {:.1} MiB: {:.1} MiB of wdb RAM pages, the rest heap (commit buffers, the 8 MiB fill buffer) and code",
+            mib(peak.pss),
+            mib(peak.pss_shmem)
         );
     }
     if peak.ram_used > now.budget {
