@@ -264,6 +264,57 @@ for n in "abc":
 }
 
 #[test]
+fn padded_and_nested_structured_dtypes_round_trip() {
+    // np.dtype([('a', 'u1'), ('b', '<f8')], align=True): NumPy writes the padding as an
+    // unnamed void field. And a nested record.
+    let f = fixture();
+    let mut padded = Vec::new();
+    for (a, b) in [(5u8, 2.5f64), (6, -1.0)] {
+        padded.push(a);
+        padded.extend_from_slice(&[0; 7]);
+        padded.extend_from_slice(&b.to_le_bytes());
+    }
+    let mut nested = Vec::new();
+    for x in [1.0f64, 2.0] {
+        nested.extend_from_slice(&x.to_le_bytes());
+    }
+    nested.extend_from_slice(&3u64.to_le_bytes());
+    let cases = [
+        (
+            "pad",
+            numpy_file(
+                "{'descr': [('a', '|u1'), ('', '|V7'), ('b', '<f8')], 'fortran_order': False, 'shape': (2,), }",
+                20 + 4,
+                &padded,
+            ),
+            ["0: {a: 5, b: 2.5}", "1: {a: 6, b: -1}"].as_slice(),
+            "fields: a: u8 @0, b: f64 @8",
+        ),
+        (
+            "nest",
+            numpy_file(
+                "{'descr': [('p', [('x', '<f8'), ('y', '<f8')]), ('id', '<u8')], 'fortran_order': False, 'shape': (1,), }",
+                20 + 57,
+                &nested,
+            ),
+            ["0: {p: {x: 1, y: 2}, id: 3}"].as_slice(),
+            "fields: p: {x: f64, y: f64} @0, id: u64 @16",
+        ),
+    ];
+    for (name, bytes, rows, fields) in cases {
+        let p = f.dir.join(format!("{name}.npy"));
+        std::fs::write(&p, &bytes).unwrap();
+        ok(&["import", s(&f.db), name, s(&p)]);
+        let back = f.dir.join(format!("{name}_back.npy"));
+        ok(&["export", s(&f.db), name, s(&back)]);
+        assert!(std::fs::read(&back).unwrap() == bytes, "{name}");
+        let out = ok(&["cat", s(&f.db), name]);
+        assert_eq!(out.lines().skip(1).collect::<Vec<_>>(), rows);
+        assert!(ok(&["ls", s(&f.db)]).contains(fields), "{name}");
+    }
+}
+
+#[test]
 fn big_import_commits_in_steps_and_appears_whole() {
     let f = fixture();
     // 3.2 MB of f64 with --commit-mib 1: several commits under a temporary name.
