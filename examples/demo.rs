@@ -111,6 +111,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let t = Instant::now();
     let db = Db::open_with(&path, opts())?;
     let tx = db.begin()?;
+    if tx.array_names()?.iter().any(|n| n == "signal") {
+        // A file given with --path that an earlier run filled: start over.
+        println!("   (replacing the array \"signal\" of an earlier run in this file)");
+        tx.delete_array("signal")?;
+    }
     tx.create_array::<f64>("signal", &[0])?;
     tx.commit()?;
     let chunk = (8u64 << 20) / 8;
