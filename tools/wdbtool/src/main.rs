@@ -24,7 +24,7 @@ use blocks::{dtype_of, human, open_ro};
 #[command(
     name = "wdbtool",
     version,
-    about = "Inspect, check and compact wdb databases"
+    about = "Inspect, check and compact wdb databases; print arrays; export and import NumPy .npy files"
 )]
 struct Cli {
     #[command(subcommand)]
