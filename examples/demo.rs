@@ -135,7 +135,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let tid = tx.commit()?;
     let commit_ms = t.elapsed().as_secs_f64() * 1e3;
     let new = db.snapshot()?.array::<f64>("signal")?.to_vec(0..4)?;
-    let old = db.snapshot_at(fill_tid)?.array::<f64>("signal")?.to_vec(0..4)?;
+    let old = db
+        .snapshot_at(fill_tid)?
+        .array::<f64>("signal")?
+        .to_vec(0..4)?;
     println!("4. committed tid {tid} in {commit_ms:.1} ms: a[0..4] = {new:?}");
     println!("   snapshot_at({fill_tid}):          a[0..4] = {old:?}");
     assert_eq!(old, first, "time travel must show the old data");
@@ -143,11 +146,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 5. Check every byte of the file.
     let t = Instant::now();
     let report = db.fsck()?;
-    println!(
-        "5. fsck in {:.2} s: {}",
-        t.elapsed().as_secs_f64(),
-        report
-    );
+    println!("5. fsck in {:.2} s: {}", t.elapsed().as_secs_f64(), report);
     if !report.is_clean() {
         return Err("fsck found problems".into());
     }

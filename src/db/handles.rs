@@ -4,9 +4,7 @@
 use std::sync::Arc;
 
 use super::arrays::{check_shape, snap_file, tx_file, Array, ArrayMut, Registry};
-use super::{
-    ArrayInfo, ArraySpec, ArrayStats, Compression, Db, Order, SnapInner, TxInner,
-};
+use super::{ArrayInfo, ArraySpec, ArrayStats, Compression, Db, Order, SnapInner, TxInner};
 use crate::array::{element_dtype, Element};
 use crate::{Error, Result, Tid};
 
@@ -188,7 +186,8 @@ impl Transaction {
                 // Blocks cut off by a shrink and not written since read as zeros in
                 // this transaction: store them as holes (before writeout, which stores
                 // the ones written again over them).
-                self.inner.stage_holes_from(id, from, &core.stored_since_cut())?;
+                self.inner
+                    .stage_holes_from(id, from, &core.stored_since_cut())?;
             }
             core.writeout()?;
         }
