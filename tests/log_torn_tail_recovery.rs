@@ -117,3 +117,33 @@ fn fsck_repair_cuts_only_a_torn_tail() {
     assert_eq!(cut.unwrap().0, len);
     assert!(Db::fsck_path(&p).unwrap().is_clean());
 }
+
+#[test]
+fn a_crash_while_creating_the_file_is_recovered_but_foreign_files_are_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let header = {
+        let p = dir.path().join("ref.wdb");
+        Db::open(&p).unwrap();
+        std::fs::read(&p).unwrap()
+    };
+    for cut in [0usize, 1, 7, 8, 100, 4095, 4096] {
+        let p = dir.path().join(format!("c{cut}.wdb"));
+        let mut b = header[..cut].to_vec();
+        if cut == 4096 {
+            b[70] = 1; // a torn header page: bad padding
+        }
+        std::fs::write(&p, &b).unwrap();
+        let db = Db::open(&p).unwrap_or_else(|e| panic!("cut {cut}: {e}"));
+        let tx = db.begin().unwrap();
+        tx.create_array_raw(spec()).unwrap();
+        tx.commit().unwrap();
+        assert!(db.fsck().unwrap().is_clean());
+    }
+    let foreign = dir.path().join("notes.txt");
+    std::fs::write(&foreign, b"my notes").unwrap();
+    assert!(matches!(
+        Db::open(&foreign),
+        Err(wdb::Error::Corruption { .. })
+    ));
+    assert_eq!(std::fs::read(&foreign).unwrap(), b"my notes");
+}

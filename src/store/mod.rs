@@ -398,6 +398,20 @@ impl Store {
             Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::NotFound(format!("database {}", path.display())))
             }
+            // A crash during creation can leave a file without a valid header (and so
+            // without transactions): finish creating it, under the writer lock (the
+            // creator may still be writing the header).
+            Err(Error::Corruption { .. })
+                if !opts.read_only
+                    && std::fs::metadata(path).map(|m| m.len()).unwrap_or(u64::MAX)
+                        <= format::FILE_HEADER_SIZE =>
+            {
+                let _w = lock.writer()?;
+                match Log::reinit_if_headerless(path)? {
+                    Some(l) => l,
+                    None => Log::open(path, false)?,
+                }
+            }
             Err(e) => return Err(e),
         };
         Store::open_log(path, log, lock, opts)
