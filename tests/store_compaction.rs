@@ -130,6 +130,11 @@ fn keep_history_keeps_every_snapshot_from_that_tid() {
     }
     assert!(db.snapshot_at(tids[2]).is_err());
     assert!(db.snapshot_at(Tid(0)).is_err());
+    // Changes since a dropped tid: everything counts as changed.
+    let cs = db.changed_blocks(tids[0], *tids.last().unwrap()).unwrap();
+    assert!(cs.blocks.contains(&(id, 0)) && cs.names_changed);
+    let cs = db.changed_blocks(tids[4], tids[5]).unwrap();
+    assert_eq!(cs.blocks, vec![(id, 0)]);
     assert!(db.fsck().unwrap().is_clean());
 }
 
