@@ -147,3 +147,28 @@ fn a_crash_while_creating_the_file_is_recovered_but_foreign_files_are_left_alone
     ));
     assert_eq!(std::fs::read(&foreign).unwrap(), b"my notes");
 }
+
+#[test]
+fn fsck_waits_out_a_commit_in_flight_instead_of_calling_it_torn() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("f.wdb");
+    let db = Db::open(&p).unwrap();
+    let tx = db.begin().unwrap();
+    tx.create_array_raw(spec()).unwrap();
+    tx.commit().unwrap();
+    // Simulate a writer mid-append: hold the writer lock and leave partial bytes.
+    let guard = db.store().lock_file().writer().unwrap();
+    let len = std::fs::metadata(&p).unwrap().len();
+    let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+    std::io::Write::write_all(&mut f, b"T\x01partial").unwrap();
+    let checker = std::thread::spawn({
+        let p = p.clone();
+        move || Db::fsck_path(&p).unwrap()
+    });
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    // The "writer" finishes: here it takes its bytes back (a failed append).
+    f.set_len(len).unwrap();
+    drop(guard);
+    let rep = checker.join().unwrap();
+    assert!(rep.is_clean(), "{:?}", rep.problems);
+}
