@@ -564,6 +564,15 @@ impl Store {
         self.check_poisoned()?;
         let gen = self.refresh_inner(true)?;
         gen.index.read().assert_invariants();
+        let (len, end) = (gen.log.len()?, gen.index.read().end);
+        if len < end {
+            // Committed bytes this process has seen are gone (the file was truncated or
+            // replaced behind wdb's back): appending would leave a hole. Refuse.
+            return Err(Error::corruption(
+                len,
+                format!("the log is {len} bytes but its committed transactions end at {end}"),
+            ));
+        }
         // Under the lock, an invalid tail is a torn write of a writer that failed or died.
         if gen.log.len()? != gen.index.read().end {
             let end = gen.index.read().end;
