@@ -419,7 +419,7 @@ impl Db {
         let path = path.as_ref();
         let lock = crate::log::lock::LockFile::open(path, false)?;
         let _w = lock.writer()?;
-        let rep = crate::store::fsck::check_path(path)?;
+        let rep = crate::store::fsck::check_path_unlocked(path)?;
         let Some(at) = rep.torn_tail else {
             return Ok((rep, None));
         };
