@@ -91,7 +91,10 @@ fn missing_array_and_bad_names() {
     let tx = db.begin().unwrap();
     assert!(matches!(tx.array::<u8>("nope"), Err(Error::NotFound(_))));
     assert!(tx.create_array::<u8>("", &[1]).is_err());
-    assert!(matches!(db.snapshot_at(wdb::Tid(999)), Err(_)));
+    assert!(matches!(
+        db.snapshot_at(wdb::Tid(999)),
+        Err(wdb::Error::SnapshotGone { .. })
+    ));
 }
 
 #[test]
