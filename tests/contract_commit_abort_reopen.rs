@@ -16,7 +16,11 @@ fn commit_then_reopen_reads_the_same_data() {
         let db = Db::open_with(&path, small()).unwrap();
         let tx = db.begin().unwrap();
         let mut a = tx.create_array::<f64>("A", &[data.len() as u64]).unwrap();
-        a.view_mut(..).unwrap().as_slice_mut().unwrap().copy_from_slice(&data);
+        a.view_mut(..)
+            .unwrap()
+            .as_slice_mut()
+            .unwrap()
+            .copy_from_slice(&data);
         drop(a);
         let tid = tx.commit().unwrap();
         assert_eq!(db.last_tid().unwrap(), tid);
@@ -27,7 +31,14 @@ fn commit_then_reopen_reads_the_same_data() {
     assert_eq!(a.shape(), &[data.len() as u64]);
     assert_eq!(a.len(), data.len() as u64);
     assert_eq!(a.view(..).unwrap().as_slice().unwrap(), &data[..]);
-    assert_eq!(a.view(1000..1003).unwrap().iter().copied().collect::<Vec<_>>(), vec![500.0, 500.5, 501.0]);
+    assert_eq!(
+        a.view(1000..1003)
+            .unwrap()
+            .iter()
+            .copied()
+            .collect::<Vec<_>>(),
+        vec![500.0, 500.5, 501.0]
+    );
 }
 
 #[test]
@@ -71,8 +82,18 @@ fn holes_read_as_zeros_and_created_array_is_zero() {
     tx.commit().unwrap();
     let snap = db.snapshot().unwrap();
     let a = snap.array::<u8>("huge").unwrap();
-    assert_eq!(a.view(0..4).unwrap().iter().copied().collect::<Vec<_>>(), vec![0, 0, 0, 0]);
-    assert_eq!(a.view((1 << 39) - 1..(1 << 39) + 2).unwrap().iter().copied().collect::<Vec<_>>(), vec![0, 9, 0]);
+    assert_eq!(
+        a.view(0..4).unwrap().iter().copied().collect::<Vec<_>>(),
+        vec![0, 0, 0, 0]
+    );
+    assert_eq!(
+        a.view((1 << 39) - 1..(1 << 39) + 2)
+            .unwrap()
+            .iter()
+            .copied()
+            .collect::<Vec<_>>(),
+        vec![0, 9, 0]
+    );
 }
 
 #[test]
@@ -84,7 +105,10 @@ fn shrink_then_grow_reads_zeros() {
     a.view_mut(..).unwrap().fill(7);
     a.resize(&[10]).unwrap();
     a.resize(&[1000]).unwrap();
-    assert_eq!(a.view(8..12).unwrap().iter().copied().collect::<Vec<_>>(), vec![7, 7, 0, 0]);
+    assert_eq!(
+        a.view(8..12).unwrap().iter().copied().collect::<Vec<_>>(),
+        vec![7, 7, 0, 0]
+    );
     drop(a);
     tx.commit().unwrap();
     let tx = db.begin().unwrap();
@@ -107,7 +131,10 @@ fn delete_and_names() {
     let tx = db.begin().unwrap();
     tx.create_array::<f32>("x", &[3]).unwrap();
     tx.create_array::<f32>("y", &[3, 4]).unwrap();
-    assert!(matches!(tx.create_array::<f32>("x", &[3]), Err(Error::AlreadyExists(_))));
+    assert!(matches!(
+        tx.create_array::<f32>("x", &[3]),
+        Err(Error::AlreadyExists(_))
+    ));
     tx.commit().unwrap();
     let tx = db.begin().unwrap();
     let mut names = tx.array_names().unwrap();

@@ -6,7 +6,11 @@ use wdb::{Db, Error, Options};
 const BLOCK_F64: u64 = (2 << 20) / 8; // elements of f64 in one default 2 MiB block
 
 fn setup(dir: &tempfile::TempDir) -> Db {
-    let db = Db::open_with(dir.path().join("c.wdb"), Options::default().ram_budget(64 << 20)).unwrap();
+    let db = Db::open_with(
+        dir.path().join("c.wdb"),
+        Options::default().ram_budget(64 << 20),
+    )
+    .unwrap();
     let tx = db.begin().unwrap();
     tx.create_array::<f64>("A", &[4 * BLOCK_F64]).unwrap();
     tx.commit().unwrap();
@@ -19,8 +23,16 @@ fn different_blocks_both_commit() {
     let db = setup(&dir);
     let t1 = db.begin().unwrap();
     let t2 = db.begin().unwrap();
-    t1.array_mut::<f64>("A").unwrap().view_mut(0..1).unwrap().fill(1.0);
-    t2.array_mut::<f64>("A").unwrap().view_mut(BLOCK_F64..BLOCK_F64 + 1).unwrap().fill(2.0);
+    t1.array_mut::<f64>("A")
+        .unwrap()
+        .view_mut(0..1)
+        .unwrap()
+        .fill(1.0);
+    t2.array_mut::<f64>("A")
+        .unwrap()
+        .view_mut(BLOCK_F64..BLOCK_F64 + 1)
+        .unwrap()
+        .fill(2.0);
     t1.commit().unwrap();
     t2.commit().unwrap();
     let snap = db.snapshot().unwrap();
@@ -35,12 +47,23 @@ fn same_block_second_commit_conflicts() {
     let db = setup(&dir);
     let t1 = db.begin().unwrap();
     let t2 = db.begin().unwrap();
-    t1.array_mut::<f64>("A").unwrap().view_mut(3..4).unwrap().fill(1.0);
-    t2.array_mut::<f64>("A").unwrap().view_mut(7..8).unwrap().fill(2.0);
+    t1.array_mut::<f64>("A")
+        .unwrap()
+        .view_mut(3..4)
+        .unwrap()
+        .fill(1.0);
+    t2.array_mut::<f64>("A")
+        .unwrap()
+        .view_mut(7..8)
+        .unwrap()
+        .fill(2.0);
     t1.commit().unwrap();
     let err = t2.commit().unwrap_err();
     assert!(matches!(err, Error::Conflict { .. }), "{err}");
-    assert!(err.to_string().contains("A"), "conflict names the array: {err}");
+    assert!(
+        err.to_string().contains("A"),
+        "conflict names the array: {err}"
+    );
     let snap = db.snapshot().unwrap();
     let a = snap.array::<f64>("A").unwrap();
     assert_eq!(a.view(3..4).unwrap()[[0]], 1.0);
@@ -53,11 +76,17 @@ fn concurrent_resize_conflicts() {
     let db = setup(&dir);
     let t1 = db.begin().unwrap();
     let t2 = db.begin().unwrap();
-    t1.array_mut::<f64>("A").unwrap().append(&[1.0; 10]).unwrap();
+    t1.array_mut::<f64>("A")
+        .unwrap()
+        .append(&[1.0; 10])
+        .unwrap();
     t2.array_mut::<f64>("A").unwrap().resize(&[3]).unwrap();
     t1.commit().unwrap();
     assert!(matches!(t2.commit(), Err(Error::Conflict { .. })));
-    assert_eq!(db.snapshot().unwrap().array::<f64>("A").unwrap().len(), 4 * BLOCK_F64 + 10);
+    assert_eq!(
+        db.snapshot().unwrap().array::<f64>("A").unwrap().len(),
+        4 * BLOCK_F64 + 10
+    );
 }
 
 #[test]
@@ -77,5 +106,11 @@ fn snapshot_is_isolated_from_later_commits() {
     assert!(before.tid() < tid);
     let now = db.snapshot().unwrap();
     assert_eq!(now.tid(), tid);
-    assert!(now.array::<f64>("A").unwrap().view(..).unwrap().iter().all(|&x| x != 0.0));
+    assert!(now
+        .array::<f64>("A")
+        .unwrap()
+        .view(..)
+        .unwrap()
+        .iter()
+        .all(|&x| x != 0.0));
 }

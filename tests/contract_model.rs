@@ -28,7 +28,8 @@ fn op() -> impl Strategy<Value = Op> {
         (name.clone(), len.clone()).prop_map(|(n, l)| Op::Create(n, l)),
         (name.clone(), 0..(BLK / 2), any::<i64>()).prop_map(|(n, k, v)| Op::Append(n, k, v)),
         (name.clone(), len).prop_map(|(n, l)| Op::Resize(n, l)),
-        (name, any::<u64>(), 0..2000u64, any::<i64>()).prop_map(|(n, at, k, v)| Op::Write(n, at, k, v)),
+        (name, any::<u64>(), 0..2000u64, any::<i64>())
+            .prop_map(|(n, at, k, v)| Op::Write(n, at, k, v)),
         Just(Op::Commit),
         Just(Op::Abort),
         Just(Op::Reopen),
@@ -41,7 +42,10 @@ fn check(db: &Db, model: &Model) {
     let snap = db.snapshot().unwrap();
     let mut names = snap.array_names().unwrap();
     names.sort();
-    assert_eq!(names, model.keys().map(|s| s.to_string()).collect::<Vec<_>>());
+    assert_eq!(
+        names,
+        model.keys().map(|s| s.to_string()).collect::<Vec<_>>()
+    );
     for (name, want) in model {
         let a = snap.array::<i64>(name).unwrap();
         assert_eq!(a.len(), want.len() as u64, "len of {name}");
@@ -77,7 +81,10 @@ fn run(ops: Vec<Op>) {
             }
             Op::Resize(n, len) => {
                 if let Some(m) = pending.get_mut(NAMES[n]) {
-                    t.array_mut::<i64>(NAMES[n]).unwrap().resize(&[len]).unwrap();
+                    t.array_mut::<i64>(NAMES[n])
+                        .unwrap()
+                        .resize(&[len])
+                        .unwrap();
                     m.resize(len as usize, 0);
                 }
             }

@@ -28,7 +28,9 @@ fn child(role: &str, path: &std::path::Path) {
 /// Not a test of its own: the body of the child processes.
 #[test]
 fn child_entry() {
-    let Ok(role) = std::env::var("WDB_CHILD") else { return };
+    let Ok(role) = std::env::var("WDB_CHILD") else {
+        return;
+    };
     let path = std::env::var("WDB_CHILD_DB").unwrap();
     let db = Db::open(&path).unwrap();
     let tx = db.begin().unwrap();

@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
+pub use crate::array::Order;
 pub use crate::format::Key;
 use crate::format::{Encoding, FLAG_DELETED};
 use crate::log::lock::ReaderSlot;
@@ -28,7 +29,6 @@ use crate::{Error, Result, Tid};
 pub use arrays::{Array, ArrayMut};
 pub use catalog::{ArrayInfo, ArraySpec, Catalog, Compression};
 pub use handles::{ArrayOptions, Snapshot, Transaction};
-pub use crate::array::Order;
 
 /// When a commit is durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -419,7 +419,7 @@ impl Db {
         let path = path.as_ref();
         let lock = crate::log::lock::LockFile::open(path, false)?;
         let _w = lock.writer()?;
-        let rep = crate::store::fsck::check_path(path)?;
+        let rep = crate::store::fsck::check_path_unlocked(path)?;
         let Some(at) = rep.torn_tail else {
             return Ok((rep, None));
         };
@@ -707,7 +707,13 @@ impl TxInner {
                     .gen
                     .index
                     .read()
-                    .version_at(&Key::Block { array: array_id, blk }, self.tid)
+                    .version_at(
+                        &Key::Block {
+                            array: array_id,
+                            blk,
+                        },
+                        self.tid,
+                    )
                     .is_some_and(|v| v.encoding != Encoding::Hole);
             if stored {
                 st.blocks.insert((array_id, blk), hole.clone());

@@ -111,8 +111,25 @@ fn resync(log: &Log, from: u64, file_len: u64) -> Option<u64> {
     None
 }
 
-/// Check the log file at `path` (read-only; never modifies it).
+/// Check the log file at `path` (read-only; never modifies it). A tail that looks torn
+/// may be a commit in flight in another process: then the check is repeated under the
+/// writer lock (when the lock file can be opened), so only a real torn tail is reported.
 pub fn check_path(path: &Path) -> Result<FsckReport> {
+    let rep = check_path_unlocked(path)?;
+    if rep.torn_tail.is_none() || !crate::log::lock::lock_path(path).exists() {
+        return Ok(rep);
+    }
+    match crate::log::lock::LockFile::open(path, true) {
+        Ok(lock) => match lock.writer() {
+            Ok(_w) => check_path_unlocked(path),
+            Err(_) => Ok(rep),
+        },
+        Err(_) => Ok(rep),
+    }
+}
+
+/// Check without consulting the writer lock (for a caller that holds it).
+pub fn check_path_unlocked(path: &Path) -> Result<FsckReport> {
     let mut rep = FsckReport::default();
     let log = match Log::open(path, true) {
         Ok(l) => l,

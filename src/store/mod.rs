@@ -398,6 +398,20 @@ impl Store {
             Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::NotFound(format!("database {}", path.display())))
             }
+            // A crash during creation can leave a file without a valid header (and so
+            // without transactions): finish creating it, under the writer lock (the
+            // creator may still be writing the header).
+            Err(Error::Corruption { .. })
+                if !opts.read_only
+                    && std::fs::metadata(path).map(|m| m.len()).unwrap_or(u64::MAX)
+                        <= format::FILE_HEADER_SIZE =>
+            {
+                let _w = lock.writer()?;
+                match Log::reinit_if_headerless(path)? {
+                    Some(l) => l,
+                    None => Log::open(path, false)?,
+                }
+            }
             Err(e) => return Err(e),
         };
         Store::open_log(path, log, lock, opts)
@@ -550,6 +564,15 @@ impl Store {
         self.check_poisoned()?;
         let gen = self.refresh_inner(true)?;
         gen.index.read().assert_invariants();
+        let (len, end) = (gen.log.len()?, gen.index.read().end);
+        if len < end {
+            // Committed bytes this process has seen are gone (the file was truncated or
+            // replaced behind wdb's back): appending would leave a hole. Refuse.
+            return Err(Error::corruption(
+                len,
+                format!("the log is {len} bytes but its committed transactions end at {end}"),
+            ));
+        }
         // Under the lock, an invalid tail is a torn write of a writer that failed or died.
         if gen.log.len()? != gen.index.read().end {
             let end = gen.index.read().end;
@@ -689,7 +712,7 @@ impl Store {
     pub fn changed(&self, from: Tid, to: Tid) -> Result<Vec<Key>> {
         let gen = self.refresh()?;
         let ix = gen.index.read();
-        if from < gen.base_tid() && ix.txs.first().is_some_and(|t| t.tid > from) && from < to {
+        if from < gen.base_tid() && from < to {
             // Compaction dropped some of the commits in the range: report every key.
             let mut all: Vec<Key> = ix.versions.keys().copied().collect();
             all.sort();
