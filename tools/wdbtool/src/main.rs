@@ -9,6 +9,8 @@ use std::process::ExitCode;
 use std::time::UNIX_EPOCH;
 
 use clap::{Parser, Subcommand};
+
+mod bench;
 use wdb::db::{CompactOptions, Compression, Db, Options, Order};
 use wdb::Tid;
 
@@ -56,6 +58,8 @@ enum Cmd {
         #[arg(long, value_name = "TID")]
         keep_history: Option<u64>,
     },
+    /// One phase of the benchmark workloads (shared/workloads.md); JSON lines on stdout.
+    Bench(bench::BenchArgs),
 }
 
 fn human(n: u64) -> String {
@@ -82,6 +86,12 @@ fn open_ro(p: &PathBuf) -> wdb::Result<Db> {
 
 fn run(cli: Cli) -> wdb::Result<ExitCode> {
     match cli.cmd {
+        Cmd::Bench(b) => {
+            if let Err(e) = bench::run(&b) {
+                eprintln!("wdbtool bench: error: {e}");
+                return Ok(ExitCode::from(2));
+            }
+        }
         Cmd::Info { db } => {
             let d = open_ro(&db)?;
             let i = d.info()?;
