@@ -3,14 +3,14 @@
 //! Exit codes: 0 success (fsck: clean), 1 fsck found problems, 2 bad arguments or an
 //! error (unreadable file, not a database, ...).
 
+mod bench;
+
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::UNIX_EPOCH;
 
 use clap::{Parser, Subcommand};
-
-mod bench;
 use wdb::db::{CompactOptions, Compression, Db, Options, Order};
 use wdb::Tid;
 
@@ -27,6 +27,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
+    /// One phase of the benchmark workloads (shared/workloads.md); JSON lines on stdout.
+    Bench(bench::BenchArgs),
     /// Format version, file size, first and last tid, arrays, live readers.
     Info {
         /// Database file.
@@ -58,8 +60,6 @@ enum Cmd {
         #[arg(long, value_name = "TID")]
         keep_history: Option<u64>,
     },
-    /// One phase of the benchmark workloads (shared/workloads.md); JSON lines on stdout.
-    Bench(bench::BenchArgs),
 }
 
 fn human(n: u64) -> String {
