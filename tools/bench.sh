@@ -9,6 +9,8 @@
 #   BENCH_DIR  where to put the two working directories (default: a new dir under /tmp);
 #              removed at the end unless KEEP=1
 #   SEED       default 42
+#   REPEAT     run everything this many times (default 1); the table shows medians and,
+#              with REPEAT > 1, the min..max of the wdb/baseline ratio over the runs
 #
 # The cold scan drops the page cache (`sync; echo 3 > /proc/sys/vm/drop_caches`, needs
 # root); when that fails the cold figures are reported as not measured. Each phase runs
@@ -25,6 +27,7 @@ SIZE=$1
 shift
 EXTRA=("$@")
 SEED=${SEED:-42}
+REPEAT=${REPEAT:-1}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WDBTOOL=${WDBTOOL:-${CARGO_TARGET_DIR:-$ROOT/target}/release/wdbtool}
 if [[ ! -x $WDBTOOL ]]; then
@@ -63,10 +66,11 @@ run() {
     local disk
     disk=$(du -sb "$dir" | cut -f1)
     grep '^{' <<<"$out" | jq -c --arg cond "$cond" --argjson rss "$rss" --argjson disk "$disk" \
-        '. + {cond: $cond, rss_kb: $rss, disk_bytes: $disk}' >>"$RES"
+        --argjson rep "$REP" '. + {cond: $cond, rss_kb: $rss, disk_bytes: $disk, rep: $rep}' >>"$RES"
 }
 
 COLD=measured
+for REP in $(seq 1 "$REPEAT"); do
 for peer in wdb memmap2; do
     flags=("${EXTRA[@]}")
     [[ $peer == memmap2 ]] && flags=(--baseline)
@@ -82,30 +86,33 @@ for peer in wdb memmap2; do
     run "$peer" "" sparse "${flags[@]}"
     run "$peer" "" small "${flags[@]}"
 done
+done
 
-echo "size: $SIZE bytes; seed $SEED; wdb flags: ${EXTRA[*]:-(none)}; cold page cache: $COLD"
+echo "size: $SIZE bytes; seed $SEED; runs: $REPEAT; wdb flags: ${EXTRA[*]:-(none)}; cold page cache: $COLD"
 echo "binary: $WDBTOOL; results: $RES"
 python3 - "$RES" <<'EOF'
-import json, sys
+import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-key = lambda r: (r["workload"], r["metric"], r["cond"])
-by = {}
-order = []
+order, by = [], {}
 for r in rows:
-    k = key(r)
+    k = (r["workload"], r["metric"], r["cond"])
     if k not in order:
         order.append(k)
-    by.setdefault(k, {})[r["peer"]] = r
-# Higher is better for throughputs; for times the ratio is still wdb/baseline.
-print(f"{'figure':<26} {'wdb':>14} {'memmap2':>14} {'wdb/base':>9}  {'unit':<5} {'RSS wdb/base MiB':>17} {'disk wdb/base MiB':>18}")
+    by.setdefault(k, {}).setdefault(r["peer"], {})[r["rep"]] = r
+med = lambda xs: statistics.median(xs) if xs else None
+print(f"{'figure':<26} {'wdb':>12} {'memmap2':>12} {'wdb/base':>9} {'range':>15}  {'unit':<5} {'RSS MiB w/b':>12} {'disk MiB w/b':>13}")
 for k in order:
-    w, b = by[k].get("wdb"), by[k].get("memmap2")
+    w, b = by[k].get("wdb", {}), by[k].get("memmap2", {})
     name = f"{k[0]} {k[1]}" + (f" ({k[2]})" if k[2] else "")
-    fv = lambda r: f"{r['value']:.6g}" if r else "-"
-    ratio = f"{w['value'] / b['value']:.3f}" if w and b and b["value"] != 0 else "-"
-    rss = f"{w['rss_kb']/1024:.0f}/{b['rss_kb']/1024:.0f}" if w and b else "-"
-    disk = f"{w['disk_bytes']/2**20:.0f}/{b['disk_bytes']/2**20:.0f}" if w and b else "-"
-    print(f"{name:<26} {fv(w):>14} {fv(b):>14} {ratio:>9}  {(w or b)['unit']:<5} {rss:>17} {disk:>18}")
+    wv, bv = med([r["value"] for r in w.values()]), med([r["value"] for r in b.values()])
+    f = lambda v: f"{v:.5g}" if v is not None else "-"
+    ratio = f"{wv / bv:.3f}" if wv is not None and bv else "-"
+    rs = [w[i]["value"] / b[i]["value"] for i in w if i in b and b[i]["value"]]
+    rng = f"{min(rs):.3g}..{max(rs):.3g}" if len(rs) > 1 else ""
+    rss = f"{med([r['rss_kb'] for r in w.values()])/1024:.0f}/{med([r['rss_kb'] for r in b.values()])/1024:.0f}" if w and b else "-"
+    disk = f"{med([r['disk_bytes'] for r in w.values()])/2**20:.0f}/{med([r['disk_bytes'] for r in b.values()])/2**20:.0f}" if w and b else "-"
+    unit = (next(iter(w.values()), None) or next(iter(b.values())))["unit"]
+    print(f"{name:<26} {f(wv):>12} {f(bv):>12} {ratio:>9} {rng:>15}  {unit:<5} {rss:>12} {disk:>13}")
 EOF
 if [[ ${KEEP:-0} != 1 ]]; then
     rm -rf "${BENCH_DIR:?}/wdb" "${BENCH_DIR:?}/memmap2"
