@@ -9,6 +9,8 @@
 #   BENCH_DIR  where to put the two working directories (default: a new dir under /tmp);
 #              removed at the end unless KEEP=1
 #   SEED       default 42
+#   PHASES     the phases after ingest (default "scan randread sparse small"; scan runs
+#              twice, cold then warm)
 #   REPEAT     run everything this many times (default 1); the table shows medians and,
 #              with REPEAT > 1, the min..max of the wdb/baseline ratio over the runs
 #
@@ -28,6 +30,12 @@ shift
 EXTRA=("$@")
 SEED=${SEED:-42}
 REPEAT=${REPEAT:-1}
+PHASES=${PHASES:-scan randread sparse small}
+for p in $PHASES; do
+    case $p in scan | randread | sparse | small) ;;
+    *) echo "PHASES: unknown phase $p" >&2; exit 2 ;;
+    esac
+done
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WDBTOOL=${WDBTOOL:-${CARGO_TARGET_DIR:-$ROOT/target}/release/wdbtool}
 if [[ ! -x $WDBTOOL ]]; then
@@ -78,13 +86,16 @@ for peer in wdb memmap2; do
     mkdir -p "$BENCH_DIR/$peer"
     echo "== $peer: ingest" >&2
     run "$peer" "" ingest "${flags[@]}"
-    if drop_caches; then c=cold; else c=cold-not-dropped; COLD="not measured"; fi
-    echo "== $peer: scan ($c), scan (warm), randread, sparse, small" >&2
-    run "$peer" "$c" scan "${flags[@]}"
-    run "$peer" warm scan "${flags[@]}"
-    run "$peer" "" randread "${flags[@]}"
-    run "$peer" "" sparse "${flags[@]}"
-    run "$peer" "" small "${flags[@]}"
+    for p in $PHASES; do
+        echo "== $peer: $p" >&2
+        if [[ $p == scan ]]; then
+            if drop_caches; then c=cold; else c=cold-not-dropped; COLD="not measured"; fi
+            run "$peer" "$c" scan "${flags[@]}"
+            run "$peer" warm scan "${flags[@]}"
+        else
+            run "$peer" "" "$p" "${flags[@]}"
+        fi
+    done
 done
 done
 
