@@ -202,7 +202,9 @@ struct Out {
 impl Out {
     fn fig(&self, workload: &str, metric: &str, value: f64, unit: &str) -> R<()> {
         if !value.is_finite() {
-            return err(format!("{workload} {metric} is not a finite number: {value}"));
+            return err(format!(
+                "{workload} {metric} is not a finite number: {value}"
+            ));
         }
         // f64's Display is the shortest text that reads back to the same value, and
         // never uses an exponent: a valid JSON number.
@@ -586,9 +588,8 @@ mod baseline {
             let chunk = &mut buf[..len as usize];
             fill_elements(lo, chunk);
             // SAFETY: viewing initialized f64s as bytes.
-            let b = unsafe {
-                std::slice::from_raw_parts(chunk.as_ptr().cast::<u8>(), chunk.len() * 8)
-            };
+            let b =
+                unsafe { std::slice::from_raw_parts(chunk.as_ptr().cast::<u8>(), chunk.len() * 8) };
             let t = Instant::now();
             f.write_all(b).map_err(io_ctx("write", &p))?;
             f.sync_data().map_err(io_ctx("fdatasync", &p))?;
@@ -699,7 +700,11 @@ mod tests {
     }
 
     // Cross-checked with an independent Python implementation of workloads.md.
-    const SM42: [u64; 3] = [13679457532755275413, 2949826092126892291, 5139283748462763858];
+    const SM42: [u64; 3] = [
+        13679457532755275413,
+        2949826092126892291,
+        5139283748462763858,
+    ];
 
     #[test]
     fn elements_pinned() {
@@ -713,7 +718,12 @@ mod tests {
             0x3f45072a68cfce1a,
         ];
         let got: Vec<u64> = (0..4).map(|i| element(i).to_bits()).collect();
-        assert_eq!(got, want.to_vec(), "{:?}", (0..4).map(element).collect::<Vec<_>>());
+        assert_eq!(
+            got,
+            want.to_vec(),
+            "{:?}",
+            (0..4).map(element).collect::<Vec<_>>()
+        );
         // A quarter period: sin = 1, and the hash term of 16384.
         let h = ((16384u64 * 2_654_435_761) % (1 << 32)) as f64 / 4_294_967_296.0;
         assert!((element(16384) - (1.0 + 1e-3 * (h - 0.5))).abs() < 1e-15);

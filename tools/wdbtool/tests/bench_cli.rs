@@ -160,7 +160,11 @@ fn phase(peer_flag: &[&str], phase: &str, dir: &Path, extra: &[&str]) -> Vec<Fig
     let out = String::from_utf8(o.stdout).unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{args:?}: {:?}\n{out}\n{err}", o.status);
-    let peer = if peer_flag.is_empty() { "wdb" } else { "memmap2" };
+    let peer = if peer_flag.is_empty() {
+        "wdb"
+    } else {
+        "memmap2"
+    };
     let mut figs = Vec::new();
     for line in out.lines() {
         if !line.starts_with('{') {
@@ -297,7 +301,14 @@ fn bad_arguments() {
     let missing = d.path().join("nope");
     let missing = missing.to_str().unwrap();
     fails(
-        &["--phase", "ingest", "--dir", missing, "--size-bytes", "65536"],
+        &[
+            "--phase",
+            "ingest",
+            "--dir",
+            missing,
+            "--size-bytes",
+            "65536",
+        ],
         "not an existing directory",
     );
     fails(
@@ -322,25 +333,49 @@ fn bad_arguments() {
         "ingest",
     );
     fails(
-        &["--phase", "randread", "--dir", dir, "--size-bytes", "65536", "--baseline"],
+        &[
+            "--phase",
+            "randread",
+            "--dir",
+            dir,
+            "--size-bytes",
+            "65536",
+            "--baseline",
+        ],
         "ingest",
     );
     fails(
         &[
-            "--phase", "ingest", "--dir", dir, "--size-bytes", "65536", "--block-size", "1000",
+            "--phase",
+            "ingest",
+            "--dir",
+            dir,
+            "--size-bytes",
+            "65536",
+            "--block-size",
+            "1000",
         ],
         "power of two",
     );
     fails(
         &[
-            "--phase", "ingest", "--dir", dir, "--size-bytes", "65536", "--compression", "lz4",
+            "--phase",
+            "ingest",
+            "--dir",
+            dir,
+            "--size-bytes",
+            "65536",
+            "--compression",
+            "lz4",
         ],
         "invalid value 'lz4'",
     );
     // Ingest twice into one dir, and a scan with another size than the ingest's.
-    assert!(tool(&["--phase", "ingest", "--dir", dir, "--size-bytes", "65536"])
-        .status
-        .success());
+    assert!(
+        tool(&["--phase", "ingest", "--dir", dir, "--size-bytes", "65536"])
+            .status
+            .success()
+    );
     fails(
         &["--phase", "ingest", "--dir", dir, "--size-bytes", "65536"],
         "already exists",
