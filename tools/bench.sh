@@ -77,26 +77,37 @@ run() {
         --argjson rep "$REP" '. + {cond: $cond, rss_kb: $rss, disk_bytes: $disk, rep: $rep}' >>"$RES"
 }
 
+# Peers alternate phase by phase (wdb, then memmap2), so that both figures of a ratio
+# are measured seconds apart on this shared machine.
+peer_flags() {
+    if [[ $1 == memmap2 ]]; then echo --baseline; else echo "${EXTRA[@]}"; fi
+}
 COLD=measured
+PEERS=(wdb memmap2)
 for REP in $(seq 1 "$REPEAT"); do
-for peer in wdb memmap2; do
-    flags=("${EXTRA[@]}")
-    [[ $peer == memmap2 ]] && flags=(--baseline)
-    rm -rf "${BENCH_DIR:?}/$peer"
-    mkdir -p "$BENCH_DIR/$peer"
-    echo "== $peer: ingest" >&2
-    run "$peer" "" ingest "${flags[@]}"
-    for p in $PHASES; do
-        echo "== $peer: $p" >&2
+    for peer in "${PEERS[@]}"; do
+        rm -rf "${BENCH_DIR:?}/$peer"
+        mkdir -p "$BENCH_DIR/$peer"
+    done
+    for p in ingest $PHASES; do
+        for peer in "${PEERS[@]}"; do
+            # shellcheck disable=SC2046
+            flags=($(peer_flags "$peer"))
+            echo "== run $REP, $peer: $p" >&2
+            if [[ $p == scan ]]; then
+                if drop_caches; then c=cold; else c=cold-not-dropped; COLD="not measured"; fi
+                run "$peer" "$c" scan "${flags[@]}"
+            else
+                run "$peer" "" "$p" "${flags[@]}"
+            fi
+        done
         if [[ $p == scan ]]; then
-            if drop_caches; then c=cold; else c=cold-not-dropped; COLD="not measured"; fi
-            run "$peer" "$c" scan "${flags[@]}"
-            run "$peer" warm scan "${flags[@]}"
-        else
-            run "$peer" "" "$p" "${flags[@]}"
+            for peer in "${PEERS[@]}"; do
+                flags=($(peer_flags "$peer"))
+                run "$peer" warm scan "${flags[@]}"
+            done
         fi
     done
-done
 done
 
 echo "size: $SIZE bytes; seed $SEED; runs: $REPEAT; wdb flags: ${EXTRA[*]:-(none)}; cold page cache: $COLD"
