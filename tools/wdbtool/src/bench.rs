@@ -315,6 +315,16 @@ mod wdbpeer {
         a.dir.join(DB_FILE)
     }
 
+    /// An error opening the benchmark array, with a hint when it is missing.
+    fn array_err(e: wdb::Error, p: &Path) -> BenchError {
+        let hint = if matches!(e, wdb::Error::NotFound(_)) {
+            " (run the ingest phase first)"
+        } else {
+            ""
+        };
+        BenchError(format!("array {ARRAY:?} in {}: {e}{hint}", p.display()))
+    }
+
     /// Open an existing benchmark database and check the array's length.
     fn open(a: &BenchArgs, n: u64, read_only: bool) -> R<Db> {
         let p = path(a);
@@ -327,12 +337,7 @@ mod wdbpeer {
         let db = Db::open_with(&p, options(a).read_only(read_only))?;
         {
             let s = db.snapshot()?;
-            let arr = s.array::<f64>(ARRAY).map_err(|e| {
-                BenchError(format!(
-                    "array {ARRAY:?} in {}: {e} (run the ingest phase first)",
-                    p.display()
-                ))
-            })?;
+            let arr = s.array::<f64>(ARRAY).map_err(|e| array_err(e, &p))?;
             if arr.len() != n {
                 return err(format!(
                     "array {ARRAY:?} in {} has {} elements, not --size-bytes/8 = {n}",
@@ -415,9 +420,7 @@ mod wdbpeer {
         let t = Instant::now();
         let db = Db::open_with(&p, options(a).read_only(true))?;
         let snap = db.snapshot()?;
-        let arr = snap.array::<f64>(ARRAY).map_err(|e| {
-            BenchError(format!("array {ARRAY:?}: {e} (run the ingest phase first)"))
-        })?;
+        let arr = snap.array::<f64>(ARRAY).map_err(|e| array_err(e, &p))?;
         if arr.len() != n {
             return err(format!(
                 "array {ARRAY:?} has {} elements, not --size-bytes/8 = {n}",

@@ -384,4 +384,21 @@ fn bad_arguments() {
         &["--phase", "scan", "--dir", dir, "--size-bytes", "131072"],
         "elements",
     );
+    // A RAM budget below one block: wdb's own error, without the ingest hint.
+    let o = tool(&[
+        "--phase",
+        "scan",
+        "--dir",
+        dir,
+        "--size-bytes",
+        "65536",
+        "--ram-budget",
+        "4096",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("ram_budget"), "{err}");
+    assert!(
+        !err.contains("ingest") && !err.contains("panicked"),
+        "{err}"
+    );
 }
