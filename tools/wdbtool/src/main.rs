@@ -4,6 +4,8 @@
 //! Exit codes: 0 success (fsck: clean), 1 fsck found problems, 2 bad arguments or an
 //! error (unreadable file, not a database, ...).
 
+mod bench;
+
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,6 +35,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
+    /// One phase of the benchmark workloads (shared/workloads.md); JSON lines on stdout.
+    Bench(bench::BenchArgs),
     /// Format version, file size, first and last tid, arrays, live readers.
     Info {
         /// Database file.
@@ -115,6 +119,12 @@ enum Cmd {
 
 fn run(cli: Cli) -> wdb::Result<ExitCode> {
     match cli.cmd {
+        Cmd::Bench(b) => {
+            if let Err(e) = bench::run(&b) {
+                eprintln!("wdbtool bench: error: {e}");
+                return Ok(ExitCode::from(2));
+            }
+        }
         Cmd::Info { db } => {
             let d = open_ro(&db)?;
             let i = d.info()?;
