@@ -48,6 +48,7 @@ fn scan_of_8x_budget_stays_within_budget() {
     let chunk_sum: u64 = (0..(1u64 << 20)).map(|i| i % 1000).sum();
     let expected = (chunk_sum * (n >> 20)) as f64;
     assert!((sum - expected).abs() < 1e-6 * expected, "sum {sum} expected {expected}");
+    eprintln!("peak RSS {} MiB over base {} MiB, budget {} MiB", peak >> 20, base >> 20, budget >> 20);
     let slack = 24 << 20;
     assert!(
         peak <= base + budget + slack,

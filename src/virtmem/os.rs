@@ -239,6 +239,23 @@ impl Pool {
         };
     }
 
+    /// Drop the pool mapping's page-table entries for a slot, keeping its RAM and its
+    /// contents (for a `MAP_SHARED` memfd mapping, `MADV_DONTNEED` only unmaps: the pages
+    /// stay in the memfd). Called after every access through the pool mapping (load,
+    /// copy, store), so that a resident block is mapped once — at its views — and counts
+    /// once in the process's RSS, not twice.
+    pub(crate) fn unmap_pool_ptes(&self, slot: usize) {
+        // SAFETY: advice on our own pool mapping; for a shared mapping DONTNEED drops
+        // PTEs only, so a concurrent reader of the slot refaults the same bytes.
+        let _ = unsafe {
+            madvise(
+                self.addr(slot) as *mut _,
+                self.slot_size,
+                Advice::LinuxDontNeed,
+            )
+        };
+    }
+
     /// Give a free slot's RAM back to the kernel; it reads as zeros afterwards.
     pub(crate) fn punch(&self, slot: usize) {
         // SAFETY: MADV_REMOVE on our pool mapping frees the memfd's pages of a slot that
@@ -283,6 +300,8 @@ impl Pool {
         // SAFETY: distinct slots do not overlap; both inside the pool mapping; the
         // ownership contract is the one of `slot` / `slot_mut`.
         unsafe { ptr::copy_nonoverlapping(s as *const u8, d as *mut u8, self.slot_size) }
+        self.unmap_pool_ptes(from);
+        self.unmap_pool_ptes(to);
     }
 }
 

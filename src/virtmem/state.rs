@@ -808,7 +808,9 @@ pub(super) fn ensure(
                     } else if !file.load_writes_whole_block() {
                         pool.slot_mut(slot).fill(0);
                     }
-                    file.load_blk(blk, pool.slot_mut(slot))
+                    let r = file.load_blk(blk, pool.slot_mut(slot));
+                    pool.unmap_pool_ptes(slot);
+                    r
                 });
                 g.counters.loads += 1;
                 g.handles.get_mut(&h).expect("live").inflight -= 1;
@@ -883,7 +885,11 @@ pub(super) fn writeout(g: &mut Guard<'_>, cv: &Condvar, h: HandleId) -> Result<(
         let slot = g.pages[page as usize].slot;
         g.assert_invariants();
         // Nobody writes the slot while Storing (invariant 3).
-        let res = MutexGuard::unlocked(g, || file.store_blk(blk, pool.slot(slot)));
+        let res = MutexGuard::unlocked(g, || {
+            let r = file.store_blk(blk, pool.slot(slot));
+            pool.unmap_pool_ptes(slot);
+            r
+        });
         g.handles.get_mut(&h).expect("live").inflight -= 1;
         g.counters.stores += 1;
         cv.notify_all();
