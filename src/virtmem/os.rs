@@ -278,15 +278,18 @@ impl Pool {
 
     /// Move slot `slot`'s page-table entries back from view address `addr` (where
     /// [`Pool::move_to_view`] put them) to its pool address, read-write, and leave
-    /// `PROT_NONE` reserved space at `addr`. The view block is write-protected first, so
-    /// that no write can land in it untracked while it moves; no address is ever left
-    /// unmapped. A failure would leave the pool with a hole or a view showing a stale
-    /// page: the process stops instead.
+    /// `PROT_NONE` reserved space at `addr`; no address is ever left unmapped. A failure
+    /// would leave the pool with a hole or a view showing a stale page: the process
+    /// stops instead.
+    ///
+    /// The view block keeps its protection while it moves: a read-only one stays
+    /// read-only, and a writable one (a `Dirty` block, invariant 5) is moved home only
+    /// when its changes are dropped (invalidate, discard, a freed page) or when no view
+    /// of it is alive (its mapping is being released), so a write that lands during the
+    /// move loses nothing that is kept. Skipping a write-protect saves a walk over the
+    /// block's 512 page-table entries.
     pub(crate) fn move_home(&self, slot: usize, addr: usize) {
         let home = self.addr(slot);
-        if let Err(e) = protect(addr, self.slot_size, false) {
-            fatal_os("cannot write-protect a view block", &e);
-        }
         // SAFETY: [addr, addr+slot_size) holds exactly the slot's mapping, moved there by
         // move_to_view (caller's state, invariant 9); [home, +slot_size) is the slot's
         // entry-less mapping inside our pool range, which MREMAP_FIXED replaces.
