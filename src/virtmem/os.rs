@@ -1,6 +1,8 @@
 //! Thin wrappers over the memory system calls `virtmem` needs: reserving address space,
-//! the memfd that holds RAM pages, mapping a page slot at a view address, changing
-//! protection. Every raw pointer that leaves this file is an address (`usize`); the
+//! the memfd that holds RAM pages, mapping a page slot at a view address or moving its
+//! page-table entries there and back (`mremap` with `MREMAP_DONTUNMAP`, Linux 5.13 or
+//! later for shared mappings; where it fails the slot is mapped a second time instead,
+//! which is correct but counts the block twice in RSS), changing protection. Every raw pointer that leaves this file is an address (`usize`); the
 //! only slices made here are of the pool mapping, under the contract stated on
 //! [`Pool::slot_mut`] and [`Pool::slot`].
 #![allow(unsafe_code)]
