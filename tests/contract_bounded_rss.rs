@@ -51,6 +51,12 @@ fn scan_of_8x_budget_stays_within_budget() {
         (sum - expected).abs() < 1e-6 * expected,
         "sum {sum} expected {expected}"
     );
+    eprintln!(
+        "peak RSS {} MiB over base {} MiB, budget {} MiB",
+        peak >> 20,
+        base >> 20,
+        budget >> 20
+    );
     let slack = 24 << 20;
     assert!(
         peak <= base + budget + slack,

@@ -10,6 +10,13 @@
 //!   sub-slices of it. Several mappings of one handle share its pages (the memfd slot is
 //!   mapped `MAP_SHARED` at each address), so they are coherent aliases.
 //!
+//! **RSS**: a block's pages are mapped once. A load writes the slot through the pool
+//! mapping, then the first view of the block gets the slot's page-table entries *moved*
+//! to it (`mremap`, invariant 9 in `state.rs`) and gives them back when the block leaves
+//! the view; only further views of the same page map it a second time. So the process's
+//! resident memory stays within `ram_budget` plus a small constant, and a first access
+//! costs no page faults beyond the load's own.
+//!
 //! The page states, their transitions and the numbered invariants are in `state.rs`;
 //! the fault handler in `fault.rs`; the system calls in `os.rs`.
 //!

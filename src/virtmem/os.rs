@@ -1,6 +1,8 @@
 //! Thin wrappers over the memory system calls `virtmem` needs: reserving address space,
-//! the memfd that holds RAM pages, mapping a page slot at a view address, changing
-//! protection. Every raw pointer that leaves this file is an address (`usize`); the
+//! the memfd that holds RAM pages, mapping a page slot at a view address or moving its
+//! page-table entries there and back (`mremap` with `MREMAP_DONTUNMAP`, Linux 5.13 or
+//! later for shared mappings; where it fails the slot is mapped a second time instead,
+//! which is correct but counts the block twice in RSS), changing protection. Every raw pointer that leaves this file is an address (`usize`); the
 //! only slices made here are of the pool mapping, under the contract stated on
 //! [`Pool::slot_mut`] and [`Pool::slot`].
 #![allow(unsafe_code)]
@@ -10,7 +12,8 @@ use std::ptr;
 
 use rustix::fs::{ftruncate, memfd_create, MemfdFlags};
 use rustix::mm::{
-    madvise, mmap, mmap_anonymous, mprotect, munmap, Advice, MapFlags, MprotectFlags, ProtFlags,
+    madvise, mmap, mmap_anonymous, mprotect, mremap_fixed, munmap, Advice, MapFlags,
+    MprotectFlags, MremapFlags, ProtFlags,
 };
 
 use crate::{Error, Result};
@@ -115,6 +118,12 @@ pub(crate) fn reset(addr: usize, len: usize) -> Result<()> {
     }
     .map_err(|e| io(e, "resetting a view to PROT_NONE"))?;
     dont_fork(addr, len)
+}
+
+/// Report a failed memory call that leaves the mappings inconsistent, and abort.
+fn fatal_os(what: &str, e: &Error) -> ! {
+    eprintln!("wdb: fatal: {what}: {e}");
+    std::process::abort();
 }
 
 /// Change the protection of a mapped block of a view.
@@ -226,6 +235,102 @@ impl Pool {
         dont_fork(addr, self.slot_size)
     }
 
+    /// Move slot `slot`'s page-table entries from the pool mapping to view address
+    /// `addr` (a block of a live reservation, invariant 5), read-only or read-write.
+    ///
+    /// This is how the first view of a freshly loaded block gets it: the kernel moves
+    /// the entries the load created (a whole page table at a time where both addresses
+    /// are 2 MiB aligned) instead of the view faulting them in again, and the block's
+    /// pages stay mapped once, so they count once in the process's RSS. Until
+    /// [`Pool::move_home`] the slot must not be reached through the pool mapping
+    /// (invariant 9 in `state.rs`).
+    ///
+    /// No address is ever left unmapped (another thread's `mmap` could take it):
+    /// `MREMAP_DONTUNMAP` keeps the slot's pool address mapped (without entries), and
+    /// the view block's previous contents are replaced atomically. The protection is set
+    /// before the move, at the pool address, so that the view never shows the block
+    /// writable when it should not. An error leaves the slot at home, the view as it was.
+    pub(crate) fn move_to_view(&self, slot: usize, addr: usize, writable: bool) -> Result<()> {
+        let home = self.addr(slot);
+        if !writable {
+            protect(home, self.slot_size, false)?;
+        }
+        // SAFETY: [home, home+slot_size) is the slot's part of our pool mapping (at home,
+        // caller's state); [addr, addr+slot_size) is a block of our own reservation,
+        // whose current contents (PROT_NONE space or another slot's mapping) MREMAP_FIXED
+        // replaces. No slice of the slot is alive (the caller holds the VM lock and the
+        // page is neither Loading nor Storing), and the pool address stays mapped.
+        let r = unsafe {
+            mremap_fixed(
+                home as *mut _,
+                self.slot_size,
+                self.slot_size,
+                MremapFlags::MAYMOVE | MremapFlags::DONTUNMAP,
+                addr as *mut _,
+            )
+        };
+        if let Err(e) = r {
+            if !writable {
+                protect(home, self.slot_size, true)?;
+            }
+            return Err(io(e, "moving a RAM page into a view"));
+        }
+        Ok(())
+    }
+
+    /// Move slot `slot`'s page-table entries back from view address `addr` (where
+    /// [`Pool::move_to_view`] put them) to its pool address, read-write, and leave
+    /// `PROT_NONE` reserved space at `addr`; no address is ever left unmapped. A failure
+    /// would leave the pool with a hole or a view showing a stale page: the process
+    /// stops instead.
+    ///
+    /// The view block keeps its protection while it moves: a read-only one stays
+    /// read-only, and a writable one (a `Dirty` block, invariant 5) is moved home only
+    /// when its changes are dropped (invalidate, discard, a freed page) or when no view
+    /// of it is alive (its mapping is being released), so a write that lands during the
+    /// move loses nothing that is kept. Skipping a write-protect saves a walk over the
+    /// block's 512 page-table entries.
+    pub(crate) fn move_home(&self, slot: usize, addr: usize) {
+        let home = self.addr(slot);
+        // SAFETY: [addr, addr+slot_size) holds exactly the slot's mapping, moved there by
+        // move_to_view (caller's state, invariant 9); [home, +slot_size) is the slot's
+        // entry-less mapping inside our pool range, which MREMAP_FIXED replaces.
+        let r = unsafe {
+            mremap_fixed(
+                addr as *mut _,
+                self.slot_size,
+                self.slot_size,
+                MremapFlags::MAYMOVE | MremapFlags::DONTUNMAP,
+                home as *mut _,
+            )
+        };
+        if let Err(e) = r {
+            fatal_os("cannot move a RAM page back to its pool", &io(e, "mremap"));
+        }
+        if let Err(e) = reset(addr, self.slot_size) {
+            fatal_os("cannot reset a view block to PROT_NONE", &e);
+        }
+        if let Err(e) = protect(home, self.slot_size, true) {
+            fatal_os("cannot make a RAM pool slot writable again", &e);
+        }
+    }
+
+    /// Drop the page-table entries of a slot's pool address, keeping its RAM and its
+    /// contents: for a `MAP_SHARED` memfd mapping `MADV_DONTNEED` only unmaps. Used after
+    /// reading a slot whose entries live in a view (invariant 9), so that its pages are
+    /// not left mapped twice.
+    pub(crate) fn drop_entries(&self, slot: usize) {
+        // SAFETY: advice on our own pool mapping; for a shared mapping DONTNEED drops
+        // entries only, so any reader of the slot refaults the same bytes.
+        let _ = unsafe {
+            madvise(
+                self.addr(slot) as *mut _,
+                self.slot_size,
+                Advice::LinuxDontNeed,
+            )
+        };
+    }
+
     /// Fault in a never-used slot's pages in one call (cheaper than a fault per 4 KiB
     /// page). Best effort: kernels before 5.14 lack MADV_POPULATE_WRITE.
     pub(crate) fn populate(&self, slot: usize) {
@@ -257,7 +362,8 @@ impl Pool {
     /// Contract (held by the state machine, invariant 3 in `state.rs`): the caller owns
     /// the slot exclusively — it is `Loading` (loader), or freshly allocated and not yet
     /// published (copy target) — so no other reference to these bytes exists and no
-    /// view maps the slot writable.
+    /// view maps the slot writable; and the slot is at home (invariant 9), so its pool
+    /// address is writable.
     #[allow(clippy::mut_from_ref)]
     pub(crate) fn slot_mut(&self, slot: usize) -> &mut [u8] {
         let a = self.addr(slot);

@@ -38,6 +38,16 @@
 //!    `content_key`: the lock is dropped, the I/O runs, the lock is retaken and the
 //!    state re-checked (that is why `LoadingInvalidated` exists).
 //!
+//! 9. A page's slot is either *at home* in the pool mapping or *moved* to exactly one
+//!    view block: `at_view == Some((mid, blk))` means the slot's page-table entries were
+//!    moved there by `mremap` and `maps[mid].mapped[blk]` refers to the page. The pool
+//!    address of a moved slot still maps the slot, without entries (`MREMAP_DONTUNMAP`,
+//!    possibly read-only): it may be read (a store, a copy source — the entries this
+//!    creates are dropped again afterwards) but never written. So a page is at home
+//!    whenever it is free, `Loading` or a copy target. A moved block is mapped once in
+//!    the process, so it counts once in RSS; the first view of a page gets it moved,
+//!    further views of it map the memfd again.
+//!
 //! Room to grow (issues 5 and 6): a `Loaded` page may later be backed by a mapping of
 //! the log file instead of a RAM slot (a second `Backing` kind on `Page`), and a `Dirty`
 //! entry may carry a bitmap of written 4 KiB pages; neither changes the transitions.
@@ -111,6 +121,8 @@ struct Page {
     zero: bool,
     /// The slot's RAM was given back to the kernel (free pages only).
     punched: bool,
+    /// The view block the slot's pool mapping was moved to, if any (invariant 9).
+    at_view: Option<(MapId, u64)>,
 }
 
 #[derive(Debug)]
@@ -319,6 +331,7 @@ impl VmState {
                         in_lru: false,
                         zero: true,
                         punched: false,
+                        at_view: None,
                     });
                     self.used += bs;
                     self.resident += bs;
@@ -360,6 +373,7 @@ impl VmState {
     /// Return an in-use page without users to its pool.
     fn free_page(&mut self, p: PageId) {
         debug_assert!(self.pages[p as usize].users.is_empty());
+        self.home(p);
         self.lru_remove(p);
         if let Some(k) = self.pages[p as usize].key.take() {
             if self.cache.get(&k) == Some(&p) {
@@ -415,8 +429,15 @@ impl VmState {
                 .maps
                 .get_mut(&mid)
                 .expect("handle's mapping is registered");
-            if m.mapped.remove(&blk).is_some() {
+            if let Some((p, _)) = m.mapped.remove(&blk) {
                 let addr = m.base + (blk - m.first_blk) as usize * bs;
+                let pg = &mut self.pages[p as usize];
+                if pg.at_view == Some((mid, blk)) {
+                    // The slot itself lives here: move it back to the pool (invariant 9).
+                    pg.at_view = None;
+                    self.pools[pg.pool].os.move_home(pg.slot, addr);
+                    continue;
+                }
                 // A failure here would leave a stale page visible; the kernel fails a
                 // MAP_FIXED over our own reservation only when out of memory for VMAs.
                 // Going on would show stale data, so stop the process instead.
@@ -426,6 +447,20 @@ impl VmState {
                 }
             }
         }
+    }
+
+    /// Bring page `p`'s slot back to its pool address if it was moved to a view; that
+    /// view block becomes `PROT_NONE` and faults again on its next access (invariant 9).
+    fn home(&mut self, p: PageId) {
+        let Some((mid, blk)) = self.pages[p as usize].at_view.take() else {
+            return;
+        };
+        let m = self.maps.get_mut(&mid).expect("a moved page's view is registered");
+        let removed = m.mapped.remove(&blk);
+        debug_assert_eq!(removed.map(|e| e.0), Some(p), "inv 9");
+        let addr = self.view_addr(&self.maps[&mid], blk);
+        let pg = &self.pages[p as usize];
+        self.pools[pg.pool].os.move_home(pg.slot, addr);
     }
 
     /// Write-protect `blk` in every view of `h` that maps it (before a store).
@@ -459,7 +494,24 @@ impl VmState {
         match cur {
             Some((q, w)) if q == p && w == writable => return Ok(()),
             Some((q, _)) if q == p => os::protect(addr, self.pools[pool].os.slot_size(), writable)?,
-            _ => self.pools[pool].os.map_at(slot, addr, writable)?,
+            _ => {
+                if let Some((q, _)) = cur {
+                    if self.pages[q as usize].at_view == Some((mid, blk)) {
+                        // Another page's slot lives here: send it home first.
+                        self.home(q);
+                    }
+                }
+                let os = &self.pools[pool].os;
+                // The first view of a page gets the slot itself (invariant 9); others
+                // map the memfd again.
+                if self.pages[p as usize].at_view.is_none()
+                    && os.move_to_view(slot, addr, writable).is_ok()
+                {
+                    self.pages[p as usize].at_view = Some((mid, blk));
+                } else {
+                    os.map_at(slot, addr, writable)?;
+                }
+            }
         }
         self.maps
             .get_mut(&mid)
@@ -497,9 +549,13 @@ impl VmState {
         let new = self.alloc(pi);
         self.lru_touch(p);
         let new = new?;
-        self.pools[pi]
-            .os
-            .copy(self.pages[p as usize].slot, self.pages[new as usize].slot);
+        // The new page is at home (invariant 9); the source is read through its pool
+        // address, whose entries are dropped again if its slot lives in a view.
+        let os = &self.pools[pi].os;
+        os.copy(self.pages[p as usize].slot, self.pages[new as usize].slot);
+        if self.pages[p as usize].at_view.is_some() {
+            os.drop_entries(self.pages[p as usize].slot);
+        }
         self.pages[new as usize].zero = false;
         self.pages[p as usize].users.retain(|&u| u != (h, blk));
         self.pages[new as usize].users.push((h, blk));
@@ -588,6 +644,17 @@ impl VmState {
 
     /// Forget a mapping's state (its range is unmapped by the caller).
     pub(super) fn remove_map(&mut self, mid: MapId) {
+        // Slots moved into this view go home before its range is released (invariant 9).
+        let moved: Vec<PageId> = self.maps.get(&mid).map_or_else(Vec::new, |m| {
+            m.mapped
+                .iter()
+                .filter(|(&blk, &(p, _))| self.pages[p as usize].at_view == Some((mid, blk)))
+                .map(|(_, &(p, _))| p)
+                .collect()
+        });
+        for p in moved {
+            self.home(p);
+        }
         if let Some(m) = self.maps.remove(&mid) {
             if let Some(hs) = self.handles.get_mut(&m.handle) {
                 hs.maps.retain(|&x| x != mid);
@@ -654,8 +721,17 @@ impl VmState {
                 u32::from(!pg.in_use),
                 "inv 2: free list"
             );
+            // 9
+            if let Some((mid, blk)) = pg.at_view {
+                assert_eq!(
+                    self.maps.get(&mid).and_then(|m| m.mapped.get(&blk)).map(|e| e.0),
+                    Some(p),
+                    "inv 9: a moved slot is mapped by its view"
+                );
+            }
             if !pg.in_use {
                 assert!(pg.users.is_empty() && !pg.in_lru && pg.key.is_none());
+                assert!(pg.at_view.is_none(), "inv 9: free page at home");
                 continue;
             }
             let states: Vec<BlockState> = pg.users.iter().map(|&(h, b)| self.state(h, b)).collect();
@@ -668,6 +744,17 @@ impl VmState {
             if pg.users.is_empty() {
                 // A Storing page detached by invalidate is freed by its writer.
                 assert!(pg.key.is_some() || !pg.in_lru, "inv 2: orphan page");
+            }
+            // 9
+            if states.iter().any(|s| {
+                matches!(
+                    s,
+                    BlockState::Loading { .. }
+                        | BlockState::LoadingInvalidated { .. }
+                        | BlockState::Storing { .. }
+                )
+            }) {
+                assert!(pg.at_view.is_none() || matches!(states[0], BlockState::Storing { .. }), "inv 9: loading page at home");
             }
             // 3
             if !clean {
@@ -875,6 +962,9 @@ pub(super) fn writeout(g: &mut Guard<'_>, cv: &Condvar, h: HandleId) -> Result<(
             g.set_state(h, blk, BlockState::Dirty { page });
             return Err(e);
         }
+        // The store reads the slot through its pool address; if the slot lives in a view,
+        // the entries that creates are dropped afterwards (invariant 9).
+        let moved = g.pages[page as usize].at_view.is_some();
         let hs = g.handles.get_mut(&h).expect("live");
         hs.inflight += 1;
         let file = hs.file.clone();
@@ -883,7 +973,13 @@ pub(super) fn writeout(g: &mut Guard<'_>, cv: &Condvar, h: HandleId) -> Result<(
         let slot = g.pages[page as usize].slot;
         g.assert_invariants();
         // Nobody writes the slot while Storing (invariant 3).
-        let res = MutexGuard::unlocked(g, || file.store_blk(blk, pool.slot(slot)));
+        let res = MutexGuard::unlocked(g, || {
+            let r = file.store_blk(blk, pool.slot(slot));
+            if moved {
+                pool.drop_entries(slot);
+            }
+            r
+        });
         g.handles.get_mut(&h).expect("live").inflight -= 1;
         g.counters.stores += 1;
         cv.notify_all();
