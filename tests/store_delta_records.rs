@@ -318,6 +318,7 @@ fn compaction_folds_chains_and_pinned_snapshots_stay_readable() {
     let tx = db.begin().unwrap();
     blocks[0][3] ^= 1;
     tx.write_block(z, 0, &blocks[0]).unwrap();
+    tx.write_block(r, 0, &blocks[0]).unwrap();
     tx.commit().unwrap();
     assert_eq!(stats(&db, "Z").delta_blocks, 1);
     drop(db);
