@@ -716,7 +716,8 @@ impl TxInner {
     /// budget differs. Bulk writes stay cheap: a block new since the snapshot has no
     /// base and is not compared; a full base whose value is shorter than the new data
     /// is first checked without any read (pages past its value that now hold data all
-    /// differ); the comparison stops at the first page over the budget.
+    /// differ), and a raw one by sampling 8 of its pages; the comparison stops at the
+    /// first page over the budget.
     fn encode_as_delta(
         &self,
         array_id: u64,
@@ -760,6 +761,15 @@ impl TxInner {
                 .take(budget + 1)
                 .count();
             if grown > budget {
+                return Ok(None);
+            }
+            // A raw base can be sampled before it is read whole: a block rewritten
+            // throughout differs on most sampled pages, and is then stored whole after
+            // a few page reads instead of a read of the block.
+            const SAMPLES: usize = 8;
+            if base.encoding == Encoding::Raw
+                && self.gen.sample_raw_diffs(base, data, SAMPLES)? > SAMPLES / 2
+            {
                 return Ok(None);
             }
         }

@@ -379,6 +379,34 @@ impl Gen {
         }
     }
 
+    /// How many of `samples` pages spread evenly over the block differ between `data`
+    /// (a whole block) and the raw full version `v`, reading only those pages. A hint
+    /// for choosing between a delta and a full block, so the pages are not
+    /// CRC-checked here (a delta is always computed from a checked read).
+    pub fn sample_raw_diffs(&self, v: &Version, data: &[u8], samples: usize) -> Result<usize> {
+        if v.encoding != Encoding::Raw {
+            return Err(Error::InvalidArgument("not a raw version".into()));
+        }
+        let page = usize::try_from(format::PAGE).unwrap_or(4096);
+        let pages = data.len() / page;
+        let stored = usize::try_from(v.logical_len).unwrap_or(usize::MAX);
+        let mut buf = vec![0u8; page];
+        let mut diffs = 0;
+        for k in 0..samples.min(pages) {
+            let i = (2 * k + 1) * pages / (2 * samples.min(pages));
+            let new = &data[i * page..(i + 1) * page];
+            let same = if (i + 1) * page <= stored {
+                self.log
+                    .read_exact_at(&mut buf, v.payload_off() + (i * page) as u64)?;
+                new == &buf[..]
+            } else {
+                new.iter().all(|&b| b == 0)
+            };
+            diffs += usize::from(!same);
+        }
+        Ok(diffs)
+    }
+
     /// Read one full version into `buf` (which must be at least its logical length).
     /// A delta version is read with [`Gen::load`] or [`Gen::read_chain`].
     pub fn read_version(&self, v: &Version, buf: &mut [u8]) -> Result<()> {
