@@ -1032,6 +1032,82 @@ mod tests {
     }
 
     #[test]
+    fn delta_payload_roundtrip_apply_and_bounds() {
+        let page = PAGE as usize;
+        let p1 = vec![1u8; page];
+        let p3 = vec![3u8; page];
+        let b = DeltaPayload::encode(4 * PAGE as u32, &[(1, &p1), (3, &p3)]);
+        assert_eq!(b.len(), DELTA_HEADER_SIZE + 2 * DELTA_PAGE_COST);
+        let d = DeltaPayload::decode(&b, 0).unwrap();
+        assert_eq!((d.result_len, d.n_pages()), (4 * PAGE as u32, 2));
+        // Base of 6 pages of 9s, applied: pages 1 and 3 replaced, pages 4.. cut to zero.
+        let mut blk = vec![9u8; 8 * page];
+        blk[6 * page..].fill(0);
+        d.apply(&mut blk, 6 * page, 0).unwrap();
+        assert!(blk[..page].iter().all(|&x| x == 9));
+        assert!(blk[page..2 * page].iter().all(|&x| x == 1));
+        assert!(blk[3 * page..4 * page].iter().all(|&x| x == 3));
+        assert!(blk[4 * page..].iter().all(|&x| x == 0));
+        // Growing past the base's length zero-fills the gap.
+        let mut blk = vec![7u8; 8 * page];
+        d.apply(&mut blk, page, 0).unwrap();
+        assert!(blk[2 * page..3 * page].iter().all(|&x| x == 0));
+        // Too long for the block.
+        assert!(d.apply(&mut vec![0u8; 2 * page], 0, 0).is_err());
+        // Every bad header field, length, order and range is an error, never a panic.
+        // (Bytes 5 and 6 of the result length can flip to another valid length: the
+        // record's data CRC catches those.)
+        for i in (0..DELTA_HEADER_SIZE + 8).filter(|i| ![5, 6].contains(i)) {
+            let mut c = b.clone();
+            c[i] ^= 0x80;
+            assert!(DeltaPayload::decode(&c, 0).is_err(), "byte {i}");
+        }
+        for n in 0..b.len() {
+            assert!(DeltaPayload::decode(&b[..n], 0).is_err());
+        }
+        let unsorted = DeltaPayload::encode(4 * PAGE as u32, &[(3, &p3), (1, &p1)]);
+        assert!(DeltaPayload::decode(&unsorted, 0).is_err());
+        let odd_len = DeltaPayload::encode(4 * PAGE as u32 + 1, &[]);
+        assert!(DeltaPayload::decode(&odd_len, 0).is_err());
+        assert!(DeltaPayload::decode(&DeltaPayload::encode(0, &[]), 0).is_ok());
+    }
+
+    #[test]
+    fn delta_record_headers_follow_their_rules() {
+        let rh = RecordHeader {
+            key: Key::Block { array: 1, blk: 2 },
+            encoding: Encoding::DeltaRaw,
+            flags: 0,
+            pad: 0,
+            prev_off: 4096,
+            logical_len: 16,
+            stored_len: 16,
+            data_crc: 5,
+        };
+        let b = rh.encode();
+        assert_eq!(b[0], TAG_DELTA);
+        assert_eq!(RecordHeader::decode(&b, 8192).unwrap(), rh);
+        // The base must lie before the record, a delta is never padded, holds its header.
+        assert!(RecordHeader::decode(&b, 4096).is_err());
+        for bad in [
+            RecordHeader { prev_off: 0, ..rh },
+            RecordHeader { pad: 8, ..rh },
+            RecordHeader {
+                logical_len: 8,
+                stored_len: 8,
+                ..rh
+            },
+            RecordHeader {
+                encoding: Encoding::DeltaZstd,
+                stored_len: 17,
+                ..rh
+            },
+        ] {
+            assert!(RecordHeader::decode(&bad.encode(), 8192).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn decoders_never_panic_on_short_or_garbage_input() {
         for n in 0..64 {
             let b = vec![0xA5u8; n];
@@ -1039,6 +1115,7 @@ mod tests {
             let _ = TxHeader::decode(&b, 0);
             let _ = RecordHeader::decode(&b, 0);
             let _ = TxEnd::decode(&b, 0, Some(crc32fast::Hasher::new()));
+            let _ = DeltaPayload::decode(&b, 0);
         }
     }
 }
