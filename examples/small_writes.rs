@@ -80,7 +80,12 @@ fn main() -> wdb::Result<()> {
     let s = Instant::now();
     drop(db);
     t += s.elapsed();
-    fig("W1", "ingest_MBps", (n * 8) as f64 / 1e6 / t.as_secs_f64(), "MB/s");
+    fig(
+        "W1",
+        "ingest_MBps",
+        (n * 8) as f64 / 1e6 / t.as_secs_f64(),
+        "MB/s",
+    );
     fig("W1", "ingest_s", t.as_secs_f64(), "s");
     fig("W1", "file_bytes", size() as f64, "B");
 

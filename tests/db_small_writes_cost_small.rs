@@ -67,7 +67,10 @@ fn scattered_and_single_element_commits_grow_the_file_by_the_pages_changed() {
         pos.len(),
         pages.len()
     );
-    assert!(grew <= bound, "1,000 scattered writes grew the file by {grew}");
+    assert!(
+        grew <= bound,
+        "1,000 scattered writes grew the file by {grew}"
+    );
 
     // W5: 100 commits of one element each.
     let singles: Vec<u64> = splitmix64(45, 100).iter().map(|z| z % N).collect();
@@ -82,7 +85,10 @@ fn scattered_and_single_element_commits_grow_the_file_by_the_pages_changed() {
     }
     let grew = size() - s1;
     eprintln!("W5-like: 100 single-element commits grew the file by {grew} bytes");
-    assert!(grew <= 1 << 20, "100 single-element commits grew the file by {grew}");
+    assert!(
+        grew <= 1 << 20,
+        "100 single-element commits grew the file by {grew}"
+    );
 
     // Time travel across the chains.
     let model_at = |upto_sparse: bool, singles_done: usize, i: u64| -> f64 {
@@ -106,7 +112,11 @@ fn scattered_and_single_element_commits_grow_the_file_by_the_pages_changed() {
         let s = db.snapshot_at(tid).unwrap();
         let a = s.array::<f64>("A").unwrap();
         for &i in &probes {
-            assert_eq!(at(&a, i), model_at(sparse, done, i), "tid {tid} element {i}");
+            assert_eq!(
+                at(&a, i),
+                model_at(sparse, done, i),
+                "tid {tid} element {i}"
+            );
         }
     };
     check(t_full, false, 0);

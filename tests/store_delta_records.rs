@@ -76,7 +76,10 @@ fn a_one_page_change_is_stored_as_a_delta_and_reads_back() {
             assert!(back == block, "staged delta reads back");
             tx.commit().unwrap();
             let grew = size(&p) - before;
-            assert!(grew < 2 * PG as u64, "a one-page change grew the file by {grew}");
+            assert!(
+                grew < 2 * PG as u64,
+                "a one-page change grew the file by {grew}"
+            );
             let st = stats(&db, "A");
             assert_eq!((st.delta_blocks, st.raw_blocks + st.zstd_blocks), (1, 0));
             db.snapshot().unwrap().read_block(id, 0, &mut back).unwrap();
@@ -269,7 +272,9 @@ fn compaction_folds_chains_and_pinned_snapshots_stay_readable() {
         .map(|b| {
             let mut v = vec![0u8; bs];
             if b == 1 {
-                v.iter_mut().enumerate().for_each(|(i, x)| *x = (i / 999) as u8);
+                v.iter_mut()
+                    .enumerate()
+                    .for_each(|(i, x)| *x = (i / 999) as u8);
             } else {
                 rng.fill(&mut v);
             }

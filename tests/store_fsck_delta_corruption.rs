@@ -55,7 +55,14 @@ fn setup() -> Setup {
         let tx = db.begin().unwrap();
         tx.write_block(id, 1, &b).unwrap();
         tx.commit().unwrap();
-        assert_eq!(db.snapshot().unwrap().array_stats("A").unwrap().delta_blocks, 1);
+        assert_eq!(
+            db.snapshot()
+                .unwrap()
+                .array_stats("A")
+                .unwrap()
+                .delta_blocks,
+            1
+        );
         assert!(db.fsck().unwrap().is_clean());
     }
     let log = wdb::log::Log::open(&path, true).unwrap();
@@ -156,7 +163,10 @@ fn assert_caught(s: &Setup, what: &str) {
         other => panic!("reading the damaged block gave {other:?}"),
     }
     // The block the later transaction wrote is intact.
-    db.snapshot().unwrap().read_block(s.id, 1, &mut buf).unwrap();
+    db.snapshot()
+        .unwrap()
+        .read_block(s.id, 1, &mut buf)
+        .unwrap();
 }
 
 #[test]
@@ -195,7 +205,9 @@ fn a_back_pointer_to_another_record_is_caught() {
 fn a_page_index_past_the_block_is_caught() {
     let s = setup();
     let prev = s.rh.prev_off;
-    rewrite(&s, prev, |p| p[16..20].copy_from_slice(&9999u32.to_le_bytes()));
+    rewrite(&s, prev, |p| {
+        p[16..20].copy_from_slice(&9999u32.to_le_bytes())
+    });
     assert_caught(&s, "delta page index");
 }
 

@@ -662,7 +662,13 @@ impl TxInner {
     }
 
     /// A staged delta applies to the block's version at the snapshot.
-    fn read_staged_delta(&self, array_id: u64, blk: u64, e: &Encoded, buf: &mut [u8]) -> Result<()> {
+    fn read_staged_delta(
+        &self,
+        array_id: u64,
+        blk: u64,
+        e: &Encoded,
+        buf: &mut [u8],
+    ) -> Result<()> {
         self.gen.load(
             &Key::Block {
                 array: array_id,

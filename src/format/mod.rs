@@ -688,7 +688,9 @@ impl<'a> DeltaPayload<'a> {
             if u64::from(i) >= limit || prev.is_some_and(|p| p >= i) {
                 return Err(Error::corruption(
                     off + (DELTA_HEADER_SIZE + 4 * k) as u64,
-                    format!("delta page index {i} (not ascending or past the result's {limit} pages)"),
+                    format!(
+                        "delta page index {i} (not ascending or past the result's {limit} pages)"
+                    ),
                 ));
             }
             prev = Some(i);
@@ -737,7 +739,9 @@ impl<'a> DeltaPayload<'a> {
         }
         let page = usize::try_from(PAGE).unwrap_or(4096);
         for (i, p) in self.pages() {
-            let at = usize::try_from(i).unwrap_or(usize::MAX).saturating_mul(page);
+            let at = usize::try_from(i)
+                .unwrap_or(usize::MAX)
+                .saturating_mul(page);
             // Indexes were checked against result_len at decode.
             dst[at..at + page].copy_from_slice(p);
         }
@@ -1103,7 +1107,10 @@ mod tests {
                 ..rh
             },
         ] {
-            assert!(RecordHeader::decode(&bad.encode(), 8192).is_err(), "{bad:?}");
+            assert!(
+                RecordHeader::decode(&bad.encode(), 8192).is_err(),
+                "{bad:?}"
+            );
         }
     }
 

@@ -39,7 +39,11 @@ pub fn encode_block(data: &[u8], level: Option<i32>) -> Result<Encoded> {
     let body = &data[..trimmed];
     let logical_len = u32::try_from(trimmed)
         .map_err(|_| Error::OutOfRange(format!("block of {} bytes is too large", data.len())))?;
-    if let Some(out) = level.map(|l| compress_if_it_pays(body, l)).transpose()?.flatten() {
+    if let Some(out) = level
+        .map(|l| compress_if_it_pays(body, l))
+        .transpose()?
+        .flatten()
+    {
         let data_crc = crc32fast::hash(&out);
         return Ok(Encoded {
             encoding: Encoding::Zstd,

@@ -364,11 +364,12 @@ impl Gen {
         }
         match d.encoding {
             Encoding::DeltaZstd => {
-                let mut out = vec![
-                    0u8;
-                    usize::try_from(d.logical_len)
-                        .map_err(|_| Error::corruption(d.rec_off, "logical length"))?
-                ];
+                let mut out =
+                    vec![
+                        0u8;
+                        usize::try_from(d.logical_len)
+                            .map_err(|_| Error::corruption(d.rec_off, "logical length"))?
+                    ];
                 encode::decompress_into(&b[hs..], &mut out, d.payload_off())?;
                 Ok(out)
             }

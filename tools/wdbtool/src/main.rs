@@ -129,7 +129,7 @@ fn run(cli: Cli) -> wdb::Result<ExitCode> {
                     Order::F => "F",
                 };
                 println!(
-                    "{:<24} {:<8} {:<20} {:>6} {:>12} {:>12} {:>7.2}  {comp} ({} raw, {} zstd, {} hole blocks)",
+                    "{:<24} {:<8} {:<20} {:>6} {:>12} {:>12} {:>7.2}  {comp} ({} raw, {} zstd, {} hole, {} delta blocks)",
                     name,
                     i.dtype_name,
                     format!("{:?}", i.shape),
@@ -139,7 +139,8 @@ fn run(cli: Cli) -> wdb::Result<ExitCode> {
                     ratio,
                     st.raw_blocks,
                     st.zstd_blocks,
-                    st.hole_blocks
+                    st.hole_blocks,
+                    st.delta_blocks
                 );
             }
         }
