@@ -49,7 +49,9 @@ fn main() -> wdb::Result<()> {
     let _ = std::fs::remove_file(wdb::store::checkpoint_path(&path));
     let size = || std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     let n = size_mib * (1 << 20) / 8;
-    let opts = Options::default().ram_budget(1 << 30);
+    // W4 dirties ~630 blocks of 2 MiB at 2 GiB: dirty blocks stay in RAM until commit.
+    let budget_mib: u64 = arg("--ram-budget-mib").map_or(4096, |s| s.parse().expect("budget"));
+    let opts = Options::default().ram_budget(budget_mib << 20);
     let seed = 42u64;
 
     // W1: ingest.
