@@ -331,3 +331,35 @@ fn compaction_folds_chains_and_pinned_snapshots_stay_readable() {
     read(&db.snapshot().unwrap(), &blocks);
     assert_eq!(db.info().unwrap().format_version, 2);
 }
+
+#[test]
+fn conflicts_stay_at_block_level_with_deltas() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("k.wdb");
+    let db = Db::open(&p).unwrap();
+    let bs = 256 << 10;
+    let tx = db.begin().unwrap();
+    let id = tx
+        .create_array_raw(spec("A", bs, 1, Compression::None))
+        .unwrap()
+        .id;
+    let base = vec![1u8; bs];
+    tx.write_block(id, 0, &base).unwrap();
+    tx.commit().unwrap();
+    // Two transactions change different pages of the same block.
+    let (t1, t2) = (db.begin().unwrap(), db.begin().unwrap());
+    let (mut b1, mut b2) = (base.clone(), base.clone());
+    b1[0] = 7;
+    b2[10 * PG] = 9;
+    t1.write_block(id, 0, &b1).unwrap();
+    t2.write_block(id, 0, &b2).unwrap();
+    t1.commit().unwrap();
+    match t2.commit() {
+        Err(wdb::Error::Conflict { .. }) => {}
+        other => panic!("second writer of the block got {other:?}"),
+    }
+    let mut back = vec![0u8; bs];
+    db.snapshot().unwrap().read_block(id, 0, &mut back).unwrap();
+    assert!(back == b1);
+    assert_eq!(stats(&db, "A").delta_blocks, 1);
+}

@@ -705,9 +705,15 @@ impl TxInner {
             Compression::None => None,
             Compression::Zstd { level } => Some(level),
         };
-        let e = match self.encode_as_delta(array_id, blk, data, level)? {
-            Some(d) => d,
-            None => encode::encode_block(data, level)?,
+        let e = match self.encode_as_delta(array_id, blk, data, level) {
+            Ok(Some(d)) => d,
+            Ok(None) => encode::encode_block(data, level)?,
+            // A full block does not need the old version: a damaged or unreadable base
+            // costs this block its delta, not the commit.
+            Err(e) => {
+                tracing::warn!(error = %e, array_id, blk, "cannot read the block's previous version; storing it whole");
+                encode::encode_block(data, level)?
+            }
         };
         let mut st = self.state.lock();
         // The array may have been deleted by another thread meanwhile.
