@@ -4,7 +4,7 @@
 //! (with delta chains present), with the file's growth after each phase. A stand-in for
 //! `wdbtool bench --phase …` until that lands; same data, positions and seeds.
 //!
-//! `cargo run --release --example small_writes -- --dir DIR --size-mib 2048`
+//! `cargo run --release --example small_writes -- --dir DIR --size-mib 2048 [--ingest-only]`
 
 use std::time::Instant;
 
@@ -90,6 +90,9 @@ fn main() -> wdb::Result<()> {
     );
     fig("W1", "ingest_s", t.as_secs_f64(), "s");
     fig("W1", "file_bytes", size() as f64, "B");
+    if args.iter().any(|a| a == "--ingest-only") {
+        return Ok(());
+    }
 
     let scan = |label: &str| -> wdb::Result<()> {
         let s = Instant::now();
