@@ -175,7 +175,16 @@ pub(crate) fn check_type<T: Element>(info: &ArrayInfo) -> Result<DType> {
 
 /// Check a shape for an array of `T` before anything is written to the catalog.
 pub(crate) fn check_shape<T: Element>(shape: &[u64], order: crate::array::Order) -> Result<()> {
-    let layout = Layout::new(shape, order, std::mem::size_of::<T>())?;
+    check_shape_of(shape, order, std::mem::size_of::<T>())
+}
+
+/// [`check_shape`] for elements of `elem_size` bytes (the byte-level API).
+pub(crate) fn check_shape_of(
+    shape: &[u64],
+    order: crate::array::Order,
+    elem_size: usize,
+) -> Result<()> {
+    let layout = Layout::new(shape, order, elem_size)?;
     if layout.byte_size() > MAX_MAPPING_LEN {
         return Err(Error::OutOfRange(format!(
             "an array of shape {shape:?} is {} bytes, more than the {MAX_MAPPING_LEN} bytes one array may span",

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use super::arrays::{check_shape, snap_file, tx_file, Array, ArrayMut, Registry};
+use super::arrays::{check_shape, check_shape_of, snap_file, tx_file, Array, ArrayMut, Registry};
 use super::{ArrayInfo, ArraySpec, ArrayStats, Compression, Db, Order, SnapInner, TxInner};
-use crate::array::{element_dtype, Element};
+use crate::array::{element_dtype, DType, Element};
 use crate::{Error, Result, Tid};
 
 /// How to create an array ([`Transaction::create_array_with`]). `Default`: C order, the
@@ -81,18 +81,7 @@ impl Transaction {
     ) -> Result<ArrayMut<'_, T>> {
         check_shape::<T>(shape, opts.order)?;
         let dtype = element_dtype::<T>()?;
-        let elem_size = u32::try_from(std::mem::size_of::<T>())
-            .map_err(|_| Error::OutOfRange("element size".into()))?;
-        let info = self.inner.create_array_raw(ArraySpec {
-            name: name.to_string(),
-            dtype: dtype.encode()?,
-            dtype_name: dtype.to_string(),
-            elem_size,
-            shape: shape.to_vec(),
-            order: opts.order,
-            block_size: opts.block_size.unwrap_or(0),
-            compression: opts.compression,
-        })?;
+        let info = self.create_array_dtype(name, &dtype, shape, opts)?;
         match self.open_mut::<T>(&info) {
             Ok(a) => Ok(a),
             Err(e) => {
@@ -101,6 +90,34 @@ impl Transaction {
                 Err(e)
             }
         }
+    }
+
+    /// Byte-level API, for code that handles element types known only at run time
+    /// (`wdbtool import`): create array `name` of element type `dtype` with the same
+    /// checks and catalog entry as [`Transaction::create_array_with`] for the Rust type
+    /// that `dtype` describes, and return its catalog entry. Fill it with
+    /// [`Transaction::write_block`] (the array's bytes in its own order, cut into
+    /// blocks of `info.block_size`); the typed API reads it like any other array.
+    pub fn create_array_dtype(
+        &self,
+        name: &str,
+        dtype: &DType,
+        shape: &[u64],
+        opts: ArrayOptions,
+    ) -> Result<ArrayInfo> {
+        check_shape_of(shape, opts.order, dtype.size())?;
+        let elem_size =
+            u32::try_from(dtype.size()).map_err(|_| Error::OutOfRange("element size".into()))?;
+        self.inner.create_array_raw(ArraySpec {
+            name: name.to_string(),
+            dtype: dtype.encode()?,
+            dtype_name: dtype.to_string(),
+            elem_size,
+            shape: shape.to_vec(),
+            order: opts.order,
+            block_size: opts.block_size.unwrap_or(0),
+            compression: opts.compression,
+        })
     }
 
     fn open_mut<T: Element>(&self, info: &ArrayInfo) -> Result<ArrayMut<'_, T>> {
