@@ -158,6 +158,9 @@ pub struct ArrayStats {
     pub zstd_blocks: u64,
     /// Visible blocks that are holes (written as zeros).
     pub hole_blocks: u64,
+    /// Visible blocks stored as a delta on an earlier version (`stored_bytes` counts
+    /// the delta record only).
+    pub delta_blocks: u64,
 }
 
 /// Options of [`Db::compact_with`].
@@ -492,9 +495,16 @@ pub(crate) struct TxInner {
     state: Mutex<TxState>,
 }
 
+/// Read a staged full block into `buf` (a staged delta is read by
+/// [`TxInner::read_staged_delta`]).
 fn read_staged(e: &Encoded, buf: &mut [u8]) -> Result<()> {
     let n = usize::try_from(e.logical_len).map_err(|_| Error::OutOfRange("length".into()))?;
     match e.encoding {
+        Encoding::DeltaRaw | Encoding::DeltaZstd => {
+            return Err(Error::InvalidArgument(
+                "a staged delta needs its base".into(),
+            ))
+        }
         Encoding::Hole => buf.fill(0),
         Encoding::Raw => {
             buf[..n].copy_from_slice(&e.payload);
@@ -627,14 +637,38 @@ impl TxInner {
     /// Read block `blk` of array `array_id` into `buf` (len = the array's block size):
     /// this transaction's own write if any, else the version at its snapshot.
     pub fn read_block(&self, array_id: u64, blk: u64, buf: &mut [u8]) -> Result<()> {
-        {
+        let staged = {
             let st = self.state.lock();
             let info = st.catalog.get_id(array_id)?;
             check_buf(&info, buf.len())?;
-            if let Some(e) = st.blocks.get(&(array_id, blk)) {
-                return read_staged(e, buf);
+            match st.blocks.get(&(array_id, blk)) {
+                Some(e) if e.encoding.is_delta() => e.clone(),
+                Some(e) => return read_staged(e, buf),
+                None => {
+                    drop(st);
+                    self.gen.load(
+                        &Key::Block {
+                            array: array_id,
+                            blk,
+                        },
+                        self.tid,
+                        buf,
+                    )?;
+                    return Ok(());
+                }
             }
-        }
+        };
+        self.read_staged_delta(array_id, blk, &staged, buf)
+    }
+
+    /// A staged delta applies to the block's version at the snapshot.
+    fn read_staged_delta(
+        &self,
+        array_id: u64,
+        blk: u64,
+        e: &Encoded,
+        buf: &mut [u8],
+    ) -> Result<()> {
         self.gen.load(
             &Key::Block {
                 array: array_id,
@@ -643,11 +677,27 @@ impl TxInner {
             self.tid,
             buf,
         )?;
-        Ok(())
+        let payload = if e.encoding == Encoding::DeltaZstd {
+            let mut out = vec![
+                0u8;
+                usize::try_from(e.logical_len)
+                    .map_err(|_| Error::OutOfRange("length".into()))?
+            ];
+            encode::decompress_into(&e.payload, &mut out, 0)?;
+            out
+        } else {
+            e.payload.clone()
+        };
+        let dp = crate::format::DeltaPayload::decode(&payload, 0)?;
+        // `load` zero-filled the block past the base's value.
+        let all = buf.len();
+        dp.apply(buf, all, 0)
     }
 
     /// Stage block `blk` of array `array_id` (len = the array's block size) for commit.
-    /// It is encoded now (hole / trimmed / zstd), outside the commit lock.
+    /// It is encoded now, outside the commit lock: as a delta on the block's version at
+    /// the snapshot when few of its pages changed ([`TxInner::encode_as_delta`]), else
+    /// as a full block (hole / trimmed / zstd).
     pub fn write_block(&self, array_id: u64, blk: u64, data: &[u8]) -> Result<()> {
         let info = self.state.lock().catalog.get_id(array_id)?;
         check_buf(&info, data.len())?;
@@ -655,12 +705,101 @@ impl TxInner {
             Compression::None => None,
             Compression::Zstd { level } => Some(level),
         };
-        let e = encode::encode_block(data, level)?;
+        let e = match self.encode_as_delta(array_id, blk, data, level) {
+            Ok(Some(d)) => d,
+            Ok(None) => encode::encode_block(data, level)?,
+            // A full block does not need the old version: a damaged or unreadable base
+            // costs this block its delta, not the commit.
+            Err(e) => {
+                tracing::warn!(error = %e, array_id, blk, "cannot read the block's previous version; storing it whole");
+                encode::encode_block(data, level)?
+            }
+        };
         let mut st = self.state.lock();
         // The array may have been deleted by another thread meanwhile.
         st.catalog.get_id(array_id)?;
         st.blocks.insert((array_id, blk), e);
         Ok(())
+    }
+
+    /// The commit-time comparison: `data` as a delta on the block's version at the
+    /// snapshot, if that version exists, the chain bounds allow one more delta
+    /// (`MAX_DELTA_CHAIN`, `MAX_DELTA_PAGES_DIVISOR`) and at most the remaining page
+    /// budget differs. Bulk writes stay cheap: a block new since the snapshot has no
+    /// base and is not compared; a full base whose value is shorter than the new data
+    /// is first checked without any read (pages past its value that now hold data all
+    /// differ), and a raw one by sampling 8 of its pages; the comparison stops at the
+    /// first page over the budget.
+    fn encode_as_delta(
+        &self,
+        array_id: u64,
+        blk: u64,
+        data: &[u8],
+        level: Option<i32>,
+    ) -> Result<Option<Encoded>> {
+        use crate::format::{DELTA_FORMAT_VERSION, MAX_DELTA_CHAIN, MAX_DELTA_PAGES_DIVISOR, PAGE};
+        if self.gen.log.header().version < DELTA_FORMAT_VERSION {
+            return Ok(None);
+        }
+        let key = Key::Block {
+            array: array_id,
+            blk,
+        };
+        let Some(chain) = self.gen.index.read().chain_at(&key, self.tid)? else {
+            return Ok(None);
+        };
+        if chain.len() > MAX_DELTA_CHAIN {
+            return Ok(None);
+        }
+        let block_pages = data.len() as u64 / PAGE;
+        let carried: u64 = chain.iter().map(crate::store::delta_pages).sum();
+        let budget = (block_pages / MAX_DELTA_PAGES_DIVISOR).saturating_sub(carried);
+        let Ok(budget) = usize::try_from(budget) else {
+            return Ok(None);
+        };
+        if budget == 0 {
+            return Ok(None);
+        }
+        let page = usize::try_from(PAGE).unwrap_or(4096);
+        if let [base] = chain.as_slice() {
+            let from = usize::try_from(base.logical_len)
+                .unwrap_or(usize::MAX)
+                .div_ceil(page)
+                .saturating_mul(page)
+                .min(data.len());
+            let grown = data[from..]
+                .chunks(page)
+                .filter(|p| p.iter().any(|&b| b != 0))
+                .take(budget + 1)
+                .count();
+            if grown > budget {
+                return Ok(None);
+            }
+            // A raw base can be sampled before it is read whole: a block rewritten
+            // throughout differs on most sampled pages, and is then stored whole after
+            // a few page reads instead of a read of the block.
+            const SAMPLES: usize = 8;
+            if base.encoding == Encoding::Raw
+                && self.gen.sample_raw_diffs(base, data, SAMPLES)? > SAMPLES / 2
+            {
+                return Ok(None);
+            }
+        }
+        thread_local! {
+            static BASE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        BASE.with(|b| {
+            let mut b = b.borrow_mut();
+            b.resize(data.len(), 0);
+            let r = self
+                .gen
+                .read_chain(&chain, &mut b)
+                .and_then(|()| encode::encode_delta(&b, data, budget, level));
+            if b.capacity() > 64 << 20 {
+                *b = Vec::new();
+            }
+            r
+        })
     }
 
     /// The tid of the version of a block this transaction would read, or None for a
@@ -853,6 +992,7 @@ impl SnapInner {
             };
             s.stored_bytes += u64::from(v.stored_len);
             match v.encoding {
+                Encoding::DeltaRaw | Encoding::DeltaZstd => s.delta_blocks += 1,
                 Encoding::Hole => s.hole_blocks += 1,
                 Encoding::Raw => s.raw_blocks += 1,
                 Encoding::Zstd => s.zstd_blocks += 1,

@@ -8,8 +8,9 @@ use crate::{Error, Result, Tid};
 
 /// Magic bytes of a checkpoint file.
 pub const CHECKPOINT_MAGIC: [u8; 8] = *b"wdb-idx\n";
-/// Checkpoint format version.
-pub const CHECKPOINT_VERSION: u32 = 1;
+/// Checkpoint format version written. Version 2 adds the delta encodings (3, 4) to the
+/// version entries; version 1 checkpoints (which cannot hold them) are still read.
+pub const CHECKPOINT_VERSION: u32 = 2;
 /// Fixed header: magic, version u32, reserved u32, log uuid u64, covered_end u64,
 /// last_tid u64, last_tx_crc u32, reserved u32, n_tx u64, n_keys u64.
 pub const CHECKPOINT_HEADER_SIZE: usize = 8 + 4 + 4 + 8 + 8 + 8 + 4 + 4 + 8 + 8;
@@ -126,7 +127,13 @@ impl Checkpoint {
             for v in vs {
                 w.u64(v.tid.0);
                 w.u64(v.rec_off);
-                w.u8(v.encoding as u8);
+                w.u8(match v.encoding {
+                    Encoding::Hole => 0,
+                    Encoding::Raw => 1,
+                    Encoding::Zstd => 2,
+                    Encoding::DeltaRaw => 3,
+                    Encoding::DeltaZstd => 4,
+                });
                 w.u8(v.flags);
                 w.u16(v.pad);
                 w.u32(v.logical_len);
@@ -157,7 +164,7 @@ impl Checkpoint {
             return Err(Error::corruption(0, "not a wdb index checkpoint"));
         }
         let ver = r.u32("checkpoint version")?;
-        if ver != CHECKPOINT_VERSION {
+        if !(1..=CHECKPOINT_VERSION).contains(&ver) {
             return Err(Error::corruption(8, format!("checkpoint version {ver}")));
         }
         r.zeros(4, "reserved")?;
@@ -217,6 +224,8 @@ impl Checkpoint {
                     0 => Encoding::Hole,
                     1 => Encoding::Raw,
                     2 => Encoding::Zstd,
+                    3 if ver >= 2 => Encoding::DeltaRaw,
+                    4 if ver >= 2 => Encoding::DeltaZstd,
                     e => return Err(Error::corruption(vat, format!("encoding {e}"))),
                 };
                 vs.push(Version {

@@ -14,8 +14,13 @@ use cursor::{Reader, Writer};
 
 /// Magic bytes at offset 0 of a log file.
 pub const MAGIC: [u8; 8] = *b"wdb-log\n";
-/// The format version this code writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this code writes (new files) and the newest it reads.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this code reads. Version 1 files are read and appended to
+/// as version 1 (no delta records are written into them); compaction upgrades them.
+pub const MIN_FORMAT_VERSION: u32 = 1;
+/// The first format version whose files may hold delta records (tag `D`).
+pub const DELTA_FORMAT_VERSION: u32 = 2;
 /// Alignment of raw block payloads (and size of the file header): one OS page.
 pub const PAGE: u64 = 4096;
 /// The file header occupies the first page; the first transaction starts at `PAGE`.
@@ -37,8 +42,9 @@ pub const TAG_BLOCK: u8 = b'B';
 pub const TAG_META: u8 = b'M';
 /// Data record marking a change to the set of array names: key (catalog).
 pub const TAG_NAMES: u8 = b'N';
-/// Reserved for sub-block delta records (issue 6); not written by version 1.
-pub const TAG_DELTA_RESERVED: u8 = b'D';
+/// Data record of a block version given as its previous version plus some 4 KiB pages
+/// (format version 2): key (array id, block index), like `B`.
+pub const TAG_DELTA: u8 = b'D';
 /// Version byte of every record type in format version 1.
 pub const RECORD_VERSION: u8 = 1;
 
@@ -73,25 +79,65 @@ pub const MAX_DESC_LEN: usize = 1 << 20;
 /// Flag on a META record: the array is deleted (a tombstone, encoding hole).
 pub const FLAG_DELETED: u8 = 1;
 
-/// How a value's bytes are stored.
+/// Delta payload header: version u8, reserved 3 bytes, result length u32, page count u32,
+/// reserved u32. Page indexes (u32 each) and the pages follow.
+pub const DELTA_HEADER_SIZE: usize = 1 + 3 + 4 + 4 + 4;
+/// Version byte of the delta payload.
+pub const DELTA_VERSION: u8 = 1;
+/// Bytes one changed page takes in a delta payload: its index and its bytes.
+pub const DELTA_PAGE_COST: usize = 4 + PAGE as usize;
+/// Longest delta chain: at most this many delta records between a reader and the full
+/// (`B`) version they rest on. A writer that would exceed it writes a full block.
+pub const MAX_DELTA_CHAIN: usize = 8;
+/// Bound on the pages a chain carries: the pages of all the deltas of one chain (each
+/// delta's page count, summed, repeated pages counted again) stay at or below
+/// `block pages / MAX_DELTA_PAGES_DIVISOR`; beyond it the writer writes a full block.
+/// So a chain costs a reader at most 1/4 more bytes than the block, in ≤ 9 reads.
+pub const MAX_DELTA_PAGES_DIVISOR: u64 = 4;
+
+/// How a value's bytes are stored. The delta variants are the records of tag `D`: their
+/// payload is a delta (see [`DeltaPayload`]), stored raw or as one zstd frame; they are
+/// distinct variants so that no code can mistake a delta payload for block bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Encoding {
     /// No bytes stored: the value is all zeros (or, for META with `FLAG_DELETED`, gone).
-    Hole = 0,
+    Hole,
     /// The first `stored_len` bytes stored as they are; the rest up to `logical_len` is zero.
-    Raw = 1,
+    Raw,
     /// One zstd frame that decompresses to `logical_len` bytes.
-    Zstd = 2,
+    Zstd,
+    /// A delta record (tag `D`) whose delta payload is stored as it is.
+    DeltaRaw,
+    /// A delta record (tag `D`) whose delta payload is one zstd frame.
+    DeltaZstd,
 }
 
 impl Encoding {
-    fn from_u8(v: u8, off: u64) -> Result<Encoding> {
-        match v {
-            0 => Ok(Encoding::Hole),
-            1 => Ok(Encoding::Raw),
-            2 => Ok(Encoding::Zstd),
+    fn from_u8(v: u8, delta: bool, off: u64) -> Result<Encoding> {
+        match (v, delta) {
+            (0, false) => Ok(Encoding::Hole),
+            (1, false) => Ok(Encoding::Raw),
+            (2, false) => Ok(Encoding::Zstd),
+            (1, true) => Ok(Encoding::DeltaRaw),
+            (2, true) => Ok(Encoding::DeltaZstd),
             _ => Err(Error::corruption(off, format!("unknown encoding {v}"))),
         }
+    }
+    /// The encoding byte of the record header (0 hole, 1 raw, 2 zstd).
+    pub fn disk_byte(self) -> u8 {
+        match self {
+            Encoding::Hole => 0,
+            Encoding::Raw | Encoding::DeltaRaw => 1,
+            Encoding::Zstd | Encoding::DeltaZstd => 2,
+        }
+    }
+    /// Is this a delta record?
+    pub fn is_delta(self) -> bool {
+        matches!(self, Encoding::DeltaRaw | Encoding::DeltaZstd)
+    }
+    /// Is the payload one zstd frame?
+    pub fn is_zstd(self) -> bool {
+        matches!(self, Encoding::Zstd | Encoding::DeltaZstd)
     }
 }
 
@@ -184,11 +230,11 @@ impl FileHeader {
             return Err(Error::corruption(0, "not a wdb log file (bad magic)"));
         }
         let version = r.u32("format version")?;
-        if version != FORMAT_VERSION {
+        if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(Error::corruption(
                 8,
                 format!(
-                    "format version {version} is not supported (this build reads {FORMAT_VERSION})"
+                    "format version {version} is not supported (this build reads {MIN_FORMAT_VERSION} to {FORMAT_VERSION})"
                 ),
             ));
         }
@@ -373,9 +419,13 @@ impl RecordHeader {
     pub fn encode(&self) -> [u8; RECORD_HEADER_SIZE] {
         let (array, blk) = self.key.fields();
         let mut w = Writer::new();
-        w.u8(self.key.tag());
+        w.u8(if self.encoding.is_delta() {
+            TAG_DELTA
+        } else {
+            self.key.tag()
+        });
         w.u8(RECORD_VERSION);
-        w.u8(self.encoding as u8);
+        w.u8(self.encoding.disk_byte());
         w.u8(self.flags);
         w.u16(self.pad);
         w.u16(0);
@@ -415,9 +465,9 @@ impl RecordHeader {
         if ver != RECORD_VERSION {
             return Err(Error::corruption(off + 1, format!("record version {ver}")));
         }
-        let encoding = Encoding::from_u8(enc, off + 2)?;
+        let encoding = Encoding::from_u8(enc, tag == TAG_DELTA, off + 2)?;
         let key = match tag {
-            TAG_BLOCK => Key::Block { array, blk },
+            TAG_BLOCK | TAG_DELTA => Key::Block { array, blk },
             TAG_META if blk == 0 => Key::Meta { array },
             TAG_NAMES if array == 0 && blk == 0 => Key::Names,
             TAG_META | TAG_NAMES => {
@@ -443,7 +493,7 @@ impl RecordHeader {
                 format!("record flags {flags:#x}"),
             ));
         }
-        let max = if tag == TAG_BLOCK {
+        let max = if tag == TAG_BLOCK || tag == TAG_DELTA {
             MAX_LOGICAL_LEN
         } else {
             MAX_META_LEN
@@ -458,7 +508,11 @@ impl RecordHeader {
             Encoding::Hole => stored_len == 0 && pad == 0 && data_crc == 0,
             Encoding::Raw => stored_len == logical_len,
             Encoding::Zstd => stored_len <= logical_len && stored_len > 0 && pad == 0,
-        };
+            // A delta is never padded and holds at least its payload header.
+            Encoding::DeltaRaw => stored_len == logical_len && pad == 0,
+            Encoding::DeltaZstd => stored_len <= logical_len && stored_len > 0 && pad == 0,
+        } && (!encoding.is_delta()
+            || usize::try_from(logical_len).is_ok_and(|l| l >= DELTA_HEADER_SIZE));
         if !ok {
             return Err(Error::corruption(
                 off + 36,
@@ -467,6 +521,13 @@ impl RecordHeader {
         }
         if u64::from(pad) >= PAGE || (flags & FLAG_DELETED != 0 && encoding != Encoding::Hole) {
             return Err(Error::corruption(off + 4, "bad pad or tombstone"));
+        }
+        // A delta rests on the previous version of its block, which lies before it.
+        if encoding.is_delta() && (prev_off < FILE_HEADER_SIZE || prev_off >= off) {
+            return Err(Error::corruption(
+                off + 24,
+                format!("delta record with back pointer {prev_off}: its base must precede it"),
+            ));
         }
         Ok(RecordHeader {
             key,
@@ -552,6 +613,139 @@ impl TxEnd {
             tid,
             tx_crc,
         })
+    }
+}
+
+/// The logical bytes of a delta record (tag `D`): the block version it gives is its base
+/// (the previous version of the block, found by the record's back pointer) with the
+/// listed 4 KiB pages replaced, then cut to `result_len` (zeros follow).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeltaPayload<'a> {
+    /// Logical length of the resulting block version (a multiple of `PAGE`).
+    pub result_len: u32,
+    /// Page indexes, u32 little-endian each, strictly ascending, each < result_len / PAGE.
+    indexes: &'a [u8],
+    /// The pages, `PAGE` bytes each, in the order of `indexes`.
+    pages: &'a [u8],
+}
+
+impl<'a> DeltaPayload<'a> {
+    /// Encode a delta: `result_len` and the changed pages as (index, `PAGE` bytes),
+    /// ascending. The caller guarantees the bounds the decoder checks.
+    pub fn encode(result_len: u32, pages: &[(u32, &[u8])]) -> Vec<u8> {
+        let n = pages.len();
+        let mut w = Writer::new();
+        w.buf.reserve(DELTA_HEADER_SIZE + n * DELTA_PAGE_COST);
+        w.u8(DELTA_VERSION);
+        w.zeros(3);
+        w.u32(result_len);
+        w.u32(u32::try_from(n).unwrap_or(u32::MAX));
+        w.u32(0);
+        for (i, _) in pages {
+            w.u32(*i);
+        }
+        for (_, p) in pages {
+            w.bytes(p);
+        }
+        w.buf
+    }
+
+    /// Decode and check a delta payload read at file offset `off`: version, reserved
+    /// bytes, exact length, result length a multiple of `PAGE` within the limit, page
+    /// indexes strictly ascending and inside the result.
+    pub fn decode(b: &'a [u8], off: u64) -> Result<DeltaPayload<'a>> {
+        let mut r = Reader::new(b, off);
+        let ver = r.u8("delta version")?;
+        if ver != DELTA_VERSION {
+            return Err(Error::corruption(off, format!("delta version {ver}")));
+        }
+        r.zeros(3, "delta reserved")?;
+        let result_len = r.u32("delta result length")?;
+        let n = r.u32("delta page count")?;
+        r.zeros(4, "delta reserved")?;
+        if result_len > MAX_LOGICAL_LEN || u64::from(result_len) % PAGE != 0 {
+            return Err(Error::corruption(
+                off + 4,
+                format!("delta result length {result_len} (a multiple of 4096 up to 1 GiB)"),
+            ));
+        }
+        let n = usize::try_from(n).map_err(|_| Error::corruption(off + 8, "page count"))?;
+        let want = n
+            .checked_mul(DELTA_PAGE_COST)
+            .and_then(|x| x.checked_add(DELTA_HEADER_SIZE));
+        if want != Some(b.len()) {
+            return Err(Error::corruption(
+                off + 8,
+                format!("delta of {n} pages in a payload of {} bytes", b.len()),
+            ));
+        }
+        let indexes = r.bytes(4 * n, "delta page indexes")?;
+        let pages = r.bytes(n * DELTA_PAGE_COST - 4 * n, "delta pages")?;
+        let limit = u64::from(result_len) / PAGE;
+        let mut prev: Option<u32> = None;
+        for (k, c) in indexes.chunks_exact(4).enumerate() {
+            let i = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            if u64::from(i) >= limit || prev.is_some_and(|p| p >= i) {
+                return Err(Error::corruption(
+                    off + (DELTA_HEADER_SIZE + 4 * k) as u64,
+                    format!(
+                        "delta page index {i} (not ascending or past the result's {limit} pages)"
+                    ),
+                ));
+            }
+            prev = Some(i);
+        }
+        Ok(DeltaPayload {
+            result_len,
+            indexes,
+            pages,
+        })
+    }
+
+    /// Number of pages.
+    pub fn n_pages(&self) -> usize {
+        self.indexes.len() / 4
+    }
+
+    /// The (index, bytes) of each page.
+    pub fn pages(&self) -> impl Iterator<Item = (u32, &'a [u8])> + 'a {
+        let page = usize::try_from(PAGE).unwrap_or(4096);
+        self.indexes
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .zip(self.pages.chunks_exact(page))
+    }
+
+    /// Apply to `dst`, whose first `cur_len` bytes hold the base version (bytes past
+    /// `cur_len` may be anything): afterwards `dst[..result_len]` is the new version
+    /// and `dst[result_len..max(cur_len, result_len)]` is zero. `off` names the record
+    /// in errors.
+    pub fn apply(&self, dst: &mut [u8], cur_len: usize, off: u64) -> Result<()> {
+        let new_len = usize::try_from(self.result_len)
+            .map_err(|_| Error::corruption(off, "delta result length"))?;
+        if new_len > dst.len() || cur_len > dst.len() {
+            return Err(Error::corruption(
+                off,
+                format!(
+                    "delta result of {new_len} bytes does not fit a block of {} bytes",
+                    dst.len()
+                ),
+            ));
+        }
+        if new_len > cur_len {
+            dst[cur_len..new_len].fill(0);
+        } else {
+            dst[new_len..cur_len].fill(0);
+        }
+        let page = usize::try_from(PAGE).unwrap_or(4096);
+        for (i, p) in self.pages() {
+            let at = usize::try_from(i)
+                .unwrap_or(usize::MAX)
+                .saturating_mul(page);
+            // Indexes were checked against result_len at decode.
+            dst[at..at + page].copy_from_slice(p);
+        }
+        Ok(())
     }
 }
 
@@ -842,6 +1036,85 @@ mod tests {
     }
 
     #[test]
+    fn delta_payload_roundtrip_apply_and_bounds() {
+        let page = PAGE as usize;
+        let p1 = vec![1u8; page];
+        let p3 = vec![3u8; page];
+        let b = DeltaPayload::encode(4 * PAGE as u32, &[(1, &p1), (3, &p3)]);
+        assert_eq!(b.len(), DELTA_HEADER_SIZE + 2 * DELTA_PAGE_COST);
+        let d = DeltaPayload::decode(&b, 0).unwrap();
+        assert_eq!((d.result_len, d.n_pages()), (4 * PAGE as u32, 2));
+        // Base of 6 pages of 9s, applied: pages 1 and 3 replaced, pages 4.. cut to zero.
+        let mut blk = vec![9u8; 8 * page];
+        blk[6 * page..].fill(0);
+        d.apply(&mut blk, 6 * page, 0).unwrap();
+        assert!(blk[..page].iter().all(|&x| x == 9));
+        assert!(blk[page..2 * page].iter().all(|&x| x == 1));
+        assert!(blk[3 * page..4 * page].iter().all(|&x| x == 3));
+        assert!(blk[4 * page..].iter().all(|&x| x == 0));
+        // Growing past the base's length zero-fills the gap.
+        let mut blk = vec![7u8; 8 * page];
+        d.apply(&mut blk, page, 0).unwrap();
+        assert!(blk[2 * page..3 * page].iter().all(|&x| x == 0));
+        // Too long for the block.
+        assert!(d.apply(&mut vec![0u8; 2 * page], 0, 0).is_err());
+        // Every bad header field, length, order and range is an error, never a panic.
+        // (Bytes 5 and 6 of the result length can flip to another valid length: the
+        // record's data CRC catches those.)
+        for i in (0..DELTA_HEADER_SIZE + 8).filter(|i| ![5, 6].contains(i)) {
+            let mut c = b.clone();
+            c[i] ^= 0x80;
+            assert!(DeltaPayload::decode(&c, 0).is_err(), "byte {i}");
+        }
+        for n in 0..b.len() {
+            assert!(DeltaPayload::decode(&b[..n], 0).is_err());
+        }
+        let unsorted = DeltaPayload::encode(4 * PAGE as u32, &[(3, &p3), (1, &p1)]);
+        assert!(DeltaPayload::decode(&unsorted, 0).is_err());
+        let odd_len = DeltaPayload::encode(4 * PAGE as u32 + 1, &[]);
+        assert!(DeltaPayload::decode(&odd_len, 0).is_err());
+        assert!(DeltaPayload::decode(&DeltaPayload::encode(0, &[]), 0).is_ok());
+    }
+
+    #[test]
+    fn delta_record_headers_follow_their_rules() {
+        let rh = RecordHeader {
+            key: Key::Block { array: 1, blk: 2 },
+            encoding: Encoding::DeltaRaw,
+            flags: 0,
+            pad: 0,
+            prev_off: 4096,
+            logical_len: 16,
+            stored_len: 16,
+            data_crc: 5,
+        };
+        let b = rh.encode();
+        assert_eq!(b[0], TAG_DELTA);
+        assert_eq!(RecordHeader::decode(&b, 8192).unwrap(), rh);
+        // The base must lie before the record, a delta is never padded, holds its header.
+        assert!(RecordHeader::decode(&b, 4096).is_err());
+        for bad in [
+            RecordHeader { prev_off: 0, ..rh },
+            RecordHeader { pad: 8, ..rh },
+            RecordHeader {
+                logical_len: 8,
+                stored_len: 8,
+                ..rh
+            },
+            RecordHeader {
+                encoding: Encoding::DeltaZstd,
+                stored_len: 17,
+                ..rh
+            },
+        ] {
+            assert!(
+                RecordHeader::decode(&bad.encode(), 8192).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
     fn decoders_never_panic_on_short_or_garbage_input() {
         for n in 0..64 {
             let b = vec![0xA5u8; n];
@@ -849,6 +1122,7 @@ mod tests {
             let _ = TxHeader::decode(&b, 0);
             let _ = RecordHeader::decode(&b, 0);
             let _ = TxEnd::decode(&b, 0, Some(crc32fast::Hasher::new()));
+            let _ = DeltaPayload::decode(&b, 0);
         }
     }
 }

@@ -268,6 +268,15 @@ impl Log {
             let mut rb = [0u8; format::RECORD_HEADER_SIZE];
             self.read_exact_at(&mut rb, pos)?;
             let rh = RecordHeader::decode(&rb, pos)?;
+            if rh.encoding.is_delta() && self.header.version < format::DELTA_FORMAT_VERSION {
+                return Err(Error::corruption(
+                    pos,
+                    format!(
+                        "delta record in a format version {} file",
+                        self.header.version
+                    ),
+                ));
+            }
             crc.update(&rb);
             if pos + rh.span() > end_off {
                 return Err(Error::corruption(

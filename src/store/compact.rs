@@ -5,13 +5,16 @@
 //! A version of a key (written at t, superseded at n, or never) is kept iff some needed
 //! snapshot s has t ≤ s < n: s = the head, any live reader's tid, or (with keep-history
 //! K) any s ≥ K. Blocks of an array count as superseded when the array is deleted.
+//! Every kept delta version is folded into a full block (its base may not be kept, and
+//! the new file's offsets differ), so a compacted file starts with no delta chains.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use super::encode::{self, Encoded};
 use super::{checkpoint_path, is_tombstone, write_atomically, Gen, Index, Store};
 use crate::format::checkpoint::Version;
-use crate::format::{self, Key, RecordIn};
+use crate::format::{self, Encoding, Key, RecordIn};
 use crate::log::Log;
 use crate::{Error, Result, Tid};
 
@@ -57,7 +60,11 @@ fn copy_tx(
         None => (String::new(), String::new(), 0),
     };
     let mut payloads = Vec::with_capacity(items.len());
-    for (_, v) in items {
+    for (k, v) in items {
+        if v.encoding.is_delta() {
+            payloads.push(fold(src, k, v)?);
+            continue;
+        }
         let mut p = vec![
             0u8;
             usize::try_from(v.stored_len)
@@ -73,19 +80,24 @@ fn copy_tx(
                 ),
             ));
         }
-        payloads.push(p);
+        payloads.push(Encoded {
+            encoding: v.encoding,
+            logical_len: v.logical_len,
+            payload: p,
+            data_crc: v.data_crc,
+        });
     }
     let recs: Vec<RecordIn<'_>> = items
         .iter()
         .zip(&payloads)
         .map(|((k, v), p)| RecordIn {
             key: *k,
-            encoding: v.encoding,
+            encoding: p.encoding,
             flags: v.flags,
             prev_off: new_off.get(k).copied().unwrap_or(0),
-            logical_len: v.logical_len,
-            payload: p,
-            data_crc: v.data_crc,
+            logical_len: p.logical_len,
+            payload: &p.payload,
+            data_crc: p.data_crc,
         })
         .collect();
     let enc = format::encode_tx(*end, tid, wall, &user, &desc, &recs)?;
@@ -95,6 +107,26 @@ fn copy_tx(
     }
     *end += enc.total_len;
     Ok(())
+}
+
+/// Fold the delta version `v` of `key` into a full block: resolve its chain in `src`
+/// (every CRC checked) and encode the result — zstd (level 3, where it saves 1/8) when
+/// the chain's full version was zstd, else raw (or a hole if all zeros).
+fn fold(src: &Gen, key: &Key, v: &Version) -> Result<Encoded> {
+    let chain = src
+        .index
+        .read()
+        .chain_at(key, v.tid)?
+        .ok_or_else(|| Error::corruption(v.rec_off, "delta version missing from the index"))?;
+    if chain.last() != Some(v) {
+        return Err(Error::corruption(
+            v.rec_off,
+            "delta version is not the key's version at its tid",
+        ));
+    }
+    let bytes = src.resolve_chain(&chain)?;
+    let level = (chain[0].encoding == Encoding::Zstd).then_some(3);
+    encode::encode_block(&bytes, level)
 }
 
 impl Store {

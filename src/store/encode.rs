@@ -27,47 +27,30 @@ thread_local! {
 /// Encode a block: all zeros → hole; else trim trailing zero pages; then zstd at `level`
 /// (when `Some`) if the result is at most 7/8 of the trimmed length, else raw.
 pub fn encode_block(data: &[u8], level: Option<i32>) -> Result<Encoded> {
-    let last = match data.iter().rposition(|&b| b != 0) {
-        None => {
-            return Ok(Encoded {
-                encoding: Encoding::Hole,
-                logical_len: 0,
-                payload: Vec::new(),
-                data_crc: 0,
-            })
-        }
-        Some(i) => i,
-    };
     // Trim to whole pages, so a raw payload also ends on a page boundary (issue 5 maps it).
-    let page = usize::try_from(PAGE).unwrap_or(4096);
-    let trimmed = ((last + 1).div_ceil(page) * page).min(data.len());
+    let Some(trimmed) = trimmed_len(data) else {
+        return Ok(Encoded {
+            encoding: Encoding::Hole,
+            logical_len: 0,
+            payload: Vec::new(),
+            data_crc: 0,
+        });
+    };
     let body = &data[..trimmed];
     let logical_len = u32::try_from(trimmed)
         .map_err(|_| Error::OutOfRange(format!("block of {} bytes is too large", data.len())))?;
-    if let Some(level) = level {
-        let limit = trimmed - trimmed / 8;
-        let mut out = Vec::with_capacity(limit);
-        let ok = COMPRESSOR.with(|c| -> Result<bool> {
-            let mut c = c.borrow_mut();
-            if c.as_ref().map(|(l, _)| *l) != Some(level) {
-                *c = Some((level, zstd::bulk::Compressor::new(level)?));
-            }
-            let (_, comp) = c
-                .as_mut()
-                .ok_or_else(|| Error::InvalidArgument("zstd".into()))?;
-            // A destination of `limit` bytes: zstd fails when the output would not fit,
-            // which is exactly "does not save 1/8", without compressing twice.
-            Ok(comp.compress_to_buffer(body, &mut out).is_ok())
-        })?;
-        if ok && !out.is_empty() && out.len() <= limit {
-            let data_crc = crc32fast::hash(&out);
-            return Ok(Encoded {
-                encoding: Encoding::Zstd,
-                logical_len,
-                payload: out,
-                data_crc,
-            });
-        }
+    if let Some(out) = level
+        .map(|l| compress_if_it_pays(body, l))
+        .transpose()?
+        .flatten()
+    {
+        let data_crc = crc32fast::hash(&out);
+        return Ok(Encoded {
+            encoding: Encoding::Zstd,
+            logical_len,
+            payload: out,
+            data_crc,
+        });
     }
     Ok(Encoded {
         encoding: Encoding::Raw,
@@ -75,6 +58,92 @@ pub fn encode_block(data: &[u8], level: Option<i32>) -> Result<Encoded> {
         payload: body.to_vec(),
         data_crc: crc32fast::hash(body),
     })
+}
+
+/// One zstd frame of `body` at `level` if it is at most 7/8 of `body`, else None.
+fn compress_if_it_pays(body: &[u8], level: i32) -> Result<Option<Vec<u8>>> {
+    let limit = body.len() - body.len() / 8;
+    let mut out = Vec::with_capacity(limit);
+    let ok = COMPRESSOR.with(|c| -> Result<bool> {
+        let mut c = c.borrow_mut();
+        if c.as_ref().map(|(l, _)| *l) != Some(level) {
+            *c = Some((level, zstd::bulk::Compressor::new(level)?));
+        }
+        let (_, comp) = c
+            .as_mut()
+            .ok_or_else(|| Error::InvalidArgument("zstd".into()))?;
+        // A destination of `limit` bytes: zstd fails when the output would not fit,
+        // which is exactly "does not save 1/8", without compressing twice.
+        Ok(comp.compress_to_buffer(body, &mut out).is_ok())
+    })?;
+    Ok((ok && !out.is_empty() && out.len() <= limit).then_some(out))
+}
+
+/// Length of `data` trimmed of trailing zero pages (capped at its length); None if it
+/// is all zeros.
+pub fn trimmed_len(data: &[u8]) -> Option<usize> {
+    let last = data.iter().rposition(|&b| b != 0)?;
+    let page = usize::try_from(PAGE).unwrap_or(4096);
+    Some(((last + 1).div_ceil(page) * page).min(data.len()))
+}
+
+/// Encode block `data` as a delta record on `base` (the block's version it replaces,
+/// a whole block, zero past its value): the pages of `data`'s trimmed length that
+/// differ from `base`. None — write a full block — when more than `max_pages` differ
+/// (the comparison stops there), when `data` is all zeros (a hole is smaller), or when
+/// the lengths differ. The payload is zstd-compressed (at `level`) where that saves 1/8.
+pub fn encode_delta(
+    base: &[u8],
+    data: &[u8],
+    max_pages: usize,
+    level: Option<i32>,
+) -> Result<Option<Encoded>> {
+    if base.len() != data.len() {
+        return Ok(None);
+    }
+    let Some(trimmed) = trimmed_len(data) else {
+        return Ok(None);
+    };
+    let result_len = u32::try_from(trimmed)
+        .map_err(|_| Error::OutOfRange(format!("block of {} bytes is too large", data.len())))?;
+    let page = usize::try_from(PAGE).unwrap_or(4096);
+    let mut changed: Vec<(u32, &[u8])> = Vec::new();
+    for (i, (new, old)) in data[..trimmed]
+        .chunks(page)
+        .zip(base[..trimmed].chunks(page))
+        .enumerate()
+    {
+        if new != old {
+            if changed.len() >= max_pages {
+                return Ok(None);
+            }
+            let i = u32::try_from(i).map_err(|_| Error::OutOfRange("page index".into()))?;
+            changed.push((i, new));
+        }
+    }
+    let payload = crate::format::DeltaPayload::encode(result_len, &changed);
+    let logical_len = u32::try_from(payload.len())
+        .map_err(|_| Error::OutOfRange("delta payload too large".into()))?;
+    if let Some(out) = level
+        .map(|l| compress_if_it_pays(&payload, l))
+        .transpose()?
+        .flatten()
+    {
+        let data_crc = crc32fast::hash(&out);
+        return Ok(Some(Encoded {
+            encoding: Encoding::DeltaZstd,
+            logical_len,
+            payload: out,
+            data_crc,
+        }));
+    }
+    let data_crc = crc32fast::hash(&payload);
+    Ok(Some(Encoded {
+        encoding: Encoding::DeltaRaw,
+        logical_len,
+        payload,
+        data_crc,
+    }))
 }
 
 /// Encode a catalog value (never compressed, never trimmed).

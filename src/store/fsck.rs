@@ -111,6 +111,24 @@ fn resync(log: &Log, from: u64, file_len: u64) -> Option<u64> {
     None
 }
 
+/// Read, decompress and decode the payload of the delta record at `off`.
+fn check_delta_payload(log: &Log, off: u64, rh: &format::RecordHeader) -> Result<()> {
+    let at = off + rh.payload_rel();
+    let mut s = vec![0u8; usize::try_from(rh.stored_len).unwrap_or(0)];
+    log.read_exact_at(&mut s, at)?;
+    if crc32fast::hash(&s) != rh.data_crc {
+        return Err(Error::corruption(at, "data CRC mismatch in a delta record"));
+    }
+    let payload = if rh.encoding == Encoding::DeltaZstd {
+        let mut d = vec![0u8; usize::try_from(rh.logical_len).unwrap_or(0)];
+        super::encode::decompress_into(&s, &mut d, at)?;
+        d
+    } else {
+        s
+    };
+    format::DeltaPayload::decode(&payload, at).map(|_| ())
+}
+
 /// Check the log file at `path` (read-only; never modifies it). A tail that looks torn
 /// may be a commit in flight in another process: then the check is repeated under the
 /// writer lock (when the lock file can be opened), so only a real torn tail is reported.
@@ -156,6 +174,8 @@ pub fn check_log(log: &Log, rep: &mut FsckReport) -> Result<()> {
     let mut last = Tid::ZERO;
     // Offset of the newest record of each key, to check back pointers.
     let mut newest: HashMap<Key, u64> = HashMap::new();
+    // Deltas between the newest record of each block key and its full version.
+    let mut depth: HashMap<Key, usize> = HashMap::new();
     // Array id → is its catalog entry live (created and not deleted)?
     let mut live: HashMap<u64, bool> = HashMap::new();
     let mut scratch = Vec::new();
@@ -227,6 +247,38 @@ pub fn check_log(log: &Log, rep: &mut FsckReport) -> Result<()> {
                     ),
                 });
             }
+            // Delta chains: a delta rests on a version of its block in this file, the
+            // chain stays within MAX_DELTA_CHAIN, and its payload is well formed.
+            let d = if rh.encoding.is_delta() {
+                let below = if expect == 0 {
+                    rep.problems.push(Problem {
+                        offset: *off,
+                        record: rname.clone(),
+                        what: "delta record without a base version in this file".into(),
+                    });
+                    0
+                } else {
+                    depth.get(&rh.key).copied().unwrap_or(0)
+                };
+                if below + 1 > format::MAX_DELTA_CHAIN {
+                    rep.problems.push(Problem {
+                        offset: *off,
+                        record: rname.clone(),
+                        what: format!(
+                            "delta chain of {} records (at most {})",
+                            below + 1,
+                            format::MAX_DELTA_CHAIN
+                        ),
+                    });
+                }
+                if let Err(e) = check_delta_payload(log, *off, rh) {
+                    rep.problems.push(problem_of(e, rname.clone()));
+                }
+                below + 1
+            } else {
+                0
+            };
+            depth.insert(rh.key, d);
             newest.insert(rh.key, *off);
             if rh.encoding == Encoding::Zstd {
                 // Decompress to prove the payload is a frame of exactly logical_len bytes.

@@ -175,6 +175,20 @@ impl Index {
         i.checked_sub(1).map(|i| vs[i])
     }
 
+    /// The chain of the version of `key` visible at `at`: the full version it rests on,
+    /// then the deltas to apply to it, oldest first (just the version itself when it is
+    /// not a delta). None if the key has no version at `at`.
+    pub fn chain_at(&self, key: &Key, at: Tid) -> Result<Option<Vec<Version>>> {
+        let Some(vs) = self.versions.get(key) else {
+            return Ok(None);
+        };
+        let i = vs.partition_point(|v| v.tid <= at);
+        let Some(i) = i.checked_sub(1) else {
+            return Ok(None);
+        };
+        chain_ending(vs, i).map(Some)
+    }
+
     /// The newest version of `key`.
     pub fn latest(&self, key: &Key) -> Option<Version> {
         self.versions.get(key).and_then(|v| v.last().copied())
@@ -207,6 +221,39 @@ impl Index {
     }
 }
 
+/// The chain ending at `vs[i]`: back to the nearest full version, at most
+/// `MAX_DELTA_CHAIN` deltas (a delta's base is the previous version of its key).
+fn chain_ending(vs: &[Version], i: usize) -> Result<Vec<Version>> {
+    let mut j = i;
+    while vs[j].encoding.is_delta() {
+        if i - j >= format::MAX_DELTA_CHAIN {
+            return Err(Error::corruption(
+                vs[i].rec_off,
+                format!(
+                    "delta chain longer than {} records",
+                    format::MAX_DELTA_CHAIN
+                ),
+            ));
+        }
+        j = j.checked_sub(1).ok_or_else(|| {
+            Error::corruption(
+                vs[j].rec_off,
+                "delta record without a base version in this file",
+            )
+        })?;
+    }
+    Ok(vs[j..=i].to_vec())
+}
+
+/// Pages carried by a delta version (from its logical length; 0 for a full version).
+pub fn delta_pages(v: &Version) -> u64 {
+    if !v.encoding.is_delta() {
+        return 0;
+    }
+    u64::from(v.logical_len).saturating_sub(format::DELTA_HEADER_SIZE as u64)
+        / format::DELTA_PAGE_COST as u64
+}
+
 /// One log file and its index.
 #[derive(Debug)]
 pub struct Gen {
@@ -220,17 +267,149 @@ impl Gen {
     /// Load the value of `key` visible at `at` into `buf` (zero-filled past the stored
     /// value). Returns the tid of that version, or None if the key had no version (buf
     /// is then all zeros). The CRC of the stored bytes is checked on every read.
+    /// A delta version is resolved through its chain (base, then each delta), every
+    /// record's CRCs checked.
     pub fn load(&self, key: &Key, at: Tid, buf: &mut [u8]) -> Result<Option<Version>> {
-        let v = self.index.read().version_at(key, at);
-        let Some(v) = v else {
+        let chain = self.index.read().chain_at(key, at)?;
+        let Some(chain) = chain else {
             buf.fill(0);
             return Ok(None);
         };
-        self.read_version(&v, buf)?;
-        Ok(Some(v))
+        self.read_chain(&chain, buf)?;
+        Ok(chain.last().copied())
     }
 
-    /// Read one version into `buf` (which must be at least its logical length).
+    /// Read a chain (as [`Index::chain_at`] returns it) into `buf`, a whole block
+    /// (zero-filled past the value).
+    pub fn read_chain(&self, chain: &[Version], buf: &mut [u8]) -> Result<()> {
+        let (base, deltas) = chain
+            .split_first()
+            .ok_or_else(|| Error::InvalidArgument("empty chain".into()))?;
+        self.read_version(base, buf)?;
+        let mut cur = usize::try_from(base.logical_len)
+            .map_err(|_| Error::corruption(base.rec_off, "logical length"))?;
+        let mut prev = base.rec_off;
+        for d in deltas {
+            let payload = self.read_delta(d, prev)?;
+            let dp = format::DeltaPayload::decode(&payload, d.payload_off())?;
+            dp.apply(buf, cur, d.rec_off)?;
+            cur = usize::try_from(dp.result_len)
+                .map_err(|_| Error::corruption(d.rec_off, "delta result length"))?;
+            prev = d.rec_off;
+        }
+        Ok(())
+    }
+
+    /// Resolve a chain to the value's bytes, cut to its logical length (for
+    /// compaction, which does not know block sizes).
+    pub fn resolve_chain(&self, chain: &[Version]) -> Result<Vec<u8>> {
+        let (base, deltas) = chain
+            .split_first()
+            .ok_or_else(|| Error::InvalidArgument("empty chain".into()))?;
+        let mut buf = vec![
+            0u8;
+            usize::try_from(base.logical_len)
+                .map_err(|_| Error::corruption(base.rec_off, "logical length"))?
+        ];
+        self.read_version(base, &mut buf)?;
+        let mut prev = base.rec_off;
+        for d in deltas {
+            let payload = self.read_delta(d, prev)?;
+            let dp = format::DeltaPayload::decode(&payload, d.payload_off())?;
+            let cur = buf.len();
+            let new_len = usize::try_from(dp.result_len)
+                .map_err(|_| Error::corruption(d.rec_off, "delta result length"))?;
+            buf.resize(cur.max(new_len), 0);
+            dp.apply(&mut buf, cur, d.rec_off)?;
+            buf.truncate(new_len);
+            prev = d.rec_off;
+        }
+        Ok(buf)
+    }
+
+    /// Read a delta record (header and payload, one read) whose base is the record at
+    /// `base_off`: checks the header CRC, that it matches the index and points back to
+    /// that base, and the payload CRC; returns the delta payload (decompressed).
+    pub fn read_delta(&self, d: &Version, base_off: u64) -> Result<Vec<u8>> {
+        let stored = usize::try_from(d.stored_len)
+            .map_err(|_| Error::corruption(d.rec_off, "stored length"))?;
+        let hs = format::RECORD_HEADER_SIZE;
+        let mut b = vec![0u8; hs + stored];
+        self.log.read_exact_at(&mut b, d.rec_off)?;
+        let rh = format::RecordHeader::decode(&b[..hs], d.rec_off)?;
+        if rh.encoding != d.encoding
+            || rh.stored_len != d.stored_len
+            || rh.logical_len != d.logical_len
+            || rh.data_crc != d.data_crc
+        {
+            return Err(Error::corruption(
+                d.rec_off,
+                "delta record header does not match the index",
+            ));
+        }
+        if rh.prev_off != base_off {
+            return Err(Error::corruption(
+                d.rec_off + 24,
+                format!(
+                    "delta back pointer {} but the previous version of its block is at {base_off}",
+                    rh.prev_off
+                ),
+            ));
+        }
+        if crc32fast::hash(&b[hs..]) != rh.data_crc {
+            return Err(Error::corruption(
+                d.payload_off(),
+                format!("data CRC mismatch (delta of tid {})", d.tid),
+            ));
+        }
+        match d.encoding {
+            Encoding::DeltaZstd => {
+                let mut out =
+                    vec![
+                        0u8;
+                        usize::try_from(d.logical_len)
+                            .map_err(|_| Error::corruption(d.rec_off, "logical length"))?
+                    ];
+                encode::decompress_into(&b[hs..], &mut out, d.payload_off())?;
+                Ok(out)
+            }
+            _ => {
+                b.drain(..hs);
+                Ok(b)
+            }
+        }
+    }
+
+    /// How many of `samples` pages spread evenly over the block differ between `data`
+    /// (a whole block) and the raw full version `v`, reading only those pages. A hint
+    /// for choosing between a delta and a full block, so the pages are not
+    /// CRC-checked here (a delta is always computed from a checked read).
+    pub fn sample_raw_diffs(&self, v: &Version, data: &[u8], samples: usize) -> Result<usize> {
+        if v.encoding != Encoding::Raw {
+            return Err(Error::InvalidArgument("not a raw version".into()));
+        }
+        let page = usize::try_from(format::PAGE).unwrap_or(4096);
+        let pages = data.len() / page;
+        let stored = usize::try_from(v.logical_len).unwrap_or(usize::MAX);
+        let mut buf = vec![0u8; page];
+        let mut diffs = 0;
+        for k in 0..samples.min(pages) {
+            let i = (2 * k + 1) * pages / (2 * samples.min(pages));
+            let new = &data[i * page..(i + 1) * page];
+            let same = if (i + 1) * page <= stored {
+                self.log
+                    .read_exact_at(&mut buf, v.payload_off() + (i * page) as u64)?;
+                new == &buf[..]
+            } else {
+                new.iter().all(|&b| b == 0)
+            };
+            diffs += usize::from(!same);
+        }
+        Ok(diffs)
+    }
+
+    /// Read one full version into `buf` (which must be at least its logical length).
+    /// A delta version is read with [`Gen::load`] or [`Gen::read_chain`].
     pub fn read_version(&self, v: &Version, buf: &mut [u8]) -> Result<()> {
         let logical = usize::try_from(v.logical_len)
             .map_err(|_| Error::corruption(v.rec_off, "logical length"))?;
@@ -246,6 +425,12 @@ impl Gen {
         let stored = usize::try_from(v.stored_len)
             .map_err(|_| Error::corruption(v.rec_off, "stored length"))?;
         match v.encoding {
+            Encoding::DeltaRaw | Encoding::DeltaZstd => {
+                return Err(Error::corruption(
+                    v.rec_off,
+                    "a delta record read as a full value",
+                ))
+            }
             Encoding::Hole => buf.fill(0),
             Encoding::Raw => {
                 self.log
@@ -602,6 +787,18 @@ impl Store {
                             by: v.tid,
                         });
                     }
+                }
+                // A delta was computed against the version at the snapshot, which is
+                // (no conflict) the newest one, and becomes its back pointer below.
+                if w.value.encoding.is_delta()
+                    && (gen.log.header().version < format::DELTA_FORMAT_VERSION
+                        || ix.latest(&w.key).is_none())
+                {
+                    return Err(Error::InvalidArgument(format!(
+                        "delta record for {} without a base version in a format version {} file",
+                        name(&w.key),
+                        gen.log.header().version
+                    )));
                 }
             }
             for &a in req.must_exist {

@@ -186,7 +186,7 @@ fn run(cli: Cli) -> wdb::Result<ExitCode> {
                     _ => (i.dtype_name.clone(), None),
                 };
                 println!(
-                    "{:<24} {:<12} {:<20} {:>5} {:>9} {:>11} {:>11} {:>7}  {comp} ({} raw, {} zstd, {} hole blocks)",
+                    "{:<24} {:<12} {:<20} {:>5} {:>9} {:>11} {:>11} {:>7}  {comp} ({} raw, {} zstd, {} hole, {} delta blocks)",
                     name,
                     ty,
                     format!("{:?}", i.shape),
@@ -197,7 +197,8 @@ fn run(cli: Cli) -> wdb::Result<ExitCode> {
                     ratio,
                     st.raw_blocks,
                     st.zstd_blocks,
-                    st.hole_blocks
+                    st.hole_blocks,
+                    st.delta_blocks
                 );
                 if let Some(f) = fields {
                     println!("    fields: {f}");
