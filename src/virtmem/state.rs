@@ -455,7 +455,10 @@ impl VmState {
         let Some((mid, blk)) = self.pages[p as usize].at_view.take() else {
             return;
         };
-        let m = self.maps.get_mut(&mid).expect("a moved page's view is registered");
+        let m = self
+            .maps
+            .get_mut(&mid)
+            .expect("a moved page's view is registered");
         let removed = m.mapped.remove(&blk);
         debug_assert_eq!(removed.map(|e| e.0), Some(p), "inv 9");
         let addr = self.view_addr(&self.maps[&mid], blk);
@@ -724,7 +727,10 @@ impl VmState {
             // 9
             if let Some((mid, blk)) = pg.at_view {
                 assert_eq!(
-                    self.maps.get(&mid).and_then(|m| m.mapped.get(&blk)).map(|e| e.0),
+                    self.maps
+                        .get(&mid)
+                        .and_then(|m| m.mapped.get(&blk))
+                        .map(|e| e.0),
                     Some(p),
                     "inv 9: a moved slot is mapped by its view"
                 );
@@ -754,7 +760,10 @@ impl VmState {
                         | BlockState::Storing { .. }
                 )
             }) {
-                assert!(pg.at_view.is_none() || matches!(states[0], BlockState::Storing { .. }), "inv 9: loading page at home");
+                assert!(
+                    pg.at_view.is_none() || matches!(states[0], BlockState::Storing { .. }),
+                    "inv 9: loading page at home"
+                );
             }
             // 3
             if !clean {

@@ -68,6 +68,9 @@ enum Cmd {
         /// Also keep every snapshot at or after this tid.
         #[arg(long, value_name = "TID")]
         keep_history: Option<u64>,
+        /// Also keep every snapshot committed within this age (e.g. 90s, 30m, 12h, 7d).
+        #[arg(long, value_name = "AGE", value_parser = parse_age)]
+        keep_age: Option<std::time::Duration>,
     },
     /// Print rows of an array (RANGE over the major axis: 10..20, 10.., ..3, 5, 2..=4;
     /// default the first 10 rows).
@@ -345,11 +348,32 @@ fn run(cli: Cli) -> wdb::Result<ExitCode> {
                 ExitCode::from(1)
             });
         }
-        Cmd::Compact { db, keep_history } => {
+        Cmd::Compact {
+            db,
+            keep_history,
+            keep_age,
+        } => {
             if !db.exists() {
                 return Err(wdb::Error::NotFound(format!("database {}", db.display())));
             }
             let d = Db::open(&db)?;
+            let keep_history = match keep_age {
+                None => keep_history,
+                Some(age) => {
+                    let cutoff = std::time::SystemTime::now()
+                        .checked_sub(age)
+                        .unwrap_or(std::time::UNIX_EPOCH);
+                    let by_age = d
+                        .history()?
+                        .iter()
+                        .find(|h| h.time >= cutoff)
+                        .map(|h| h.tid.get());
+                    match (keep_history, by_age) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    }
+                }
+            };
             let bar = if std::io::stderr().is_terminal() {
                 let b = indicatif::ProgressBar::new(0);
                 b.set_style(
@@ -388,6 +412,23 @@ fn run(cli: Cli) -> wdb::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Parse an age: a number followed by `s`, `m`, `h` or `d`.
+fn parse_age(s: &str) -> Result<std::time::Duration, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not an age like 90s, 30m, 12h or 7d"))?;
+    let secs = match unit {
+        "s" => Some(n),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
+        "d" => n.checked_mul(86400),
+        _ => None,
+    }
+    .ok_or_else(|| format!("{s:?} is not an age like 90s, 30m, 12h or 7d"))?;
+    Ok(std::time::Duration::from_secs(secs))
 }
 
 /// A byte progress bar on stderr when it is a terminal.

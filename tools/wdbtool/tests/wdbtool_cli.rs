@@ -131,3 +131,26 @@ fn bad_arguments_and_bad_files_exit_2_with_a_message() {
         Some(2)
     );
 }
+
+#[test]
+fn compact_keep_age_keeps_recent_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("t.wdb");
+    make(&p);
+    let ps = p.to_str().unwrap();
+    let o = tool(&["compact", "--keep-age", "1d", ps]);
+    assert!(o.status.success(), "{}", text(&o));
+    // Every commit is younger than a day: the oldest snapshots are still there.
+    assert!(Db::open(&p).unwrap().snapshot_at(wdb::Tid(2)).is_ok());
+    let o = tool(&["compact", ps]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(matches!(
+        Db::open(&p).unwrap().snapshot_at(wdb::Tid(2)),
+        Err(wdb::Error::SnapshotGone { .. })
+    ));
+    for bad in ["7x", "d", "-1h", "99999999999999999999d"] {
+        let o = tool(&["compact", "--keep-age", bad, ps]);
+        assert_eq!(o.status.code(), Some(2), "{bad}: {}", text(&o));
+    }
+    assert_eq!(tool(&["fsck", ps]).status.code(), Some(0));
+}
