@@ -439,3 +439,129 @@ pub fn fsck_clean(path: &Path) -> Result<(), String> {
         Err(format!("fsck: {:?}", rep.problems))
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Child processes under strace: crash or fail at the N-th call of a syscall
+
+/// The environment variable that gives a re-run test binary its child role.
+pub const ROLE: &str = "WDB_RELIAB_ROLE";
+/// A path the child stats right before the work under test, so the trace shows where
+/// the calls to count begin.
+pub const MARKER: &str = "/wdb-reliab-marker-begin";
+/// The syscalls that change files.
+pub const MUTATING: [&str; 11] = [
+    "openat",
+    "pwrite64",
+    "write",
+    "fsync",
+    "fdatasync",
+    "ftruncate",
+    "rename",
+    "renameat",
+    "renameat2",
+    "unlink",
+    "unlinkat",
+];
+
+/// Is strace usable here (installed, and ptrace allowed)?
+pub fn have_strace() -> bool {
+    Command::new("strace")
+        .args(["-qq", "-o", "/dev/null", "true"])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+use std::process::{Command, Output};
+
+/// Run test `test` of this binary as child `role` on database `db` under strace with
+/// `extra` strace arguments.
+pub fn strace_child(test: &str, role: &str, db: &Path, extra: &[String]) -> Output {
+    let exe = std::env::current_exe().unwrap();
+    let mut c = Command::new("strace");
+    c.args(["-f", "-qq"]).args(extra).arg(exe).args([
+        "--exact",
+        test,
+        "--nocapture",
+        "--test-threads=1",
+    ]);
+    c.env(ROLE, role).env("WDB_RELIAB_DB", db).output().unwrap()
+}
+
+/// Calls of each mutating syscall a child makes after the marker: a dry run traced to a
+/// file. Returns (syscall, calls before the marker, calls after it).
+pub fn count_calls(test: &str, role: &str, db: &Path, trace: &Path) -> Vec<(String, u64, u64)> {
+    let set = format!("trace={},newfstatat,statx", MUTATING.join(","));
+    let out = strace_child(
+        test,
+        role,
+        db,
+        &["-e".into(), set, "-o".into(), trace.display().to_string()],
+    );
+    assert!(out.status.success(), "dry run failed: {}", String::from_utf8_lossy(&out.stdout));
+    let text = std::fs::read_to_string(trace).unwrap();
+    let mut counts: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let mut after = false;
+    for line in text.lines() {
+        if line.contains(MARKER) {
+            after = true;
+            continue;
+        }
+        // "<pid> name(args" or "<pid> <... name resumed>": count the starts only.
+        let body = line.split_once(' ').map(|(_, b)| b).unwrap_or(line).trim_start();
+        if body.starts_with("<...") {
+            continue;
+        }
+        let Some((name, _)) = body.split_once('(') else {
+            continue;
+        };
+        if !MUTATING.contains(&name) {
+            continue;
+        }
+        let e = counts.entry(name.to_string()).or_default();
+        if after {
+            e.1 += 1;
+        } else {
+            e.0 += 1;
+        }
+    }
+    assert!(after, "the child never reached the marker");
+    counts.into_iter().map(|(k, (b, a))| (k, b, a)).collect()
+}
+
+/// Copy the database files `db` and `db.idx` to `to` (`to.idx`); remove side files of a
+/// previous run (torn tails, compaction leftovers, temporary checkpoints).
+pub fn restore(from: &Path, db: &Path) {
+    let dir = db.parent().unwrap();
+    let stem = db.file_name().unwrap().to_str().unwrap().to_string();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let n = e.file_name().to_string_lossy().to_string();
+        if n.starts_with(&stem) && n != stem && !n.ends_with(".lock") {
+            std::fs::remove_file(e.path()).unwrap();
+        }
+    }
+    std::fs::copy(from, db).unwrap();
+    let mut fi = from.as_os_str().to_owned();
+    fi.push(".idx");
+    let mut ti = db.as_os_str().to_owned();
+    ti.push(".idx");
+    if Path::new(&fi).exists() {
+        std::fs::copy(&fi, &ti).unwrap();
+    }
+}
+
+/// A small database with history worth compacting: arrays created, written, overwritten,
+/// resized, renamed and deleted. Returns the model at its head.
+pub fn build_reference(path: &Path, seed: u64) -> Model {
+    let db = Db::open(path).unwrap();
+    let mut rng = Rng::new(seed);
+    let mut m = Model::new();
+    let mut n = 0;
+    while n < 12 {
+        if let Ok(TxOutcome::Committed(_, next)) = random_tx(&db, &m, &mut rng) {
+            m = next;
+            n += 1;
+        }
+    }
+    m
+}
