@@ -163,7 +163,7 @@ struct Stats {
 }
 
 fn one(seed: u64, crash_at: Option<u64>, kind: CrashKind, st: &mut Stats) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = fast_tempdir();
     let crash_at = match crash_at {
         Some(n) => n,
         None => {
@@ -172,7 +172,7 @@ fn one(seed: u64, crash_at: Option<u64>, kind: CrashKind, st: &mut Stats) {
             1 + pick.below(dry.ops + 1)
         }
     };
-    let dir = tempfile::tempdir().unwrap();
+    let dir = fast_tempdir();
     let r = run(dir.path(), seed, crash_at);
     let mut rng = Rng::new(seed.wrapping_add(crash_at));
     let vis = check_after_crash(dir.path(), seed, &r, kind, &mut rng);
@@ -218,7 +218,7 @@ fn a_few_workloads_crashed_at_every_io_call() {
     let seeds = scale(6, 60).min(60);
     let mut st = Stats::default();
     for seed in 1000..1000 + seeds {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = fast_tempdir();
         let total = run(dir.path(), seed, 0).ops;
         for at in 1..=total + 1 {
             for kind in KINDS {

@@ -32,6 +32,12 @@ fn content(t: u64, blk: u64) -> Vec<u8> {
     b
 }
 
+/// The tid of an `ACK <tid>` line. The first one shares its line with libtest's
+/// `test <name> ... `, which has no newline.
+fn ack(line: &str) -> Option<&str> {
+    line.find("ACK ").map(|i| line[i + 4..].trim())
+}
+
 fn child(path: &str) -> ! {
     use std::io::Write;
     let db = Db::open(path).unwrap();
@@ -59,7 +65,7 @@ fn child(path: &str) -> ! {
 }
 
 /// Check the database after a kill; `acked` is the last tid the child acknowledged.
-fn check(path: &std::path::Path, acked: u64, round: u64) -> u64 {
+fn check(path: &std::path::Path, acked: u64, round: &str) -> u64 {
     let db = Db::open(path).unwrap_or_else(|e| panic!("round {round}: open after kill: {e}"));
     let head = db.last_tid().unwrap().0;
     assert!(
@@ -110,7 +116,7 @@ fn kill9_during_commits_and_compactions() {
             .env(ROLE, "kill9-child")
             .env("WDB_RELIAB_DB", &path)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("child.err")).unwrap())
             .spawn()
             .unwrap();
         let mut out = BufReader::new(ch.stdout.take().unwrap());
@@ -125,11 +131,11 @@ fn kill9_during_commits_and_compactions() {
             if out.read_line(&mut line).unwrap() == 0 {
                 panic!("round {round}: child exited early");
             }
-            if let Some(t) = line.trim().strip_prefix("ACK ") {
+            if let Some(t) = ack(&line) {
                 acked = t.parse().unwrap();
                 seen += 1;
             }
-            if line.trim() == "COMPACTED" {
+            if line.contains("COMPACTED") {
                 compactions += 1;
             }
         }
@@ -144,14 +150,19 @@ fn kill9_during_commits_and_compactions() {
         let mut rest = String::new();
         out.read_to_string(&mut rest).unwrap();
         for l in rest.lines() {
-            if let Some(t) = l.strip_prefix("ACK ") {
+            if let Some(t) = ack(l) {
                 acked = t.parse().unwrap();
             }
-            if l == "COMPACTED" {
+            if l.contains("COMPACTED") {
                 compactions += 1;
             }
         }
-        let h = check(&path, acked, round);
+        let ctx = format!(
+            "{round}: child stdout tail {:?}, stderr {:?}",
+            rest.lines().rev().take(4).collect::<Vec<_>>(),
+            std::fs::read_to_string(dir.path().join("child.err")).unwrap_or_default()
+        );
+        let h = check(&path, acked, &ctx);
         if h == acked + 1 {
             next_visible += 1;
         }

@@ -565,3 +565,25 @@ pub fn build_reference(path: &Path, seed: u64) -> Model {
     }
     m
 }
+
+/// A temporary directory on tmpfs when the machine has `/dev/shm` (the probes test logic,
+/// not the disk, and run many thousand opens), else in the default temp dir.
+pub fn fast_tempdir() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(d) = tempfile::tempdir_in(shm) {
+            return d;
+        }
+    }
+    tempfile::tempdir().unwrap()
+}
+
+/// File offsets just after each committed transaction of the log at `path` (and 4096,
+/// the empty log): the lengths at which a cut file is a valid, shorter database.
+pub fn tx_ends(path: &Path) -> Vec<u64> {
+    let log = wdb::log::Log::open(path, true).unwrap();
+    let scan = log.scan(4096, Tid::ZERO, false).unwrap();
+    let mut v = vec![4096];
+    v.extend(scan.txs.iter().map(|t| t.off + t.header.total_len));
+    v
+}
