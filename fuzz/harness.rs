@@ -37,9 +37,13 @@ pub fn open_db(dir: &Path, data: &[u8]) {
     if let Ok(db) = Db::open(&p) {
         if let Ok(h) = db.history() {
             for c in h.iter().rev().take(8) {
-                let Ok(s) = db.snapshot_at(c.tid) else { continue };
+                let Ok(s) = db.snapshot_at(c.tid) else {
+                    continue;
+                };
                 for name in s.array_names().unwrap_or_default() {
-                    let Ok(info) = s.array_info(&name) else { continue };
+                    let Ok(info) = s.array_info(&name) else {
+                        continue;
+                    };
                     // The caller chooses the buffer: only sizes a test may allocate.
                     if info.block_size > (1 << 20) {
                         continue;

@@ -26,7 +26,10 @@ fn digest(s: &Snapshot) -> (u32, u32) {
         h.update(&buf);
     }
     s.read_block(c, 0, &mut buf).unwrap();
-    (h.finalize(), u32::from_le_bytes(buf[..4].try_into().unwrap()))
+    (
+        h.finalize(),
+        u32::from_le_bytes(buf[..4].try_into().unwrap()),
+    )
 }
 
 #[test]
@@ -36,7 +39,8 @@ fn pinned_snapshots_stay_readable_while_compaction_runs_under_commits() {
     let p = dir.path().join("l.wdb");
     let setup = Db::open(&p).unwrap();
     let tx = setup.begin().unwrap();
-    tx.create_array_raw(spec("data", DATA_BLOCKS, true)).unwrap();
+    tx.create_array_raw(spec("data", DATA_BLOCKS, true))
+        .unwrap();
     let c = tx.create_array_raw(spec("sum", 1, false)).unwrap().id;
     let mut h = crc32fast::Hasher::new();
     (0..DATA_BLOCKS).for_each(|_| h.update(&vec![0u8; BS]));

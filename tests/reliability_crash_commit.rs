@@ -37,11 +37,7 @@ fn run(dir: &Path, seed: u64, crash_at: u64) -> Run {
     let arm = |disk: &SimDisk, ops_before: u64| {
         let mut d = disk.0.lock();
         d.armed = true;
-        d.crash_at = if crash_at > ops_before {
-            crash_at - ops_before
-        } else {
-            0
-        };
+        d.crash_at = crash_at.saturating_sub(ops_before);
     };
     arm(&disk, ops_before);
     let mut acked: Vec<(Tid, Model)> = Vec::new();
@@ -113,18 +109,17 @@ fn check_after_crash(dir: &Path, seed: u64, r: &Run, kind: CrashKind, rng: &mut 
     let ctx = format!("seed {seed} kind {kind:?} crashed in {:?}", r.crashed_in);
     let db = Db::open(&path).unwrap_or_else(|e| panic!("{ctx}: reopen failed: {e}"));
     let head = db.last_tid().unwrap();
-    let (last_tid, last_model) = r
-        .acked
-        .last()
-        .cloned()
-        .unwrap_or((Tid::ZERO, Model::new()));
+    let (last_tid, last_model) = r.acked.last().cloned().unwrap_or((Tid::ZERO, Model::new()));
     let inflight_visible = match &r.inflight {
         Some(m) if head == Tid(last_tid.0 + 1) => {
             check_state(&db, None, m).unwrap_or_else(|e| panic!("{ctx}: in-flight commit: {e}"));
             true
         }
         _ => {
-            assert_eq!(head, last_tid, "{ctx}: head is not the last acknowledged commit");
+            assert_eq!(
+                head, last_tid,
+                "{ctx}: head is not the last acknowledged commit"
+            );
             check_state(&db, None, &last_model).unwrap_or_else(|e| panic!("{ctx}: {e}"));
             false
         }
@@ -144,7 +139,9 @@ fn check_after_crash(dir: &Path, seed: u64, r: &Run, kind: CrashKind, rng: &mut 
         .unwrap()
         .id;
     tx.write_block(id, 0, &vec![7u8; BS]).unwrap();
-    let t = tx.commit().unwrap_or_else(|e| panic!("{ctx}: commit after recovery: {e}"));
+    let t = tx
+        .commit()
+        .unwrap_or_else(|e| panic!("{ctx}: commit after recovery: {e}"));
     drop(db);
     let db = Db::open(&path).unwrap();
     assert_eq!(db.last_tid().unwrap(), t, "{ctx}");

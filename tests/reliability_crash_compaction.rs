@@ -52,7 +52,12 @@ fn killed_at_every_syscall_of_compaction() {
         for k in 1..=*n {
             restore(&pristine, &db);
             let inj = format!("inject={sys}:signal=KILL:when={}", before + k);
-            let out = strace_child(test, "compact", &db, &["-e".into(), inj, "-o".into(), "/dev/null".into()]);
+            let out = strace_child(
+                test,
+                "compact",
+                &db,
+                &["-e".into(), inj, "-o".into(), "/dev/null".into()],
+            );
             let stdout = String::from_utf8_lossy(&out.stdout);
             let ctx = format!("killed at {sys} #{k} of {n} after the marker");
             assert!(
@@ -83,7 +88,10 @@ fn every_power_loss_state_of_compaction_opens_to_one_database() {
         let db = Db::open(&p).unwrap();
         head = db.last_tid().unwrap();
         drop(db);
-        (std::fs::read(&p).unwrap(), std::fs::read(dir.path().join("p.wdb.idx")).ok())
+        (
+            std::fs::read(&p).unwrap(),
+            std::fs::read(dir.path().join("p.wdb.idx")).ok(),
+        )
     };
     {
         let db = Db::open(&p).unwrap();
@@ -91,7 +99,10 @@ fn every_power_loss_state_of_compaction_opens_to_one_database() {
     }
     let new = std::fs::read(&p).unwrap();
     let new_idx = std::fs::read(dir.path().join("p.wdb.idx")).ok();
-    assert!(new.len() < old.len(), "the reference has something to compact");
+    assert!(
+        new.len() < old.len(),
+        "the reference has something to compact"
+    );
     let tmp = dir.path().join("p.wdb.compact.4242");
     let idx = dir.path().join("p.wdb.idx");
     let put_idx = |i: &Option<Vec<u8>>| match i {
@@ -118,7 +129,12 @@ fn every_power_loss_state_of_compaction_opens_to_one_database() {
             }
             std::fs::write(&tmp, &part).unwrap();
             put_idx(i);
-            check_same(&p, &m, head, &format!("old file, {cut} bytes of the copy, {which} checkpoint"));
+            check_same(
+                &p,
+                &m,
+                head,
+                &format!("old file, {cut} bytes of the copy, {which} checkpoint"),
+            );
             states += 1;
         }
     }
@@ -130,5 +146,9 @@ fn every_power_loss_state_of_compaction_opens_to_one_database() {
         check_same(&p, &m, head, &format!("new file, {which} checkpoint"));
         states += 1;
     }
-    eprintln!("crash_compaction power loss: {states} states, old {} bytes, new {} bytes", old.len(), new.len());
+    eprintln!(
+        "crash_compaction power loss: {states} states, old {} bytes, new {} bytes",
+        old.len(),
+        new.len()
+    );
 }

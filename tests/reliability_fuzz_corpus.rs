@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use reliability_util::*;
 
 fn corpus(target: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target)
 }
 
 fn write_seeds() {
@@ -46,7 +48,11 @@ fn replay(target: &str, run: &dyn Fn(&[u8])) -> usize {
         let data = std::fs::read(&f).unwrap();
         let t = Instant::now();
         run(&data);
-        assert!(t.elapsed() < Duration::from_secs(1), "{}: slow", f.display());
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "{}: slow",
+            f.display()
+        );
         n += 1;
     }
     n

@@ -100,13 +100,26 @@ enum Mutation {
 }
 
 fn mutation() -> impl Strategy<Value = Mutation> {
-    let big64 = prop_oneof![Just(1u64 << 60), Just(u64::MAX), Just(1 << 32), any::<u64>()];
-    let big32 = prop_oneof![Just(u32::MAX), Just(1u32 << 31), Just(1 << 30), any::<u32>()];
+    let big64 = prop_oneof![
+        Just(1u64 << 60),
+        Just(u64::MAX),
+        Just(1 << 32),
+        any::<u64>()
+    ];
+    let big32 = prop_oneof![
+        Just(u32::MAX),
+        Just(1u32 << 31),
+        Just(1 << 30),
+        any::<u32>()
+    ];
     prop_oneof![
         (any::<usize>(), 0u8..8).prop_map(|(i, b)| Mutation::Flip(i, b)),
         (any::<usize>(), big64).prop_map(|(i, v)| Mutation::Put64(i, v)),
         (any::<usize>(), big32).prop_map(|(i, v)| Mutation::Put32(i, v)),
-        (any::<usize>(), proptest::collection::vec(any::<u8>(), 1..64))
+        (
+            any::<usize>(),
+            proptest::collection::vec(any::<u8>(), 1..64)
+        )
             .prop_map(|(i, v)| Mutation::Insert(i, v)),
         (any::<usize>(), 1usize..256).prop_map(|(i, n)| Mutation::Delete(i, n)),
         any::<usize>().prop_map(Mutation::Truncate),
@@ -207,7 +220,10 @@ fn huge_counts_and_lengths_with_valid_crcs_are_corruption() {
             let n = b.len();
             crc_fix(&mut b, 0..n - 4, n - 4);
             let (big, _) = measure(|| assert!(is_corruption(Checkpoint::decode(&b))));
-            assert!(big <= budget(b.len()), "checkpoint count {v}: allocated {big}");
+            assert!(
+                big <= budget(b.len()),
+                "checkpoint count {v}: allocated {big}"
+            );
             cases += 1;
         }
     }
@@ -219,7 +235,10 @@ fn huge_counts_and_lengths_with_valid_crcs_are_corruption() {
             let mut b = enc.clone();
             b[at..at + 4].copy_from_slice(&v.to_le_bytes());
             let (big, _) = measure(|| assert!(is_corruption(wdb::db::ArrayInfo::decode(&b, 0))));
-            assert!(big <= budget(b.len()), "catalog length {v}: allocated {big}");
+            assert!(
+                big <= budget(b.len()),
+                "catalog length {v}: allocated {big}"
+            );
             cases += 1;
         }
     }
@@ -237,11 +256,17 @@ fn huge_counts_and_lengths_with_valid_crcs_are_corruption() {
             crc_fix(&mut b, crc_body.clone(), crc_at);
             let d = fast_tempdir();
             let (big, el) = measure(|| harness::open_db(d.path(), &b));
-            assert!(big <= budget(b.len()), "field at {at} = {v}: allocated {big}");
+            assert!(
+                big <= budget(b.len()),
+                "field at {at} = {v}: allocated {big}"
+            );
             assert!(el < Duration::from_secs(1));
             let q = d.path().join("q.wdb");
             std::fs::write(&q, &b).unwrap();
-            assert!(!wdb::db::Db::fsck_path(&q).unwrap().is_clean(), "field at {at} = {v}");
+            assert!(
+                !wdb::db::Db::fsck_path(&q).unwrap().is_clean(),
+                "field at {at} = {v}"
+            );
             cases += 1;
         }
     }

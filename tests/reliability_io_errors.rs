@@ -30,7 +30,9 @@ fn payload(seed: u64) -> Vec<Vec<u8>> {
 
 fn write_payload(tx: &wdb::db::Transaction, seed: u64) {
     let id = tx.array_info("a0").map(|i| i.id).unwrap_or_else(|_| {
-        tx.create_array_raw(spec("a0", MAX_BLOCKS, false)).unwrap().id
+        tx.create_array_raw(spec("a0", MAX_BLOCKS, false))
+            .unwrap()
+            .id
     });
     for (i, b) in payload(seed).iter().enumerate() {
         tx.write_block(id, i as u64, b).unwrap();
@@ -104,11 +106,18 @@ fn eio_and_enospc_at_every_syscall_of_commit_and_compaction() {
                 for errno in ["EIO", "ENOSPC"] {
                     restore(&pristine, &db);
                     let inj = format!("inject={sys}:error={errno}:when={}", before + k);
-                    let out = strace_child(TEST, role, &db, &["-e".into(), inj, "-o".into(), "/dev/null".into()]);
+                    let out = strace_child(
+                        TEST,
+                        role,
+                        &db,
+                        &["-e".into(), inj, "-o".into(), "/dev/null".into()],
+                    );
                     let so = String::from_utf8_lossy(&out.stdout);
                     let ctx = format!("{role}: {errno} at {sys} #{k} of {n}: {so}");
                     assert!(out.status.success(), "{ctx}: the child failed (panic?)");
-                    let res = so.lines().find_map(|l| l.split_once("RESULT ").map(|x| x.1));
+                    let res = so
+                        .lines()
+                        .find_map(|l| l.split_once("RESULT ").map(|x| x.1));
                     let res = res.unwrap_or_else(|| panic!("{ctx}: no result"));
                     let ok = res.starts_with("OK");
                     if !ok {
@@ -123,8 +132,16 @@ fn eio_and_enospc_at_every_syscall_of_commit_and_compaction() {
                         }
                     }
                     // The state is the last acknowledged commit.
-                    let want = if role == "commit" && ok { with_payload(&m, 77) } else { m.clone() };
-                    let want_head = if role == "commit" && ok { Tid(head.0 + 1) } else { head };
+                    let want = if role == "commit" && ok {
+                        with_payload(&m, 77)
+                    } else {
+                        m.clone()
+                    };
+                    let want_head = if role == "commit" && ok {
+                        Tid(head.0 + 1)
+                    } else {
+                        head
+                    };
                     let d = Db::open(&db).unwrap_or_else(|e| panic!("{ctx}: reopen: {e}"));
                     assert_eq!(d.last_tid().unwrap(), want_head, "{ctx}");
                     check_state(&d, None, &want).unwrap_or_else(|e| panic!("{ctx}: {e}"));
@@ -152,10 +169,19 @@ fn eio_enospc_and_torn_writes_at_every_write_and_sync_of_a_commit() {
     std::fs::copy(&p, &pristine).unwrap();
     let head = Db::open(&p).unwrap().last_tid().unwrap();
     let mut cases = 0;
-    for fault in [Fault::WriteEio, Fault::WriteEnospc, Fault::TearWrite(3000), Fault::SyncEio] {
+    for fault in [
+        Fault::WriteEio,
+        Fault::WriteEnospc,
+        Fault::TearWrite(3000),
+        Fault::SyncEio,
+    ] {
         for nth in 1..=8u64 {
             restore(&pristine, &p);
-            let f = std::fs::OpenOptions::new().read(true).write(true).open(&p).unwrap();
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&p)
+                .unwrap();
             let (io, plan) = FaultyIo::new(FileIo(f));
             let store = Store::open_with_io(&p, Box::new(io), StoreOptions::default()).unwrap();
             let db = Db::from_store(store, Options::default());
@@ -217,7 +243,9 @@ fn a_full_filesystem_fails_commits_cleanly_until_space_is_freed() {
         .status()
         .is_ok_and(|s| s.success());
     if !ok {
-        eprintln!("SKIPPED: cannot mount a small tmpfs here (needs root); the LogIo test covers ENOSPC");
+        eprintln!(
+            "SKIPPED: cannot mount a small tmpfs here (needs root); the LogIo test covers ENOSPC"
+        );
         return;
     }
     let _m = Mount(mnt.clone());
@@ -247,14 +275,23 @@ fn a_full_filesystem_fails_commits_cleanly_until_space_is_freed() {
     drop(db);
     std::fs::remove_file(&filler).unwrap();
     let db = Db::open(&p).unwrap();
-    assert_eq!(db.last_tid().unwrap(), last, "the failed commit is not there");
+    assert_eq!(
+        db.last_tid().unwrap(),
+        last,
+        "the failed commit is not there"
+    );
     check_state(&db, None, &model).unwrap();
     let tx = db.begin().unwrap();
     write_payload(&tx, 1000);
-    let t = tx.commit().expect("commits succeed again once space is freed");
+    let t = tx
+        .commit()
+        .expect("commits succeed again once space is freed");
     assert_eq!(t, Tid(last.0 + 1));
     drop(db);
     fsck_clean(&p).unwrap();
-    eprintln!("io_errors tmpfs: {} commits filled 1 MiB, the next failed with: {msg}", last.0);
+    eprintln!(
+        "io_errors tmpfs: {} commits filled 1 MiB, the next failed with: {msg}",
+        last.0
+    );
     let _ = Path::new(&p);
 }

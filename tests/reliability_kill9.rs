@@ -82,7 +82,9 @@ fn check(path: &std::path::Path, acked: u64, round: &str) -> u64 {
         for blk in 1..=3u64 {
             let last = (1..=head).rev().find(|t| 1 + (t - 1) % 3 == blk);
             s.read_block(id, blk, &mut buf).unwrap();
-            let want = last.map(|t| content(t, blk)).unwrap_or_else(|| vec![0u8; BS]);
+            let want = last
+                .map(|t| content(t, blk))
+                .unwrap_or_else(|| vec![0u8; BS]);
             assert!(buf == want, "round {round}: block {blk} at {head}");
         }
     }
@@ -122,7 +124,11 @@ fn kill9_during_commits_and_compactions() {
         let mut out = BufReader::new(ch.stdout.take().unwrap());
         // Wait for a random number of acknowledgements (0 = kill during open or the
         // first commit), then a random delay of up to 3 ms inside the next commit.
-        let wait_acks = if rng.chance(20) { rng.below(20) } else { rng.below(4) };
+        let wait_acks = if rng.chance(20) {
+            rng.below(20)
+        } else {
+            rng.below(4)
+        };
         let mut acked = head;
         let mut line = String::new();
         let mut seen = 0;
@@ -166,7 +172,10 @@ fn kill9_during_commits_and_compactions() {
         if h == acked + 1 {
             next_visible += 1;
         }
-        assert!(h >= head, "round {round}: the head went back from {head} to {h}");
+        assert!(
+            h >= head,
+            "round {round}: the head went back from {head} to {h}"
+        );
         head = h;
     }
     eprintln!(

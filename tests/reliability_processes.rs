@@ -86,7 +86,8 @@ fn holder() {
     drop(s);
 }
 
-const READERS_TEST: &str = "readers_see_only_consistent_snapshots_and_killed_readers_free_their_slots";
+const READERS_TEST: &str =
+    "readers_see_only_consistent_snapshots_and_killed_readers_free_their_slots";
 
 #[test]
 fn readers_see_only_consistent_snapshots_and_killed_readers_free_their_slots() {
@@ -101,21 +102,35 @@ fn readers_see_only_consistent_snapshots_and_killed_readers_free_their_slots() {
     let p = dir.path().join("r.wdb");
     let db = Db::open(&p).unwrap();
     let tx = db.begin().unwrap();
-    let d = tx.create_array_raw(spec("data", DATA_BLOCKS, true)).unwrap().id;
+    let d = tx
+        .create_array_raw(spec("data", DATA_BLOCKS, true))
+        .unwrap()
+        .id;
     let c = tx.create_array_raw(spec("sum", 1, false)).unwrap().id;
     let t1 = tx.snapshot_tid().0 + 1;
-    tx.write_block(c, 0, &sum_block(t1, {
-        let mut h = crc32fast::Hasher::new();
-        for _ in 0..DATA_BLOCKS {
-            h.update(&vec![0u8; BS]);
-        }
-        h.finalize()
-    }))
+    tx.write_block(
+        c,
+        0,
+        &sum_block(t1, {
+            let mut h = crc32fast::Hasher::new();
+            for _ in 0..DATA_BLOCKS {
+                h.update(&vec![0u8; BS]);
+            }
+            h.finalize()
+        }),
+    )
     .unwrap();
     assert_eq!(tx.commit().unwrap().0, t1);
     let fin = t1 + commits;
     let readers: Vec<Child> = (0..n_readers)
-        .map(|_| spawn(READERS_TEST, "reader", &p, &[("WDB_FINAL", fin.to_string())]))
+        .map(|_| {
+            spawn(
+                READERS_TEST,
+                "reader",
+                &p,
+                &[("WDB_FINAL", fin.to_string())],
+            )
+        })
         .collect();
     let mut holders: Vec<(Child, u64)> = Vec::new();
     let mut rng = Rng::new(8);
@@ -146,7 +161,13 @@ fn readers_see_only_consistent_snapshots_and_killed_readers_free_their_slots() {
     }
     // Holders are alive and registered; kill them (SIGKILL: no clean-up runs).
     let pids: Vec<u64> = holders.iter().map(|(h, _)| u64::from(h.id())).collect();
-    let live: Vec<u64> = db.info().unwrap().live_readers.iter().map(|r| r.0).collect();
+    let live: Vec<u64> = db
+        .info()
+        .unwrap()
+        .live_readers
+        .iter()
+        .map(|r| r.0)
+        .collect();
     for pid in &pids {
         assert!(live.contains(pid), "holder {pid} is registered while alive");
     }
@@ -170,15 +191,27 @@ fn readers_see_only_consistent_snapshots_and_killed_readers_free_their_slots() {
         bad += f[1];
         slowest = slowest.max(f[2]);
     }
-    let live: Vec<u64> = db.info().unwrap().live_readers.iter().map(|r| r.0).collect();
+    let live: Vec<u64> = db
+        .info()
+        .unwrap()
+        .live_readers
+        .iter()
+        .map(|r| r.0)
+        .collect();
     for pid in &pids {
-        assert!(!live.contains(pid), "killed holder {pid} still holds a reader slot");
+        assert!(
+            !live.contains(pid),
+            "killed holder {pid} still holds a reader slot"
+        );
     }
     // Compaction is not held back by the dead holders: their snapshots are dropped.
     let rep = db.compact().unwrap();
     assert!(rep.versions_dropped > 0 && rep.base_tid == Tid(fin));
     for (_, t) in &holders {
-        assert!(matches!(db.snapshot_at(Tid(*t)), Err(Error::SnapshotGone { .. })));
+        assert!(matches!(
+            db.snapshot_at(Tid(*t)),
+            Err(Error::SnapshotGone { .. })
+        ));
     }
     drop(db);
     fsck_clean(&p).unwrap();
@@ -245,7 +278,12 @@ fn two_writer_processes_progress_and_same_block_losers_retry() {
         let ws: Vec<Child> = blocks
             .iter()
             .map(|b| {
-                spawn(WRITERS_TEST, "writer", &p, &[("WDB_N", n.to_string()), ("WDB_BLOCK", b.to_string())])
+                spawn(
+                    WRITERS_TEST,
+                    "writer",
+                    &p,
+                    &[("WDB_N", n.to_string()), ("WDB_BLOCK", b.to_string())],
+                )
             })
             .collect();
         let mut conflicts = 0;
@@ -253,7 +291,12 @@ fn two_writer_processes_progress_and_same_block_losers_retry() {
             let out = w.wait_with_output().unwrap();
             assert!(out.status.success(), "{case}: a writer failed");
             let s = String::from_utf8_lossy(&out.stdout);
-            conflicts += s.lines().find_map(|l| field(l, "WRITER ")).unwrap().parse::<u64>().unwrap();
+            conflicts += s
+                .lines()
+                .find_map(|l| field(l, "WRITER "))
+                .unwrap()
+                .parse::<u64>()
+                .unwrap();
         }
         let s = db.snapshot().unwrap();
         let mut b = vec![0u8; BS];
@@ -262,12 +305,21 @@ fn two_writer_processes_progress_and_same_block_losers_retry() {
             u64::from_le_bytes(b[..8].try_into().unwrap())
         });
         if blocks[0] != blocks[1] {
-            assert_eq!(conflicts, 0, "{case}: writers of different blocks never conflict");
-            assert_eq!([after[0] - before[0], after[1] - before[1]], [n, n], "{case}");
+            assert_eq!(
+                conflicts, 0,
+                "{case}: writers of different blocks never conflict"
+            );
+            assert_eq!(
+                [after[0] - before[0], after[1] - before[1]],
+                [n, n],
+                "{case}"
+            );
         } else {
             assert_eq!(after[0] - before[0], 2 * n, "{case}: no increment is lost");
         }
-        report.push(format!("{case}: 2 × {n} commits, {conflicts} conflicts retried"));
+        report.push(format!(
+            "{case}: 2 × {n} commits, {conflicts} conflicts retried"
+        ));
     }
     drop(db);
     fsck_clean(&p).unwrap();

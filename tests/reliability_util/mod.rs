@@ -315,7 +315,10 @@ impl SimDisk {
             CrashKind::PowerLoss => d.durable.clone(),
             CrashKind::TornSectors => {
                 let mut img = d.durable.clone();
-                let interrupted = d.interrupted.iter().map(|(o, b)| Pending::Write(*o, b.clone()));
+                let interrupted = d
+                    .interrupted
+                    .iter()
+                    .map(|(o, b)| Pending::Write(*o, b.clone()));
                 for p in d.pending.iter().cloned().chain(interrupted) {
                     match p {
                         Pending::Truncate(len) => {
@@ -497,7 +500,11 @@ pub fn count_calls(test: &str, role: &str, db: &Path, trace: &Path) -> Vec<(Stri
         db,
         &["-e".into(), set, "-o".into(), trace.display().to_string()],
     );
-    assert!(out.status.success(), "dry run failed: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "dry run failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let text = std::fs::read_to_string(trace).unwrap();
     let mut counts: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let mut after = false;
@@ -507,7 +514,11 @@ pub fn count_calls(test: &str, role: &str, db: &Path, trace: &Path) -> Vec<(Stri
             continue;
         }
         // "<pid> name(args" or "<pid> <... name resumed>": count the starts only.
-        let body = line.split_once(' ').map(|(_, b)| b).unwrap_or(line).trim_start();
+        let body = line
+            .split_once(' ')
+            .map(|(_, b)| b)
+            .unwrap_or(line)
+            .trim_start();
         if body.starts_with("<...") {
             continue;
         }
