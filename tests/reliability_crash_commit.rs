@@ -14,6 +14,10 @@ use std::path::Path;
 
 use reliability_util::*;
 use wdb::db::Db;
+use wdb::store::{Store, StoreOptions};
+
+/// Crashes injected during the torn-tail cut of a recovery.
+static RECOVERY_CRASHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 use wdb::Tid;
 
 struct Run {
@@ -106,7 +110,31 @@ fn check_after_crash(dir: &Path, seed: u64, r: &Run, kind: CrashKind, rng: &mut 
     let path = dir.join("c.wdb");
     let img = r.disk.crash_image(kind, rng);
     std::fs::write(&path, img).unwrap();
-    let ctx = format!("seed {seed} kind {kind:?} crashed in {:?}", r.crashed_in);
+    let mut ctx = format!("seed {seed} kind {kind:?} crashed in {:?}", r.crashed_in);
+    if rng.chance(30) {
+        // A second crash, during recovery: the torn-tail cut (truncate, then sync).
+        let disk = SimDisk::new(std::fs::read(&path).unwrap());
+        {
+            let mut d = disk.0.lock();
+            d.armed = true;
+            d.crash_at = 1 + rng.below(2);
+        }
+        let opened = Store::open_with_io(&path, Box::new(disk.clone()), StoreOptions::default());
+        let crashed = disk.0.lock().crashed;
+        assert!(
+            crashed || opened.is_ok(),
+            "{ctx}: recovery failed without a fault: {:?}",
+            opened.err()
+        );
+        disk.0.lock().crashed = true;
+        drop(opened);
+        if crashed {
+            let k2 = KINDS[rng.below(3) as usize];
+            std::fs::write(&path, disk.crash_image(k2, rng)).unwrap();
+            ctx.push_str(&format!(", then crashed ({k2:?}) while recovering"));
+            RECOVERY_CRASHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
     let db = Db::open(&path).unwrap_or_else(|e| panic!("{ctx}: reopen failed: {e}"));
     let head = db.last_tid().unwrap();
     let (last_tid, last_model) = r.acked.last().cloned().unwrap_or((Tid::ZERO, Model::new()));
@@ -205,7 +233,10 @@ fn random_workloads_crashed_at_a_random_io_call() {
     for seed in 0..n {
         one(seed, None, KINDS[(seed % 3) as usize], &mut st);
     }
-    eprintln!("crash_commit random: {st:?}");
+    eprintln!(
+        "crash_commit random: {st:?}, second crashes during recovery so far: {}",
+        RECOVERY_CRASHES.load(std::sync::atomic::Ordering::Relaxed)
+    );
     assert_eq!(st.workloads, n);
     assert!(st.by_call.contains_key("write") && st.by_call.contains_key("sync"));
 }
