@@ -32,3 +32,11 @@ pub mod virtmem;
 
 pub use error::{Error, Result};
 pub use tid::Tid;
+
+pub use array::{DType, Element, Order};
+pub use db::{
+    Array, ArrayInfo, ArrayMut, ArrayOptions, ArrayStats, CompactOptions, CompactReport,
+    Compression, Db, DbInfo, Durability, FsckReport, HistoryEntry, Options, Problem, Snapshot,
+    Transaction,
+};
+pub use virtmem::VmStats;

@@ -208,3 +208,20 @@ fn reopen_uses_the_index_checkpoint_and_rebuilds_a_stale_one() {
     s.read_block(1, 9, &mut buf).unwrap();
     assert_eq!(buf, block(7));
 }
+
+#[test]
+fn zero_block_size_and_zstd_level_take_the_database_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open_with(
+        dir.path().join("d.wdb"),
+        Options::default().block_size(1 << 17).zstd_level(7),
+    )
+    .unwrap();
+    let tx = db.begin().unwrap();
+    let mut s = spec("A");
+    s.block_size = 0;
+    s.compression = Compression::Zstd { level: 0 };
+    let a = tx.create_array_raw(s).unwrap();
+    assert_eq!(a.block_size, 1 << 17);
+    assert_eq!(a.compression, Compression::Zstd { level: 7 });
+}

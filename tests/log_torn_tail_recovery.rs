@@ -117,3 +117,58 @@ fn fsck_repair_cuts_only_a_torn_tail() {
     assert_eq!(cut.unwrap().0, len);
     assert!(Db::fsck_path(&p).unwrap().is_clean());
 }
+
+#[test]
+fn a_crash_while_creating_the_file_is_recovered_but_foreign_files_are_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let header = {
+        let p = dir.path().join("ref.wdb");
+        Db::open(&p).unwrap();
+        std::fs::read(&p).unwrap()
+    };
+    for cut in [0usize, 1, 7, 8, 100, 4095, 4096] {
+        let p = dir.path().join(format!("c{cut}.wdb"));
+        let mut b = header[..cut].to_vec();
+        if cut == 4096 {
+            b[70] = 1; // a torn header page: bad padding
+        }
+        std::fs::write(&p, &b).unwrap();
+        let db = Db::open(&p).unwrap_or_else(|e| panic!("cut {cut}: {e}"));
+        let tx = db.begin().unwrap();
+        tx.create_array_raw(spec()).unwrap();
+        tx.commit().unwrap();
+        assert!(db.fsck().unwrap().is_clean());
+    }
+    let foreign = dir.path().join("notes.txt");
+    std::fs::write(&foreign, b"my notes").unwrap();
+    assert!(matches!(
+        Db::open(&foreign),
+        Err(wdb::Error::Corruption { .. })
+    ));
+    assert_eq!(std::fs::read(&foreign).unwrap(), b"my notes");
+}
+
+#[test]
+fn fsck_waits_out_a_commit_in_flight_instead_of_calling_it_torn() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("f.wdb");
+    let db = Db::open(&p).unwrap();
+    let tx = db.begin().unwrap();
+    tx.create_array_raw(spec()).unwrap();
+    tx.commit().unwrap();
+    // Simulate a writer mid-append: hold the writer lock and leave partial bytes.
+    let guard = db.store().lock_file().writer().unwrap();
+    let len = std::fs::metadata(&p).unwrap().len();
+    let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+    std::io::Write::write_all(&mut f, b"T\x01partial").unwrap();
+    let checker = std::thread::spawn({
+        let p = p.clone();
+        move || Db::fsck_path(&p).unwrap()
+    });
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    // The "writer" finishes: here it takes its bytes back (a failed append).
+    f.set_len(len).unwrap();
+    drop(guard);
+    let rep = checker.join().unwrap();
+    assert!(rep.is_clean(), "{:?}", rep.problems);
+}

@@ -130,6 +130,11 @@ fn keep_history_keeps_every_snapshot_from_that_tid() {
     }
     assert!(db.snapshot_at(tids[2]).is_err());
     assert!(db.snapshot_at(Tid(0)).is_err());
+    // Changes since a dropped tid: everything counts as changed.
+    let cs = db.changed_blocks(tids[0], *tids.last().unwrap()).unwrap();
+    assert!(cs.blocks.contains(&(id, 0)) && cs.names_changed);
+    let cs = db.changed_blocks(tids[4], tids[5]).unwrap();
+    assert_eq!(cs.blocks, vec![(id, 0)]);
     assert!(db.fsck().unwrap().is_clean());
 }
 
@@ -161,4 +166,57 @@ fn another_handle_sees_the_compacted_file_and_a_live_reader_of_another_handle_is
     tx.commit().unwrap();
     assert!(t_pinned > Tid(0));
     assert!(a.fsck().unwrap().is_clean());
+}
+
+#[test]
+fn compaction_runs_while_a_writer_and_readers_keep_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("busy.wdb");
+    let db = Db::open(&p).unwrap();
+    let other = Db::open(&p).unwrap(); // another handle, as another process would have
+    let tx = db.begin().unwrap();
+    let id = tx.create_array_raw(spec()).unwrap().id;
+    tx.commit().unwrap();
+    for v in 1..=20u8 {
+        let tx = db.begin().unwrap();
+        tx.write_block(id, u64::from(v % 4), &fill(v)).unwrap();
+        tx.commit().unwrap();
+    }
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let written = std::thread::scope(|s| {
+        let w = s.spawn(|| {
+            let mut last = Vec::new();
+            let mut v = 100u8;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || last.len() < 5 {
+                let tx = other.begin().unwrap();
+                tx.write_block(id, u64::from(v % 4), &fill(v)).unwrap();
+                last.push((tx.commit().unwrap(), v));
+                v = v.wrapping_add(1);
+            }
+            last
+        });
+        let r = s.spawn(|| {
+            for _ in 0..20 {
+                let snap = other.snapshot().unwrap();
+                let mut b = vec![0u8; BS];
+                snap.read_block(id, 0, &mut b).unwrap();
+            }
+        });
+        for _ in 0..3 {
+            db.compact().unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        r.join().unwrap();
+        w.join().unwrap()
+    });
+    // Every acknowledged commit is in the compacted file, newest value per block.
+    let s = db.snapshot().unwrap();
+    assert_eq!(s.tid(), written.last().unwrap().0);
+    for blk in 0..4u64 {
+        if let Some((_, v)) = written.iter().rev().find(|(_, v)| u64::from(v % 4) == blk) {
+            assert_eq!(read(&s, id, blk), fill(*v), "block {blk}");
+        }
+    }
+    let rep = db.fsck().unwrap();
+    assert!(rep.is_clean(), "{:?}", rep.problems);
 }

@@ -103,8 +103,9 @@ fn a_flipped_bit_in_each_field_class_is_reported() {
             assert!(!p.record.is_empty() && !p.what.is_empty(), "{what}: {p}");
         }
     }
-    // Every single bit of transaction 1 (which is followed by a valid one): reported.
-    for off in t1..t1_end {
+    // Every 5th byte of transaction 1 (which is followed by a valid one), so every field
+    // of every header and stretches of every payload: reported.
+    for off in (t1..t1_end).step_by(5) {
         let mut bad = good.clone();
         bad[off] ^= 0x10;
         assert!(

@@ -23,6 +23,11 @@ fn spec() -> ArraySpec {
 }
 
 fn run(fault: Fault) {
+    run_nth(fault, 1);
+}
+
+/// Inject `fault` at the `nth` write (or sync) of one commit of a 2-block transaction.
+fn run_nth(fault: Fault, nth: u64) {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("p.wdb");
     let (t1, id) = {
@@ -41,9 +46,10 @@ fn run(fault: Fault) {
         let (io, plan) = FaultyIo::new(FileIo(f));
         let store = Store::open_with_io(&p, Box::new(io), StoreOptions::default()).unwrap();
         let db = Db::from_store(store, Options::default());
-        plan.arm(fault, 1);
+        plan.arm(fault, nth);
         let tx = db.begin().unwrap();
         tx.write_block(id, 0, &vec![2u8; BS]).unwrap();
+        tx.write_block(id, 3, &vec![4u8; BS]).unwrap();
         let e = tx.commit().unwrap_err();
         assert!(matches!(e, Error::Io(_)), "{fault:?}: {e}");
         plan.disarm();
@@ -73,4 +79,19 @@ fn eio_enospc_and_torn_writes_fail_cleanly() {
     run(Fault::WriteEnospc);
     run(Fault::TearWrite(100));
     run(Fault::TearWrite(5000));
+}
+
+#[test]
+fn a_fault_at_every_write_of_a_commit_leaves_the_last_acknowledged_state() {
+    // A 2-block commit is 4 writes (headers, payload, header+pad, payload+trailer).
+    for nth in 1..=4 {
+        for fault in [
+            Fault::WriteEio,
+            Fault::WriteEnospc,
+            Fault::TearWrite(1),
+            Fault::TearWrite(4097),
+        ] {
+            run_nth(fault, nth);
+        }
+    }
 }

@@ -100,3 +100,63 @@ fn reader_process_keeps_its_snapshot_and_sees_new_commits_at_next_snapshot() {
         "{readers:?}"
     );
 }
+
+/// Child for the kill test: hold a snapshot and wait to be killed.
+fn holding_child(dir: &Path) {
+    let db = Db::open(dir.join("k.wdb")).unwrap();
+    let _snap = db.snapshot().unwrap();
+    std::fs::write(dir.join("ready"), b"").unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+#[test]
+fn a_killed_readers_slot_is_detected_as_dead_and_reused() {
+    if let Ok(dir) = std::env::var("WDB_HOLDING_CHILD") {
+        holding_child(Path::new(&dir));
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path().join("k.wdb")).unwrap();
+    let tx = db.begin().unwrap();
+    tx.create_array_raw(ArraySpec {
+        name: "A".into(),
+        dtype: vec![],
+        dtype_name: "u8".into(),
+        elem_size: 1,
+        shape: vec![1],
+        order: Order::C,
+        block_size: BS as u32,
+        compression: Compression::None,
+    })
+    .unwrap();
+    tx.commit().unwrap();
+    let mut ch = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_killed_readers_slot_is_detected_as_dead_and_reused",
+        ])
+        .env("WDB_HOLDING_CHILD", dir.path())
+        .spawn()
+        .unwrap();
+    wait_for(&dir.path().join("ready"));
+    let pid = u64::from(ch.id());
+    assert!(db
+        .info()
+        .unwrap()
+        .live_readers
+        .iter()
+        .any(|(p, _)| *p == pid));
+    ch.kill().unwrap(); // SIGKILL: no destructor runs, the slot keeps its pid and tid
+    ch.wait().unwrap();
+    assert!(
+        !db.info()
+            .unwrap()
+            .live_readers
+            .iter()
+            .any(|(p, _)| *p == pid),
+        "dead reader still listed"
+    );
+    // Its slot is free again: many snapshots can register.
+    let snaps: Vec<_> = (0..8).map(|_| db.snapshot().unwrap()).collect();
+    assert_eq!(db.info().unwrap().live_readers.len(), snaps.len());
+}

@@ -495,6 +495,13 @@ impl<T: Element> ArrayCore<T> {
         self.holes_from
     }
 
+    /// Blocks at or past [`ArrayCore::holes_from`] stored through the file since a
+    /// shrink cut them off, ascending: they hold data again (invariant 3); every other
+    /// block past `holes_from` that is not dirty reads as zeros.
+    pub fn stored_since_cut(&self) -> Vec<u64> {
+        self.file.stored.lock().iter().copied().collect()
+    }
+
     /// The file handle, for operations that can change bytes under views (`discard`,
     /// `invalidate`): hence `&mut self`, so that no view is alive.
     pub fn handle_mut(&mut self) -> &FileHandle {

@@ -18,15 +18,7 @@ pub const MAX_BLOCK_SIZE: u32 = crate::format::MAX_LOGICAL_LEN;
 const MAX_DTYPE_LEN: usize = 64 << 10;
 const CATALOG_VERSION: u8 = 1;
 
-/// Memory order of an N-d array.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Order {
-    /// Row-major: the major axis is axis 0.
-    #[default]
-    C,
-    /// Column-major: the major axis is the last axis.
-    F,
-}
+pub use crate::array::Order;
 
 /// How an array's blocks are compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,9 +47,9 @@ pub struct ArraySpec {
     pub shape: Vec<u64>,
     /// Memory order.
     pub order: Order,
-    /// Block size in bytes: a power of two, 64 KiB ..= 1 GiB.
+    /// Block size in bytes: a power of two, 64 KiB ..= 1 GiB (0: the database default).
     pub block_size: u32,
-    /// Compression.
+    /// Compression (`Zstd { level: 0 }`: the database's default level).
     pub compression: Compression,
 }
 

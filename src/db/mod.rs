@@ -5,7 +5,9 @@
 //! stages writes in memory, already encoded (hole/trim/zstd), so that commit holds the
 //! writer lock only to check conflicts, append and sync. Dropping it aborts.
 
+mod arrays;
 pub mod catalog;
+mod handles;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -14,6 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
+pub use crate::array::Order;
 pub use crate::format::Key;
 use crate::format::{Encoding, FLAG_DELETED};
 use crate::log::lock::ReaderSlot;
@@ -21,8 +24,11 @@ pub use crate::store::compact::CompactReport;
 use crate::store::encode::{self, Encoded};
 pub use crate::store::fsck::{FsckReport, Problem};
 use crate::store::{is_tombstone, CommitRequest, Gen, Store, StoreOptions, Write};
+use crate::virtmem::{VirtMem, VmStats};
 use crate::{Error, Result, Tid};
-pub use catalog::{ArrayInfo, ArraySpec, Catalog, Compression, Order};
+pub use arrays::{Array, ArrayMut};
+pub use catalog::{ArrayInfo, ArraySpec, Catalog, Compression};
+pub use handles::{ArrayOptions, Snapshot, Transaction};
 
 /// When a commit is durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -167,6 +173,9 @@ struct DbInner {
     opts: Options,
     /// Decoded catalog entries by (array id, version tid).
     meta_cache: Mutex<HashMap<(u64, Tid), Arc<ArrayInfo>>>,
+    /// The RAM pages of every array handle of this `Db`, under `opts.ram_budget`;
+    /// created on first use, so tools that only read blocks never make one.
+    vm: std::sync::OnceLock<Arc<VirtMem>>,
 }
 
 /// An open database. Cheap to clone; `Send + Sync`.
@@ -203,6 +212,7 @@ impl Db {
                 store,
                 opts,
                 meta_cache: Mutex::new(HashMap::new()),
+                vm: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -220,6 +230,20 @@ impl Db {
     /// The underlying store.
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// The virtual memory manager of this database's array handles.
+    pub(crate) fn vm(&self) -> Result<Arc<VirtMem>> {
+        if let Some(vm) = self.inner.vm.get() {
+            return Ok(vm.clone());
+        }
+        let vm = VirtMem::new(self.inner.opts.ram_budget)?;
+        Ok(self.inner.vm.get_or_init(|| vm).clone())
+    }
+
+    /// RAM used by array data: budget, bytes resident, bytes dirty, loads, evictions.
+    pub fn memory_stats(&self) -> Result<VmStats> {
+        Ok(self.vm()?.stats())
     }
 
     fn catalog_at(&self, gen: &Gen, tid: Tid) -> Result<Catalog> {
@@ -293,7 +317,7 @@ impl Db {
         self.inner.store.check_poisoned()?;
         let (gen, tid, slot, cat) = self.open_view(None)?;
         let next_id = gen.index.read().max_array + 1;
-        Ok(Transaction {
+        Ok(Transaction::new(TxInner {
             db: self.clone(),
             gen,
             tid,
@@ -303,31 +327,31 @@ impl Db {
                 next_id,
                 ..TxState::default()
             }),
-        })
+        }))
     }
 
     /// A read-only snapshot of the latest commit.
     pub fn snapshot(&self) -> Result<Snapshot> {
         let (gen, tid, slot, catalog) = self.open_view(None)?;
-        Ok(Snapshot {
+        Ok(Snapshot::new(SnapInner {
             db: self.clone(),
             gen,
             tid,
             _slot: slot,
             catalog,
-        })
+        }))
     }
 
     /// A read-only snapshot of commit `tid` (any tid compaction has not dropped).
     pub fn snapshot_at(&self, tid: Tid) -> Result<Snapshot> {
         let (gen, tid, slot, catalog) = self.open_view(Some(tid))?;
-        Ok(Snapshot {
+        Ok(Snapshot::new(SnapInner {
             db: self.clone(),
             gen,
             tid,
             _slot: slot,
             catalog,
-        })
+        }))
     }
 
     /// The newest commit (reading other processes' new commits first).
@@ -395,7 +419,7 @@ impl Db {
         let path = path.as_ref();
         let lock = crate::log::lock::LockFile::open(path, false)?;
         let _w = lock.writer()?;
-        let rep = crate::store::fsck::check_path(path)?;
+        let rep = crate::store::fsck::check_path_unlocked(path)?;
         let Some(at) = rep.torn_tail else {
             return Ok((rep, None));
         };
@@ -458,10 +482,9 @@ struct TxState {
     next_id: u64,
 }
 
-/// A read-write transaction. Reads see its snapshot plus its own writes; `commit`
-/// appends its writes atomically; dropping it aborts. `Send + Sync`.
+/// The state of a transaction, shared with the files of its arrays.
 #[derive(Debug)]
-pub struct Transaction {
+pub(crate) struct TxInner {
     db: Db,
     gen: Arc<Gen>,
     tid: Tid,
@@ -509,19 +532,24 @@ fn name_key(cat: &Catalog, k: &Key) -> String {
     }
 }
 
-impl Transaction {
+impl TxInner {
     /// The snapshot tid this transaction reads at.
     pub fn snapshot_tid(&self) -> Tid {
         self.tid
     }
 
     /// Create an array (all zeros); fails with `AlreadyExists` if the name is taken.
+    /// A `block_size` of 0 takes `Options::block_size`; `Compression::Zstd { level: 0 }`
+    /// takes `Options::zstd_level`.
     pub fn create_array_raw(&self, spec: ArraySpec) -> Result<ArrayInfo> {
         let mut st = self.state.lock();
         if st.catalog.by_name.contains_key(&spec.name) {
             return Err(Error::AlreadyExists(format!("array {:?}", spec.name)));
         }
         let mut spec = spec;
+        if spec.block_size == 0 {
+            spec.block_size = self.db.inner.opts.block_size;
+        }
         if let Compression::Zstd { level: 0 } = spec.compression {
             spec.compression = Compression::Zstd {
                 level: self.db.inner.opts.zstd_level,
@@ -655,6 +683,45 @@ impl Transaction {
             .map(|v| v.tid))
     }
 
+    /// Stage a hole for every block of array `array_id` at or past `from` that may hold
+    /// data (below its extent at the snapshot, or staged here), except `keep`: the
+    /// blocks a shrink cut off read as zeros from then on.
+    pub(crate) fn stage_holes_from(&self, array_id: u64, from: u64, keep: &[u64]) -> Result<()> {
+        let at_snapshot = match self.db.catalog_at(&self.gen, self.tid)?.get_id(array_id) {
+            Ok(info) => info.n_blocks().unwrap_or(0),
+            Err(_) => 0,
+        };
+        let mut st = self.state.lock();
+        let staged_end = st
+            .blocks
+            .range((array_id, from)..=(array_id, u64::MAX))
+            .next_back()
+            .map_or(0, |((_, b), _)| b + 1);
+        let hole = encode::encode_plain(&[])?;
+        for blk in from..at_snapshot.max(staged_end) {
+            if keep.binary_search(&blk).is_ok() {
+                continue;
+            }
+            let stored = st.blocks.contains_key(&(array_id, blk))
+                || self
+                    .gen
+                    .index
+                    .read()
+                    .version_at(
+                        &Key::Block {
+                            array: array_id,
+                            blk,
+                        },
+                        self.tid,
+                    )
+                    .is_some_and(|v| v.encoding != Encoding::Hole);
+            if stored {
+                st.blocks.insert((array_id, blk), hole.clone());
+            }
+        }
+        Ok(())
+    }
+
     /// Does this transaction have changes to commit?
     pub fn is_dirty(&self) -> bool {
         let st = self.state.lock();
@@ -664,12 +731,8 @@ impl Transaction {
     /// Commit atomically; returns the new tid (or the snapshot tid if nothing changed).
     /// `Error::Conflict` if another transaction committed a change to a key written here
     /// after this transaction's snapshot.
-    pub fn commit(self) -> Result<Tid> {
-        self.commit_with("", "")
-    }
-
     /// Commit with a user name and a description recorded in the history.
-    pub fn commit_with(self, user: &str, desc: &str) -> Result<Tid> {
+    pub fn commit_with(&self, user: &str, desc: &str) -> Result<Tid> {
         let st = std::mem::take(&mut *self.state.lock());
         if !st.names_changed && st.meta_changed.is_empty() && st.blocks.is_empty() {
             return Ok(self.tid);
@@ -714,15 +777,11 @@ impl Transaction {
         };
         self.db.inner.store.commit(&req, &|k| name_key(&cat, k))
     }
-
-    /// Drop every change.
-    pub fn abort(self) {}
 }
 
-/// A read-only view of one commit. Keeps reading the same data whatever is committed or
-/// compacted meanwhile. `Send + Sync`.
+/// The state of a snapshot, shared with the files of its arrays.
 #[derive(Debug)]
-pub struct Snapshot {
+pub(crate) struct SnapInner {
     db: Db,
     gen: Arc<Gen>,
     tid: Tid,
@@ -730,7 +789,7 @@ pub struct Snapshot {
     catalog: Catalog,
 }
 
-impl Snapshot {
+impl SnapInner {
     /// The commit it shows.
     pub fn tid(&self) -> Tid {
         self.tid
@@ -807,7 +866,7 @@ impl Snapshot {
     }
 }
 
-impl Transaction {
+impl TxInner {
     /// The database it belongs to.
     pub fn db(&self) -> &Db {
         &self.db

@@ -22,6 +22,8 @@ pub const PAGE: u64 = 4096;
 pub const FILE_HEADER_SIZE: u64 = PAGE;
 /// Bytes of the file header that carry fields (the rest of the page is zero).
 pub const FILE_HEADER_FIELDS: usize = 8 + 4 + 4 + 4 + 4 + 8 + 8 + 8 + 8 + 4 + 4;
+/// Zero bytes after the fields, up to `FILE_HEADER_SIZE`.
+pub const FILE_HEADER_PADDING: usize = 4096 - FILE_HEADER_FIELDS;
 
 /// Record tags (first byte of every record). New record types get new tags; a reader
 /// that meets an unknown tag inside a committed transaction reports corruption naming
@@ -170,7 +172,7 @@ impl FileHeader {
         let crc = crc32fast::hash(&w.buf);
         w.u32(crc);
         debug_assert_eq!(w.buf.len(), FILE_HEADER_FIELDS);
-        w.buf.resize(FILE_HEADER_SIZE as usize, 0);
+        w.buf.resize(FILE_HEADER_FIELDS + FILE_HEADER_PADDING, 0);
         w.buf
     }
 
@@ -208,10 +210,7 @@ impl FileHeader {
         if crc != crc32fast::hash(&b[..crc_at]) {
             return Err(Error::corruption(crc_at as u64, "file header CRC mismatch"));
         }
-        r.zeros(
-            usize::try_from(FILE_HEADER_SIZE).unwrap_or(0) - FILE_HEADER_FIELDS,
-            "header padding",
-        )?;
+        r.zeros(FILE_HEADER_PADDING, "header padding")?;
         Ok(FileHeader {
             version,
             align,
@@ -274,7 +273,7 @@ impl TxHeader {
         let user_len = r.u16("user length")?;
         r.zeros(2, "tx reserved")?;
         let desc_len = r.u32("description length")?;
-        if desc_len as usize > MAX_DESC_LEN {
+        if usize::try_from(desc_len).map_or(true, |d| d > MAX_DESC_LEN) {
             return Err(Error::corruption(
                 off + 36,
                 format!("description length {desc_len}"),
@@ -749,6 +748,10 @@ mod tests {
     #[test]
     fn record_sizes_match_the_spec() {
         assert_eq!(FILE_HEADER_FIELDS, 64);
+        assert_eq!(
+            (FILE_HEADER_FIELDS + FILE_HEADER_PADDING) as u64,
+            FILE_HEADER_SIZE
+        );
         assert_eq!(TX_HEADER_SIZE, 48);
         assert_eq!(RECORD_HEADER_SIZE, 48);
         assert_eq!(TX_END_SIZE, 32);

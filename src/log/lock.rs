@@ -25,6 +25,8 @@ use crate::{Error, Result, Tid};
 
 /// Magic at offset 8 of the lock file.
 pub const LOCK_MAGIC: [u8; 8] = *b"wdb-lck\n";
+/// Offset of the published (log uuid u64, acknowledged end u64).
+pub const PUBLISHED_AT: u64 = 16;
 /// Offset of the first reader slot.
 pub const SLOTS_AT: u64 = 4096;
 /// Bytes per reader slot.
@@ -112,6 +114,32 @@ impl LockFile {
             writer: Mutex::new(()),
             next_hint: Mutex::new(0),
         })
+    }
+
+    /// Publish the end of the last acknowledged (synced) transaction of the log with
+    /// `uuid`. Readers in other processes read the log only up to it, so they never see
+    /// a commit before it is durable. A hint: not synced, and ignored when it names
+    /// another file.
+    pub fn publish(&self, uuid: u64, end: u64) -> Result<()> {
+        if !self.writable {
+            return Ok(());
+        }
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&uuid.to_le_bytes());
+        b[8..].copy_from_slice(&end.to_le_bytes());
+        self.file.write_all_at(&b, PUBLISHED_AT)?;
+        Ok(())
+    }
+
+    /// The published (uuid, end), if any.
+    pub fn published(&self) -> Option<(u64, u64)> {
+        let mut b = [0u8; 16];
+        self.file.read_exact_at(&mut b, PUBLISHED_AT).ok()?;
+        let mut u = [0u8; 8];
+        u.copy_from_slice(&b[..8]);
+        let mut e = [0u8; 8];
+        e.copy_from_slice(&b[8..]);
+        Some((u64::from_le_bytes(u), u64::from_le_bytes(e)))
     }
 
     /// Path of this lock file.

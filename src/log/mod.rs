@@ -109,6 +109,48 @@ impl Log {
         Log::open_io(path, Box::new(io))
     }
 
+    /// Rewrite the header of a file that a crash left shorter than or equal to the
+    /// header with an invalid header: it cannot hold any transaction, so nothing
+    /// committed is lost. The caller holds the writer lock.
+    pub fn reinit_if_headerless(path: &Path) -> Result<Option<Log>> {
+        let f = OpenOptions::new().read(true).write(true).open(path)?;
+        if f.metadata()?.len() > format::FILE_HEADER_SIZE {
+            return Ok(None);
+        }
+        let io = FileIo(f);
+        let mut existing = Vec::new();
+        std::io::Read::read_to_end(&mut &io.0, &mut existing)?;
+        let mut hb = existing.clone();
+        hb.resize(usize::try_from(format::FILE_HEADER_SIZE).unwrap_or(4096), 0);
+        if FileHeader::decode(&hb).is_ok() {
+            if existing.len() == hb.len() {
+                return Ok(None);
+            }
+            // The fields made it to disk but not the whole page: complete it.
+            io.write_at(&hb, 0)?;
+            io.sync_data()?;
+            return Ok(Some(Log::open_io(path, Box::new(io))?));
+        }
+        // Only a file we were creating: empty, all zeros, or starting with our magic.
+        // Anything else is someone else's file and is left alone.
+        let n = existing.len().min(format::MAGIC.len());
+        let ours = existing.iter().all(|&b| b == 0) || existing[..n] == format::MAGIC[..n];
+        if !ours {
+            return Ok(None);
+        }
+        let header = FileHeader {
+            version: format::FORMAT_VERSION,
+            align: u32::try_from(format::PAGE).unwrap_or(4096),
+            uuid: new_uuid(),
+            created_ns: now_ns(),
+            base_tid: Tid::ZERO,
+        };
+        io.write_at(&header.encode(), 0)?;
+        io.sync_data()?;
+        tracing::warn!(log = %path.display(), "rewrote the header of a database file left headerless by a crash during its creation");
+        Ok(Some(Log::open_io(path, Box::new(io))?))
+    }
+
     /// Open an existing log at `path`.
     pub fn open(path: &Path, read_only: bool) -> Result<Log> {
         let f = OpenOptions::new().read(true).write(!read_only).open(path)?;
@@ -298,7 +340,12 @@ impl Log {
     /// Scan transactions from `from` to the end of the file, stopping at the first that
     /// is not valid. tids must strictly increase after `prev_tid`.
     pub fn scan(&self, from: u64, prev_tid: Tid, verify_data: bool) -> Result<Scan> {
-        let file_len = self.len()?;
+        self.scan_to(from, prev_tid, verify_data, u64::MAX)
+    }
+
+    /// Like [`Log::scan`], but stop at `limit` (or the file's end if shorter).
+    pub fn scan_to(&self, from: u64, prev_tid: Tid, verify_data: bool, limit: u64) -> Result<Scan> {
+        let file_len = self.len()?.min(limit);
         let mut txs = Vec::new();
         let mut pos = from;
         let mut last = prev_tid;

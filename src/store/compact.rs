@@ -231,6 +231,7 @@ impl Store {
             std::fs::rename(&tmp, self.path())?;
             crate::log::sync_dir(self.path())?;
             let new_log = Log::open(self.path(), false)?;
+            self.lock_file().publish(new_log.header().uuid, nix.end)?;
             let new_size = new_log.len()?;
             *self.gen.write() = Arc::new(Gen {
                 log: new_log,

@@ -51,6 +51,25 @@ impl FsckReport {
     }
 }
 
+impl std::fmt::Display for FsckReport {
+    /// One summary line, then one line per problem.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let verdict = if self.is_clean() { "clean" } else { "PROBLEMS" };
+        write!(
+            f,
+            "{verdict}: {} transactions, {} records, {} bytes, last tid {}",
+            self.transactions, self.records, self.file_len, self.last_tid
+        )?;
+        if !self.problems.is_empty() {
+            write!(f, ", {} problems", self.problems.len())?;
+        }
+        for p in &self.problems {
+            write!(f, "\n  offset {}: {}: {}", p.offset, p.record, p.what)?;
+        }
+        Ok(())
+    }
+}
+
 fn problem_of(e: Error, record: String) -> Problem {
     match e {
         Error::Corruption { offset, what } => Problem {
@@ -92,8 +111,25 @@ fn resync(log: &Log, from: u64, file_len: u64) -> Option<u64> {
     None
 }
 
-/// Check the log file at `path` (read-only; never modifies it).
+/// Check the log file at `path` (read-only; never modifies it). A tail that looks torn
+/// may be a commit in flight in another process: then the check is repeated under the
+/// writer lock (when the lock file can be opened), so only a real torn tail is reported.
 pub fn check_path(path: &Path) -> Result<FsckReport> {
+    let rep = check_path_unlocked(path)?;
+    if rep.torn_tail.is_none() || !crate::log::lock::lock_path(path).exists() {
+        return Ok(rep);
+    }
+    match crate::log::lock::LockFile::open(path, true) {
+        Ok(lock) => match lock.writer() {
+            Ok(_w) => check_path_unlocked(path),
+            Err(_) => Ok(rep),
+        },
+        Err(_) => Ok(rep),
+    }
+}
+
+/// Check without consulting the writer lock (for a caller that holds it).
+pub fn check_path_unlocked(path: &Path) -> Result<FsckReport> {
     let mut rep = FsckReport::default();
     let log = match Log::open(path, true) {
         Ok(l) => l,
@@ -122,12 +158,25 @@ pub fn check_log(log: &Log, rep: &mut FsckReport) -> Result<()> {
     let mut newest: HashMap<Key, u64> = HashMap::new();
     // Array id → is its catalog entry live (created and not deleted)?
     let mut live: HashMap<u64, bool> = HashMap::new();
-    // Compacted files: arrays with a live entry at or before the base tid, and the
-    // blocks below the base tid whose catalog check waits for the end of the scan.
-    let base = log.header().base_tid;
-    let mut live_by_base: std::collections::HashSet<u64> = std::collections::HashSet::new();
-    let mut deferred: Vec<(u64, String, u64)> = Vec::new();
     let mut scratch = Vec::new();
+    // A compacted file is complete only from its base tid: the catalog entry a block of
+    // an earlier transaction belongs to may have been superseded and dropped. Those
+    // blocks only need some catalog entry (live or deleted) at or before the base tid.
+    let base = log.header().base_tid;
+    let mut deferred: Vec<(u64, u64, String)> = Vec::new();
+    let flush = |deferred: &mut Vec<(u64, u64, String)>,
+                 live: &HashMap<u64, bool>,
+                 rep: &mut FsckReport| {
+        for (array, off, record) in deferred.drain(..) {
+            if !live.contains_key(&array) {
+                rep.problems.push(Problem {
+                    offset: off,
+                    record,
+                    what: format!("array {array} has no catalog entry"),
+                });
+            }
+        }
+    };
     while pos < file_len {
         let tx = match log.read_tx(pos, file_len, true, &mut scratch) {
             Ok(tx) => tx,
@@ -207,25 +256,20 @@ pub fn check_log(log: &Log, rep: &mut FsckReport) -> Result<()> {
             }
             rep.records += 1;
         }
-        if tid <= base {
-            for (_, rh) in &tx.records {
-                if let Key::Meta { array } = rh.key {
-                    if rh.flags & format::FLAG_DELETED == 0 {
-                        live_by_base.insert(array);
-                    }
+        // Catalog references: every block written belongs to an array that exists after
+        // this transaction.
+        if tid < base {
+            for (off, rh) in &tx.records {
+                if let Key::Block { array, blk } = rh.key {
+                    deferred.push((array, *off, format!("{name} block {blk} of array {array}")));
                 }
             }
+        } else {
+            flush(&mut deferred, &live, rep);
         }
-        // Catalog references: every block written belongs to an array that exists after
-        // this transaction. Below the base tid of a compacted file a block version may
-        // precede the catalog entry that was kept for it (compaction dropped the older
-        // entry, superseded by a resize or rename); there it suffices that the array has a
-        // live entry at or before the base tid, checked at the end.
-        for (off, rh) in &tx.records {
+        for (off, rh) in tx.records.iter().filter(|_| tid >= base) {
             if let Key::Block { array, blk } = rh.key {
-                if tid < base {
-                    deferred.push((*off, format!("{name} block {blk} of array {array}"), array));
-                } else if live.get(&array) != Some(&true) {
+                if live.get(&array) != Some(&true) {
                     rep.problems.push(Problem {
                         offset: *off,
                         record: format!("{name} block {blk} of array {array}"),
@@ -238,14 +282,6 @@ pub fn check_log(log: &Log, rep: &mut FsckReport) -> Result<()> {
         rep.last_tid = last;
         pos += tx.header.total_len;
     }
-    for (offset, record, array) in deferred {
-        if !live_by_base.contains(&array) {
-            rep.problems.push(Problem {
-                offset,
-                record,
-                what: format!("array {array} has no live catalog entry"),
-            });
-        }
-    }
+    flush(&mut deferred, &live, rep);
     Ok(())
 }

@@ -398,6 +398,20 @@ impl Store {
             Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::NotFound(format!("database {}", path.display())))
             }
+            // A crash during creation can leave a file without a valid header (and so
+            // without transactions): finish creating it, under the writer lock (the
+            // creator may still be writing the header).
+            Err(Error::Corruption { .. })
+                if !opts.read_only
+                    && std::fs::metadata(path).map(|m| m.len()).unwrap_or(u64::MAX)
+                        <= format::FILE_HEADER_SIZE =>
+            {
+                let _w = lock.writer()?;
+                match Log::reinit_if_headerless(path)? {
+                    Some(l) => l,
+                    None => Log::open(path, false)?,
+                }
+            }
             Err(e) => return Err(e),
         };
         Store::open_log(path, log, lock, opts)
@@ -448,6 +462,7 @@ impl Store {
                 if again.stop.is_some() {
                     log.cut_tail(again.end)?;
                 }
+                lock.publish(log.header().uuid, ix.end)?;
             }
         }
         Ok(Gen {
@@ -478,6 +493,14 @@ impl Store {
     /// the new tail of the log (headers only; an incomplete tail is an append in flight
     /// and is left alone). Returns the current generation.
     pub fn refresh(&self) -> Result<Arc<Gen>> {
+        self.refresh_inner(false)
+    }
+
+    /// `locked`: the caller holds the writer lock, so every complete transaction in the
+    /// file counts, published or not (a writer may have died between its write and its
+    /// publish). Otherwise the log is read only up to the end published after the
+    /// last acknowledged commit, so a commit is never seen before it is durable.
+    fn refresh_inner(&self, locked: bool) -> Result<Arc<Gen>> {
         let _r = self.refresh_lock.lock();
         let gen = self.current();
         if gen.log.path_switched() {
@@ -490,8 +513,12 @@ impl Store {
             let ix = gen.index.read();
             (ix.end, ix.last_tid)
         };
-        if gen.log.len()? > end {
-            let scan = gen.log.scan(end, last, false)?;
+        let limit = match self.lock.published() {
+            Some((uuid, pend)) if !locked && uuid == gen.log.header().uuid => pend,
+            _ => u64::MAX,
+        };
+        if gen.log.len()?.min(limit) > end {
+            let scan = gen.log.scan_to(end, last, false, limit)?;
             if !scan.txs.is_empty() {
                 let mut ix = gen.index.write();
                 // Another thread may have committed meanwhile; apply only what is new.
@@ -535,8 +562,17 @@ impl Store {
         self.check_poisoned()?;
         let _w = self.lock.writer()?;
         self.check_poisoned()?;
-        let gen = self.refresh()?;
+        let gen = self.refresh_inner(true)?;
         gen.index.read().assert_invariants();
+        let (len, end) = (gen.log.len()?, gen.index.read().end);
+        if len < end {
+            // Committed bytes this process has seen are gone (the file was truncated or
+            // replaced behind wdb's back): appending would leave a hole. Refuse.
+            return Err(Error::corruption(
+                len,
+                format!("the log is {len} bytes but its committed transactions end at {end}"),
+            ));
+        }
         // Under the lock, an invalid tail is a torn write of a writer that failed or died.
         if gen.log.len()? != gen.index.read().end {
             let end = gen.index.read().end;
@@ -612,6 +648,13 @@ impl Store {
             let _ = gen.log.truncate_unacknowledged(start);
             return Err(e);
         }
+        // Acknowledged: let other processes see it.
+        if let Err(e) = self
+            .lock
+            .publish(gen.log.header().uuid, start + enc.total_len)
+        {
+            tracing::warn!(error = %e, "could not publish the commit in the lock file");
+        }
         let scanned = ScannedTx {
             off: start,
             header: format::TxHeader {
@@ -669,7 +712,7 @@ impl Store {
     pub fn changed(&self, from: Tid, to: Tid) -> Result<Vec<Key>> {
         let gen = self.refresh()?;
         let ix = gen.index.read();
-        if from < gen.base_tid() && ix.txs.first().is_some_and(|t| t.tid > from) && from < to {
+        if from < gen.base_tid() && from < to {
             // Compaction dropped some of the commits in the range: report every key.
             let mut all: Vec<Key> = ix.versions.keys().copied().collect();
             all.sort();

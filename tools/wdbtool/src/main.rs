@@ -1,7 +1,10 @@
-//! wdbtool — inspect, check and compact wdb databases. Uses only wdb's public API.
+//! wdbtool — inspect, check and compact wdb databases, print arrays, and move them in
+//! and out as NumPy `.npy` files. Uses only wdb's public API.
 //!
 //! Exit codes: 0 success (fsck: clean), 1 fsck found problems, 2 bad arguments or an
 //! error (unreadable file, not a database, ...).
+
+mod bench;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -9,14 +12,21 @@ use std::process::ExitCode;
 use std::time::UNIX_EPOCH;
 
 use clap::{Parser, Subcommand};
-use wdb::db::{CompactOptions, Compression, Db, Options, Order};
+use indicatif::ProgressBar;
+use wdb::db::{CompactOptions, Compression, Db, Order};
 use wdb::Tid;
+
+mod blocks;
+mod cat;
+mod npy_cmds;
+
+use blocks::{dtype_of, human, open_ro};
 
 #[derive(Parser, Debug)]
 #[command(
     name = "wdbtool",
     version,
-    about = "Inspect, check and compact wdb databases"
+    about = "Inspect, check and compact wdb databases; print arrays; export and import NumPy .npy files"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -25,12 +35,15 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
+    /// One phase of the benchmark workloads (shared/workloads.md); JSON lines on stdout.
+    Bench(bench::BenchArgs),
     /// Format version, file size, first and last tid, arrays, live readers.
     Info {
         /// Database file.
         db: PathBuf,
     },
-    /// Each array: type, shape, logical size, stored size, compression ratio.
+    /// Each array: element type (and record fields), shape, order, logical size,
+    /// stored size, compression ratio.
     Ls {
         /// Database file.
         db: PathBuf,
@@ -56,32 +69,62 @@ enum Cmd {
         #[arg(long, value_name = "TID")]
         keep_history: Option<u64>,
     },
-}
-
-fn human(n: u64) -> String {
-    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i + 1 < U.len() {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", U[i])
-    }
-}
-
-fn open_ro(p: &PathBuf) -> wdb::Result<Db> {
-    if !p.exists() {
-        return Err(wdb::Error::NotFound(format!("database {}", p.display())));
-    }
-    Db::open_with(p, Options::default().read_only(true))
+    /// Print rows of an array (RANGE over the major axis: 10..20, 10.., ..3, 5, 2..=4;
+    /// default the first 10 rows).
+    Cat {
+        /// Database file.
+        db: PathBuf,
+        /// Array name.
+        array: String,
+        /// Rows to print.
+        range: Option<String>,
+        /// Read the snapshot at this tid instead of the latest.
+        #[arg(long, value_name = "TID")]
+        at: Option<u64>,
+    },
+    /// Write an array to a NumPy .npy file (streamed: any size).
+    Export {
+        /// Database file.
+        db: PathBuf,
+        /// Array name.
+        array: String,
+        /// Output .npy file (overwritten).
+        file: PathBuf,
+        /// Export the snapshot at this tid instead of the latest.
+        #[arg(long, value_name = "TID")]
+        at: Option<u64>,
+    },
+    /// Create an array from a NumPy .npy file (streamed: any size; C or F order;
+    /// structured dtypes become records).
+    Import {
+        /// Database file (created if missing).
+        db: PathBuf,
+        /// Name of the new array.
+        array: String,
+        /// Input .npy file.
+        file: PathBuf,
+        /// Block size of the new array: a power of two from 64K to 1G (default: the
+        /// database's, 2M).
+        #[arg(long, value_name = "B", value_parser = npy_cmds::parse_size)]
+        block_size: Option<u64>,
+        /// Block compression: none, zstd or zstd:LEVEL.
+        #[arg(long, value_name = "C", default_value = "zstd", value_parser = npy_cmds::parse_compression)]
+        compression: Compression,
+        /// Commit after staging this many MiB of blocks; a bigger file is imported in
+        /// several commits under a temporary name and renamed at the end.
+        #[arg(long, value_name = "MIB", default_value_t = 64)]
+        commit_mib: u64,
+    },
 }
 
 fn run(cli: Cli) -> wdb::Result<ExitCode> {
     match cli.cmd {
+        Cmd::Bench(b) => {
+            if let Err(e) = bench::run(&b) {
+                eprintln!("wdbtool bench: error: {e}");
+                return Ok(ExitCode::from(2));
+            }
+        }
         Cmd::Info { db } => {
             let d = open_ro(&db)?;
             let i = d.info()?;
@@ -109,16 +152,16 @@ fn run(cli: Cli) -> wdb::Result<ExitCode> {
             let d = open_ro(&db)?;
             let s = d.snapshot()?;
             println!(
-                "{:<24} {:<8} {:<20} {:>6} {:>12} {:>12} {:>7}  compression",
-                "name", "type", "shape", "order", "logical", "stored", "ratio"
+                "{:<24} {:<12} {:<20} {:>5} {:>9} {:>11} {:>11} {:>7}  compression",
+                "name", "type", "shape", "order", "block", "logical", "stored", "ratio"
             );
             for name in s.array_names()? {
                 let i = s.array_info(&name)?;
                 let st = s.array_stats(&name)?;
                 let ratio = if st.stored_bytes == 0 {
-                    f64::INFINITY
+                    "-".to_string()
                 } else {
-                    st.logical_bytes as f64 / st.stored_bytes as f64
+                    format!("{:.2}", st.logical_bytes as f64 / st.stored_bytes as f64)
                 };
                 let comp = match i.compression {
                     Compression::None => "none".to_string(),
@@ -128,12 +171,27 @@ fn run(cli: Cli) -> wdb::Result<ExitCode> {
                     Order::C => "C",
                     Order::F => "F",
                 };
+                // Records get a short type here and their fields on the next line.
+                let (ty, fields) = match dtype_of(&i) {
+                    Ok(wdb::DType::Record { size, fields }) => (
+                        format!("record({size} B)"),
+                        Some(
+                            fields
+                                .iter()
+                                .map(|f| format!("{}: {} @{}", f.name, f.dtype, f.offset))
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                        ),
+                    ),
+                    _ => (i.dtype_name.clone(), None),
+                };
                 println!(
-                    "{:<24} {:<8} {:<20} {:>6} {:>12} {:>12} {:>7.2}  {comp} ({} raw, {} zstd, {} hole blocks)",
+                    "{:<24} {:<12} {:<20} {:>5} {:>9} {:>11} {:>11} {:>7}  {comp} ({} raw, {} zstd, {} hole blocks)",
                     name,
-                    i.dtype_name,
+                    ty,
                     format!("{:?}", i.shape),
                     order,
+                    human(u64::from(i.block_size)),
                     human(st.logical_bytes),
                     human(st.stored_bytes),
                     ratio,
@@ -141,7 +199,95 @@ fn run(cli: Cli) -> wdb::Result<ExitCode> {
                     st.zstd_blocks,
                     st.hole_blocks
                 );
+                if let Some(f) = fields {
+                    println!("    fields: {f}");
+                }
             }
+        }
+        Cmd::Cat {
+            db,
+            array,
+            range,
+            at,
+        } => {
+            cat::cat(&db, &array, range.as_deref(), at)?;
+        }
+        Cmd::Export {
+            db,
+            array,
+            file,
+            at,
+        } => {
+            let bar = progress_bar("exporting");
+            let rep = npy_cmds::export(&db, &array, &file, at, &mut |done, total| {
+                if let Some(b) = &bar {
+                    b.set_length(total);
+                    b.set_position(done);
+                }
+            })?;
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+            println!(
+                "exported {array:?} at tid {} to {}: {}, shape {:?}, order {}, {}",
+                rep.tid,
+                file.display(),
+                rep.header.dtype,
+                rep.header.shape,
+                if rep.header.fortran_order { "F" } else { "C" },
+                human(rep.file_bytes)
+            );
+        }
+        Cmd::Import {
+            db,
+            array,
+            file,
+            block_size,
+            compression,
+            commit_mib,
+        } => {
+            let block_size = block_size
+                .map(|b| {
+                    u32::try_from(b).map_err(|_| {
+                        wdb::Error::InvalidArgument(format!(
+                            "block size {b} is too large (at most 1G)"
+                        ))
+                    })
+                })
+                .transpose()?;
+            let commit_bytes = commit_mib
+                .checked_mul(1 << 20)
+                .filter(|&b| b > 0)
+                .ok_or_else(|| {
+                    wdb::Error::InvalidArgument(format!(
+                        "--commit-mib {commit_mib}: expected 1 or more"
+                    ))
+                })?;
+            let opts = npy_cmds::ImportOptions {
+                block_size,
+                compression,
+                commit_bytes,
+            };
+            let bar = progress_bar("importing");
+            let rep = npy_cmds::import(&db, &array, &file, opts, &mut |done, total| {
+                if let Some(b) = &bar {
+                    b.set_length(total);
+                    b.set_position(done);
+                }
+            })?;
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+            println!(
+                "imported {} as {array:?} at tid {} ({} commit{}): {}, shape {:?}, order {}",
+                file.display(),
+                rep.tid,
+                rep.commits,
+                if rep.commits == 1 { "" } else { "s" },
+                rep.header.dtype,
+                rep.header.shape,
+                if rep.header.fortran_order { "F" } else { "C" },
+            );
         }
         Cmd::Log { db } => {
             let d = open_ro(&db)?;
@@ -241,6 +387,21 @@ fn run(cli: Cli) -> wdb::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A byte progress bar on stderr when it is a terminal.
+fn progress_bar(what: &str) -> Option<ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let b = ProgressBar::new(0);
+    b.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{spinner}} {what} [{{bar:40}}] {{bytes}}/{{total_bytes}} ({{eta}})"
+        ))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    Some(b)
 }
 
 fn report(rep: &wdb::db::FsckReport) {

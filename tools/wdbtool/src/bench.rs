@@ -1,0 +1,767 @@
+//! `wdbtool bench`: the workloads of `shared/workloads.md`, one phase per call, on wdb or
+//! (with `--baseline`) on a plain `memmap2` mapping of a raw file.
+//!
+//! Every figure goes to stdout as one JSON object per line; human text goes to stderr.
+//! Only wdb calls (or, for the baseline, the file and map calls) are timed: data and
+//! positions are generated before the clock starts.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::hint::black_box;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use wdb::db::{ArrayOptions, Compression, Db, Options};
+
+/// Name of the array every phase works on.
+pub const ARRAY: &str = "bench";
+/// File of the wdb peer under `--dir`.
+pub const DB_FILE: &str = "wdb.db";
+/// File of the `memmap2` baseline under `--dir`.
+pub const RAW_FILE: &str = "baseline.raw";
+/// Elements read per random read (W3).
+pub const READ_ELEMS: u64 = 512;
+/// Random reads (W3).
+pub const READS: u64 = 10_000;
+/// Scattered writes (W4).
+pub const SPARSE_WRITES: u64 = 1_000;
+/// Small commits (W5).
+pub const SMALL_COMMITS: u64 = 100;
+
+/// One phase of the benchmark protocol.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// W1: create, append in chunks, commit after each append.
+    Ingest,
+    /// W2: open and sum the whole array.
+    Scan,
+    /// W3: 10,000 reads of 512 elements at random offsets.
+    Randread,
+    /// W4: 1,000 scattered element writes, one commit.
+    Sparse,
+    /// W5: 100 times one element write and a commit.
+    Small,
+}
+
+/// How the array's blocks are compressed (chosen at creation, in `ingest`).
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Comp {
+    /// Raw blocks.
+    None,
+    /// zstd at the database's default level, where it saves at least 1/8.
+    Zstd,
+}
+
+/// Arguments of `wdbtool bench`.
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// ingest, scan, randread, sparse or small (run in that order on one DIR).
+    #[arg(long, value_enum)]
+    pub phase: Phase,
+    /// Directory holding everything (DIR/wdb.db, or DIR/baseline.raw with --baseline).
+    /// Must exist; empty before ingest.
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Array size in bytes: a multiple of 8, at least 4096 (n = N/8 f64 elements).
+    #[arg(long, value_name = "N")]
+    pub size_bytes: u64,
+    /// Seed of the positions (splitmix64).
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// RAM budget of wdb's loaded and dirty blocks [default: min(1 GiB, RAM/4)].
+    #[arg(long, value_name = "BYTES")]
+    pub ram_budget: Option<u64>,
+    /// Block compression of the array, set at creation (ingest).
+    #[arg(long, value_enum, default_value = "zstd")]
+    pub compression: Comp,
+    /// Block size of the array in bytes, set at creation (ingest) [default: the database's].
+    #[arg(long, value_name = "BYTES")]
+    pub block_size: Option<u32>,
+    /// Run the phase on a plain memmap2 mapping of DIR/baseline.raw instead of wdb.
+    #[arg(long)]
+    pub baseline: bool,
+}
+
+/// An error of the benchmark: bad arguments or a failed call.
+#[derive(Debug)]
+pub struct BenchError(pub String);
+
+impl fmt::Display for BenchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<wdb::Error> for BenchError {
+    fn from(e: wdb::Error) -> Self {
+        BenchError(e.to_string())
+    }
+}
+
+type R<T> = Result<T, BenchError>;
+
+fn err<T>(msg: impl Into<String>) -> R<T> {
+    Err(BenchError(msg.into()))
+}
+
+fn io_ctx<'a>(what: &str, p: &'a Path) -> impl FnOnce(std::io::Error) -> BenchError + 'a {
+    let what = what.to_string();
+    move |e| BenchError(format!("{what} {}: {e}", p.display()))
+}
+
+// ---------------------------------------------------------------------------------------
+// Data and positions (workloads.md, "reproduce exactly")
+
+/// Element `i`: `sin(2π·i/65536) + 1e-3·((((i·2654435761) mod 2³²) / 2³²) − 0.5)`,
+/// the integer part on u64 with wrapping, evaluated left to right.
+pub fn element(i: u64) -> f64 {
+    let h = (i.wrapping_mul(2_654_435_761) & 0xFFFF_FFFF) as f64 / 4_294_967_296.0;
+    (2.0 * std::f64::consts::PI * i as f64 / 65_536.0).sin() + 1e-3 * (h - 0.5)
+}
+
+/// Fill `out` with elements `lo..lo + out.len()`.
+pub fn fill_elements(lo: u64, out: &mut [f64]) {
+    for (k, v) in out.iter_mut().enumerate() {
+        *v = element(lo + k as u64);
+    }
+}
+
+/// `splitmix64(seed, count)`: for k = 1..=count, `z = seed + k·0x9E3779B97F4A7C15`,
+/// `z = (z ^ z>>30)·0xBF58476D1CE4E5B9`, `z = (z ^ z>>27)·0x94D049BB133111EB`,
+/// yield `z ^ z>>31` (all wrapping).
+pub fn splitmix64(seed: u64, count: u64) -> Vec<u64> {
+    (1..=count)
+        .map(|k| {
+            let mut z = seed.wrapping_add(k.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        })
+        .collect()
+}
+
+/// Elements in ingest chunk `k`: `(2 + k mod 7)·2²⁰/8`.
+pub fn chunk_elems(k: u64) -> u64 {
+    (2 + k % 7) * (1 << 20) / 8
+}
+
+/// W3 offsets: `splitmix64(seed+1, 10000) mod (n − 511)`.
+pub fn randread_offsets(seed: u64, n: u64) -> Vec<u64> {
+    splitmix64(seed.wrapping_add(1), READS)
+        .into_iter()
+        .map(|z| z % (n - (READ_ELEMS - 1)))
+        .collect()
+}
+
+/// W4 positions: sorted unique of `splitmix64(seed+2, 1000) mod n`.
+pub fn sparse_positions(seed: u64, n: u64) -> Vec<u64> {
+    let mut p: Vec<u64> = splitmix64(seed.wrapping_add(2), SPARSE_WRITES)
+        .into_iter()
+        .map(|z| z % n)
+        .collect();
+    p.sort_unstable();
+    p.dedup();
+    p
+}
+
+/// W5 positions: `splitmix64(seed+3, 100)[k] mod n`.
+pub fn small_positions(seed: u64, n: u64) -> Vec<u64> {
+    splitmix64(seed.wrapping_add(3), SMALL_COMMITS)
+        .into_iter()
+        .map(|z| z % n)
+        .collect()
+}
+
+/// The sum of W2, the same arithmetic for both peers: eight running sums over the
+/// elements `i ≡ j (mod 8)` of the leading multiple of 8, combined as
+/// `((s0+s1)+(s2+s3))+((s4+s5)+(s6+s7))`, then the tail added in order.
+pub fn sum(x: &[f64]) -> f64 {
+    let mut s = [0.0f64; 8];
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        for j in 0..8 {
+            s[j] += c[j];
+        }
+    }
+    let mut t = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+    for v in chunks.remainder() {
+        t += v;
+    }
+    t
+}
+
+// ---------------------------------------------------------------------------------------
+// Figures
+
+struct Out {
+    peer: &'static str,
+}
+
+impl Out {
+    fn fig(&self, workload: &str, metric: &str, value: f64, unit: &str) -> R<()> {
+        if !value.is_finite() {
+            return err(format!(
+                "{workload} {metric} is not a finite number: {value}"
+            ));
+        }
+        // f64's Display is the shortest text that reads back to the same value, and
+        // never uses an exponent: a valid JSON number.
+        let line = format!(
+            "{{\"peer\": \"{}\", \"workload\": \"{workload}\", \"metric\": \"{metric}\", \"value\": {value}, \"unit\": \"{unit}\"}}\n",
+            self.peer
+        );
+        let mut o = std::io::stdout().lock();
+        o.write_all(line.as_bytes())
+            .and_then(|_| o.flush())
+            .map_err(|e| BenchError(format!("writing to stdout: {e}")))
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// The median of `v` (mean of the two middle values for an even count).
+pub fn median(v: &mut [Duration]) -> Duration {
+    v.sort_unstable();
+    let m = v.len() / 2;
+    if v.len() % 2 == 0 {
+        (v[m - 1] + v[m]) / 2
+    } else {
+        v[m]
+    }
+}
+
+/// Nearest-rank percentile `p` (0 < p ≤ 100) of sorted `v`.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+// ---------------------------------------------------------------------------------------
+// Entry
+
+/// Run one phase; figures on stdout, notes on stderr.
+pub fn run(a: &BenchArgs) -> R<()> {
+    if a.size_bytes % 8 != 0 {
+        return err(format!(
+            "--size-bytes {} is not a multiple of 8 (the array holds f64 elements)",
+            a.size_bytes
+        ));
+    }
+    if a.size_bytes < READ_ELEMS * 8 {
+        return err(format!(
+            "--size-bytes {} is too small: at least {} (512 elements, one random read)",
+            a.size_bytes,
+            READ_ELEMS * 8
+        ));
+    }
+    if !a.dir.is_dir() {
+        return err(format!(
+            "--dir {}: not an existing directory",
+            a.dir.display()
+        ));
+    }
+    if let Some(b) = a.block_size {
+        if !b.is_power_of_two() || b < (64 << 10) {
+            return err(format!(
+                "--block-size {b}: must be a power of two of at least 65536"
+            ));
+        }
+    }
+    if let Some(0) = a.ram_budget {
+        return err("--ram-budget 0: the scan needs some RAM");
+    }
+    let n = a.size_bytes / 8;
+    if usize::try_from(a.size_bytes).is_err() {
+        return err("--size-bytes does not fit in this machine's address space");
+    }
+    if a.baseline {
+        baseline::run(a, n)
+    } else {
+        wdbpeer::run(a, n)
+    }
+}
+
+/// `min(1 GiB, MemTotal/4)`, or 1 GiB when /proc/meminfo cannot be read.
+pub fn default_ram_budget() -> u64 {
+    let gib = 1u64 << 30;
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| (kb * 1024 / 4).clamp(64 << 20, gib))
+        .unwrap_or(gib)
+}
+
+mod wdbpeer {
+    use super::*;
+
+    fn options(a: &BenchArgs) -> Options {
+        Options::default().ram_budget(a.ram_budget.unwrap_or_else(default_ram_budget))
+    }
+
+    fn path(a: &BenchArgs) -> PathBuf {
+        a.dir.join(DB_FILE)
+    }
+
+    /// An error opening the benchmark array, with a hint when it is missing.
+    fn array_err(e: wdb::Error, p: &Path) -> BenchError {
+        let hint = if matches!(e, wdb::Error::NotFound(_)) {
+            " (run the ingest phase first)"
+        } else {
+            ""
+        };
+        BenchError(format!("array {ARRAY:?} in {}: {e}{hint}", p.display()))
+    }
+
+    /// Open an existing benchmark database and check the array's length.
+    fn open(a: &BenchArgs, n: u64, read_only: bool) -> R<Db> {
+        let p = path(a);
+        if !p.exists() {
+            return err(format!(
+                "{} does not exist: run `wdbtool bench --phase ingest` on this --dir first",
+                p.display()
+            ));
+        }
+        let db = Db::open_with(&p, options(a).read_only(read_only))?;
+        {
+            let s = db.snapshot()?;
+            let arr = s.array::<f64>(ARRAY).map_err(|e| array_err(e, &p))?;
+            if arr.len() != n {
+                return err(format!(
+                    "array {ARRAY:?} in {} has {} elements, not --size-bytes/8 = {n}",
+                    p.display(),
+                    arr.len()
+                ));
+            }
+        }
+        Ok(db)
+    }
+
+    pub fn run(a: &BenchArgs, n: u64) -> R<()> {
+        let out = Out { peer: "wdb" };
+        match a.phase {
+            Phase::Ingest => ingest(a, n, &out),
+            Phase::Scan => scan(a, n, &out),
+            Phase::Randread => randread(a, n, &out),
+            Phase::Sparse => sparse(a, n, &out),
+            Phase::Small => small(a, n, &out),
+        }
+    }
+
+    fn ingest(a: &BenchArgs, n: u64, out: &Out) -> R<()> {
+        let p = path(a);
+        if p.exists() {
+            return err(format!(
+                "{} already exists: ingest needs an empty --dir",
+                p.display()
+            ));
+        }
+        let mut opts = ArrayOptions::default().compression(match a.compression {
+            Comp::None => Compression::None,
+            Comp::Zstd => Compression::Zstd { level: 0 },
+        });
+        if let Some(b) = a.block_size {
+            opts = opts.block_size(b);
+        }
+        let mut buf = vec![0.0f64; chunk_elems(6) as usize];
+        let mut timed = Duration::ZERO;
+        let t = Instant::now();
+        let db = Db::open_with(&p, options(a))?;
+        timed += t.elapsed();
+        let (mut lo, mut k) = (0u64, 0u64);
+        while lo < n {
+            let len = chunk_elems(k).min(n - lo);
+            let chunk = &mut buf[..len as usize];
+            fill_elements(lo, chunk);
+            let t = Instant::now();
+            let tx = db.begin()?;
+            {
+                let mut arr = if k == 0 {
+                    tx.create_array_with::<f64>(ARRAY, &[0], opts)?
+                } else {
+                    tx.array_mut::<f64>(ARRAY)?
+                };
+                arr.append(chunk)?;
+            }
+            tx.commit()?;
+            timed += t.elapsed();
+            lo += len;
+            k += 1;
+        }
+        let t = Instant::now();
+        drop(db);
+        timed += t.elapsed();
+        let s = timed.as_secs_f64();
+        eprintln!("wdb ingest: {n} elements in {k} commits, {s:.3} s");
+        out.fig("W1", "ingest_MBps", a.size_bytes as f64 / 1e6 / s, "MB/s")?;
+        out.fig("W1", "ingest_s", s, "s")
+    }
+
+    fn scan(a: &BenchArgs, n: u64, out: &Out) -> R<()> {
+        let p = path(a);
+        if !p.exists() {
+            return err(format!(
+                "{} does not exist: run `wdbtool bench --phase ingest` on this --dir first",
+                p.display()
+            ));
+        }
+        let t = Instant::now();
+        let db = Db::open_with(&p, options(a).read_only(true))?;
+        let snap = db.snapshot()?;
+        let arr = snap.array::<f64>(ARRAY).map_err(|e| array_err(e, &p))?;
+        if arr.len() != n {
+            return err(format!(
+                "array {ARRAY:?} has {} elements, not --size-bytes/8 = {n}",
+                arr.len()
+            ));
+        }
+        let view = arr.view(..)?;
+        let slice = view
+            .as_slice()
+            .ok_or_else(|| BenchError("the view of a 1-D array is not contiguous".into()))?;
+        let total = sum(slice);
+        let s = t.elapsed().as_secs_f64();
+        eprintln!("wdb scan: {} bytes in {s:.3} s", a.size_bytes);
+        out.fig("W2", "scan_GBps", a.size_bytes as f64 / 1e9 / s, "GB/s")?;
+        out.fig("W2", "sum", total, "")
+    }
+
+    fn randread(a: &BenchArgs, n: u64, out: &Out) -> R<()> {
+        let offsets = randread_offsets(a.seed, n);
+        let db = open(a, n, true)?;
+        let snap = db.snapshot()?;
+        let arr = snap.array::<f64>(ARRAY)?;
+        let view = arr.view(..)?;
+        let slice = view
+            .as_slice()
+            .ok_or_else(|| BenchError("the view of a 1-D array is not contiguous".into()))?;
+        let mut buf = vec![0.0f64; READ_ELEMS as usize];
+        let mut times = Vec::with_capacity(offsets.len());
+        for &off in &offsets {
+            let off = off as usize;
+            let t = Instant::now();
+            buf.copy_from_slice(&slice[off..off + READ_ELEMS as usize]);
+            black_box(&mut buf);
+            times.push(t.elapsed());
+        }
+        let med = median(&mut times);
+        let p99 = percentile(&times, 99.0);
+        eprintln!("wdb randread: {} reads", times.len());
+        out.fig("W3", "median_us", us(med), "us")?;
+        out.fig("W3", "p99_us", us(p99), "us")
+    }
+
+    fn sparse(a: &BenchArgs, n: u64, out: &Out) -> R<()> {
+        let pos = sparse_positions(a.seed, n);
+        let db = open(a, n, false)?;
+        let t = Instant::now();
+        let tx = db.begin()?;
+        {
+            // write_from rather than a view: a block that cannot be loaded (RAM budget
+            // full of dirty blocks, I/O) is an Err here, not a stop inside a fault.
+            let mut arr = tx.array_mut::<f64>(ARRAY)?;
+            for &p in &pos {
+                arr.write_from(p..p + 1, &[-(p as f64)])?;
+            }
+        }
+        let update = t.elapsed();
+        let t = Instant::now();
+        tx.commit()?;
+        let commit = t.elapsed();
+        eprintln!("wdb sparse: {} positions", pos.len());
+        out.fig("W4", "total_ms", ms(update + commit), "ms")?;
+        out.fig("W4", "update_ms", ms(update), "ms")?;
+        out.fig("W4", "commit_ms", ms(commit), "ms")
+    }
+
+    fn small(a: &BenchArgs, n: u64, out: &Out) -> R<()> {
+        let pos = small_positions(a.seed, n);
+        let db = open(a, n, false)?;
+        let mut times = Vec::with_capacity(pos.len());
+        for (k, &p) in pos.iter().enumerate() {
+            let v = [1e6 + k as f64];
+            let t = Instant::now();
+            let tx = db.begin()?;
+            {
+                let mut arr = tx.array_mut::<f64>(ARRAY)?;
+                arr.write_from(p..p + 1, &v)?;
+            }
+            tx.commit()?;
+            times.push(t.elapsed());
+        }
+        let med = median(&mut times);
+        eprintln!("wdb small: {} commits", times.len());
+        out.fig("W5", "median_ms", ms(med), "ms")
+    }
+}
+
+mod baseline {
+    use super::*;
+    use memmap2::{Mmap, MmapMut};
+
+    fn path(a: &BenchArgs) -> PathBuf {
+        a.dir.join(RAW_FILE)
+    }
+
+    fn check_len(p: &Path, f: &File, size: u64) -> R<()> {
+        let len = f.metadata().map_err(io_ctx("stat", p))?.len();
+        if len != size {
+            return err(format!(
+                "{} holds {len} bytes, not --size-bytes {size}",
+                p.display()
+            ));
+        }
+        Ok(())
+    }
+
+    fn open(a: &BenchArgs, write: bool) -> R<File> {
+        let p = path(a);
+        if !p.exists() {
+            return err(format!(
+                "{} does not exist: run `wdbtool bench --baseline --phase ingest` on this --dir first",
+                p.display()
+            ));
+        }
+        let f = OpenOptions::new()
+            .read(true)
+            .write(write)
+            .open(&p)
+            .map_err(io_ctx("open", &p))?;
+        check_len(&p, &f, a.size_bytes)?;
+        Ok(f)
+    }
+
+    fn as_f64(b: &[u8]) -> &[f64] {
+        assert!(b.as_ptr() as usize % 8 == 0 && b.len() % 8 == 0);
+        // SAFETY: the map is page aligned (checked above), any bit pattern is an f64,
+        // and the length is a whole number of elements.
+        unsafe { std::slice::from_raw_parts(b.as_ptr().cast::<f64>(), b.len() / 8) }
+    }
+
+    fn as_f64_mut(b: &mut [u8]) -> &mut [f64] {
+        assert!(b.as_ptr() as usize % 8 == 0 && b.len() % 8 == 0);
+        // SAFETY: as in `as_f64`, and the borrow is exclusive.
+        unsafe { std::slice::from_raw_parts_mut(b.as_mut_ptr().cast::<f64>(), b.len() / 8) }
+    }
+
+    pub fn run(a: &BenchArgs, n: u64) -> R<()> {
+        let out = Out { peer: "memmap2" };
+        match a.phase {
+            Phase::Ingest => ingest(a, n, &out),
+            Phase::Scan => scan(a, &out),
+            Phase::Randread => randread(a, n, &out),
+            Phase::Sparse => sparse(a, n, &out),
+            Phase::Small => small(a, n, &out),
+        }
+    }
+
+    /// The same chunks, each written and fdatasync'ed ("commit") to a plain file.
+    fn ingest(a: &BenchArgs, n: u64, out: &Out) -> R<()> {
+        let p = path(a);
+        if p.exists() {
+            return err(format!(
+                "{} already exists: ingest needs an empty --dir",
+                p.display()
+            ));
+        }
+        let mut buf = vec![0.0f64; chunk_elems(6) as usize];
+        let mut timed = Duration::ZERO;
+        let t = Instant::now();
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&p)
+            .map_err(io_ctx("create", &p))?;
+        timed += t.elapsed();
+        let (mut lo, mut k) = (0u64, 0u64);
+        while lo < n {
+            let len = chunk_elems(k).min(n - lo);
+            let chunk = &mut buf[..len as usize];
+            fill_elements(lo, chunk);
+            // SAFETY: viewing initialized f64s as bytes.
+            let b =
+                unsafe { std::slice::from_raw_parts(chunk.as_ptr().cast::<u8>(), chunk.len() * 8) };
+            let t = Instant::now();
+            f.write_all(b).map_err(io_ctx("write", &p))?;
+            f.sync_data().map_err(io_ctx("fdatasync", &p))?;
+            timed += t.elapsed();
+            lo += len;
+            k += 1;
+        }
+        let t = Instant::now();
+        drop(f);
+        timed += t.elapsed();
+        let s = timed.as_secs_f64();
+        eprintln!("memmap2 ingest: {n} elements in {k} write+fdatasync, {s:.3} s");
+        out.fig("W1", "ingest_MBps", a.size_bytes as f64 / 1e6 / s, "MB/s")?;
+        out.fig("W1", "ingest_s", s, "s")
+    }
+
+    fn scan(a: &BenchArgs, out: &Out) -> R<()> {
+        let p = path(a);
+        let t = Instant::now();
+        let f = open(a, false)?;
+        // SAFETY: nothing else writes the file during the phase.
+        let map = unsafe { Mmap::map(&f) }.map_err(io_ctx("mmap", &p))?;
+        let total = sum(as_f64(&map));
+        let s = t.elapsed().as_secs_f64();
+        eprintln!("memmap2 scan: {} bytes in {s:.3} s", a.size_bytes);
+        out.fig("W2", "scan_GBps", a.size_bytes as f64 / 1e9 / s, "GB/s")?;
+        out.fig("W2", "sum", total, "")
+    }
+
+    fn randread(a: &BenchArgs, n: u64, out: &Out) -> R<()> {
+        let p = path(a);
+        let offsets = randread_offsets(a.seed, n);
+        let f = open(a, false)?;
+        // SAFETY: nothing else writes the file during the phase.
+        let map = unsafe { Mmap::map(&f) }.map_err(io_ctx("mmap", &p))?;
+        let slice = as_f64(&map);
+        let mut buf = vec![0.0f64; READ_ELEMS as usize];
+        let mut times = Vec::with_capacity(offsets.len());
+        for &off in &offsets {
+            let off = off as usize;
+            let t = Instant::now();
+            buf.copy_from_slice(&slice[off..off + READ_ELEMS as usize]);
+            black_box(&mut buf);
+            times.push(t.elapsed());
+        }
+        let med = median(&mut times);
+        let p99 = percentile(&times, 99.0);
+        eprintln!("memmap2 randread: {} reads", times.len());
+        out.fig("W3", "median_us", us(med), "us")?;
+        out.fig("W3", "p99_us", us(p99), "us")
+    }
+
+    fn sparse(a: &BenchArgs, n: u64, out: &Out) -> R<()> {
+        let p = path(a);
+        let pos = sparse_positions(a.seed, n);
+        let f = open(a, true)?;
+        // SAFETY: nothing else maps or writes the file during the phase.
+        let mut map = unsafe { MmapMut::map_mut(&f) }.map_err(io_ctx("mmap", &p))?;
+        let t = Instant::now();
+        {
+            let slice = as_f64_mut(&mut map);
+            for &q in &pos {
+                slice[q as usize] = -(q as f64);
+            }
+        }
+        let update = t.elapsed();
+        let t = Instant::now();
+        map.flush().map_err(io_ctx("msync", &p))?;
+        let commit = t.elapsed();
+        eprintln!("memmap2 sparse: {} positions", pos.len());
+        out.fig("W4", "total_ms", ms(update + commit), "ms")?;
+        out.fig("W4", "update_ms", ms(update), "ms")?;
+        out.fig("W4", "commit_ms", ms(commit), "ms")
+    }
+
+    fn small(a: &BenchArgs, n: u64, out: &Out) -> R<()> {
+        let p = path(a);
+        let pos = small_positions(a.seed, n);
+        let f = open(a, true)?;
+        // SAFETY: nothing else maps or writes the file during the phase.
+        let mut map = unsafe { MmapMut::map_mut(&f) }.map_err(io_ctx("mmap", &p))?;
+        let mut times = Vec::with_capacity(pos.len());
+        for (k, &q) in pos.iter().enumerate() {
+            let t = Instant::now();
+            as_f64_mut(&mut map)[q as usize] = 1e6 + k as f64;
+            map.flush().map_err(io_ctx("msync", &p))?;
+            times.push(t.elapsed());
+        }
+        let med = median(&mut times);
+        eprintln!("memmap2 small: {} commits", times.len());
+        out.fig("W5", "median_ms", ms(med), "ms")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splitmix64_pinned() {
+        // The reference splitmix64 seeded with 0 (Vigna) starts with 0xE220A8397B1DCDAF.
+        assert_eq!(splitmix64(0, 1), vec![0xE220_A839_7B1D_CDAF]);
+        let v = splitmix64(42, 3);
+        assert_eq!(v, SM42.to_vec());
+        // A prefix of a longer sequence is the shorter one.
+        assert_eq!(&splitmix64(42, 100)[..3], &v[..]);
+        assert!(splitmix64(7, 0).is_empty());
+    }
+
+    // Cross-checked with an independent Python implementation of workloads.md.
+    const SM42: [u64; 3] = [
+        13679457532755275413,
+        2949826092126892291,
+        5139283748462763858,
+    ];
+
+    #[test]
+    fn elements_pinned() {
+        assert_eq!(element(0), -0.0005);
+        // Bit patterns, cross-checked with Python (math.sin): -0.0005,
+        // 0.0002139077858674566, -7.218442914633822e-05, 0.0006417233540773643.
+        let want: [u64; 4] = [
+            0xbf40624dd2f1a9fc,
+            0x3f2c098de3aa8a6a,
+            0xbf12ec370cc359a6,
+            0x3f45072a68cfce1a,
+        ];
+        let got: Vec<u64> = (0..4).map(|i| element(i).to_bits()).collect();
+        assert_eq!(
+            got,
+            want.to_vec(),
+            "{:?}",
+            (0..4).map(element).collect::<Vec<_>>()
+        );
+        // A quarter period: sin = 1, and the hash term of 16384.
+        let h = ((16384u64 * 2_654_435_761) % (1 << 32)) as f64 / 4_294_967_296.0;
+        assert!((element(16384) - (1.0 + 1e-3 * (h - 0.5))).abs() < 1e-15);
+        // Wrapping on u64 does not panic.
+        assert!(element(u64::MAX).is_finite());
+    }
+
+    #[test]
+    fn chunks_and_positions() {
+        assert_eq!(chunk_elems(0), 2 * 131_072);
+        assert_eq!(chunk_elems(6), 8 * 131_072);
+        assert_eq!(chunk_elems(7), 2 * 131_072);
+        let n = 1 << 20;
+        assert!(randread_offsets(42, n).iter().all(|&o| o + 512 <= n));
+        assert_eq!(randread_offsets(42, n).len(), 10_000);
+        let s = sparse_positions(42, n);
+        assert!(s.windows(2).all(|w| w[0] < w[1]));
+        assert!(s.len() <= 1000 && s.len() > 990);
+        assert_eq!(small_positions(42, n).len(), 100);
+        assert_eq!(small_positions(42, n)[0], splitmix64(45, 1)[0] % n);
+    }
+
+    #[test]
+    fn sum_order() {
+        let x: Vec<f64> = (0..21).map(|i| i as f64).collect();
+        assert_eq!(sum(&x), 210.0);
+        assert_eq!(sum(&[]), 0.0);
+    }
+
+    #[test]
+    fn stats() {
+        let mut v: Vec<Duration> = (1..=100).map(Duration::from_micros).collect();
+        assert_eq!(median(&mut v), Duration::from_nanos(50_500));
+        assert_eq!(percentile(&v, 99.0), Duration::from_micros(99));
+        let mut w = vec![Duration::from_micros(3)];
+        assert_eq!(median(&mut w), Duration::from_micros(3));
+    }
+}
