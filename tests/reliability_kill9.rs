@@ -1,7 +1,8 @@
 //! kill -9 at random moments of a process that commits (and now and then compacts) in a
 //! loop: after each kill the database opens without a manual step, shows the last
 //! acknowledged commit or the one after it, with the contents that commit wrote, and
-//! fsck is clean.
+//! fsck is clean. Each commit writes blocks through the block API and appends to a typed
+//! `f64` array and writes its element 0 through a view.
 //!
 //! The child is this test binary re-run with `WDB_RELIAB_ROLE=kill9-child`; it prints
 //! `ACK <tid>` after each commit returns. Default 200 kills; `WDB_SOAK=1` 10,000.
@@ -32,6 +33,11 @@ fn content(t: u64, blk: u64) -> Vec<u8> {
     b
 }
 
+/// The elements commit `t` appends to the typed array "t".
+fn typed_rows(t: u64) -> [f64; 3] {
+    [t as f64, t as f64 + 0.5, -(t as f64)]
+}
+
 /// The tid of an `ACK <tid>` line. The first one shares its line with libtest's
 /// `test <name> ... `, which has no newline.
 fn ack(line: &str) -> Option<&str> {
@@ -52,6 +58,15 @@ fn child(path: &str) -> ! {
         tx.write_block(id, 0, &content(t, 0)).unwrap();
         let blk = 1 + (t - 1) % 3;
         tx.write_block(id, blk, &content(t, blk)).unwrap();
+        {
+            // The typed API too: append three elements, write element 0 through a view.
+            let mut a = match tx.array_mut::<f64>("t") {
+                Ok(a) => a,
+                Err(_) => tx.create_array::<f64>("t", &[0]).unwrap(),
+            };
+            a.append(&typed_rows(t)).unwrap();
+            a.view_mut(0..1).unwrap()[[0]] = t as f64;
+        }
         let got = tx.commit().unwrap();
         assert_eq!(got.0, t, "single writer: tids are consecutive");
         writeln!(out, "ACK {t}").unwrap();
@@ -86,6 +101,21 @@ fn check(path: &std::path::Path, acked: u64, round: &str) -> u64 {
                 .map(|t| content(t, blk))
                 .unwrap_or_else(|| vec![0u8; BS]);
             assert!(buf == want, "round {round}: block {blk} at {head}");
+        }
+    }
+    if head > 0 {
+        // The typed array: 3 elements per commit, element 0 overwritten by the last one.
+        let s = db.snapshot().unwrap();
+        let a = s.array::<f64>("t").unwrap();
+        assert_eq!(a.len(), 3 * head, "{round}: typed array length at {head}");
+        let v = a.view(..).unwrap();
+        for k in 1..=head {
+            let want = typed_rows(k);
+            for (j, w) in want.iter().enumerate() {
+                let i = (3 * (k - 1)) as usize + j;
+                let w = if i == 0 { head as f64 } else { *w };
+                assert_eq!(v[[i]], w, "{round}: t[{i}] at {head}");
+            }
         }
     }
     drop(db);
