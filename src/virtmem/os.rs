@@ -12,8 +12,8 @@ use std::ptr;
 
 use rustix::fs::{ftruncate, memfd_create, MemfdFlags};
 use rustix::mm::{
-    madvise, mmap, mmap_anonymous, mprotect, mremap_fixed, munmap, Advice, MapFlags,
-    MprotectFlags, MremapFlags, ProtFlags,
+    madvise, mmap, mmap_anonymous, mprotect, mremap_fixed, munmap, Advice, MapFlags, MprotectFlags,
+    MremapFlags, ProtFlags,
 };
 
 use crate::{Error, Result};

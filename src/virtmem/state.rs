@@ -524,7 +524,10 @@ impl VmState {
         let Some((mid, blk)) = self.pages[p as usize].at_view.take() else {
             return;
         };
-        let m = self.maps.get_mut(&mid).expect("a moved page's view is registered");
+        let m = self
+            .maps
+            .get_mut(&mid)
+            .expect("a moved page's view is registered");
         let removed = m.mapped.remove(&blk);
         debug_assert_eq!(removed.map(|e| e.0), Some(p), "inv 9");
         let addr = self.view_addr(&self.maps[&mid], blk);
@@ -865,7 +868,10 @@ impl VmState {
             // 9
             if let Some((mid, blk)) = pg.at_view {
                 assert_eq!(
-                    self.maps.get(&mid).and_then(|m| m.mapped.get(&blk)).map(|e| e.0),
+                    self.maps
+                        .get(&mid)
+                        .and_then(|m| m.mapped.get(&blk))
+                        .map(|e| e.0),
                     Some(p),
                     "inv 9: a moved slot is mapped by its view"
                 );
@@ -901,7 +907,10 @@ impl VmState {
                         | BlockState::Storing { .. }
                 )
             }) {
-                assert!(pg.at_view.is_none() || matches!(states[0], BlockState::Storing { .. }), "inv 9: loading page at home");
+                assert!(
+                    pg.at_view.is_none() || matches!(states[0], BlockState::Storing { .. }),
+                    "inv 9: loading page at home"
+                );
             }
             // 3
             if !clean {
@@ -1017,8 +1026,9 @@ pub(super) fn ensure(
                     Some((src, k)) => (src.clone(), *k),
                     None => {
                         let r = MutexGuard::unlocked(g, || {
-                            file.map_source(blk)
-                                .map(|src| (src.is_none().then(|| file.content_key(blk)).flatten(), src))
+                            file.map_source(blk).map(|src| {
+                                (src.is_none().then(|| file.content_key(blk)).flatten(), src)
+                            })
                         });
                         match r {
                             Ok((k, src)) => probed = Some((src, k)),
