@@ -1025,10 +1025,32 @@ pub(super) fn ensure(
                 let (src, key) = match &probed {
                     Some((src, k)) => (src.clone(), *k),
                     None => {
+                        // Readahead: a fault on the block after one this handle holds
+                        // is taken as a sequential scan; the kernel is then asked to
+                        // read the file block that starts one block past this one's end
+                        // (the block after next, as an append-ordered log stores them;
+                        // the next one was asked for by the previous fault), so a
+                        // window of about 2 blocks is in flight. Never more than the
+                        // budget has room for; random access asks for nothing.
+                        let bs = g.pools[pi].os.slot_size() as u64;
+                        let ahead = if blk > 0 && g.state(h, blk - 1) != BlockState::Empty {
+                            bs.min(g.budget.saturating_sub(g.used)) as usize
+                        } else {
+                            0
+                        };
                         let r = MutexGuard::unlocked(g, || {
-                            file.map_source(blk).map(|src| {
-                                (src.is_none().then(|| file.content_key(blk)).flatten(), src)
-                            })
+                            let src = file.map_source(blk)?;
+                            if let (Some(s), true) = (&src, ahead > 0) {
+                                os::file_willneed(&FileSlice {
+                                    offset: s.offset + s.len as u64 + bs,
+                                    len: ahead,
+                                    ..s.clone()
+                                });
+                            }
+                            Ok::<_, Error>((
+                                src.is_none().then(|| file.content_key(blk)).flatten(),
+                                src,
+                            ))
                         });
                         match r {
                             Ok((k, src)) => probed = Some((src, k)),
