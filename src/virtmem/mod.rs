@@ -156,6 +156,7 @@ impl VirtMem {
                 blocks: Default::default(),
                 maps: Vec::new(),
                 inflight: 0,
+                invalidations: 0,
             },
         );
         Ok(FileHandle {

@@ -161,6 +161,9 @@ pub(super) struct HandleState {
     pub(super) maps: Vec<MapId>,
     /// Loads and stores of this handle running without the lock.
     pub(super) inflight: u32,
+    /// Bumped by every `invalidate` of one of its blocks: what `ensure` learned from the
+    /// file without the lock (`map_source`, `content_key`) is stale when it moved.
+    pub(super) invalidations: u64,
 }
 
 #[derive(Debug)]
@@ -711,6 +714,9 @@ impl VmState {
     /// in-flight load is told to throw its data away, an in-flight store's page is freed
     /// by the writer when it returns.
     pub(super) fn invalidate(&mut self, cv: &Condvar, h: HandleId, blk: u64) {
+        if let Some(hs) = self.handles.get_mut(&h) {
+            hs.invalidations += 1;
+        }
         match self.state(h, blk) {
             BlockState::Empty | BlockState::LoadingInvalidated { .. } => {}
             BlockState::Loading { page } => {
@@ -988,7 +994,7 @@ pub(super) fn ensure(
     // What the file said about the block without the lock: a file range to map
     // (zero-copy, invariant 10), and the content key.
     type Probe = (Option<FileSlice>, Option<(u64, u64)>);
-    let mut probed: Option<Probe> = None;
+    let mut probed: Option<(Probe, u64)> = None;
     loop {
         let Some(m) = g.maps.get(&mid) else {
             return Err(Error::Busy(
@@ -1022,9 +1028,11 @@ pub(super) fn ensure(
                 return Ok(());
             }
             BlockState::Empty => {
+                let inval = g.handles[&h].invalidations;
                 let (src, key) = match &probed {
-                    Some((src, k)) => (src.clone(), *k),
-                    None => {
+                    // Still valid: no block of the handle was invalidated meanwhile.
+                    Some(((src, k), at)) if *at == inval => (src.clone(), *k),
+                    _ => {
                         // Readahead: a fault on the block after one this handle holds
                         // is taken as a sequential scan; the kernel is then asked to
                         // read the file block that starts one block past this one's end
@@ -1053,7 +1061,7 @@ pub(super) fn ensure(
                             ))
                         });
                         match r {
-                            Ok((k, src)) => probed = Some((src, k)),
+                            Ok((k, src)) => probed = Some(((src, k), inval)),
                             Err(e) => {
                                 return Err(Error::Load {
                                     file: file.name().to_string(),
