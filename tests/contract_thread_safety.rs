@@ -18,11 +18,8 @@ fn handles_are_send_and_sync() {
 #[test]
 fn threads_read_one_snapshot_through_a_small_budget() {
     let dir = tempfile::tempdir().unwrap();
-    let db = Db::open_with(
-        dir.path().join("t.wdb"),
-        Options::default().ram_budget(8 << 20),
-    )
-    .unwrap();
+    let db = Db::open_with(dir.path().join("t.wdb"), Options::default().ram_budget(8 << 20))
+        .unwrap();
     let n: u64 = 4 << 20; // 32 MiB of f64: 4x the budget
     let tx = db.begin().unwrap();
     tx.create_array::<f64>("A", &[0]).unwrap();

@@ -24,16 +24,8 @@ fn unmapping_the_view_that_owns_a_slot_keeps_the_page_for_other_views() {
     for round in 0..3 {
         for blk in 0..8u64 {
             let want = if blk == 1 { 0x55 } else { pattern(blk) };
-            assert_eq!(
-                rd(&b, blk as usize * BS + 5),
-                want,
-                "round {round} blk {blk}"
-            );
-            assert_eq!(
-                rd(&b, blk as usize * BS + BS - 1),
-                pattern(blk),
-                "round {round}"
-            );
+            assert_eq!(rd(&b, blk as usize * BS + 5), want, "round {round} blk {blk}");
+            assert_eq!(rd(&b, blk as usize * BS + BS - 1), pattern(blk), "round {round}");
         }
     }
     assert!(vm.stats().evictions > 0);
