@@ -104,6 +104,10 @@ for REP in $(seq 1 "$REPEAT"); do
         if [[ $p == scan ]]; then
             for peer in "${PEERS[@]}"; do
                 flags=($(peer_flags "$peer"))
+                # The other peer's cold run dropped the page cache: warm it up first
+                # (one discarded scan), so that "warm" means warm for both peers.
+                "$WDBTOOL" bench --phase scan --dir "$BENCH_DIR/$peer" --size-bytes "$SIZE" \
+                    --seed "$SEED" "${flags[@]}" >/dev/null
                 run "$peer" warm scan "${flags[@]}"
             done
         fi

@@ -124,6 +124,14 @@ impl BigFile for ZeroTail {
         }
         self.inner.content_key(blk)
     }
+
+    fn map_source(&self, blk: u64) -> Result<Option<crate::bigfile::FileSlice>> {
+        // Past zero_from the content is zeros or this core's own writes: load them.
+        if blk >= self.zero_from.load(Ordering::Acquire) {
+            return Ok(None);
+        }
+        self.inner.map_source(blk)
+    }
 }
 
 /// A typed N-d array on a virtmem file handle. See the module docs for the invariants.

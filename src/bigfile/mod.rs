@@ -6,7 +6,35 @@ mod memfile;
 
 pub use memfile::{Hook, MemFile};
 
+use std::os::fd::RawFd;
+use std::sync::Arc;
+
 use crate::Result;
+
+/// Bytes of an open file that virtmem may map read-only (`MAP_PRIVATE`) in place of a
+/// block: see [`BigFile::map_source`].
+#[derive(Clone)]
+pub struct FileSlice {
+    /// The file descriptor, open as long as `keep` is alive.
+    pub fd: RawFd,
+    /// Keeps `fd` open (the db passes its store generation).
+    pub keep: Arc<dyn Send + Sync>,
+    /// File offset of the block's first byte: a multiple of the OS page size.
+    pub offset: u64,
+    /// Bytes mapped from the file: a multiple of the OS page size, at most the block
+    /// size. The rest of the block reads as zeros.
+    pub len: usize,
+}
+
+impl std::fmt::Debug for FileSlice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileSlice")
+            .field("fd", &self.fd)
+            .field("offset", &self.offset)
+            .field("len", &self.len)
+            .finish()
+    }
+}
 
 /// Default block size: 2 MiB (one huge page; large enough that a fault's fixed cost is
 /// small beside the copy of the block).
@@ -36,5 +64,15 @@ pub trait BigFile: Send + Sync + std::fmt::Debug {
     /// block per load. The default, `false`, keeps the "arrives zeroed" promise above.
     fn load_writes_whole_block(&self) -> bool {
         false
+    }
+    /// Zero-copy reads: `Ok(Some(slice))` if block `blk` is clean content that reads
+    /// exactly as `slice`'s file bytes followed by zeros, and those bytes stay unchanged
+    /// for as long as `slice.keep` is alive. virtmem then maps them into views instead
+    /// of loading the block into a RAM page. The implementation checks the bytes (CRC)
+    /// before returning them; an error is reported like a `load_blk` error. Default:
+    /// `Ok(None)` (always load). Called without the VM lock, like `load_blk`.
+    fn map_source(&self, blk: u64) -> Result<Option<FileSlice>> {
+        let _ = blk;
+        Ok(None)
     }
 }

@@ -101,6 +101,16 @@ impl BigFile for ArrayFile {
         // read_block fills the whole buffer: the stored (trimmed) bytes, then zeros.
         true
     }
+
+    fn map_source(&self, blk: u64) -> Result<Option<crate::bigfile::FileSlice>> {
+        if !crate::virtmem::zero_copy_enabled() {
+            return Ok(None);
+        }
+        match &self.src {
+            Source::Tx(t) => t.map_source(self.id, blk, self.block_size),
+            Source::Snap(s) => s.map_source(self.id, blk, self.block_size),
+        }
+    }
 }
 
 /// The type-erased operations commit needs on a core of any element type.

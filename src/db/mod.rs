@@ -802,6 +802,27 @@ impl TxInner {
         })
     }
 
+    /// Zero-copy reads: the log bytes of block `blk` as this transaction sees it, if
+    /// that is a full raw version (not staged here, not a hole, compressed or delta).
+    pub(crate) fn map_source(
+        &self,
+        array_id: u64,
+        blk: u64,
+        block_size: usize,
+    ) -> Result<Option<crate::bigfile::FileSlice>> {
+        if self.state.lock().blocks.contains_key(&(array_id, blk)) {
+            return Ok(None);
+        }
+        self.gen.map_source(
+            &Key::Block {
+                array: array_id,
+                blk,
+            },
+            self.tid,
+            block_size,
+        )
+    }
+
     /// The tid of the version of a block this transaction would read, or None for a
     /// block never written (zeros) — or written by this transaction (not shareable).
     pub fn block_version(&self, array_id: u64, blk: u64) -> Result<Option<Tid>> {
@@ -959,6 +980,24 @@ impl SnapInner {
         )?;
         Ok(())
     }
+    /// Zero-copy reads: the log bytes of block `blk` at this snapshot, if that is a
+    /// full raw version.
+    pub(crate) fn map_source(
+        &self,
+        array_id: u64,
+        blk: u64,
+        block_size: usize,
+    ) -> Result<Option<crate::bigfile::FileSlice>> {
+        self.gen.map_source(
+            &Key::Block {
+                array: array_id,
+                blk,
+            },
+            self.tid,
+            block_size,
+        )
+    }
+
     /// The tid of the version of a block visible here (None: never written, zeros).
     pub fn block_version(&self, array_id: u64, blk: u64) -> Result<Option<Tid>> {
         Ok(self

@@ -24,6 +24,11 @@ pub trait LogIo: Send + Sync + std::fmt::Debug {
     }
     /// Cut or extend the file to `len` bytes.
     fn truncate(&self, len: u64) -> io::Result<()>;
+    /// The file descriptor, if the bytes are a real file that may be memory-mapped
+    /// (zero-copy reads). Default: None.
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
 }
 
 /// The real file.
@@ -45,6 +50,9 @@ impl LogIo for FileIo {
     }
     fn truncate(&self, len: u64) -> io::Result<()> {
         self.0.set_len(len)
+    }
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        Some(std::os::fd::AsRawFd::as_raw_fd(&self.0))
     }
 }
 

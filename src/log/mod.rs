@@ -181,6 +181,11 @@ impl Log {
         &self.header
     }
     /// The path it was opened at.
+    pub fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.io.raw_fd()
+    }
+
+    /// The database path.
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -268,6 +268,7 @@ impl Store {
             *self.gen.write() = Arc::new(Gen {
                 log: new_log,
                 index: parking_lot::RwLock::new(nix),
+                verified: Default::default(),
             });
             Ok(CompactReport {
                 old_size,

@@ -261,6 +261,9 @@ pub struct Gen {
     pub log: Log,
     /// Its index.
     pub index: RwLock<Index>,
+    /// Payload offsets of raw versions whose CRC this process checked through a
+    /// memory mapping of the file (zero-copy reads: checked once per process).
+    pub verified: parking_lot::Mutex<std::collections::HashSet<u64>>,
 }
 
 impl Gen {
@@ -406,6 +409,56 @@ impl Gen {
             diffs += usize::from(!same);
         }
         Ok(diffs)
+    }
+
+    /// Zero-copy reads: the file bytes of the version of `key` visible at `at`, if it is
+    /// a full raw block of `block_size` bytes stored page-aligned (storage-format.md
+    /// §2.2) in a real file; None for a hole, a compressed or delta version, a key never
+    /// written, or a log that is not a file. The first call for a version in this
+    /// process checks the data CRC through a read-only mapping of the bytes (a mismatch
+    /// is `Corruption`); later calls trust that check — committed bytes never change.
+    pub fn map_source(
+        self: &Arc<Self>,
+        key: &Key,
+        at: Tid,
+        block_size: usize,
+    ) -> Result<Option<crate::bigfile::FileSlice>> {
+        let Some(v) = self.index.read().version_at(key, at) else {
+            return Ok(None);
+        };
+        if v.encoding != Encoding::Raw {
+            return Ok(None);
+        }
+        let Some(fd) = self.log.raw_fd() else {
+            return Ok(None);
+        };
+        let page = rustix::param::page_size() as u64;
+        let off = v.payload_off();
+        let stored = u64::from(v.stored_len);
+        if off % page != 0
+            || stored % page != 0
+            || stored > block_size as u64
+            || u64::from(v.logical_len) > block_size as u64
+            || stored > u64::from(v.logical_len)
+        {
+            return Ok(None);
+        }
+        if !self.verified.lock().contains(&off) {
+            let crc = crate::virtmem::crc_of_file_range(fd, off, stored as usize)?;
+            if crc != v.data_crc {
+                return Err(Error::corruption(
+                    off,
+                    format!("data CRC mismatch (version of tid {})", v.tid),
+                ));
+            }
+            self.verified.lock().insert(off);
+        }
+        Ok(Some(crate::bigfile::FileSlice {
+            fd,
+            keep: self.clone(),
+            offset: off,
+            len: stored as usize,
+        }))
     }
 
     /// Read one full version into `buf` (which must be at least its logical length).
@@ -653,6 +706,7 @@ impl Store {
         Ok(Gen {
             log,
             index: RwLock::new(ix),
+            verified: Default::default(),
         })
     }
 

@@ -42,6 +42,15 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use self::fault::{FaultTarget, InWdb};
 use self::state::{HandleId, HandleState, MapId, VmState};
 use crate::bigfile::BigFile;
+
+pub(crate) use self::os::crc_of_file_range;
+
+/// Zero-copy reads of raw blocks (`BigFile::map_source`) are on unless the environment
+/// sets `WDB_ZERO_COPY=0` (for measuring the copy path beside it). Read once.
+pub(crate) fn zero_copy_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("WDB_ZERO_COPY").is_none_or(|v| v != "0"))
+}
 use crate::{Error, Result};
 
 /// Largest mapping, in bytes (2^46 = 64 TiB: well inside the 47-bit user address space).
@@ -68,6 +77,9 @@ pub struct VmStats {
     pub stores: u64,
     /// Clean pages reclaimed to make room.
     pub evictions: u64,
+    /// Blocks mapped straight from a file into a view (zero-copy reads of raw blocks;
+    /// each view maps on its own, so one block may count once per view).
+    pub file_maps: u64,
 }
 
 struct VmShared {
@@ -144,6 +156,7 @@ impl VirtMem {
                 blocks: Default::default(),
                 maps: Vec::new(),
                 inflight: 0,
+                invalidations: 0,
             },
         );
         Ok(FileHandle {
@@ -166,6 +179,7 @@ impl VirtMem {
             loads: g.counters.loads,
             stores: g.counters.stores,
             evictions: g.counters.evictions,
+            file_maps: g.counters.file_maps,
         }
     }
 }

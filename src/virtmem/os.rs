@@ -120,6 +120,113 @@ pub(crate) fn reset(addr: usize, len: usize) -> Result<()> {
     dont_fork(addr, len)
 }
 
+/// Map a clean block straight from a file at view address `addr` (a block of `bs`
+/// bytes of a live reservation): `src.len` bytes of the file read-only and private
+/// (`MAP_PRIVATE | PROT_READ`: the page cache's pages, shared with every process that
+/// maps or reads them), then anonymous read-only zero pages for the trimmed tail.
+pub(crate) fn map_file(addr: usize, bs: usize, src: &crate::bigfile::FileSlice) -> Result<()> {
+    let len = src.len.min(bs);
+    if len > 0 {
+        // SAFETY: `src.fd` is open while `src.keep` lives (FileSlice contract); MAP_FIXED
+        // over a block of our own reservation (caller's contract) replaces only our own
+        // mapping there.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(src.fd) };
+        // SAFETY: as above.
+        unsafe {
+            mmap(
+                addr as *mut _,
+                len,
+                ProtFlags::READ,
+                // POPULATE: the page-table entries of the whole block at once, from the
+                // page cache (the CRC check just read it), instead of a minor fault per
+                // 16 pages on first touch.
+                MapFlags::PRIVATE | MapFlags::FIXED | MapFlags::POPULATE,
+                fd,
+                src.offset,
+            )
+        }
+        .map_err(|e| io(e, "mapping a block of the log file into a view"))?;
+    }
+    if len < bs {
+        // SAFETY: MAP_FIXED inside our own reservation, as above.
+        unsafe {
+            mmap_anonymous(
+                (addr + len) as *mut _,
+                bs - len,
+                ProtFlags::READ,
+                MapFlags::PRIVATE | MapFlags::NORESERVE | MapFlags::FIXED,
+            )
+        }
+        .map_err(|e| io(e, "mapping the zero tail of a file block into a view"))?;
+    }
+    dont_fork(addr, bs)
+}
+
+/// CRC-32 of `len` bytes of file `fd` at `off` (page aligned), read through a
+/// temporary read-only private mapping: no buffer, no copy, and the pages read stay in
+/// the page cache for the views that map them next.
+pub(crate) fn crc_of_file_range(fd: std::os::fd::RawFd, off: u64, len: usize) -> Result<u32> {
+    if len == 0 {
+        return Ok(crc32fast::hash(&[]));
+    }
+    // SAFETY: the caller keeps `fd` open for this call.
+    let bfd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    // SAFETY: a new mapping at an address the kernel chooses aliases nothing.
+    let p = unsafe {
+        mmap(
+            ptr::null_mut(),
+            len,
+            ProtFlags::READ,
+            MapFlags::PRIVATE | MapFlags::POPULATE,
+            bfd,
+            off,
+        )
+    }
+    .map_err(|e| io(e, "mapping a block of the log file to check its CRC"))?;
+    // SAFETY: `p` maps `len` readable bytes until the munmap below; committed log
+    // bytes are never truncated (storage-format.md), so no access faults with SIGBUS.
+    let crc = crc32fast::hash(unsafe { std::slice::from_raw_parts(p as *const u8, len) });
+    // SAFETY: unmapping the mapping made above, nothing refers to it any more.
+    let _ = unsafe { munmap(p, len) };
+    Ok(crc)
+}
+
+/// Ask the kernel to read `len` bytes of the file at `off` ahead (readahead into the
+/// page cache, asynchronous). Errors are ignored: it is a hint.
+pub(crate) fn file_willneed(src: &crate::bigfile::FileSlice) {
+    if src.len > 0 {
+        // SAFETY: `src.fd` is open while `src.keep` lives (FileSlice contract).
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(src.fd) };
+        let _ = rustix::fs::fadvise(
+            fd,
+            src.offset,
+            std::num::NonZeroU64::new(src.len as u64),
+            rustix::fs::Advice::WillNeed,
+        );
+    }
+}
+
+/// Fill `dst` (a block) with the block `src` describes: its file bytes, then zeros.
+pub(crate) fn read_file_block(src: &crate::bigfile::FileSlice, dst: &mut [u8]) -> Result<()> {
+    let len = src.len.min(dst.len());
+    // SAFETY: `src.fd` is open while `src.keep` lives (FileSlice contract).
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(src.fd) };
+    let mut done = 0;
+    while done < len {
+        let n = rustix::io::pread(fd, &mut dst[done..len], src.offset + done as u64)
+            .map_err(|e| io(e, "reading a mapped block of the log file"))?;
+        if n == 0 {
+            return Err(Error::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the log file is shorter than a block mapped from it",
+            )));
+        }
+        done += n;
+    }
+    dst[len..].fill(0);
+    Ok(())
+}
+
 /// Report a failed memory call that leaves the mappings inconsistent, and abort.
 fn fatal_os(what: &str, e: &Error) -> ! {
     eprintln!("wdb: fatal: {what}: {e}");

@@ -6,11 +6,16 @@
 //! ```text
 //!                 invalidate                      load ok (re-check)
 //!   Empty ──fault──▶ Loading ─────────▶ LoadingInvalidated ──▶ (page freed) ──▶ Empty, retry
-//!     ▲                │ load ok                                 
+//!     │ ╲              │ load ok
+//!     │  ╲ fault, map_source = Some: a file page (inv 10), no load
+//!     │   ╲            │
+//!     │    ╲──────────▶│
 //!     │  evict /       ▼                first write
 //!     ├─invalidate── Loaded ─────────────────────────────▶ Dirty ◀─┐ store error
 //!     │                ▲   (claim the page, or copy it       │     │
-//!     │                │    when other handles share it)     │ writeout
+//!     │                │    when other handles share it;     │     │
+//!     │                │    a file page: always copy it      │     │
+//!     │                │    from the file into a RAM page)   │ writeout
 //!     │                └────────── store ok ─────────── Storing ───┘
 //!     └──────────── invalidate / discard (Dirty, Storing: changes dropped) ───┘
 //! ```
@@ -48,9 +53,19 @@
 //!    the process, so it counts once in RSS; the first view of a page gets it moved,
 //!    further views of it map the memfd again.
 //!
-//! Room to grow (issues 5 and 6): a `Loaded` page may later be backed by a mapping of
-//! the log file instead of a RAM slot (a second `Backing` kind on `Page`), and a `Dirty`
-//! entry may carry a bitmap of written 4 KiB pages; neither changes the transitions.
+//! 10. A *file page* (`Page::file` is `Some`) has no pool slot: its block is clean bytes
+//!     of a file (`BigFile::map_source`: a raw block of the log), mapped
+//!     `MAP_PRIVATE | PROT_READ` into each view that shows it, the trimmed tail as
+//!     anonymous read-only zeros. Its users are all `Loaded`; it is in the LRU, counts
+//!     its block size in `used` like a RAM page, is never in the content cache, never
+//!     moved (`at_view` is None) and never mapped writable. Eviction maps the views
+//!     `PROT_NONE` again, as for a RAM page. A write copies the block from the file into
+//!     a new RAM page, which becomes the handle's `Dirty` page (`make_dirty_from_file`);
+//!     the file page loses that user and is freed when it has none. Free file-page
+//!     entries wait in `file_free`, not in a pool.
+//!
+//! Room to grow (issue 6): a `Dirty` entry may carry a bitmap of written 4 KiB pages;
+//! that does not change the transitions.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -58,7 +73,7 @@ use std::sync::Arc;
 use parking_lot::{Condvar, MutexGuard};
 
 use super::os::{self, Pool};
-use crate::bigfile::BigFile;
+use crate::bigfile::{BigFile, FileSlice};
 use crate::{Error, Result};
 
 pub(super) type PageId = u32;
@@ -123,7 +138,13 @@ struct Page {
     punched: bool,
     /// The view block the slot's pool mapping was moved to, if any (invariant 9).
     at_view: Option<(MapId, u64)>,
+    /// A *file page* (invariant 10): no pool slot (`slot == usize::MAX`); the block is
+    /// these bytes of a file, mapped read-only and private into every view that shows
+    /// it. Counts its block size in `used` like a RAM page.
+    file: Option<FileSlice>,
 }
+
+const NO_SLOT: usize = usize::MAX;
 
 #[derive(Debug)]
 struct PoolState {
@@ -140,6 +161,9 @@ pub(super) struct HandleState {
     pub(super) maps: Vec<MapId>,
     /// Loads and stores of this handle running without the lock.
     pub(super) inflight: u32,
+    /// Bumped by every `invalidate` of one of its blocks: what `ensure` learned from the
+    /// file without the lock (`map_source`, `content_key`) is stale when it moved.
+    pub(super) invalidations: u64,
 }
 
 #[derive(Debug)]
@@ -160,6 +184,8 @@ pub(super) struct Counters {
     pub(super) loads: u64,
     pub(super) stores: u64,
     pub(super) evictions: u64,
+    /// Blocks mapped from a file into a view (zero-copy reads).
+    pub(super) file_maps: u64,
 }
 
 /// Everything the VM lock protects.
@@ -172,6 +198,8 @@ pub(super) struct VmState {
     resident: u64,
     pages: Vec<Page>,
     pools: Vec<PoolState>,
+    /// Free page entries of file pages (invariant 10).
+    file_free: Vec<PageId>,
     lru_head: PageId,
     lru_tail: PageId,
     cache: HashMap<CacheKey, PageId>,
@@ -191,6 +219,7 @@ impl VmState {
             resident: 0,
             pages: Vec::new(),
             pools: Vec::new(),
+            file_free: Vec::new(),
             lru_head: NIL,
             lru_tail: NIL,
             cache: HashMap::new(),
@@ -332,6 +361,7 @@ impl VmState {
                         zero: true,
                         punched: false,
                         at_view: None,
+                        file: None,
                     });
                     self.used += bs;
                     self.resident += bs;
@@ -345,6 +375,44 @@ impl VmState {
             }
             self.evict(victim);
         }
+    }
+
+    /// Get a file page for a block of pool `pi`'s size showing `src`, reclaiming clean
+    /// pages in LRU order when the budget is reached (invariant 10).
+    fn alloc_file(&mut self, pi: usize, src: FileSlice) -> Result<PageId> {
+        let bs = self.pools[pi].os.slot_size() as u64;
+        while self.used + bs > self.budget {
+            let victim = self.lru_head;
+            if victim == NIL {
+                return Err(self.ram_exhausted());
+            }
+            self.evict(victim);
+        }
+        self.used += bs;
+        if let Some(p) = self.file_free.pop() {
+            let pg = &mut self.pages[p as usize];
+            pg.in_use = true;
+            pg.pool = pi;
+            pg.file = Some(src);
+            return Ok(p);
+        }
+        let id = PageId::try_from(self.pages.len())
+            .map_err(|_| Error::OutOfRange("too many RAM pages".into()))?;
+        self.pages.push(Page {
+            pool: pi,
+            slot: NO_SLOT,
+            in_use: true,
+            users: Vec::new(),
+            key: None,
+            lru_prev: NIL,
+            lru_next: NIL,
+            in_lru: false,
+            zero: false,
+            punched: false,
+            at_view: None,
+            file: Some(src),
+        });
+        Ok(id)
     }
 
     /// Keep the RAM held by slots within the budget when several block sizes are in use:
@@ -385,8 +453,12 @@ impl VmState {
         if pg.in_use {
             pg.in_use = false;
             self.used -= bs;
-            let pool = pg.pool;
-            self.pools[pool].free.push(p);
+            if pg.file.take().is_some() {
+                self.file_free.push(p);
+            } else {
+                let pool = pg.pool;
+                self.pools[pool].free.push(p);
+            }
         }
     }
 
@@ -494,6 +566,26 @@ impl VmState {
         let cur = m.mapped.get(&blk).copied();
         let pool = self.pages[p as usize].pool;
         let slot = self.pages[p as usize].slot;
+        if let Some(src) = self.pages[p as usize].file.clone() {
+            // A file page (invariant 10): mapped read-only from the file in every view.
+            debug_assert!(!writable, "inv 10: a file page is never writable");
+            if cur.map(|e| e.0) != Some(p) {
+                if let Some((q, _)) = cur {
+                    if self.pages[q as usize].at_view == Some((mid, blk)) {
+                        self.home(q);
+                    }
+                }
+                let bs = self.pools[pool].os.slot_size();
+                os::map_file(addr, bs, &src)?;
+                self.counters.file_maps += 1;
+                self.maps
+                    .get_mut(&mid)
+                    .expect("checked above")
+                    .mapped
+                    .insert(blk, (p, false));
+            }
+            return Ok(());
+        }
         match cur {
             Some((q, w)) if q == p && w == writable => return Ok(()),
             Some((q, _)) if q == p => os::protect(addr, self.pools[pool].os.slot_size(), writable)?,
@@ -537,6 +629,9 @@ impl VmState {
     /// it into a new private page. Returns the dirty page.
     fn make_dirty(&mut self, h: HandleId, blk: u64, p: PageId) -> Result<PageId> {
         let bs = self.bs(p);
+        if let Some(src) = self.pages[p as usize].file.clone() {
+            return self.make_dirty_from_file(h, blk, p, src);
+        }
         if self.pages[p as usize].users.len() == 1 {
             self.lru_remove(p);
             if let Some(k) = self.pages[p as usize].key.take() {
@@ -569,10 +664,59 @@ impl VmState {
         Ok(new)
     }
 
+    /// `make_dirty` of a file page `p` (invariant 10): the block is read from the file
+    /// into a new RAM page, which becomes this handle's `Dirty` page; `p` loses this
+    /// user. When `(h, blk)` is its only user, `p` is let go first, so that a write needs
+    /// no more budget than one block (an allocation failure then leaves the block
+    /// `Empty`). The read runs under the VM lock: it is a copy from the page cache (the
+    /// file bytes were read when the page was checked), not a `BigFile` call.
+    fn make_dirty_from_file(
+        &mut self,
+        h: HandleId,
+        blk: u64,
+        p: PageId,
+        src: FileSlice,
+    ) -> Result<PageId> {
+        let bs = self.bs(p);
+        let pi = self.pages[p as usize].pool;
+        let new = if self.pages[p as usize].users.len() == 1 {
+            self.set_state(h, blk, BlockState::Empty);
+            self.reset_views(h, blk);
+            self.detach(p, h, blk);
+            self.alloc(pi)?
+        } else {
+            self.lru_remove(p);
+            let new = self.alloc(pi);
+            self.lru_touch(p);
+            let new = new?;
+            self.pages[p as usize].users.retain(|&u| u != (h, blk));
+            self.set_state(h, blk, BlockState::Empty);
+            self.reset_views(h, blk);
+            new
+        };
+        let os = self.pools[pi].os.clone();
+        let slot = self.pages[new as usize].slot;
+        if self.pages[new as usize].zero {
+            os.populate(slot);
+        }
+        self.pages[new as usize].zero = false;
+        if let Err(e) = os::read_file_block(&src, os.slot_mut(slot)) {
+            self.free_page(new);
+            return Err(e);
+        }
+        self.pages[new as usize].users.push((h, blk));
+        self.set_state(h, blk, BlockState::Dirty { page: new });
+        self.dirty += bs;
+        Ok(new)
+    }
+
     /// Forget `(h, blk)`: a clean page is let go, a dirty one's changes are dropped, an
     /// in-flight load is told to throw its data away, an in-flight store's page is freed
     /// by the writer when it returns.
     pub(super) fn invalidate(&mut self, cv: &Condvar, h: HandleId, blk: u64) {
+        if let Some(hs) = self.handles.get_mut(&h) {
+            hs.invalidations += 1;
+        }
         match self.state(h, blk) {
             BlockState::Empty | BlockState::LoadingInvalidated { .. } => {}
             BlockState::Loading { page } => {
@@ -716,6 +860,9 @@ impl VmState {
                 free_count[p as usize] += 1;
             }
         }
+        for &p in &self.file_free {
+            free_count[p as usize] += 1;
+        }
         let mut dirty = 0;
         for (p, pg) in self.pages.iter().enumerate() {
             let p = p as PageId;
@@ -747,6 +894,12 @@ impl VmState {
             let clean = states
                 .iter()
                 .all(|s| matches!(s, BlockState::Loaded { .. }));
+            // 10
+            if pg.file.is_some() {
+                assert!(clean, "inv 10: a file page is Loaded");
+                assert!(pg.key.is_none() && pg.at_view.is_none(), "inv 10");
+                assert_eq!(pg.slot, NO_SLOT, "inv 10: no slot");
+            }
             if pg.users.is_empty() {
                 // A Storing page detached by invalidate is freed by its writer.
                 assert!(pg.key.is_some() || !pg.in_lru, "inv 2: orphan page");
@@ -804,6 +957,7 @@ impl VmState {
                         matches!(s, BlockState::Dirty { .. }),
                         "inv 5: writable => Dirty"
                     );
+                    assert!(self.pages[p as usize].file.is_none(), "inv 10: read-only");
                 }
             }
         }
@@ -837,7 +991,10 @@ pub(super) fn ensure(
     blk: u64,
     write: bool,
 ) -> Result<()> {
-    let mut key_checked: Option<Option<(u64, u64)>> = None;
+    // What the file said about the block without the lock: a file range to map
+    // (zero-copy, invariant 10), and the content key.
+    type Probe = (Option<FileSlice>, Option<(u64, u64)>);
+    let mut probed: Option<(Probe, u64)> = None;
     loop {
         let Some(m) = g.maps.get(&mid) else {
             return Err(Error::Busy(
@@ -871,15 +1028,60 @@ pub(super) fn ensure(
                 return Ok(());
             }
             BlockState::Empty => {
-                // A clean page another handle loaded for the same content?
-                let key = match key_checked {
-                    Some(k) => k,
-                    None => {
-                        let k = MutexGuard::unlocked(g, || file.content_key(blk));
-                        key_checked = Some(k);
+                let inval = g.handles[&h].invalidations;
+                let (src, key) = match &probed {
+                    // Still valid: no block of the handle was invalidated meanwhile.
+                    Some(((src, k), at)) if *at == inval => (src.clone(), *k),
+                    _ => {
+                        // Readahead: a fault on the block after one this handle holds
+                        // is taken as a sequential scan; the kernel is then asked to
+                        // read the file block that starts one block past this one's end
+                        // (the block after next, as an append-ordered log stores them;
+                        // the next one was asked for by the previous fault), so a
+                        // window of about 2 blocks is in flight. Never more than the
+                        // budget has room for; random access asks for nothing.
+                        let bs = g.pools[pi].os.slot_size() as u64;
+                        let ahead = if blk > 0 && g.state(h, blk - 1) != BlockState::Empty {
+                            bs.min(g.budget.saturating_sub(g.used)) as usize
+                        } else {
+                            0
+                        };
+                        let r = MutexGuard::unlocked(g, || {
+                            let src = file.map_source(blk)?;
+                            if let (Some(s), true) = (&src, ahead > 0) {
+                                os::file_willneed(&FileSlice {
+                                    offset: s.offset + s.len as u64 + bs,
+                                    len: ahead,
+                                    ..s.clone()
+                                });
+                            }
+                            Ok::<_, Error>((
+                                src.is_none().then(|| file.content_key(blk)).flatten(),
+                                src,
+                            ))
+                        });
+                        match r {
+                            Ok((k, src)) => probed = Some(((src, k), inval)),
+                            Err(e) => {
+                                return Err(Error::Load {
+                                    file: file.name().to_string(),
+                                    blk,
+                                    cause: e.to_string(),
+                                })
+                            }
+                        }
                         continue; // the state may have changed while unlocked
                     }
                 };
+                // Clean raw bytes in a file: map them, no RAM page, no copy (inv 10).
+                if let Some(src) = src {
+                    let page = g.alloc_file(pi, src)?;
+                    g.pages[page as usize].users.push((h, blk));
+                    g.set_state(h, blk, BlockState::Loaded { page });
+                    g.lru_touch(page);
+                    continue; // map it (and copy it to RAM if this is a write)
+                }
+                // A clean page another handle loaded for the same content?
                 if let Some(k) = key {
                     if let Some(&p) = g.cache.get(&(blk, k)) {
                         g.pages[p as usize].users.push((h, blk));
@@ -944,7 +1146,7 @@ pub(super) fn ensure(
                         g.set_state(h, blk, BlockState::Empty);
                         g.pages[page as usize].users.clear();
                         g.free_page(page);
-                        key_checked = None;
+                        probed = None;
                         cv.notify_all();
                     }
                 }
