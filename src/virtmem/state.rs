@@ -105,6 +105,8 @@ pub(super) enum BlockState {
 }
 
 impl BlockState {
+    /// The page of a state that has one (for the invariant checks of debug builds).
+    #[cfg_attr(not(debug_assertions), allow(dead_code))]
     fn page(self) -> Option<PageId> {
         match self {
             BlockState::Empty => None,
@@ -171,6 +173,8 @@ pub(super) struct MapState {
     pub(super) handle: HandleId,
     pub(super) base: usize,
     pub(super) first_blk: u64,
+    /// Blocks the view spans (checked by the invariants of debug builds).
+    #[cfg_attr(not(debug_assertions), allow(dead_code))]
     pub(super) n_blks: u64,
     /// Blocks with a page mapped: blk → (page, writable) (invariant 5).
     mapped: HashMap<u64, (PageId, bool)>,
