@@ -42,6 +42,12 @@ pub(crate) fn align_for(block_size: usize) -> usize {
     }
 }
 
+/// `MREMAP_DONTUNMAP` (value 4, Linux 5.7). rustix defines the flag only in its
+/// `linux_raw` backend; under Miri (or with `--cfg rustix_use_libc`) rustix uses its libc
+/// backend, which passes the bits through unchanged but lacks the constant, so the crate
+/// did not compile there. Same bits either way.
+const DONTUNMAP: MremapFlags = MremapFlags::from_bits_retain(libc::MREMAP_DONTUNMAP as _);
+
 const HUGE: usize = 2 << 20;
 
 /// Reserve `len` bytes of address space aligned to `align` (a power of two multiple of
@@ -372,7 +378,7 @@ impl Pool {
                 home as *mut _,
                 self.slot_size,
                 self.slot_size,
-                MremapFlags::MAYMOVE | MremapFlags::DONTUNMAP,
+                MremapFlags::MAYMOVE | DONTUNMAP,
                 addr as *mut _,
             )
         };
@@ -407,7 +413,7 @@ impl Pool {
                 addr as *mut _,
                 self.slot_size,
                 self.slot_size,
-                MremapFlags::MAYMOVE | MremapFlags::DONTUNMAP,
+                MremapFlags::MAYMOVE | DONTUNMAP,
                 home as *mut _,
             )
         };
