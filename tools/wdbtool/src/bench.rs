@@ -228,6 +228,25 @@ fn us(d: Duration) -> f64 {
 }
 
 /// The median of `v` (mean of the two middle values for an even count).
+/// W3 for either peer: copy `READ_ELEMS` elements at each offset out of `slice`, timing
+/// each copy, and print the median and p99.
+fn time_reads(slice: &[f64], offsets: &[u64], peer: &str, out: &Out) -> R<()> {
+    let mut buf = vec![0.0f64; READ_ELEMS as usize];
+    let mut times = Vec::with_capacity(offsets.len());
+    for &off in offsets {
+        let off = off as usize;
+        let t = Instant::now();
+        buf.copy_from_slice(&slice[off..off + READ_ELEMS as usize]);
+        black_box(&mut buf);
+        times.push(t.elapsed());
+    }
+    let med = median(&mut times);
+    let p99 = percentile(&times, 99.0);
+    eprintln!("{peer} randread: {} reads", times.len());
+    out.fig("W3", "median_us", us(med), "us")?;
+    out.fig("W3", "p99_us", us(p99), "us")
+}
+
 pub fn median(v: &mut [Duration]) -> Duration {
     v.sort_unstable();
     let m = v.len() / 2;
@@ -447,20 +466,7 @@ mod wdbpeer {
         let slice = view
             .as_slice()
             .ok_or_else(|| BenchError("the view of a 1-D array is not contiguous".into()))?;
-        let mut buf = vec![0.0f64; READ_ELEMS as usize];
-        let mut times = Vec::with_capacity(offsets.len());
-        for &off in &offsets {
-            let off = off as usize;
-            let t = Instant::now();
-            buf.copy_from_slice(&slice[off..off + READ_ELEMS as usize]);
-            black_box(&mut buf);
-            times.push(t.elapsed());
-        }
-        let med = median(&mut times);
-        let p99 = percentile(&times, 99.0);
-        eprintln!("wdb randread: {} reads", times.len());
-        out.fig("W3", "median_us", us(med), "us")?;
-        out.fig("W3", "p99_us", us(p99), "us")
+        time_reads(slice, &offsets, "wdb", out)
     }
 
     fn sparse(a: &BenchArgs, n: u64, out: &Out) -> R<()> {
@@ -629,20 +635,7 @@ mod baseline {
         // SAFETY: nothing else writes the file during the phase.
         let map = unsafe { Mmap::map(&f) }.map_err(io_ctx("mmap", &p))?;
         let slice = as_f64(&map);
-        let mut buf = vec![0.0f64; READ_ELEMS as usize];
-        let mut times = Vec::with_capacity(offsets.len());
-        for &off in &offsets {
-            let off = off as usize;
-            let t = Instant::now();
-            buf.copy_from_slice(&slice[off..off + READ_ELEMS as usize]);
-            black_box(&mut buf);
-            times.push(t.elapsed());
-        }
-        let med = median(&mut times);
-        let p99 = percentile(&times, 99.0);
-        eprintln!("memmap2 randread: {} reads", times.len());
-        out.fig("W3", "median_us", us(med), "us")?;
-        out.fig("W3", "p99_us", us(p99), "us")
+        time_reads(slice, &offsets, "memmap2", out)
     }
 
     fn sparse(a: &BenchArgs, n: u64, out: &Out) -> R<()> {
