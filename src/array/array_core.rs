@@ -125,6 +125,26 @@ impl BigFile for ZeroTail {
         self.inner.content_key(blk)
     }
 
+    fn read_pages(&self, blk: u64, pages: &[u32], out: &mut [u8]) -> Result<()> {
+        if self.cut(blk) {
+            out.fill(0);
+            return Ok(());
+        }
+        self.inner.read_pages(blk, pages, out)
+    }
+
+    fn store_pages(&self, blk: u64, pages: &[(u32, &[u8])]) -> Result<()> {
+        if self.cut(blk) {
+            // The block reads as zeros here, whatever `inner` holds: store it whole.
+            return crate::bigfile::with_block_scratch(self.block_size(), |buf| {
+                buf.fill(0);
+                crate::bigfile::apply_pages(buf, pages)?;
+                self.store_blk(blk, buf)
+            });
+        }
+        self.inner.store_pages(blk, pages)
+    }
+
     fn map_source(&self, blk: u64) -> Result<Option<crate::bigfile::FileSlice>> {
         // Past zero_from the content is zeros or this core's own writes: load them.
         if blk >= self.zero_from.load(Ordering::Acquire) {
@@ -314,13 +334,29 @@ impl<T: Element> ArrayCore<T> {
         Ok(())
     }
 
-    /// Copy `data` (elements in the array's order) into `rows`, loading each block for
-    /// write first. On `Err` a prefix of the rows may have been written.
+    /// Copy `data` (elements in the array's order) into `rows`. A block written in
+    /// part is recorded as dirty 4 KiB pages (`Mapping::write_pages`): no fault, no
+    /// whole block held in RAM, and a commit that stores just those pages. A block
+    /// written whole, already dirty whole, or with more than a quarter of its pages
+    /// written is loaded for write and tracked whole. On `Err` a prefix of the rows may
+    /// have been written.
     pub fn write_from(&mut self, rows: impl RangeBounds<u64>, data: &[T]) -> Result<()> {
         let (rows, b) = self.bytes_of(rows)?;
         self.check_count(&rows, data.len())?;
-        self.copy_in(b.start, bytemuck::cast_slice(data))
-            .map_err(|(_, e)| e)
+        let src: &[u8] = bytemuck::cast_slice(data);
+        let bs = self.block_size();
+        let mut done = 0;
+        while done < src.len() {
+            let at = b.start + done;
+            let n = (src.len() - done).min(bs - at % bs);
+            let part = &src[done..done + n];
+            if !self.map.write_pages(at, part)? {
+                self.map.load(at, n, true)?;
+                mapping_bytes_mut(&mut self.map, at..at + n)?.copy_from_slice(part);
+            }
+            done += n;
+        }
+        Ok(())
     }
 
     /// Copy `src` to byte `off` of the mapping, block by block, each loaded for write

@@ -75,4 +75,96 @@ pub trait BigFile: Send + Sync + std::fmt::Debug {
         let _ = blk;
         Ok(None)
     }
+    /// Small writes: fill `out` (`PATCH_PAGE` bytes per entry of `pages`, in order) with
+    /// those 4 KiB pages of block `blk` as `load_blk` would give them, checked the same
+    /// way (CRC). Called without the VM lock. The default loads the whole block into a
+    /// scratch buffer; a file that can read single pages of a checked block overrides it.
+    fn read_pages(&self, blk: u64, pages: &[u32], out: &mut [u8]) -> Result<()> {
+        with_block_scratch(self.block_size(), |buf| {
+            if !self.load_writes_whole_block() {
+                buf.fill(0);
+            }
+            self.load_blk(blk, buf)?;
+            copy_pages_out(buf, pages, out)
+        })
+    }
+    /// Small writes: store block `blk` as its current content (what `load_blk` gives)
+    /// with the listed 4 KiB pages (index, `PATCH_PAGE` bytes; ascending) replaced.
+    /// Called without the VM lock, like `store_blk`. The default loads the block,
+    /// applies the pages and calls `store_blk`; a file that can store "previous version
+    /// plus these pages" without reading the block overrides it.
+    fn store_pages(&self, blk: u64, pages: &[(u32, &[u8])]) -> Result<()> {
+        with_block_scratch(self.block_size(), |buf| {
+            if !self.load_writes_whole_block() {
+                buf.fill(0);
+            }
+            self.load_blk(blk, buf)?;
+            apply_pages(buf, pages)?;
+            self.store_blk(blk, buf)
+        })
+    }
+}
+
+/// Granularity of small writes ([`BigFile::read_pages`], [`BigFile::store_pages`]):
+/// 4 KiB, the page of delta records, whatever the OS page size.
+pub const PATCH_PAGE: usize = 4096;
+
+/// Run `f` on a block-sized scratch buffer of this thread (contents unspecified).
+pub fn with_block_scratch<R>(bs: usize, f: impl FnOnce(&mut [u8]) -> Result<R>) -> Result<R> {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|s| {
+        // A nested call (a file whose load_blk reads pages) gets its own buffer.
+        let Ok(mut b) = s.try_borrow_mut() else {
+            return f(&mut vec![0u8; bs]);
+        };
+        b.resize(bs, 0);
+        let r = f(&mut b[..bs]);
+        if b.capacity() > 64 << 20 {
+            *b = Vec::new();
+        }
+        r
+    })
+}
+
+fn page_range(block_len: usize, i: u32) -> Result<std::ops::Range<usize>> {
+    let at = usize::try_from(i)
+        .ok()
+        .and_then(|i| i.checked_mul(PATCH_PAGE))
+        .filter(|&a| a.checked_add(PATCH_PAGE).is_some_and(|e| e <= block_len))
+        .ok_or_else(|| {
+            crate::Error::OutOfRange(format!("page {i} of a block of {block_len} bytes"))
+        })?;
+    Ok(at..at + PATCH_PAGE)
+}
+
+/// Copy pages `pages` of `block` into `out` (`PATCH_PAGE` bytes each, in order).
+pub fn copy_pages_out(block: &[u8], pages: &[u32], out: &mut [u8]) -> Result<()> {
+    if out.len() != pages.len() * PATCH_PAGE {
+        return Err(crate::Error::InvalidArgument(format!(
+            "{} bytes for {} pages",
+            out.len(),
+            pages.len()
+        )));
+    }
+    for (&i, dst) in pages.iter().zip(out.chunks_exact_mut(PATCH_PAGE)) {
+        dst.copy_from_slice(&block[page_range(block.len(), i)?]);
+    }
+    Ok(())
+}
+
+/// Replace pages of `block` by `pages` (index, `PATCH_PAGE` bytes).
+pub fn apply_pages(block: &mut [u8], pages: &[(u32, &[u8])]) -> Result<()> {
+    for &(i, p) in pages {
+        let r = page_range(block.len(), i)?;
+        if p.len() != PATCH_PAGE {
+            return Err(crate::Error::InvalidArgument(format!(
+                "a page of {} bytes",
+                p.len()
+            )));
+        }
+        block[r].copy_from_slice(p);
+    }
+    Ok(())
 }

@@ -102,6 +102,26 @@ impl BigFile for ArrayFile {
         true
     }
 
+    fn read_pages(&self, blk: u64, pages: &[u32], out: &mut [u8]) -> Result<()> {
+        match &self.src {
+            Source::Tx(t) => t.read_pages(self.id, blk, pages, out),
+            Source::Snap(s) => crate::bigfile::with_block_scratch(self.block_size, |buf| {
+                s.read_block(self.id, blk, buf)?;
+                crate::bigfile::copy_pages_out(buf, pages, out)
+            }),
+        }
+    }
+
+    fn store_pages(&self, blk: u64, pages: &[(u32, &[u8])]) -> Result<()> {
+        match &self.src {
+            Source::Tx(t) => t.write_pages(self.id, blk, pages),
+            Source::Snap(_) => Err(Error::ReadOnly(format!(
+                "array {:?} of a snapshot cannot be written",
+                self.name
+            ))),
+        }
+    }
+
     fn map_source(&self, blk: u64) -> Result<Option<crate::bigfile::FileSlice>> {
         if !crate::virtmem::zero_copy_enabled() {
             return Ok(None);

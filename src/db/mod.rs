@@ -722,6 +722,136 @@ impl TxInner {
         Ok(())
     }
 
+    /// Small writes: 4 KiB pages `pages` of block `blk` as this transaction sees it
+    /// (its own staged write if any, else the version at its snapshot), reading only
+    /// those pages where the version allows it ([`Gen::read_pages`]); CRC-checked.
+    pub(crate) fn read_pages(
+        &self,
+        array_id: u64,
+        blk: u64,
+        pages: &[u32],
+        out: &mut [u8],
+    ) -> Result<()> {
+        let (bs, staged) = {
+            let st = self.state.lock();
+            let info = st.catalog.get_id(array_id)?;
+            (
+                usize::try_from(info.block_size)
+                    .map_err(|_| Error::OutOfRange("block size".into()))?,
+                st.blocks.contains_key(&(array_id, blk)),
+            )
+        };
+        let key = Key::Block {
+            array: array_id,
+            blk,
+        };
+        let chain = if staged {
+            None
+        } else {
+            self.gen.index.read().chain_at(&key, self.tid)?
+        };
+        match chain {
+            Some(chain) => self.gen.read_pages(&chain, pages, out),
+            None if !staged => {
+                // Never written: zeros.
+                out.fill(0);
+                Ok(())
+            }
+            None => crate::bigfile::with_block_scratch(bs, |buf| {
+                self.read_block(array_id, blk, buf)?;
+                crate::bigfile::copy_pages_out(buf, pages, out)
+            }),
+        }
+    }
+
+    /// Small writes: stage block `blk` of array `array_id` as its version at the
+    /// snapshot with `pages` (index, 4 KiB; ascending) replaced — as a delta record
+    /// built from the pages alone, without reading or comparing the block, when the
+    /// chain bounds allow one more delta of that many pages (`MAX_DELTA_CHAIN`,
+    /// `MAX_DELTA_PAGES_DIVISOR`). Otherwise (no version at the snapshot, staged here
+    /// already, a format version 1 file, bounds exceeded) the block is resolved,
+    /// patched and staged whole through [`TxInner::write_block`].
+    pub(crate) fn write_pages(
+        &self,
+        array_id: u64,
+        blk: u64,
+        pages: &[(u32, &[u8])],
+    ) -> Result<()> {
+        use crate::format::{DELTA_FORMAT_VERSION, MAX_DELTA_CHAIN, MAX_DELTA_PAGES_DIVISOR, PAGE};
+        let (info, staged) = {
+            let st = self.state.lock();
+            (
+                st.catalog.get_id(array_id)?,
+                st.blocks.contains_key(&(array_id, blk)),
+            )
+        };
+        let bs =
+            usize::try_from(info.block_size).map_err(|_| Error::OutOfRange("block size".into()))?;
+        let page = usize::try_from(PAGE).unwrap_or(4096);
+        let mut prev: Option<u32> = None;
+        for &(i, p) in pages {
+            let end = (u64::from(i) + 1) * PAGE;
+            if p.len() != page || end > u64::from(info.block_size) || prev.is_some_and(|q| q >= i) {
+                return Err(Error::InvalidArgument(format!(
+                    "page {i} ({} bytes) of a block of {bs} bytes, or pages not ascending",
+                    p.len()
+                )));
+            }
+            prev = Some(i);
+        }
+        let level = match info.compression {
+            Compression::None => None,
+            Compression::Zstd { level } => Some(level),
+        };
+        let key = Key::Block {
+            array: array_id,
+            blk,
+        };
+        let chain = if staged || self.gen.log.header().version < DELTA_FORMAT_VERSION {
+            None
+        } else {
+            self.gen.index.read().chain_at(&key, self.tid)?
+        };
+        let delta = match chain {
+            Some(chain) if chain.len() <= MAX_DELTA_CHAIN && !pages.is_empty() => {
+                let carried: u64 = chain.iter().map(crate::store::delta_pages).sum();
+                let budget = (bs as u64 / PAGE / MAX_DELTA_PAGES_DIVISOR).saturating_sub(carried);
+                if pages.len() as u64 <= budget {
+                    let cur = crate::format::align_up(self.gen.chain_len(&chain)?, PAGE);
+                    let last = pages.last().map_or(0, |&(i, _)| (u64::from(i) + 1) * PAGE);
+                    let result_len = u32::try_from(cur.max(last))
+                        .map_err(|_| Error::OutOfRange("block length".into()))?;
+                    Some(encode::encode_delta_pages(result_len, pages, level)?)
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        };
+        let Some(e) = delta else {
+            return crate::bigfile::with_block_scratch(bs, |buf| {
+                self.read_block(array_id, blk, buf)?;
+                crate::bigfile::apply_pages(buf, pages)?;
+                self.write_block(array_id, blk, buf)
+            });
+        };
+        let mut st = self.state.lock();
+        // The array may have been deleted by another thread meanwhile.
+        st.catalog.get_id(array_id)?;
+        if st.blocks.contains_key(&(array_id, blk)) {
+            // Staged by another thread meanwhile: the delta's base is no longer the
+            // block as this transaction sees it.
+            drop(st);
+            return crate::bigfile::with_block_scratch(bs, |buf| {
+                self.read_block(array_id, blk, buf)?;
+                crate::bigfile::apply_pages(buf, pages)?;
+                self.write_block(array_id, blk, buf)
+            });
+        }
+        st.blocks.insert((array_id, blk), e);
+        Ok(())
+    }
+
     /// The commit-time comparison: `data` as a delta on the block's version at the
     /// snapshot, if that version exists, the chain bounds allow one more delta
     /// (`MAX_DELTA_CHAIN`, `MAX_DELTA_PAGES_DIVISOR`) and at most the remaining page

@@ -143,7 +143,18 @@ pub fn encode_delta(
             changed.push((i, new));
         }
     }
-    let payload = crate::format::DeltaPayload::encode(result_len, &changed);
+    encode_delta_pages(result_len, &changed, level).map(Some)
+}
+
+/// Encode the delta payload "the previous version, cut or zero-extended to
+/// `result_len`, with these pages replaced" (`pages` ascending, each inside
+/// `result_len`), zstd-compressed at `level` where that saves 1/8.
+pub fn encode_delta_pages(
+    result_len: u32,
+    changed: &[(u32, &[u8])],
+    level: Option<i32>,
+) -> Result<Encoded> {
+    let payload = crate::format::DeltaPayload::encode(result_len, changed);
     let logical_len = u32::try_from(payload.len())
         .map_err(|_| Error::OutOfRange("delta payload too large".into()))?;
     if let Some(out) = level
@@ -152,20 +163,20 @@ pub fn encode_delta(
         .flatten()
     {
         let data_crc = crc32fast::hash(&out);
-        return Ok(Some(Encoded {
+        return Ok(Encoded {
             encoding: Encoding::DeltaZstd,
             logical_len,
             payload: out,
             data_crc,
-        }));
+        });
     }
     let data_crc = crc32fast::hash(&payload);
-    Ok(Some(Encoded {
+    Ok(Encoded {
         encoding: Encoding::DeltaRaw,
         logical_len,
         payload,
         data_crc,
-    }))
+    })
 }
 
 /// Encode a catalog value (never compressed, never trimmed).

@@ -411,6 +411,124 @@ impl Gen {
         Ok(diffs)
     }
 
+    /// Small writes: pages `pages` (4 KiB each, any order) of the value a chain (as
+    /// [`Index::chain_at`] returns it) resolves to, into `out` (4 KiB per entry, in
+    /// order), reading only what they need: each page comes from the newest delta that
+    /// carries it, else from the full version, zeros past a version's length. Every
+    /// record read is CRC-checked: the deltas as they are read; a raw full version once
+    /// per process through a mapping of the file (the check zero-copy reads make, shared
+    /// with them), then only its pages are read; other full versions are read whole.
+    pub fn read_pages(&self, chain: &[Version], pages: &[u32], out: &mut [u8]) -> Result<()> {
+        let page = usize::try_from(format::PAGE).unwrap_or(4096);
+        if out.len() != pages.len() * page {
+            return Err(Error::InvalidArgument(format!(
+                "{} bytes for {} pages",
+                out.len(),
+                pages.len()
+            )));
+        }
+        let (base, deltas) = chain
+            .split_first()
+            .ok_or_else(|| Error::InvalidArgument("empty chain".into()))?;
+        let mut payloads = Vec::with_capacity(deltas.len());
+        let mut prev = base.rec_off;
+        for d in deltas {
+            payloads.push((self.read_delta(d, prev)?, d.payload_off()));
+            prev = d.rec_off;
+        }
+        let decoded = payloads
+            .iter()
+            .map(|(p, off)| format::DeltaPayload::decode(p, *off))
+            .collect::<Result<Vec<_>>>()?;
+        let mut from_base: Vec<(usize, u32)> = Vec::new();
+        'pages: for (k, (&i, dst)) in pages.iter().zip(out.chunks_exact_mut(page)).enumerate() {
+            let at = u64::from(i) * format::PAGE;
+            for dp in decoded.iter().rev() {
+                if at >= u64::from(dp.result_len) {
+                    dst.fill(0);
+                    continue 'pages;
+                }
+                if let Some((_, bytes)) = dp.pages().find(|&(j, _)| j == i) {
+                    dst.copy_from_slice(bytes);
+                    continue 'pages;
+                }
+            }
+            from_base.push((k, i));
+        }
+        if from_base.is_empty() {
+            return Ok(());
+        }
+        let stored = usize::try_from(base.stored_len)
+            .map_err(|_| Error::corruption(base.rec_off, "stored length"))?;
+        let logical = usize::try_from(base.logical_len)
+            .map_err(|_| Error::corruption(base.rec_off, "logical length"))?;
+        let fd = self.log.raw_fd();
+        let os_page = rustix::param::page_size() as u64;
+        match (base.encoding, fd) {
+            (Encoding::Hole, _) => {
+                for (k, _) in from_base {
+                    out[k * page..(k + 1) * page].fill(0);
+                }
+            }
+            (Encoding::Raw, Some(fd)) if base.payload_off() % os_page == 0 => {
+                let off = base.payload_off();
+                if !self.verified.lock().contains(&off) {
+                    let crc = crate::virtmem::crc_of_file_range(fd, off, stored)?;
+                    if crc != base.data_crc {
+                        return Err(Error::corruption(
+                            off,
+                            format!("data CRC mismatch (version of tid {})", base.tid),
+                        ));
+                    }
+                    self.verified.lock().insert(off);
+                }
+                for (k, i) in from_base {
+                    let dst = &mut out[k * page..(k + 1) * page];
+                    let at = usize::try_from(i)
+                        .unwrap_or(usize::MAX)
+                        .saturating_mul(page);
+                    let n = stored.min(logical).saturating_sub(at).min(page);
+                    if n > 0 {
+                        self.log.read_exact_at(&mut dst[..n], off + at as u64)?;
+                    }
+                    dst[n..].fill(0);
+                }
+            }
+            _ => {
+                // Compressed, or not a mappable file: read (and check) the value whole.
+                let mut buf = vec![0u8; logical];
+                self.read_version(base, &mut buf)?;
+                for (k, i) in from_base {
+                    let dst = &mut out[k * page..(k + 1) * page];
+                    let at = usize::try_from(i)
+                        .unwrap_or(usize::MAX)
+                        .saturating_mul(page);
+                    let n = logical.saturating_sub(at).min(page);
+                    if n > 0 {
+                        dst[..n].copy_from_slice(&buf[at..at + n]);
+                    }
+                    dst[n..].fill(0);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The logical length of the value a chain resolves to: the full version's, or the
+    /// result length of its newest delta (read and checked).
+    pub fn chain_len(&self, chain: &[Version]) -> Result<u64> {
+        match chain {
+            [] => Err(Error::InvalidArgument("empty chain".into())),
+            [only] => Ok(u64::from(only.logical_len)),
+            [.., prev, last] => {
+                let p = self.read_delta(last, prev.rec_off)?;
+                Ok(u64::from(
+                    format::DeltaPayload::decode(&p, last.payload_off())?.result_len,
+                ))
+            }
+        }
+    }
+
     /// Zero-copy reads: the file bytes of the version of `key` visible at `at`, if it is
     /// a full raw block of `block_size` bytes stored page-aligned (storage-format.md
     /// §2.2) in a real file; None for a hole, a compressed or delta version, a key never

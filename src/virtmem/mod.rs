@@ -157,6 +157,7 @@ impl VirtMem {
                 maps: Vec::new(),
                 inflight: 0,
                 invalidations: 0,
+                patches: Default::default(),
             },
         );
         Ok(FileHandle {
@@ -442,6 +443,48 @@ impl Mapping {
             state::ensure(&mut g, &vm.cv, self.shared.id, blk, write)?;
         }
         Ok(())
+    }
+
+    /// Small writes: copy `data` to bytes `[off, off + data.len())` of the mapping as
+    /// dirty 4 KiB pages of their blocks, without a fault and without loading or
+    /// dirtying whole blocks (see `subpage.rs`): a partly written page gets its other
+    /// bytes from the block's clean page or from `BigFile::read_pages` (checked).
+    /// Views and checked loads see the bytes at once; `writeout` stores them with
+    /// `BigFile::store_pages`. Returns `Ok(false)`, having written nothing, when the
+    /// range's block is to be tracked whole — it is dirty whole already, the range
+    /// covers all of it, or it would carry more than a quarter of its pages — then
+    /// write through the mapping after [`Mapping::load`] for write. The range must lie
+    /// inside one block.
+    pub fn write_pages(&self, off: usize, data: &[u8]) -> Result<bool> {
+        let bs = self.shared.handle.bs;
+        let end = off
+            .checked_add(data.len())
+            .filter(|&e| e <= self.shared.len)
+            .ok_or_else(|| {
+                Error::OutOfRange(format!(
+                    "bytes {off}..{off}+{} of a mapping of {} bytes",
+                    data.len(),
+                    self.shared.len
+                ))
+            })?;
+        if data.is_empty() {
+            return Ok(true);
+        }
+        if off / bs != (end - 1) / bs {
+            return Err(Error::InvalidArgument(format!(
+                "write_pages of bytes {off}..{end} spans more than one block"
+            )));
+        }
+        let vm = &self.shared.handle.vm;
+        let (_w, mut g) = vm.lock()?;
+        state::write_patch(
+            &mut g,
+            &vm.cv,
+            self.shared.id,
+            self.shared.blk_of(off),
+            off % bs,
+            data,
+        )
     }
 
     /// Unmap now. Refused with `Error::Busy` (the mapping is given back) while a load

@@ -64,8 +64,12 @@
 //!     the file page loses that user and is freed when it has none. Free file-page
 //!     entries wait in `file_free`, not in a pool.
 //!
-//! Room to grow (issue 6): a `Dirty` entry may carry a bitmap of written 4 KiB pages;
-//! that does not change the transitions.
+//! 11. *Patches* (small writes, `subpage.rs`): a handle may hold dirty 4 KiB pages of a
+//!     block beside its state — at most `block pages / MAX_PATCH_DIVISOR` per block,
+//!     counted in `used` and `dirty` (so 1 and 6 read "in-use pages plus patch pages").
+//!     A patched block is never `Dirty`/`Storing` (the transition to `Dirty` folds the
+//!     patch into the page and drops it); when it is `Loaded`, its page is private (one
+//!     user, no cache key, not a file page) and holds the block with the patch applied.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -75,6 +79,10 @@ use parking_lot::{Condvar, MutexGuard};
 use super::os::{self, Pool};
 use crate::bigfile::{BigFile, FileSlice};
 use crate::{Error, Result};
+pub(super) use subpage::{store_patch, write_patch, Patches};
+
+#[path = "subpage.rs"]
+mod subpage;
 
 pub(super) type PageId = u32;
 pub(super) type HandleId = u64;
@@ -166,6 +174,8 @@ pub(super) struct HandleState {
     /// Bumped by every `invalidate` of one of its blocks: what `ensure` learned from the
     /// file without the lock (`map_source`, `content_key`) is stale when it moved.
     pub(super) invalidations: u64,
+    /// Dirty 4 KiB pages of blocks written by small writes (invariant 11).
+    pub(super) patches: Patches,
 }
 
 #[derive(Debug)]
@@ -643,6 +653,8 @@ impl VmState {
             }
             self.set_state(h, blk, BlockState::Dirty { page: p });
             self.dirty += bs;
+            // The page holds the block with its patch applied (invariant 11).
+            self.drop_patch(h, blk);
             return Ok(p);
         }
         // Out of the LRU while we allocate, so that the copy source is not reclaimed.
@@ -721,6 +733,7 @@ impl VmState {
         if let Some(hs) = self.handles.get_mut(&h) {
             hs.invalidations += 1;
         }
+        self.drop_patch(h, blk);
         match self.state(h, blk) {
             BlockState::Empty | BlockState::LoadingInvalidated { .. } => {}
             BlockState::Loading { page } => {
@@ -751,24 +764,24 @@ impl VmState {
 
     /// Drop every dirty block of `h`.
     pub(super) fn discard(&mut self, cv: &Condvar, h: HandleId) {
-        let dirty: Vec<u64> = self.handles[&h]
-            .blocks
-            .iter()
-            .filter(|(_, s)| matches!(s, BlockState::Dirty { .. } | BlockState::Storing { .. }))
-            .map(|(&b, _)| b)
-            .collect();
+        let dirty = self.dirty_blocks(h);
         for blk in dirty {
             self.invalidate(cv, h, blk);
         }
     }
 
+    /// Blocks of `h` that are dirty whole or patched (invariant 11), ascending.
     pub(super) fn dirty_blocks(&self, h: HandleId) -> Vec<u64> {
-        self.handles[&h]
+        let mut v: Vec<u64> = self.handles[&h]
             .blocks
             .iter()
             .filter(|(_, s)| matches!(s, BlockState::Dirty { .. } | BlockState::Storing { .. }))
             .map(|(&b, _)| b)
-            .collect()
+            .chain(self.patched_blocks(h))
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
     }
 
     /// Release everything a handle holds (it has no mappings and nothing in flight).
@@ -777,6 +790,10 @@ impl VmState {
             Some(hs) => hs.blocks.iter().map(|(&b, &s)| (b, s)).collect(),
             None => return,
         };
+        let patched: Vec<u64> = self.patched_blocks(h).collect();
+        for blk in patched {
+            self.drop_patch(h, blk);
+        }
         for (blk, s) in blocks {
             match s {
                 BlockState::Dirty { page } | BlockState::Storing { page } => {
@@ -854,7 +871,8 @@ impl VmState {
         let used: u64 = (0..self.pages.len() as PageId)
             .filter(|&p| self.pages[p as usize].in_use)
             .map(|p| self.bs(p))
-            .sum();
+            .sum::<u64>()
+            + self.patch_bytes();
         assert_eq!(used, self.used, "inv 1: used");
         assert!(self.used <= self.budget, "inv 1: budget");
         // 2
@@ -946,7 +964,9 @@ impl VmState {
             }
         }
         // 6
-        assert_eq!(dirty, self.dirty, "inv 6: dirty");
+        assert_eq!(dirty + self.patch_bytes(), self.dirty, "inv 6: dirty");
+        // 11
+        self.check_patches();
         // 5
         for m in self.maps.values() {
             for (&blk, &(p, w)) in &m.mapped {
@@ -1035,6 +1055,8 @@ pub(super) fn ensure(
                 let inval = g.handles[&h].invalidations;
                 let (src, key) = match &probed {
                     // Still valid: no block of the handle was invalidated meanwhile.
+                    // Patched: a private page with the patch applied (invariant 11).
+                    _ if g.has_patch(h, blk) => (None, None),
                     Some(((src, k), at)) if *at == inval => (src.clone(), *k),
                     _ => {
                         // Readahead: a fault on the block after one this handle holds
@@ -1119,6 +1141,8 @@ pub(super) fn ensure(
                 }
                 match (g.state(h, blk), res) {
                     (BlockState::Loading { page: p }, Ok(())) if p == page => {
+                        // Still ours alone (Loading, invariant 3): show the patch.
+                        g.apply_patch(h, blk, page);
                         g.set_state(h, blk, BlockState::Loaded { page });
                         if let Some(k) = key {
                             if let std::collections::hash_map::Entry::Vacant(e) =
@@ -1171,7 +1195,10 @@ pub(super) fn writeout(g: &mut Guard<'_>, cv: &Condvar, h: HandleId) -> Result<(
                 _ => break None,
             }
         };
-        let Some(page) = page else { continue };
+        let Some(page) = page else {
+            store_patch(g, cv, h, blk)?;
+            continue;
+        };
         g.set_state(h, blk, BlockState::Storing { page });
         if let Err(e) = g.protect_views(h, blk) {
             g.set_state(h, blk, BlockState::Dirty { page });
