@@ -495,6 +495,9 @@ pub(crate) struct TxInner {
     state: Mutex<TxState>,
 }
 
+/// Deltas of fewer pages than this, built from small writes, are not compressed.
+const SMALL_DELTA_PAGES: usize = 16;
+
 /// Read a staged full block into `buf` (a staged delta is read by
 /// [`TxInner::read_staged_delta`]).
 fn read_staged(e: &Encoded, buf: &mut [u8]) -> Result<()> {
@@ -821,6 +824,9 @@ impl TxInner {
                     let last = pages.last().map_or(0, |&(i, _)| (u64::from(i) + 1) * PAGE);
                     let result_len = u32::try_from(cur.max(last))
                         .map_err(|_| Error::OutOfRange("block length".into()))?;
+                    // A delta of a few pages is stored raw: compressing it costs more
+                    // time than the few KiB it could save.
+                    let level = level.filter(|_| pages.len() >= SMALL_DELTA_PAGES);
                     Some(encode::encode_delta_pages(result_len, pages, level)?)
                 } else {
                     None

@@ -676,7 +676,32 @@ mod baseline {
         }
         let med = median(&mut times);
         eprintln!("memmap2 small: {} commits", times.len());
-        out.fig("W5", "median_ms", ms(med), "ms")
+        out.fig("W5", "median_ms", ms(med), "ms")?;
+        append4k_fdatasync(a, pos.len(), out)
+    }
+
+    /// The yardstick of issue 6 for W5: one 4 KiB append + fdatasync to a plain file,
+    /// as many times as W5 commits (median). The file is removed afterwards.
+    fn append4k_fdatasync(a: &BenchArgs, count: usize, out: &Out) -> R<()> {
+        let p = a.dir.join("append4k.tmp");
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&p)
+            .map_err(io_ctx("create", &p))?;
+        let page = [0x5au8; 4096];
+        let mut times = Vec::with_capacity(count);
+        for _ in 0..count {
+            let t = Instant::now();
+            f.write_all(&page).map_err(io_ctx("write", &p))?;
+            f.sync_data().map_err(io_ctx("fdatasync", &p))?;
+            times.push(t.elapsed());
+        }
+        drop(f);
+        std::fs::remove_file(&p).map_err(io_ctx("remove", &p))?;
+        let med = median(&mut times);
+        out.fig("W5", "append4k_fdatasync_median_ms", ms(med), "ms")
     }
 }
 
