@@ -224,3 +224,90 @@ fn small_writes_conflict_at_block_level() {
     t1.commit().unwrap();
     assert!(matches!(t2.commit(), Err(Error::Conflict { .. })));
 }
+
+#[test]
+fn view_writes_to_one_element_per_block_fit_a_small_budget() {
+    let (_d, p, db) = setup(8 << 20, Compression::None);
+    let pos = one_per_block();
+    let tx = db.begin().unwrap();
+    let mut a = tx.array_mut::<f64>("A").unwrap();
+    {
+        let mut v = a.view_mut(..).unwrap();
+        for &q in &pos {
+            v[[q as usize]] = -(q as f64);
+            v[[q as usize + 1]] += 1.0;
+        }
+        for &q in &pos {
+            assert_eq!(v[[q as usize]], -(q as f64));
+            assert_eq!(v[[q as usize - 1]], elem(q - 1));
+        }
+    }
+    let st = db.memory_stats().unwrap();
+    assert!(
+        st.dirty <= 2 * 4096 * pos.len() as u64,
+        "dirty {} bytes for {} elements",
+        st.dirty,
+        pos.len()
+    );
+    // read_into of the same transaction sees them; then one block gets write_from too.
+    for &q in &pos {
+        assert_eq!(
+            a.to_vec(q..q + 2).unwrap(),
+            vec![-(q as f64), elem(q + 1) + 1.0]
+        );
+    }
+    let q0 = pos[3];
+    a.write_from(q0 + 2..q0 + 3, &[42.0]).unwrap();
+    drop(a);
+    tx.commit().unwrap();
+    drop(db);
+    let db = Db::open_with(&p, Options::default().ram_budget(8 << 20)).unwrap();
+    let s = db.snapshot().unwrap();
+    let a = s.array::<f64>("A").unwrap();
+    let all = a.to_vec(..).unwrap();
+    for (i, &v) in all.iter().enumerate() {
+        let i = i as u64;
+        let want = if pos.binary_search(&i).is_ok() {
+            -(i as f64)
+        } else if i > 0 && pos.binary_search(&(i - 1)).is_ok() {
+            elem(i) + 1.0
+        } else if i == q0 + 2 {
+            42.0
+        } else {
+            elem(i)
+        };
+        assert_eq!(v, want, "element {i}");
+    }
+    assert!(s.array_stats("A").unwrap().delta_blocks >= pos.len() as u64);
+    assert!(db.fsck().unwrap().is_clean());
+}
+
+#[test]
+fn view_writes_survive_a_remap_and_an_abort_drops_them() {
+    let (_d, p, db) = setup(8 << 20, Compression::None);
+    let tx = db.begin().unwrap();
+    let mut a = tx.array_mut::<f64>("A").unwrap();
+    a.view_mut(..).unwrap()[[100]] = -1.0;
+    a.view_mut(..).unwrap()[[BS as usize / 8 + 100]] = -2.0;
+    // Growing past the reservation maps the array anew: the written pages move along.
+    a.resize(&[N * 4]).unwrap();
+    assert_eq!(a.to_vec(100..101).unwrap(), vec![-1.0]);
+    drop(a);
+    tx.commit().unwrap();
+    let tx = db.begin().unwrap();
+    let mut a = tx.array_mut::<f64>("A").unwrap();
+    a.view_mut(..).unwrap()[[200]] = -3.0;
+    drop(a);
+    tx.abort();
+    assert_eq!(db.memory_stats().unwrap().dirty, 0);
+    drop(db);
+    let db = Db::open(&p).unwrap();
+    let s = db.snapshot().unwrap();
+    let a = s.array::<f64>("A").unwrap();
+    assert_eq!(a.len(), N * 4);
+    assert_eq!(a.to_vec(100..101).unwrap(), vec![-1.0]);
+    assert_eq!(a.to_vec(BS / 8 + 100..BS / 8 + 101).unwrap(), vec![-2.0]);
+    assert_eq!(a.to_vec(200..201).unwrap(), vec![elem(200)]);
+    assert_eq!(a.to_vec(N..N + 1).unwrap(), vec![0.0]);
+    assert!(db.fsck().unwrap().is_clean());
+}

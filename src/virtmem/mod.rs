@@ -355,7 +355,8 @@ impl FaultTarget for MapShared {
         // Without the CPU's read/write bit, a fault on a block this view already maps
         // can only be a write to a read-only page.
         let write = write || (!fault::WRITE_BIT_KNOWN && g.is_mapped(self.id, blk));
-        state::ensure(&mut g, &vm.cv, self.id, blk, write)?;
+        let off = (addr - self.base) % self.handle.bs;
+        state::ensure(&mut g, &vm.cv, self.id, blk, write, Some(off))?;
         Ok(true)
     }
 }
@@ -440,7 +441,7 @@ impl Mapping {
         let vm = &self.shared.handle.vm;
         let (_w, mut g) = vm.lock()?;
         for blk in self.shared.blk_of(off)..=self.shared.blk_of(end - 1) {
-            state::ensure(&mut g, &vm.cv, self.shared.id, blk, write)?;
+            state::ensure(&mut g, &vm.cv, self.shared.id, blk, write, None)?;
         }
         Ok(())
     }

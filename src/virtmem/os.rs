@@ -512,3 +512,16 @@ impl Drop for Pool {
         let _ = unsafe { munmap(self.base as *mut _, self.slot_size * self.cap) };
     }
 }
+
+/// Copy `dst.len()` bytes of a view at `addr` into `dst`.
+///
+/// Contract (held by the state machine, `subpage.rs`): `[addr, addr+dst.len())` lies in
+/// a block of a live reservation that is mapped readable there (a partly dirty block's
+/// file mapping and its written pages), and the caller holds the VM lock, so the block
+/// is not remapped meanwhile; a view may write the bytes concurrently only through a
+/// page the caller has write-protected first.
+pub(crate) fn copy_from_view(addr: usize, dst: &mut [u8]) {
+    // SAFETY: readable mapped bytes by the contract above; `dst` is a distinct Rust
+    // buffer, so the ranges do not overlap.
+    unsafe { ptr::copy_nonoverlapping(addr as *const u8, dst.as_mut_ptr(), dst.len()) }
+}

@@ -70,6 +70,15 @@
 //!     A patched block is never `Dirty`/`Storing` (the transition to `Dirty` folds the
 //!     patch into the page and drops it); when it is `Loaded`, its page is private (one
 //!     user, no cache key, not a file page) and holds the block with the patch applied.
+//!
+//! 12. A `PartDirty` block (a view wrote a few pages of a clean file page) has no page:
+//!     its handle has exactly one view, whose block is the file's private mapping
+//!     (`mapped[blk] == (NIL, true)`) with just the written 4 KiB pages writable (the
+//!     kernel copied them on write); the written pages, at most
+//!     `block pages / MAX_PATCH_DIVISOR`, count in `used` and `dirty`, the block's
+//!     other bytes in nothing. It is never patched. Any other access to it (another
+//!     view, a whole-block write, `write_from`, `writeout`, the view going away) first
+//!     copies the written pages into a patch and resets the view (`demote_part`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -110,6 +119,9 @@ pub(super) enum BlockState {
     /// Dirty and being stored by `writeout` without the lock; views are read-only, a
     /// writer waits until the store ends.
     Storing { page: PageId },
+    /// Some 4 KiB pages written through the one view, which maps the rest from the file
+    /// (invariant 12, `subpage.rs`); never reclaimed.
+    PartDirty,
 }
 
 impl BlockState {
@@ -117,7 +129,7 @@ impl BlockState {
     #[cfg_attr(not(debug_assertions), allow(dead_code))]
     fn page(self) -> Option<PageId> {
         match self {
-            BlockState::Empty => None,
+            BlockState::Empty | BlockState::PartDirty => None,
             BlockState::Loading { page }
             | BlockState::LoadingInvalidated { page }
             | BlockState::Loaded { page }
@@ -517,6 +529,14 @@ impl VmState {
                 .expect("handle's mapping is registered");
             if let Some((p, _)) = m.mapped.remove(&blk) {
                 let addr = m.base + (blk - m.first_blk) as usize * bs;
+                if p == NIL {
+                    // A PartDirty block's file mapping (invariant 12).
+                    if let Err(e) = os::reset(addr, bs) {
+                        eprintln!("wdb: fatal: cannot reset a view block to PROT_NONE: {e}");
+                        std::process::abort();
+                    }
+                    continue;
+                }
                 let pg = &mut self.pages[p as usize];
                 if pg.at_view == Some((mid, blk)) {
                     // The slot itself lives here: move it back to the pool (invariant 9).
@@ -584,7 +604,7 @@ impl VmState {
             // A file page (invariant 10): mapped read-only from the file in every view.
             debug_assert!(!writable, "inv 10: a file page is never writable");
             if cur.map(|e| e.0) != Some(p) {
-                if let Some((q, _)) = cur {
+                if let Some((q, _)) = cur.filter(|e| e.0 != NIL) {
                     if self.pages[q as usize].at_view == Some((mid, blk)) {
                         self.home(q);
                     }
@@ -604,7 +624,7 @@ impl VmState {
             Some((q, w)) if q == p && w == writable => return Ok(()),
             Some((q, _)) if q == p => os::protect(addr, self.pools[pool].os.slot_size(), writable)?,
             _ => {
-                if let Some((q, _)) = cur {
+                if let Some((q, _)) = cur.filter(|e| e.0 != NIL) {
                     if self.pages[q as usize].at_view == Some((mid, blk)) {
                         // Another page's slot lives here: send it home first.
                         self.home(q);
@@ -736,6 +756,11 @@ impl VmState {
         self.drop_patch(h, blk);
         match self.state(h, blk) {
             BlockState::Empty | BlockState::LoadingInvalidated { .. } => {}
+            BlockState::PartDirty => {
+                self.drop_part(h, blk);
+                self.set_state(h, blk, BlockState::Empty);
+                self.reset_views(h, blk);
+            }
             BlockState::Loading { page } => {
                 self.set_state(h, blk, BlockState::LoadingInvalidated { page })
             }
@@ -775,7 +800,12 @@ impl VmState {
         let mut v: Vec<u64> = self.handles[&h]
             .blocks
             .iter()
-            .filter(|(_, s)| matches!(s, BlockState::Dirty { .. } | BlockState::Storing { .. }))
+            .filter(|(_, s)| {
+                matches!(
+                    s,
+                    BlockState::Dirty { .. } | BlockState::Storing { .. } | BlockState::PartDirty
+                )
+            })
             .map(|(&b, _)| b)
             .chain(self.patched_blocks(h))
             .collect();
@@ -803,6 +833,7 @@ impl VmState {
                 BlockState::Loaded { page }
                 | BlockState::Loading { page }
                 | BlockState::LoadingInvalidated { page } => self.detach(page, h, blk),
+                BlockState::PartDirty => self.drop_part(h, blk),
                 BlockState::Empty => {}
             }
         }
@@ -812,11 +843,17 @@ impl VmState {
 
     /// Forget a mapping's state (its range is unmapped by the caller).
     pub(super) fn remove_map(&mut self, mid: MapId) {
+        // Pages written into this view's file mappings are copied out first (inv 12).
+        for (h, blk) in self.parts_of_view(mid) {
+            self.demote_part(h, blk);
+        }
         // Slots moved into this view go home before its range is released (invariant 9).
         let moved: Vec<PageId> = self.maps.get(&mid).map_or_else(Vec::new, |m| {
             m.mapped
                 .iter()
-                .filter(|(&blk, &(p, _))| self.pages[p as usize].at_view == Some((mid, blk)))
+                .filter(|(&blk, &(p, _))| {
+                    p != NIL && self.pages[p as usize].at_view == Some((mid, blk))
+                })
                 .map(|(_, &(p, _))| p)
                 .collect()
         });
@@ -975,11 +1012,15 @@ impl VmState {
                     "inv 5: in range"
                 );
                 let s = self.state(m.handle, blk);
+                if p == NIL {
+                    assert_eq!(s, BlockState::PartDirty, "inv 12: a file mapping");
+                    continue;
+                }
                 assert_eq!(s.page(), Some(p), "inv 5: view maps the entry's page");
                 if w {
                     assert!(
                         matches!(s, BlockState::Dirty { .. }),
-                        "inv 5: writable => Dirty"
+                        "inv 5: writable => Dirty (or PartDirty, inv 12)"
                     );
                     assert!(self.pages[p as usize].file.is_none(), "inv 10: read-only");
                 }
@@ -1008,12 +1049,16 @@ impl VmState {
 /// Make block `blk` of mapping `mid` accessible (writable if `write`): the one path
 /// behind both the fault handler and the checked `Mapping::load`. Drops the lock for
 /// `content_key`, `load_blk` and the zeroing of a reused slot (invariant 8).
+///
+/// `at`: the byte of the block a write fault hit (None for a checked load): a write to a
+/// clean file page then dirties that 4 KiB page only (`PartDirty`, invariant 12).
 pub(super) fn ensure(
     g: &mut Guard<'_>,
     cv: &Condvar,
     mid: MapId,
     blk: u64,
     write: bool,
+    at: Option<usize>,
 ) -> Result<()> {
     // What the file said about the block without the lock: a file range to map
     // (zero-copy, invariant 10), and the content key.
@@ -1035,7 +1080,33 @@ pub(super) fn ensure(
             | BlockState::Storing { .. } => {
                 cv.wait(g);
             }
+            BlockState::PartDirty => {
+                let own = if write {
+                    match at {
+                        Some(off) => g.extend_part(mid, h, blk, off)?,
+                        None => false,
+                    }
+                } else {
+                    g.is_mapped(mid, blk)
+                };
+                if own {
+                    g.assert_invariants();
+                    return Ok(());
+                }
+                // Another view, a whole-block write or over the bound: a patch now.
+                g.demote_part(h, blk);
+            }
             BlockState::Loaded { page } => {
+                if let (true, Some(off)) = (write, at) {
+                    if g.pages[page as usize].file.is_some() {
+                        // Map the file first (a write may be the block's first access).
+                        g.map_view(mid, blk, page, false)?;
+                        if g.start_part(mid, h, blk, page, off)? {
+                            g.assert_invariants();
+                            return Ok(());
+                        }
+                    }
+                }
                 if write {
                     let p = g.make_dirty(h, blk, page)?;
                     g.map_view(mid, blk, p, true)?;

@@ -47,8 +47,21 @@ pub(in crate::virtmem) struct Patch {
     gen: u64,
 }
 
-/// The patches of one handle, by block.
-pub(in crate::virtmem) type Patches = BTreeMap<u64, Patch>;
+/// Pages of a `PartDirty` block written through its one view (sorted).
+#[derive(Debug)]
+pub(in crate::virtmem) struct Part {
+    /// The view whose private file mapping holds the written pages.
+    mid: MapId,
+    /// Page indexes written, ascending.
+    written: Vec<u32>,
+}
+
+/// The small-write state of one handle: patches and partly dirty blocks, by block.
+#[derive(Debug, Default)]
+pub(in crate::virtmem) struct Patches {
+    blocks: BTreeMap<u64, Patch>,
+    parts: BTreeMap<u64, Part>,
+}
 
 const PP: u64 = PATCH_PAGE as u64;
 
@@ -56,7 +69,7 @@ impl VmState {
     pub(super) fn has_patch(&self, h: HandleId, blk: u64) -> bool {
         self.handles
             .get(&h)
-            .is_some_and(|hs| hs.patches.contains_key(&blk))
+            .is_some_and(|hs| hs.patches.blocks.contains_key(&blk))
     }
 
     /// Bytes held by the patches of every handle (invariants 1 and 6).
@@ -64,8 +77,12 @@ impl VmState {
     pub(super) fn patch_bytes(&self) -> u64 {
         self.handles
             .values()
-            .flat_map(|hs| hs.patches.values())
-            .map(|p| p.pages.len() as u64 * PP)
+            .flat_map(|hs| {
+                let a = hs.patches.blocks.values().map(|p| p.pages.len());
+                let b = hs.patches.parts.values().map(|p| p.written.len());
+                a.chain(b)
+            })
+            .map(|n| n as u64 * PP)
             .sum()
     }
 
@@ -74,7 +91,7 @@ impl VmState {
         self.handles
             .get(&h)
             .into_iter()
-            .flat_map(|hs| hs.patches.keys().copied())
+            .flat_map(|hs| hs.patches.blocks.keys().copied())
     }
 
     /// Drop the patch of `(h, blk)`, if any, giving back its bytes.
@@ -82,7 +99,7 @@ impl VmState {
         let Some(p) = self
             .handles
             .get_mut(&h)
-            .and_then(|hs| hs.patches.remove(&blk))
+            .and_then(|hs| hs.patches.blocks.remove(&blk))
         else {
             return;
         };
@@ -94,7 +111,11 @@ impl VmState {
     /// Write the patch of `(h, blk)` over the bytes of page `p`'s slot, which the caller
     /// owns (a `Loading` page: at home, no view maps it, invariant 3).
     pub(super) fn apply_patch(&self, h: HandleId, blk: u64, p: PageId) {
-        let Some(patch) = self.handles.get(&h).and_then(|hs| hs.patches.get(&blk)) else {
+        let Some(patch) = self
+            .handles
+            .get(&h)
+            .and_then(|hs| hs.patches.blocks.get(&blk))
+        else {
             return;
         };
         let pg = &self.pages[p as usize];
@@ -103,6 +124,170 @@ impl VmState {
             let at = i as usize * PATCH_PAGE;
             dst[at..at + PATCH_PAGE].copy_from_slice(bytes);
         }
+    }
+
+    /// A write fault at byte `off` of a clean file page `p` (invariant 10) of
+    /// `(h, blk)`, mapped read-only in view `mid`: when `mid` is the handle's only view
+    /// and the OS page is 4 KiB, make just that page writable — the kernel copies it on
+    /// write (`MAP_PRIVATE`), nothing else of the block is copied — and track the block
+    /// as `PartDirty` (invariant 12). The file page is let go: the view keeps its file
+    /// mapping, and the block counts only its written pages. `Ok(false)`: not possible
+    /// here, the caller makes the block `Dirty` whole.
+    pub(super) fn start_part(
+        &mut self,
+        mid: MapId,
+        h: HandleId,
+        blk: u64,
+        p: PageId,
+        off: usize,
+    ) -> Result<bool> {
+        let hs = &self.handles[&h];
+        let bs = self.pools[hs.pool].os.slot_size();
+        if super::os::page_size() != PATCH_PAGE
+            || hs.maps.as_slice() != [mid]
+            || hs.patches.blocks.contains_key(&blk)
+            || self.pages[p as usize].users.as_slice() != [(h, blk)]
+            || self.maps[&mid].mapped.get(&blk) != Some(&(p, false))
+            || off >= bs
+        {
+            return Ok(false);
+        }
+        let i = (off / PATCH_PAGE) as u32;
+        let addr = self.view_addr(&self.maps[&mid], blk) + i as usize * PATCH_PAGE;
+        super::os::protect(addr, PATCH_PAGE, true)?;
+        self.set_state(h, blk, BlockState::PartDirty);
+        self.maps
+            .get_mut(&mid)
+            .expect("checked above")
+            .mapped
+            .insert(blk, (super::NIL, true));
+        self.pages[p as usize].users.clear();
+        self.free_page(p);
+        self.handles
+            .get_mut(&h)
+            .expect("live")
+            .patches
+            .parts
+            .insert(
+                blk,
+                Part {
+                    mid,
+                    written: vec![i],
+                },
+            );
+        // The block's size was given back just above: one page always fits.
+        self.used += PP;
+        self.dirty += PP;
+        Ok(true)
+    }
+
+    /// A write fault at byte `off` of `PartDirty` block `(h, blk)` in view `mid`: make
+    /// that page writable too. `Ok(false)`: another view, or over the bound — the caller
+    /// demotes the block ([`VmState::demote_part`]) and goes on as for a patched block.
+    pub(super) fn extend_part(
+        &mut self,
+        mid: MapId,
+        h: HandleId,
+        blk: u64,
+        off: usize,
+    ) -> Result<bool> {
+        let hs = &self.handles[&h];
+        let bs = self.pools[hs.pool].os.slot_size();
+        let Some(part) = hs.patches.parts.get(&blk) else {
+            return Ok(false);
+        };
+        let i = (off / PATCH_PAGE) as u32;
+        if part.mid != mid || off >= bs {
+            return Ok(false);
+        }
+        let k = match part.written.binary_search(&i) {
+            // Written already: the page is writable; nothing to do.
+            Ok(_) => return Ok(true),
+            Err(k) => k,
+        };
+        if part.written.len() + 1 > bs / PATCH_PAGE / MAX_PATCH_DIVISOR {
+            return Ok(false);
+        }
+        self.reserve_patch(PP)?;
+        let addr = self.view_addr(&self.maps[&mid], blk) + i as usize * PATCH_PAGE;
+        if let Err(e) = super::os::protect(addr, PATCH_PAGE, true) {
+            self.used -= PP;
+            self.dirty -= PP;
+            return Err(e);
+        }
+        self.handles
+            .get_mut(&h)
+            .expect("live")
+            .patches
+            .parts
+            .get_mut(&blk)
+            .expect("checked above")
+            .written
+            .insert(k, i);
+        Ok(true)
+    }
+
+    /// `PartDirty` → `Empty` with a patch: write-protect the view's block (a concurrent
+    /// writer faults and waits for the lock), copy the written pages out of the view
+    /// into patch pages (their bytes stay counted), and reset the view block.
+    pub(super) fn demote_part(&mut self, h: HandleId, blk: u64) {
+        let Some(part) = self
+            .handles
+            .get_mut(&h)
+            .and_then(|hs| hs.patches.parts.remove(&blk))
+        else {
+            return;
+        };
+        let bs = self.pools[self.handles[&h].pool].os.slot_size();
+        let base = self.view_addr(&self.maps[&part.mid], blk);
+        if let Err(e) = super::os::protect(base, bs, false) {
+            // Copying a page another thread is writing could tear it.
+            eprintln!("wdb: fatal: cannot write-protect a partly dirty block: {e}");
+            std::process::abort();
+        }
+        let mut patch = Patch::default();
+        for &i in &part.written {
+            let mut b = vec![0u8; PATCH_PAGE].into_boxed_slice();
+            super::os::copy_from_view(base + i as usize * PATCH_PAGE, &mut b);
+            patch.pages.insert(i, b);
+        }
+        patch.gen = 1;
+        self.set_state(h, blk, BlockState::Empty);
+        self.reset_views(h, blk);
+        self.handles
+            .get_mut(&h)
+            .expect("live")
+            .patches
+            .blocks
+            .insert(blk, patch);
+    }
+
+    /// Forget the written pages of a `PartDirty` block (invalidate, discard, close).
+    pub(super) fn drop_part(&mut self, h: HandleId, blk: u64) {
+        let Some(part) = self
+            .handles
+            .get_mut(&h)
+            .and_then(|hs| hs.patches.parts.remove(&blk))
+        else {
+            return;
+        };
+        let n = part.written.len() as u64 * PP;
+        self.used -= n;
+        self.dirty -= n;
+    }
+
+    /// `PartDirty` blocks shown by view `mid` (demoted before the view goes away).
+    pub(super) fn parts_of_view(&self, mid: MapId) -> Vec<(HandleId, u64)> {
+        let Some(m) = self.maps.get(&mid) else {
+            return Vec::new();
+        };
+        self.handles[&m.handle]
+            .patches
+            .parts
+            .iter()
+            .filter(|(_, p)| p.mid == mid)
+            .map(|(&b, _)| (m.handle, b))
+            .collect()
     }
 
     /// Count `n` more bytes of patches in `used` and `dirty`, reclaiming clean pages in
@@ -125,7 +310,27 @@ impl VmState {
     pub(super) fn check_patches(&self) {
         for (&h, hs) in &self.handles {
             let bs = self.pools[hs.pool].os.slot_size();
-            for (&blk, p) in &hs.patches {
+            for (&blk, part) in &hs.patches.parts {
+                assert_eq!(
+                    self.state(h, blk),
+                    BlockState::PartDirty,
+                    "inv 12: a part has its state"
+                );
+                assert!(!hs.patches.blocks.contains_key(&blk), "inv 12: not patched");
+                assert!(
+                    !part.written.is_empty()
+                        && part.written.windows(2).all(|w| w[0] < w[1])
+                        && part.written.len() <= bs / PATCH_PAGE / MAX_PATCH_DIVISOR,
+                    "inv 12: written pages"
+                );
+                assert_eq!(hs.maps, vec![part.mid], "inv 12: one view");
+                assert_eq!(
+                    self.maps[&part.mid].mapped.get(&blk),
+                    Some(&(super::NIL, true)),
+                    "inv 12: mapped from the file"
+                );
+            }
+            for (&blk, p) in &hs.patches.blocks {
                 assert!(!p.pages.is_empty(), "inv 11: empty patch");
                 assert!(
                     p.pages.len() <= bs / PATCH_PAGE / MAX_PATCH_DIVISOR,
@@ -136,7 +341,9 @@ impl VmState {
                     "inv 11: page inside the block"
                 );
                 match self.state(h, blk) {
-                    BlockState::Dirty { .. } | BlockState::Storing { .. } => {
+                    BlockState::Dirty { .. }
+                    | BlockState::Storing { .. }
+                    | BlockState::PartDirty => {
                         panic!("inv 11: patched block {blk} is dirty whole")
                     }
                     BlockState::Loaded { page } => {
@@ -198,12 +405,16 @@ pub(in crate::virtmem) fn write_patch(
                 continue;
             }
             BlockState::Dirty { .. } => return Ok(false),
+            BlockState::PartDirty => {
+                g.demote_part(h, blk);
+                continue;
+            }
             BlockState::Empty | BlockState::Loaded { .. } => {}
         }
         let first = (off / PATCH_PAGE) as u32;
         let last = ((end - 1) / PATCH_PAGE) as u32;
         let hs = &g.handles[&h];
-        let patch = hs.patches.get(&blk);
+        let patch = hs.patches.blocks.get(&blk);
         let have = |i: u32| patch.is_some_and(|p| p.pages.contains_key(&i));
         let new: Vec<u32> = (first..=last).filter(|&i| !have(i)).collect();
         let n_after = patch.map_or(0, |p| p.pages.len()) + new.len();
@@ -267,7 +478,7 @@ pub(in crate::virtmem) fn write_patch(
         }
         g.reserve_patch(new.len() as u64 * PP)?;
         let hs = g.handles.get_mut(&h).expect("live");
-        let patch = hs.patches.entry(blk).or_default();
+        let patch = hs.patches.blocks.entry(blk).or_default();
         let mut base = base.chunks_exact(PATCH_PAGE);
         for &i in &new {
             let bytes = if covered(i) {
@@ -299,7 +510,10 @@ pub(in crate::virtmem) fn store_patch(
     h: HandleId,
     blk: u64,
 ) -> Result<()> {
-    let Some(p) = g.handles.get(&h).and_then(|hs| hs.patches.get(&blk)) else {
+    if g.state(h, blk) == BlockState::PartDirty {
+        g.demote_part(h, blk);
+    }
+    let Some(p) = g.handles.get(&h).and_then(|hs| hs.patches.blocks.get(&blk)) else {
         return Ok(());
     };
     let gen = p.gen;
@@ -316,7 +530,7 @@ pub(in crate::virtmem) fn store_patch(
     let same = g
         .handles
         .get(&h)
-        .and_then(|hs| hs.patches.get(&blk))
+        .and_then(|hs| hs.patches.blocks.get(&blk))
         .is_some_and(|p| p.gen == gen);
     if same {
         g.drop_patch(h, blk);
