@@ -1,10 +1,13 @@
-//! Through the public contract: random sequences of create / append / resize / write /
-//! commit / abort / reopen give the same array contents as a plain in-memory model.
+//! Through the public contract: random sequences of create / append / resize / write
+//! (through views and `write_from`) / read in the transaction / commit / abort / reopen
+//! give the same array contents as a plain in-memory model. Array "c" is stored raw, so
+//! its clean blocks are mapped from the file and small writes to it take the
+//! page-granular paths (patches, `PartDirty`).
 
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
-use wdb::{Db, Options};
+use wdb::{ArrayOptions, Compression, Db, Options};
 
 const NAMES: [&str; 3] = ["a", "b", "c"];
 /// Elements of i64 in one default 2 MiB block: lengths around it make ops straddle blocks.
@@ -16,6 +19,8 @@ enum Op {
     Append(usize, u64, i64),
     Resize(usize, u64),
     Write(usize, u64, u64, i64),
+    WriteFrom(usize, u64, u64, i64),
+    Read(usize, u64, u64),
     Commit,
     Abort,
     Reopen,
@@ -28,8 +33,11 @@ fn op() -> impl Strategy<Value = Op> {
         (name.clone(), len.clone()).prop_map(|(n, l)| Op::Create(n, l)),
         (name.clone(), 0..(BLK / 2), any::<i64>()).prop_map(|(n, k, v)| Op::Append(n, k, v)),
         (name.clone(), len).prop_map(|(n, l)| Op::Resize(n, l)),
-        (name, any::<u64>(), 0..2000u64, any::<i64>())
+        (name.clone(), any::<u64>(), 0..2000u64, any::<i64>())
             .prop_map(|(n, at, k, v)| Op::Write(n, at, k, v)),
+        (name.clone(), any::<u64>(), 0..1200u64, any::<i64>())
+            .prop_map(|(n, at, k, v)| Op::WriteFrom(n, at, k, v)),
+        (name, any::<u64>(), 0..3000u64).prop_map(|(n, at, k)| Op::Read(n, at, k)),
         Just(Op::Commit),
         Just(Op::Abort),
         Just(Op::Reopen),
@@ -66,7 +74,12 @@ fn run(ops: Vec<Op>) {
         let t = tx.as_ref().unwrap();
         match op {
             Op::Create(n, len) => {
-                let r = t.create_array::<i64>(NAMES[n], &[len]);
+                let opts = if n == 2 {
+                    ArrayOptions::default().compression(Compression::None)
+                } else {
+                    ArrayOptions::default()
+                };
+                let r = t.create_array_with::<i64>(NAMES[n], &[len], opts);
                 assert_eq!(r.is_ok(), !pending.contains_key(NAMES[n]));
                 if r.is_ok() {
                     pending.insert(NAMES[n], vec![0; len as usize]);
@@ -96,6 +109,37 @@ fn run(ops: Vec<Op>) {
                         let mut a = t.array_mut::<i64>(NAMES[n]).unwrap();
                         a.view_mut(lo..hi).unwrap().fill(v);
                         m[lo as usize..hi as usize].fill(v);
+                    }
+                }
+            }
+            Op::WriteFrom(n, at, k, v) => {
+                if let Some(m) = pending.get_mut(NAMES[n]) {
+                    if !m.is_empty() {
+                        let lo = at % m.len() as u64;
+                        let hi = (lo + k).min(m.len() as u64);
+                        let data: Vec<i64> = (lo..hi)
+                            .map(|i| v.wrapping_mul(i as i64 | 1).rotate_left(i as u32))
+                            .collect();
+                        let mut a = t.array_mut::<i64>(NAMES[n]).unwrap();
+                        a.write_from(lo..hi, &data).unwrap();
+                        m[lo as usize..hi as usize].copy_from_slice(&data);
+                    }
+                }
+            }
+            Op::Read(n, at, k) => {
+                if let Some(m) = pending.get(NAMES[n]) {
+                    if !m.is_empty() {
+                        let lo = at % m.len() as u64;
+                        let hi = (lo + k).min(m.len() as u64);
+                        let a = t.array::<i64>(NAMES[n]).unwrap();
+                        assert_eq!(
+                            a.to_vec(lo..hi).unwrap(),
+                            &m[lo as usize..hi as usize],
+                            "read_into of {} in the transaction",
+                            NAMES[n]
+                        );
+                        let v = a.view(lo..hi).unwrap();
+                        assert!(v.iter().eq(m[lo as usize..hi as usize].iter()), "view");
                     }
                 }
             }
