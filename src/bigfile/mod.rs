@@ -24,6 +24,11 @@ pub struct FileSlice {
     /// Bytes mapped from the file: a multiple of the OS page size, at most the block
     /// size. The rest of the block reads as zeros.
     pub len: usize,
+    /// 4 KiB pages `(index, PATCH_PAGE bytes)`, ascending, that replace the block's
+    /// bytes there (a delta chain resolved over a raw base): virtmem writes them over
+    /// each view's private mapping of the file, so only they take RAM. None: the block
+    /// is the file's bytes alone.
+    pub pages: Option<Arc<[(u32, Box<[u8]>)]>>,
 }
 
 impl std::fmt::Debug for FileSlice {
@@ -32,6 +37,7 @@ impl std::fmt::Debug for FileSlice {
             .field("fd", &self.fd)
             .field("offset", &self.offset)
             .field("len", &self.len)
+            .field("pages", &self.pages.as_ref().map(|p| p.len()))
             .finish()
     }
 }

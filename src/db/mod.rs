@@ -949,14 +949,14 @@ impl TxInner {
         if self.state.lock().blocks.contains_key(&(array_id, blk)) {
             return Ok(None);
         }
-        self.gen.map_source(
-            &Key::Block {
-                array: array_id,
-                blk,
-            },
-            self.tid,
-            block_size,
-        )
+        let key = Key::Block {
+            array: array_id,
+            blk,
+        };
+        match self.gen.map_source(&key, self.tid, block_size)? {
+            Some(s) => Ok(Some(s)),
+            None => self.gen.map_chain(&key, self.tid, block_size),
+        }
     }
 
     /// The tid of the version of a block this transaction would read, or None for a
@@ -1124,14 +1124,14 @@ impl SnapInner {
         blk: u64,
         block_size: usize,
     ) -> Result<Option<crate::bigfile::FileSlice>> {
-        self.gen.map_source(
-            &Key::Block {
-                array: array_id,
-                blk,
-            },
-            self.tid,
-            block_size,
-        )
+        let key = Key::Block {
+            array: array_id,
+            blk,
+        };
+        match self.gen.map_source(&key, self.tid, block_size)? {
+            Some(s) => Ok(Some(s)),
+            None => self.gen.map_chain(&key, self.tid, block_size),
+        }
     }
 
     /// The tid of the version of a block visible here (None: never written, zeros).

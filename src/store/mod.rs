@@ -514,6 +514,82 @@ impl Gen {
         Ok(())
     }
 
+    /// Zero-copy reads of a delta-chained block: the raw base version of the chain of
+    /// `key` at `at` as a file slice (checked like [`Gen::map_source`]: its CRC once per
+    /// process), with the pages its deltas change as overlay pages (read and checked
+    /// through [`Gen::read_pages`]). None when the version is not a delta on a raw,
+    /// page-aligned base, or a delta cuts the value shorter than the base (the pages
+    /// past its end would need zeroing too).
+    pub fn map_chain(
+        self: &Arc<Self>,
+        key: &Key,
+        at: Tid,
+        block_size: usize,
+    ) -> Result<Option<crate::bigfile::FileSlice>> {
+        let Some(chain) = self.index.read().chain_at(key, at)? else {
+            return Ok(None);
+        };
+        let (base, deltas) = match chain.split_first() {
+            Some((b, d)) if !d.is_empty() && b.encoding == Encoding::Raw => (b, d),
+            _ => return Ok(None),
+        };
+        let Some(fd) = self.log.raw_fd() else {
+            return Ok(None);
+        };
+        let page = rustix::param::page_size() as u64;
+        let off = base.payload_off();
+        let stored = u64::from(base.stored_len);
+        if page != format::PAGE
+            || off % page != 0
+            || stored % page != 0
+            || stored > block_size as u64
+            || u64::from(base.logical_len) > block_size as u64
+            || stored > u64::from(base.logical_len)
+        {
+            return Ok(None);
+        }
+        let mut prev = base.rec_off;
+        let mut idx: Vec<u32> = Vec::new();
+        for d in deltas {
+            let p = self.read_delta(d, prev)?;
+            let dp = format::DeltaPayload::decode(&p, d.payload_off())?;
+            if u64::from(dp.result_len) < u64::from(base.logical_len)
+                || u64::from(dp.result_len) > block_size as u64
+            {
+                return Ok(None);
+            }
+            idx.extend(dp.pages().map(|(i, _)| i));
+            prev = d.rec_off;
+        }
+        idx.sort_unstable();
+        idx.dedup();
+        if !self.verified.lock().contains(&off) {
+            let crc = crate::virtmem::crc_of_file_range(fd, off, stored as usize)?;
+            if crc != base.data_crc {
+                return Err(Error::corruption(
+                    off,
+                    format!("data CRC mismatch (version of tid {})", base.tid),
+                ));
+            }
+            self.verified.lock().insert(off);
+        }
+        let psz = format::PAGE as usize;
+        let mut bytes = vec![0u8; idx.len() * psz];
+        self.read_pages(&chain, &idx, &mut bytes)?;
+        let pages: Vec<(u32, Box<[u8]>)> = idx
+            .iter()
+            .zip(bytes.chunks_exact(psz))
+            .map(|(&i, b)| (i, Box::from(b)))
+            .collect();
+        Ok(Some(crate::bigfile::FileSlice {
+            fd,
+            keep: self.clone(),
+            offset: off,
+            len: stored as usize,
+            pages: Some(pages.into()),
+        }))
+    }
+
     /// The logical length of the value a chain resolves to: the full version's, or the
     /// result length of its newest delta (read and checked).
     pub fn chain_len(&self, chain: &[Version]) -> Result<u64> {
@@ -576,6 +652,7 @@ impl Gen {
             keep: self.clone(),
             offset: off,
             len: stored as usize,
+            pages: None,
         }))
     }
 

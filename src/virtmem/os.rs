@@ -525,3 +525,20 @@ pub(crate) fn copy_from_view(addr: usize, dst: &mut [u8]) {
     // buffer, so the ranges do not overlap.
     unsafe { ptr::copy_nonoverlapping(addr as *const u8, dst.as_mut_ptr(), dst.len()) }
 }
+
+/// Write 4 KiB pages over a block of a view that maps a file privately (`map_file`):
+/// each page is made writable, written (the kernel copies just that page), and made
+/// read-only again. `addr` is the block's view address (a block of a live reservation,
+/// caller's contract); each page index lies inside the block.
+pub(crate) fn overlay_pages(addr: usize, pages: &[(u32, Box<[u8]>)]) -> Result<()> {
+    for (i, bytes) in pages {
+        let at = addr + *i as usize * bytes.len();
+        protect(at, bytes.len(), true)?;
+        // SAFETY: [at, at+len) is one page of the caller's view block, mapped writable
+        // just above; `bytes` is a distinct Rust buffer; no reference into the view
+        // block exists while the VM lock is held and the block is being mapped.
+        unsafe { ptr::copy_nonoverlapping(bytes.as_ptr(), at as *mut u8, bytes.len()) };
+        protect(at, bytes.len(), false)?;
+    }
+    Ok(())
+}

@@ -72,9 +72,9 @@
 //!     user, no cache key, not a file page) and holds the block with the patch applied.
 //!
 //! 12. A `PartDirty` block (a view wrote a few pages of a clean file page) has no page:
-//!     its handle has exactly one view, whose block is the file's private mapping
-//!     (`mapped[blk] == (NIL, true)`) with just the written 4 KiB pages writable (the
-//!     kernel copied them on write); the written pages, at most
+//!     exactly one view of its handle maps it (the handle's only view when it started),
+//!     with the file's private mapping (`mapped[blk] == (NIL, true)`) and just the
+//!     written 4 KiB pages writable (the kernel copied them on write); the written pages, at most
 //!     `block pages / MAX_PATCH_DIVISOR`, count in `used` and `dirty`, the block's
 //!     other bytes in nothing. It is never patched. Any other access to it (another
 //!     view, a whole-block write, `write_from`, `writeout`, the view going away) first
@@ -611,6 +611,9 @@ impl VmState {
                 }
                 let bs = self.pools[pool].os.slot_size();
                 os::map_file(addr, bs, &src)?;
+                if let Some(pages) = &src.pages {
+                    os::overlay_pages(addr, pages)?;
+                }
                 self.counters.file_maps += 1;
                 self.maps
                     .get_mut(&mid)
@@ -739,6 +742,13 @@ impl VmState {
         if let Err(e) = os::read_file_block(&src, os.slot_mut(slot)) {
             self.free_page(new);
             return Err(e);
+        }
+        if let Some(pages) = &src.pages {
+            let dst = os.slot_mut(slot);
+            for (i, b) in pages.iter() {
+                let at = *i as usize * b.len();
+                dst[at..at + b.len()].copy_from_slice(b);
+            }
         }
         self.pages[new as usize].users.push((h, blk));
         self.set_state(h, blk, BlockState::Dirty { page: new });
