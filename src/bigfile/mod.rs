@@ -28,8 +28,11 @@ pub struct FileSlice {
     /// bytes there (a delta chain resolved over a raw base): virtmem writes them over
     /// each view's private mapping of the file, so only they take RAM. None: the block
     /// is the file's bytes alone.
-    pub pages: Option<Arc<[(u32, Box<[u8]>)]>>,
+    pub pages: Option<Arc<[OverlayPage]>>,
 }
+
+/// A 4 KiB page `(index in the block, PATCH_PAGE bytes)` over a [`FileSlice`].
+pub type OverlayPage = (u32, Box<[u8]>);
 
 impl std::fmt::Debug for FileSlice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
