@@ -1,5 +1,6 @@
 //! The page-state machine of the virtual memory: every transition of a block's state
-//! happens in this file, under the VM lock.
+//! happens in this file or its child module `subpage.rs` (small writes), under the VM
+//! lock.
 //!
 //! ## States of a (file handle, block)
 //!
@@ -18,6 +19,15 @@
 //!     │                │    from the file into a RAM page)   │ writeout
 //!     │                └────────── store ok ─────────── Storing ───┘
 //!     └──────────── invalidate / discard (Dirty, Storing: changes dropped) ───┘
+//!
+//!   Small writes (subpage.rs, invariants 11 and 12):
+//!   Loaded (file page, the handle's one view) ──view write fault──▶ PartDirty
+//!   PartDirty ──another view, whole-block write, write_from, writeout, unmap──▶
+//!       Empty + patch (the written pages copied out of the view)
+//!   Empty / Loaded ──write_from of part of the block──▶ Empty + patch
+//!   Empty + patch ──fault──▶ Loading ──▶ Loaded (private page, patch applied)
+//!       ──first write──▶ Dirty (the patch is dropped: the page holds it)
+//!   patch ──writeout: BigFile::store_pages──▶ (patch dropped)
 //! ```
 //!
 //! ## Invariants (checked by [`VmState::assert_invariants`] in debug builds)
