@@ -25,6 +25,13 @@
 //! Base bytes (the unwritten part of a page a write covers partly) come from the
 //! block's clean page when one is loaded, else from `BigFile::read_pages`, which checks
 //! the block's CRC like a load — never from unchecked bytes.
+//!
+//! Writes through a view take the same road when the block is a clean *file page*
+//! (invariant 10) of the handle's only view: the write fault makes just that 4 KiB page
+//! of the view's private file mapping writable and the kernel copies it on write
+//! ([`VmState::start_part`], [`VmState::extend_part`]); the block is `PartDirty`
+//! (invariant 12) and its written pages live in the view until anything else needs the
+//! block, which turns them into a patch first ([`VmState::demote_part`]).
 
 use std::collections::BTreeMap;
 
