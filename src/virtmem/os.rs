@@ -483,7 +483,9 @@ impl Pool {
     /// of it is alive (its mapping is being released), so a write that lands during the
     /// move loses nothing that is kept. Making the home writable again is free when it
     /// already is, and one entry to change for a huge page.
-    pub(crate) fn move_home(&self, slot: usize, addr: usize) {
+    /// `writable` is the view block's current protection: a writable block arrives home
+    /// writable, and the home then needs no `mprotect`.
+    pub(crate) fn move_home(&self, slot: usize, addr: usize, writable: bool) {
         let home = self.addr(slot);
         // SAFETY: [addr, addr+slot_size) holds exactly the slot's mapping, moved there by
         // move_to_view (caller's state, invariant 9); [home, +slot_size) is the slot's
@@ -504,8 +506,10 @@ impl Pool {
         if let Err(e) = reset(addr, self.slot_size) {
             fatal_os("cannot reset a view block to PROT_NONE", &e);
         }
-        if let Err(e) = protect(home, self.slot_size, true) {
-            fatal_os("cannot make a RAM pool slot writable again", &e);
+        if !writable {
+            if let Err(e) = protect(home, self.slot_size, true) {
+                fatal_os("cannot make a RAM pool slot writable again", &e);
+            }
         }
     }
 

@@ -514,13 +514,13 @@ impl VmState {
                 .maps
                 .get_mut(&mid)
                 .expect("handle's mapping is registered");
-            if let Some((p, _)) = m.mapped.remove(&blk) {
+            if let Some((p, w)) = m.mapped.remove(&blk) {
                 let addr = m.base + (blk - m.first_blk) as usize * bs;
                 let pg = &mut self.pages[p as usize];
                 if pg.at_view == Some((mid, blk)) {
                     // The slot itself lives here: move it back to the pool (invariant 9).
                     pg.at_view = None;
-                    self.pools[pg.pool].os.move_home(pg.slot, addr);
+                    self.pools[pg.pool].os.move_home(pg.slot, addr, w);
                     continue;
                 }
                 // A failure here would leave a stale page visible; the kernel fails a
@@ -565,9 +565,10 @@ impl VmState {
             .expect("a moved page's view is registered");
         let removed = m.mapped.remove(&blk);
         debug_assert_eq!(removed.map(|e| e.0), Some(p), "inv 9");
+        let writable = removed.is_some_and(|e| e.1);
         let addr = self.view_addr(&self.maps[&mid], blk);
         let pg = &self.pages[p as usize];
-        self.pools[pg.pool].os.move_home(pg.slot, addr);
+        self.pools[pg.pool].os.move_home(pg.slot, addr, writable);
     }
 
     /// Write-protect `blk` in every view of `h` that maps it (before a store).
