@@ -336,8 +336,13 @@ impl Pool {
         }
         .map_err(|e| afail(io(e, "mapping the anonymous RAM pool")))?;
         dont_fork(abase, len).map_err(afail)?;
-        // SAFETY: advice on our own mapping; contents are unchanged.
-        let _ = unsafe { madvise(abase as *mut _, len, Advice::LinuxHugepage) };
+        if slot_size % HUGE == 0 {
+            // Only for slots of whole huge pages: a huge page spanning several smaller
+            // slots would take 2 MiB of RAM for the first of them and be split again by
+            // the first protection change of one.
+            // SAFETY: advice on our own mapping; contents are unchanged.
+            let _ = unsafe { madvise(abase as *mut _, len, Advice::LinuxHugepage) };
+        }
         Ok(Pool {
             fd,
             base,
