@@ -285,6 +285,9 @@ pub(crate) struct Pool {
     anon: Box<[AtomicBool]>,
     /// Per slot: its page-table entries are moved to a view (`move_to_view`).
     away: Box<[AtomicBool]>,
+    /// A reserved block (`PROT_NONE`, never touched, not inherited by `fork`) whose
+    /// mapping is copied over a view block to reset it (see `reset_view`).
+    spare: usize,
 }
 
 impl Pool {
@@ -343,10 +346,12 @@ impl Pool {
             // SAFETY: advice on our own mapping; contents are unchanged.
             let _ = unsafe { madvise(abase as *mut _, len, Advice::LinuxHugepage) };
         }
+        let spare = reserve(slot_size, align_for(slot_size)).map_err(afail)?;
         Ok(Pool {
             fd,
             base,
             abase,
+            spare,
             slot_size,
             cap,
             anon: (0..cap).map(|_| AtomicBool::new(true)).collect(),
@@ -508,13 +513,36 @@ impl Pool {
             fatal_os("cannot move a RAM page back to its pool", &io(e, "mremap"));
         }
         self.away[slot].store(false, Ordering::Release);
-        if let Err(e) = reset(addr, self.slot_size) {
+        if let Err(e) = self.reset_view(addr) {
             fatal_os("cannot reset a view block to PROT_NONE", &e);
         }
         if !writable {
             if let Err(e) = protect(home, self.slot_size, true) {
                 fatal_os("cannot make a RAM pool slot writable again", &e);
             }
+        }
+    }
+
+    /// [`reset`] a view block of this pool's block size in one system call instead of
+    /// two: a copy of the spare block's mapping is moved over it (`MREMAP_DONTUNMAP`
+    /// leaves the spare in place), which is `PROT_NONE` reserved space not inherited by
+    /// `fork`, as `reset` makes it, and merges with the reserved space around it.
+    fn reset_view(&self, addr: usize) -> Result<()> {
+        // SAFETY: [spare, +slot_size) is our own never-accessed PROT_NONE reservation;
+        // [addr, +slot_size) is a block of a live reservation (caller's contract, as for
+        // `reset`), whose current mapping MREMAP_FIXED replaces.
+        let r = unsafe {
+            mremap_fixed(
+                self.spare as *mut _,
+                self.slot_size,
+                self.slot_size,
+                MremapFlags::MAYMOVE | DONTUNMAP,
+                addr as *mut _,
+            )
+        };
+        match r {
+            Ok(_) => Ok(()),
+            Err(_) => reset(addr, self.slot_size),
         }
     }
 
@@ -680,5 +708,7 @@ impl Drop for Pool {
         let _ = unsafe { munmap(self.base as *mut _, self.slot_size * self.cap) };
         // SAFETY: as above, for the anonymous homes.
         let _ = unsafe { munmap(self.abase as *mut _, self.slot_size * self.cap) };
+        // SAFETY: the spare block is ours and never referred to.
+        let _ = unsafe { munmap(self.spare as *mut _, self.slot_size) };
     }
 }
