@@ -81,3 +81,69 @@ fn copy_of_a_shared_moved_page_leaves_the_other_handle_intact() {
     assert_eq!(rd(&m2, 9), pattern(0));
     assert_eq!(rd(&m1, 9), pattern(0), "invalidate dropped h1's change");
 }
+
+/// Huge-page sized blocks (the default 2 MiB), where a RAM slot is one anonymous huge
+/// page (invariant 11): a slot reused for another block shows only that block, read-only,
+/// on every page; a second view promotes the page to the memfd and stays coherent; and a
+/// store of a slot living in a view stores its bytes.
+#[test]
+fn reused_huge_slots_show_only_their_new_block_read_only() {
+    const HB: usize = wdb::bigfile::DEFAULT_BLOCK_SIZE;
+    let vm = wdb::virtmem::VirtMem::new(2 * HB as u64).unwrap();
+    let f = std::sync::Arc::new(wdb::bigfile::MemFile::new("huge", HB));
+    for b in 0..4u64 {
+        f.set_block(b, &vec![pattern(b); HB]).unwrap();
+    }
+    let h = vm.open(f.clone()).unwrap();
+    let m = h.mmap(0, 4).unwrap();
+    let page_sum = |m: &wdb::virtmem::Mapping, blk: usize| -> Vec<u8> {
+        (0..HB)
+            .step_by(4096)
+            .map(|off| rd(m, blk * HB + off))
+            .collect()
+    };
+    // Blocks 0, 1, 2, 3 in turn with room for 2: each load after the second reuses the
+    // slot of the block loaded two steps before.
+    for round in 0..2 {
+        for blk in 0..4usize {
+            let want = pattern(blk as u64);
+            assert!(
+                page_sum(&m, blk).iter().all(|&b| b == want),
+                "round {round}: block {blk} shows only its own bytes"
+            );
+            assert!(h.dirty_blocks().is_empty(), "reads dirty nothing");
+        }
+    }
+    assert!(vm.stats().evictions >= 6);
+    let loads = f.loads();
+    // The reused slot is mapped read-only: the first write faults and dirties exactly it.
+    assert_eq!(rd(&m, 3 * HB + 100), pattern(3));
+    assert_eq!(f.loads(), loads, "block 3 is resident");
+    wr(&m, 3 * HB + 100, 0xA5);
+    assert_eq!(h.dirty_blocks(), vec![3]);
+    // Block 0 was evicted: its view block faults and loads again.
+    assert_eq!(rd(&m, 5), pattern(0));
+    assert_eq!(f.loads(), loads + 1);
+    // A second view of the dirty block promotes its page; the two stay coherent.
+    let m2 = h.mmap(3, 1).unwrap();
+    assert_eq!(rd(&m2, 100), 0xA5);
+    assert_eq!(rd(&m2, HB - 1), pattern(3));
+    wr(&m2, 200, 0x5A);
+    assert_eq!(rd(&m, 3 * HB + 200), 0x5A);
+    wr(&m, 3 * HB + 300, 0x77);
+    assert_eq!(rd(&m2, 300), 0x77);
+    drop(m2);
+    // Write out a block whose (anonymous) slot lives in its view, then the promoted one.
+    wr(&m, 7, 0x11);
+    assert_eq!(h.dirty_blocks(), vec![0, 3]);
+    h.writeout().unwrap();
+    assert!(h.dirty_blocks().is_empty());
+    let b0 = f.block(0);
+    assert_eq!((b0[6], b0[7], b0[8]), (pattern(0), 0x11, pattern(0)));
+    let b3 = f.block(3);
+    assert_eq!((b3[100], b3[200], b3[300]), (0xA5, 0x5A, 0x77));
+    assert!(b3[301..].iter().all(|&b| b == pattern(3)));
+    // Clean and read-only again after the store.
+    wr(&m, 8, 0x22);
+    assert_eq!(h.dirty_blocks(), vec![0]);
+}

@@ -75,6 +75,34 @@ static TABLE: [RangeSlot; MAX_RANGES] = [EMPTY_SLOT; MAX_RANGES];
 static HIGH: AtomicUsize = AtomicUsize::new(0);
 /// The process that registered the ranges: a forked child chains every fault.
 static OWNER_PID: AtomicI32 = AtomicI32::new(0);
+/// This process's id, cached (0 until [`process_id`] first runs): a `getpid` system
+/// call in every fault and every VM-lock acquisition is measurable beside a fault's
+/// handful of other calls. A `pthread_atfork` child handler, registered before the
+/// first caching, stores the child's own id, so the cache is right after `fork`.
+static PID: AtomicI32 = AtomicI32::new(0);
+static PID_INIT: Once = Once::new();
+
+extern "C" fn pid_after_fork() {
+    // SAFETY: getpid is async-signal-safe (the child of a fork may only call those).
+    PID.store(unsafe { libc::getpid() }, Ordering::Relaxed);
+}
+
+/// This process's id, without a system call after the first one.
+pub(super) fn process_id() -> u32 {
+    PID_INIT.call_once(|| {
+        // SAFETY: registers a handler that only stores getpid() in an atomic; a failure
+        // (ENOMEM) leaves PID at 0 below, and every call then asks the kernel.
+        let r = unsafe { libc::pthread_atfork(None, None, Some(pid_after_fork)) };
+        if r == 0 {
+            // SAFETY: getpid has no preconditions.
+            PID.store(unsafe { libc::getpid() }, Ordering::Relaxed);
+        }
+    });
+    match PID.load(Ordering::Relaxed) {
+        0 => std::process::id(),
+        p => p as u32,
+    }
+}
 
 /// Writer side of the table, and the live targets by range id. Taken outside the
 /// handler's classification step; see the lock order in the module doc.
@@ -131,7 +159,7 @@ pub(super) fn register(
             "too many views mapped at once (at most {MAX_RANGES} per process)"
         )));
     };
-    OWNER_PID.store(std::process::id() as i32, Ordering::Relaxed);
+    OWNER_PID.store(process_id() as i32, Ordering::Relaxed);
     let s = &TABLE[idx];
     let seq = s.seq.load(Ordering::Relaxed);
     s.seq.store(seq + 1, Ordering::Relaxed);
@@ -269,8 +297,13 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
     // SAFETY: the kernel passes a valid siginfo for a SA_SIGINFO handler.
     let addr = unsafe { (*info).si_addr() } as usize;
     let ours = lookup(addr).filter(|_| {
-        // SAFETY: getpid is async-signal-safe.
-        let pid = unsafe { libc::getpid() };
+        // PID was cached by `register` before any range was (a child of fork has its
+        // own id there); getpid is async-signal-safe for the uncached case.
+        let pid = match PID.load(Ordering::Relaxed) {
+            // SAFETY: getpid has no preconditions.
+            0 => unsafe { libc::getpid() },
+            p => p,
+        };
         pid == OWNER_PID.load(Ordering::Relaxed)
     });
     match ours {

@@ -95,7 +95,7 @@ struct VmShared {
 impl VmShared {
     /// Take the VM lock, marking this thread as in wdb code (see `fault.rs`).
     fn lock(&self) -> Result<(InWdb, MutexGuard<'_, VmState>)> {
-        if std::process::id() != self.pid {
+        if fault::process_id() != self.pid {
             return Err(Error::InvalidArgument(
                 "wdb memory cannot be used in a forked child process; open the database again there"
                     .into(),
@@ -129,7 +129,7 @@ impl VirtMem {
             shared: Arc::new(VmShared {
                 state: Mutex::new(VmState::new(ram_budget)),
                 cv: Condvar::new(),
-                pid: std::process::id(),
+                pid: fault::process_id(),
             }),
         }))
     }
@@ -347,7 +347,7 @@ impl MapShared {
 impl FaultTarget for MapShared {
     fn service(&self, addr: usize, write: bool) -> Result<bool> {
         let vm = &self.handle.vm;
-        if std::process::id() != vm.pid || addr < self.base || addr >= self.base + self.len {
+        if fault::process_id() != vm.pid || addr < self.base || addr >= self.base + self.len {
             return Ok(false);
         }
         let blk = self.blk_of(addr - self.base);
@@ -364,7 +364,7 @@ impl FaultTarget for MapShared {
 impl Drop for MapShared {
     fn drop(&mut self) {
         let vm = &self.handle.vm;
-        if std::process::id() == vm.pid {
+        if fault::process_id() == vm.pid {
             let _w = InWdb::enter();
             let mut g = vm.state.lock();
             g.remove_map(self.id);

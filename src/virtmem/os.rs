@@ -1,14 +1,17 @@
 //! Thin wrappers over the memory system calls `virtmem` needs: reserving address space,
-//! the memfd that holds RAM pages, mapping a page slot at a view address or moving its
+//! the RAM pool (anonymous huge-page slots, and a memfd for pages mapped at several
+//! addresses, see [`Pool`]), mapping a page slot at a view address or moving its
 //! page-table entries there and back (`mremap` with `MREMAP_DONTUNMAP`, Linux 5.13 or
-//! later for shared mappings; where it fails the slot is mapped a second time instead,
-//! which is correct but counts the block twice in RSS), changing protection. Every raw pointer that leaves this file is an address (`usize`); the
-//! only slices made here are of the pool mapping, under the contract stated on
-//! [`Pool::slot_mut`] and [`Pool::slot`].
+//! later for shared mappings; where it fails a memfd slot is mapped a second time
+//! instead, which is correct but counts the block twice in RSS), changing protection.
+//! Every raw pointer that leaves this file is an address (`usize`); the only slices made
+//! here are of the pool mappings, under the contract stated on [`Pool::slot_mut`] and
+//! [`Pool::slot`].
 #![allow(unsafe_code)]
 
 use std::os::fd::OwnedFd;
 use std::ptr;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustix::fs::{ftruncate, memfd_create, MemfdFlags};
 use rustix::mm::{
@@ -251,20 +254,45 @@ pub(crate) fn protect(addr: usize, len: usize, writable: bool) -> Result<()> {
     unsafe { mprotect(addr as *mut _, len, f) }.map_err(|e| io(e, "mprotect"))
 }
 
-/// The RAM pages of one block size: a memfd of `cap` slots, mapped once read-write at
-/// `base` (the "pool mapping") so that loads, copies and stores go through an address
-/// that user code never sees.
+/// The RAM pages of one block size: `cap` slots, each with two homes.
+///
+/// - Its **anonymous** home (the default): private anonymous memory in a range at
+///   `abase`, advised for transparent huge pages. Where the kernel gives them (anonymous
+///   THP `enabled` = madvise or always), a 2 MiB block is one huge page: one page-table
+///   entry to move into a view, to write-protect or to make writable again, instead of
+///   512 (each such walk of 512 entries costs about as much as copying the block). Such
+///   a slot's pages can be at one address only: mapped into at most one view block, by
+///   moving its entries there ([`Pool::move_to_view`]), and while moved its home has no
+///   pages (reading it there would read zeros).
+/// - Its **memfd** home: the slot's range of a memfd mapped read-write at `base`, so
+///   that one page can be mapped at several addresses (two views of one block, or
+///   handles sharing a clean page). Shared-memory pages are 4 KiB here (the kernel's
+///   `shmem_enabled` decides, and MADV_HUGEPAGE is ignored when it is `never`).
+///
+/// A slot starts anonymous and is [promoted](Pool::promote) (its bytes copied into its
+/// memfd range) the first time its page needs a second address; it stays a memfd slot
+/// from then on. Loads, copies and stores go through the slot's current home, an
+/// address that user code never sees.
 #[derive(Debug)]
 pub(crate) struct Pool {
     fd: OwnedFd,
     base: usize,
+    abase: usize,
     slot_size: usize,
     cap: usize,
+    /// Per slot: its bytes live in its anonymous home (else in its memfd range). Changed
+    /// only by `promote`, under the VM lock, while no thread reads the slot unlocked.
+    anon: Box<[AtomicBool]>,
+    /// Per slot: its page-table entries are moved to a view (`move_to_view`).
+    away: Box<[AtomicBool]>,
+    /// A reserved block (`PROT_NONE`, never touched, not inherited by `fork`) whose
+    /// mapping is copied over a view block to reset it (see `reset_view`).
+    spare: usize,
 }
 
 impl Pool {
-    /// A pool of `cap` slots of `slot_size` bytes. The memfd is sized at once; it costs
-    /// RAM only for pages that are touched.
+    /// A pool of `cap` slots of `slot_size` bytes. Address space is reserved for both
+    /// homes at once; RAM is taken only for pages that are touched.
     pub(crate) fn new(slot_size: usize, cap: usize) -> Result<Pool> {
         let len = slot_size
             .checked_mul(cap)
@@ -293,11 +321,41 @@ impl Pool {
         // Ask for huge pages where the kernel allows them for shmem (ignored otherwise).
         // SAFETY: advice on our own mapping; contents are unchanged.
         let _ = unsafe { madvise(base as *mut _, len, Advice::LinuxHugepage) };
+        let abase = reserve(len, align_for(slot_size)).map_err(fail)?;
+        let afail = |e: Error| {
+            // SAFETY: both ranges are ours and nothing refers to them yet.
+            let _ = unsafe { munmap(abase as *mut _, len) };
+            fail(e)
+        };
+        // SAFETY: MAP_FIXED over the range we just reserved: a new private anonymous
+        // mapping, which aliases nothing.
+        unsafe {
+            mmap_anonymous(
+                abase as *mut _,
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::PRIVATE | MapFlags::NORESERVE | MapFlags::FIXED,
+            )
+        }
+        .map_err(|e| afail(io(e, "mapping the anonymous RAM pool")))?;
+        dont_fork(abase, len).map_err(afail)?;
+        if slot_size % HUGE == 0 {
+            // Only for slots of whole huge pages: a huge page spanning several smaller
+            // slots would take 2 MiB of RAM for the first of them and be split again by
+            // the first protection change of one.
+            // SAFETY: advice on our own mapping; contents are unchanged.
+            let _ = unsafe { madvise(abase as *mut _, len, Advice::LinuxHugepage) };
+        }
+        let spare = reserve(slot_size, align_for(slot_size)).map_err(afail)?;
         Ok(Pool {
             fd,
             base,
+            abase,
+            spare,
             slot_size,
             cap,
+            anon: (0..cap).map(|_| AtomicBool::new(true)).collect(),
+            away: (0..cap).map(|_| AtomicBool::new(false)).collect(),
         })
     }
 
@@ -309,20 +367,51 @@ impl Pool {
         self.cap
     }
 
-    fn addr(&self, slot: usize) -> usize {
-        assert!(slot < self.cap, "slot {slot} out of pool of {}", self.cap);
-        self.base + slot * self.slot_size
+    /// Are slot `slot`'s page-table entries moved to a view?
+    pub(crate) fn is_away(&self, slot: usize) -> bool {
+        self.away[slot].load(Ordering::Acquire)
     }
 
-    /// Map slot `slot` at view address `addr` (a block of a live reservation, invariant
-    /// 5), read-only or read-write. A writable mapping gets its page tables filled at
-    /// once (MAP_POPULATE: one call instead of a write fault per 4 KiB page, which
-    /// shared file mappings do not batch); a read-only one is filled lazily by the
+    /// Does slot `slot` live in its anonymous home (one address only)?
+    pub(crate) fn is_anon(&self, slot: usize) -> bool {
+        self.anon[slot].load(Ordering::Acquire)
+    }
+
+    /// The slot's current home address.
+    fn addr(&self, slot: usize) -> usize {
+        assert!(slot < self.cap, "slot {slot} out of pool of {}", self.cap);
+        if self.is_anon(slot) {
+            self.abase + slot * self.slot_size
+        } else {
+            self.base + slot * self.slot_size
+        }
+    }
+
+    /// The slot's home address for reading or writing its bytes there: an anonymous
+    /// slot has no pages at home while it is moved to a view (invariant 13 in
+    /// `state.rs`), so reaching it there is a bug, not a read of zeros.
+    fn bytes_addr(&self, slot: usize) -> usize {
+        assert!(
+            !(self.is_anon(slot) && self.away[slot].load(Ordering::Acquire)),
+            "anonymous RAM slot {slot} read at home while it lives in a view"
+        );
+        self.addr(slot)
+    }
+
+    /// Map memfd slot `slot` at view address `addr` (a block of a live reservation,
+    /// invariant 5), read-only or read-write. A writable mapping gets its page tables
+    /// filled at once (MAP_POPULATE: one call instead of a write fault per 4 KiB page,
+    /// which shared file mappings do not batch); a read-only one is filled lazily by the
     /// kernel's fault-around (16 pages per minor fault), which is cheaper than
-    /// populating through get_user_pages and costs nothing for pages never read.
+    /// populating through get_user_pages and costs nothing for pages never read. An
+    /// anonymous slot cannot be mapped twice: it is promoted first (caller's contract).
     pub(crate) fn map_at(&self, slot: usize, addr: usize, writable: bool) -> Result<()> {
-        let off = (slot * self.slot_size) as u64;
         assert!(slot < self.cap);
+        assert!(
+            !self.is_anon(slot),
+            "an anonymous RAM slot mapped a second time"
+        );
+        let off = (slot * self.slot_size) as u64;
         let prot = if writable {
             ProtFlags::READ | ProtFlags::WRITE
         } else {
@@ -348,21 +437,21 @@ impl Pool {
         dont_fork(addr, self.slot_size)
     }
 
-    /// Move slot `slot`'s page-table entries from the pool mapping to view address
-    /// `addr` (a block of a live reservation, invariant 5), read-only or read-write.
+    /// Move slot `slot`'s page-table entries from its home to view address `addr` (a
+    /// block of a live reservation, invariant 5), read-only or read-write.
     ///
     /// This is how the first view of a freshly loaded block gets it: the kernel moves
-    /// the entries the load created (a whole page table at a time where both addresses
-    /// are 2 MiB aligned) instead of the view faulting them in again, and the block's
-    /// pages stay mapped once, so they count once in the process's RSS. Until
-    /// [`Pool::move_home`] the slot must not be reached through the pool mapping
-    /// (invariant 9 in `state.rs`).
+    /// the entries the load created (a whole page table, or one huge-page entry, where
+    /// both addresses are 2 MiB aligned) instead of the view faulting them in again, and
+    /// the block's pages stay mapped once, so they count once in the process's RSS.
+    /// Until [`Pool::move_home`] the slot must not be written through its home, nor read
+    /// there if it is anonymous (invariants 9 and 11 in `state.rs`).
     ///
     /// No address is ever left unmapped (another thread's `mmap` could take it):
-    /// `MREMAP_DONTUNMAP` keeps the slot's pool address mapped (without entries), and
-    /// the view block's previous contents are replaced atomically. The protection is set
-    /// before the move, at the pool address, so that the view never shows the block
-    /// writable when it should not. An error leaves the slot at home, the view as it was.
+    /// `MREMAP_DONTUNMAP` keeps the slot's home mapped (without entries), and the view
+    /// block's previous contents are replaced atomically. The protection is set before
+    /// the move, at home, so that the view never shows the block writable when it should
+    /// not. An error leaves the slot at home, the view as it was.
     pub(crate) fn move_to_view(&self, slot: usize, addr: usize, writable: bool) -> Result<()> {
         let home = self.addr(slot);
         if !writable {
@@ -372,7 +461,7 @@ impl Pool {
         // caller's state); [addr, addr+slot_size) is a block of our own reservation,
         // whose current contents (PROT_NONE space or another slot's mapping) MREMAP_FIXED
         // replaces. No slice of the slot is alive (the caller holds the VM lock and the
-        // page is neither Loading nor Storing), and the pool address stays mapped.
+        // page is neither Loading nor Storing), and the home stays mapped.
         let r = unsafe {
             mremap_fixed(
                 home as *mut _,
@@ -388,22 +477,25 @@ impl Pool {
             }
             return Err(io(e, "moving a RAM page into a view"));
         }
+        self.away[slot].store(true, Ordering::Release);
         Ok(())
     }
 
     /// Move slot `slot`'s page-table entries back from view address `addr` (where
-    /// [`Pool::move_to_view`] put them) to its pool address, read-write, and leave
-    /// `PROT_NONE` reserved space at `addr`; no address is ever left unmapped. A failure
-    /// would leave the pool with a hole or a view showing a stale page: the process
-    /// stops instead.
+    /// [`Pool::move_to_view`] put them) to its home, read-write, and leave `PROT_NONE`
+    /// reserved space at `addr`; no address is ever left unmapped. A failure would
+    /// leave the pool with a hole or a view showing a stale page: the process stops
+    /// instead.
     ///
     /// The view block keeps its protection while it moves: a read-only one stays
     /// read-only, and a writable one (a `Dirty` block, invariant 5) is moved home only
     /// when its changes are dropped (invalidate, discard, a freed page) or when no view
     /// of it is alive (its mapping is being released), so a write that lands during the
-    /// move loses nothing that is kept. Skipping a write-protect saves a walk over the
-    /// block's 512 page-table entries.
-    pub(crate) fn move_home(&self, slot: usize, addr: usize) {
+    /// move loses nothing that is kept. Making the home writable again is free when it
+    /// already is, and one entry to change for a huge page.
+    /// `writable` is the view block's current protection: a writable block arrives home
+    /// writable, and the home then needs no `mprotect`.
+    pub(crate) fn move_home(&self, slot: usize, addr: usize, writable: bool) {
         let home = self.addr(slot);
         // SAFETY: [addr, addr+slot_size) holds exactly the slot's mapping, moved there by
         // move_to_view (caller's state, invariant 9); [home, +slot_size) is the slot's
@@ -420,19 +512,106 @@ impl Pool {
         if let Err(e) = r {
             fatal_os("cannot move a RAM page back to its pool", &io(e, "mremap"));
         }
-        if let Err(e) = reset(addr, self.slot_size) {
+        self.away[slot].store(false, Ordering::Release);
+        if let Err(e) = self.reset_view(addr) {
             fatal_os("cannot reset a view block to PROT_NONE", &e);
         }
-        if let Err(e) = protect(home, self.slot_size, true) {
-            fatal_os("cannot make a RAM pool slot writable again", &e);
+        if !writable {
+            if let Err(e) = protect(home, self.slot_size, true) {
+                fatal_os("cannot make a RAM pool slot writable again", &e);
+            }
         }
     }
 
-    /// Drop the page-table entries of a slot's pool address, keeping its RAM and its
+    /// [`reset`] a view block of this pool's block size in one system call instead of
+    /// two: a copy of the spare block's mapping is moved over it (`MREMAP_DONTUNMAP`
+    /// leaves the spare in place), which is `PROT_NONE` reserved space not inherited by
+    /// `fork`, as `reset` makes it, and merges with the reserved space around it.
+    fn reset_view(&self, addr: usize) -> Result<()> {
+        // SAFETY: [spare, +slot_size) is our own never-accessed PROT_NONE reservation;
+        // [addr, +slot_size) is a block of a live reservation (caller's contract, as for
+        // `reset`), whose current mapping MREMAP_FIXED replaces.
+        let r = unsafe {
+            mremap_fixed(
+                self.spare as *mut _,
+                self.slot_size,
+                self.slot_size,
+                MremapFlags::MAYMOVE | DONTUNMAP,
+                addr as *mut _,
+            )
+        };
+        match r {
+            Ok(_) => Ok(()),
+            Err(_) => reset(addr, self.slot_size),
+        }
+    }
+
+    /// Turn anonymous slot `slot` into a memfd slot, so that its page can be mapped at
+    /// several addresses: its bytes are copied into its memfd range, and its anonymous
+    /// pages are given back. If it lives in a view (`view = Some((addr, writable))`,
+    /// where `move_to_view` put it), the memfd copy's entries are moved there in its
+    /// place, with the same protection (the anonymous pages they replace are freed), so
+    /// the slot is still moved to that view. Returns whether it is (the move can fail
+    /// only on kernels without `MREMAP_DONTUNMAP` for shared mappings; the view then maps
+    /// the memfd range instead).
+    ///
+    /// Caller's contract (the VM lock, invariant 3): no thread reads or writes the slot
+    /// through its home during the call (it is neither `Loading` nor `Storing`); a
+    /// writable view block is write-protected before the copy, so a user write waits in
+    /// the fault handler for the VM lock. A failure after the copy would leave the view
+    /// showing a stale copy: the process stops instead.
+    pub(crate) fn promote(&self, slot: usize, view: Option<(usize, bool)>) -> bool {
+        assert!(self.is_anon(slot), "promoting a memfd slot");
+        let ahome = self.addr(slot);
+        let mhome = self.base + slot * self.slot_size;
+        let src = view.map_or(ahome, |v| v.0);
+        if let Some((addr, true)) = view {
+            // A writer of the view must not change the block behind the copy: it faults
+            // (and waits for the VM lock) until the view maps the memfd copy, writable.
+            // One entry to change for a huge page.
+            if let Err(e) = protect(addr, self.slot_size, false) {
+                fatal_os("cannot write-protect a view block", &e);
+            }
+        }
+        // SAFETY: advice on our own pool mapping; it does not change its contents.
+        let _ = unsafe { madvise(mhome as *mut _, self.slot_size, Advice::LinuxPopulateWrite) };
+        // SAFETY: `src` maps the slot's bytes readable (its anonymous home, or the view
+        // block it was moved to); [mhome, +slot_size) is its memfd range in our pool
+        // mapping, read-write and not mapped anywhere else (the slot was anonymous); the
+        // two do not overlap. Nobody writes either meanwhile (contract above).
+        unsafe {
+            ptr::copy_nonoverlapping(src as *const u8, mhome as *mut u8, self.slot_size);
+        }
+        self.anon[slot].store(false, Ordering::Release);
+        self.away[slot].store(false, Ordering::Release);
+        let Some((addr, writable)) = view else {
+            // SAFETY: DONTNEED on the slot's private anonymous home frees its pages; its
+            // bytes now live in the memfd range, and nothing refers to the old ones.
+            let _ = unsafe { madvise(ahome as *mut _, self.slot_size, Advice::LinuxDontNeed) };
+            return false;
+        };
+        // The anonymous home was left entry-less (and maybe read-only) by the move out.
+        if let Err(e) = protect(ahome, self.slot_size, true) {
+            fatal_os("cannot make a RAM pool slot writable again", &e);
+        }
+        if self.move_to_view(slot, addr, writable).is_ok() {
+            return true;
+        }
+        if let Err(e) = self.map_at(slot, addr, writable) {
+            fatal_os("cannot map a promoted RAM page into its view", &e);
+        }
+        false
+    }
+
+    /// Drop the page-table entries of a memfd slot's home, keeping its RAM and its
     /// contents: for a `MAP_SHARED` memfd mapping `MADV_DONTNEED` only unmaps. Used after
     /// reading a slot whose entries live in a view (invariant 9), so that its pages are
-    /// not left mapped twice.
+    /// not left mapped twice. Nothing to do for an anonymous slot, whose home is not
+    /// read while it is moved (invariant 13).
     pub(crate) fn drop_entries(&self, slot: usize) {
+        if self.is_anon(slot) {
+            return;
+        }
         // SAFETY: advice on our own pool mapping; for a shared mapping DONTNEED drops
         // entries only, so any reader of the slot refaults the same bytes.
         let _ = unsafe {
@@ -445,12 +624,13 @@ impl Pool {
     }
 
     /// Fault in a never-used slot's pages in one call (cheaper than a fault per 4 KiB
-    /// page). Best effort: kernels before 5.14 lack MADV_POPULATE_WRITE.
+    /// page; for an anonymous slot, one huge page where the kernel has one). Best
+    /// effort: kernels before 5.14 lack MADV_POPULATE_WRITE.
     pub(crate) fn populate(&self, slot: usize) {
         // SAFETY: advice on our own pool mapping; it does not change its contents.
         let _ = unsafe {
             madvise(
-                self.addr(slot) as *mut _,
+                self.bytes_addr(slot) as *mut _,
                 self.slot_size,
                 Advice::LinuxPopulateWrite,
             )
@@ -459,15 +639,16 @@ impl Pool {
 
     /// Give a free slot's RAM back to the kernel; it reads as zeros afterwards.
     pub(crate) fn punch(&self, slot: usize) {
-        // SAFETY: MADV_REMOVE on our pool mapping frees the memfd's pages of a slot that
-        // is free (caller's contract), so no one reads or writes it.
-        let _ = unsafe {
-            madvise(
-                self.addr(slot) as *mut _,
-                self.slot_size,
-                Advice::LinuxRemove,
-            )
+        let a = self.bytes_addr(slot);
+        // MADV_REMOVE frees a memfd range's pages; DONTNEED frees private anonymous ones.
+        let advice = if self.is_anon(slot) {
+            Advice::LinuxDontNeed
+        } else {
+            Advice::LinuxRemove
         };
+        // SAFETY: advice on our pool mapping of a slot that is free (caller's contract),
+        // so no one reads or writes it.
+        let _ = unsafe { madvise(a as *mut _, self.slot_size, advice) };
     }
 
     /// The bytes of a slot, writable.
@@ -475,11 +656,11 @@ impl Pool {
     /// Contract (held by the state machine, invariant 3 in `state.rs`): the caller owns
     /// the slot exclusively — it is `Loading` (loader), or freshly allocated and not yet
     /// published (copy target) — so no other reference to these bytes exists and no
-    /// view maps the slot writable; and the slot is at home (invariant 9), so its pool
-    /// address is writable.
+    /// view maps the slot writable; and the slot is at home (invariant 9), so its home
+    /// is writable.
     #[allow(clippy::mut_from_ref)]
     pub(crate) fn slot_mut(&self, slot: usize) -> &mut [u8] {
-        let a = self.addr(slot);
+        let a = self.bytes_addr(slot);
         // SAFETY: [a, a+slot_size) is inside the pool mapping, which lives as long as
         // `self`; exclusivity is the caller's contract above.
         unsafe { std::slice::from_raw_parts_mut(a as *mut u8, self.slot_size) }
@@ -487,18 +668,33 @@ impl Pool {
 
     /// The bytes of a slot, read-only.
     ///
-    /// Contract (invariant 3): nobody writes the slot while the slice lives — it is clean
-    /// (mapped read-only everywhere) or `Storing` (views write-protected first).
+    /// Contract (invariants 3 and 11): nobody writes the slot while the slice lives — it
+    /// is clean (mapped read-only everywhere) or `Storing` (views write-protected
+    /// first) — and an anonymous slot is at home (checked).
     pub(crate) fn slot(&self, slot: usize) -> &[u8] {
-        let a = self.addr(slot);
+        let a = self.bytes_addr(slot);
         // SAFETY: inside the pool mapping; no concurrent writer by the contract above.
         unsafe { std::slice::from_raw_parts(a as *const u8, self.slot_size) }
     }
 
-    /// Copy slot `from` into slot `to` (`to` owned exclusively, `from` not written).
+    /// Copy anonymous slot `slot`, moved to view address `addr`, into `dst` (its
+    /// length at most the slot size).
+    ///
+    /// Contract (the VM lock, invariants 3 and 11): `move_to_view` put the slot at
+    /// `addr` and it is still there, mapped readable, and nobody writes it during the
+    /// call (its views are write-protected).
+    pub(crate) fn copy_from_view(&self, slot: usize, addr: usize, dst: &mut [u8]) {
+        assert!(self.is_away(slot) && dst.len() <= self.slot_size);
+        // SAFETY: [addr, addr+len) maps the slot's pages readable and is not written
+        // meanwhile (contract above); `dst` is a distinct, exclusively borrowed buffer.
+        unsafe { ptr::copy_nonoverlapping(addr as *const u8, dst.as_mut_ptr(), dst.len()) }
+    }
+
+    /// Copy slot `from` into slot `to` (`to` owned exclusively and at home, `from` not
+    /// written and, if anonymous, at home).
     pub(crate) fn copy(&self, from: usize, to: usize) {
         assert_ne!(from, to);
-        let (s, d) = (self.addr(from), self.addr(to));
+        let (s, d) = (self.bytes_addr(from), self.bytes_addr(to));
         // SAFETY: distinct slots do not overlap; both inside the pool mapping; the
         // ownership contract is the one of `slot` / `slot_mut`.
         unsafe { ptr::copy_nonoverlapping(s as *const u8, d as *mut u8, self.slot_size) }
@@ -510,6 +706,10 @@ impl Drop for Pool {
         // SAFETY: the pool is dropped with its VirtMem, after every mapping and handle
         // (they hold the VirtMem alive), so no slice of it is alive.
         let _ = unsafe { munmap(self.base as *mut _, self.slot_size * self.cap) };
+        // SAFETY: as above, for the anonymous homes.
+        let _ = unsafe { munmap(self.abase as *mut _, self.slot_size * self.cap) };
+        // SAFETY: the spare block is ours and never referred to.
+        let _ = unsafe { munmap(self.spare as *mut _, self.slot_size) };
     }
 }
 
@@ -517,7 +717,8 @@ impl Drop for Pool {
 ///
 /// Contract (held by the state machine, `subpage.rs`): `[addr, addr+dst.len())` lies in
 /// a block of a live reservation that is mapped readable there (a partly dirty block's
-/// file mapping and its written pages), and the caller holds the VM lock, so the block
+/// file mapping and its written pages, or a clean RAM page moved there, read-only),
+/// and the caller holds the VM lock, so the block
 /// is not remapped meanwhile; a view may write the bytes concurrently only through a
 /// page the caller has write-protected first.
 pub(crate) fn copy_from_view(addr: usize, dst: &mut [u8]) {

@@ -89,6 +89,15 @@
 //!     other bytes in nothing. It is never patched. Any other access to it (another
 //!     view, a whole-block write, `write_from`, `writeout`, the view going away) first
 //!     copies the written pages into a patch and resets the view (`demote_part`).
+//!
+//! 13. A RAM page's slot is *anonymous* (the default: private anonymous memory, one
+//!     huge page per 2 MiB block where the kernel allows, see `os::Pool`) or *memfd*.
+//!     An anonymous page has at most one user and is mapped in at most one view block,
+//!     the one its slot is moved to (`at_view`); while moved, its home has no pages, so
+//!     it is read or written only at home (a store of a moved anonymous page brings it
+//!     home first). Before a page gets a second user (a content-cache hit) or a second
+//!     view, it is *promoted* (`VmState::promote`): its bytes are copied into its memfd
+//!     range, which serves it as in invariant 9 from then on.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -537,7 +546,7 @@ impl VmState {
                 .maps
                 .get_mut(&mid)
                 .expect("handle's mapping is registered");
-            if let Some((p, _)) = m.mapped.remove(&blk) {
+            if let Some((p, w)) = m.mapped.remove(&blk) {
                 let addr = m.base + (blk - m.first_blk) as usize * bs;
                 if p == NIL {
                     // A PartDirty block's file mapping (invariant 12).
@@ -551,7 +560,7 @@ impl VmState {
                 if pg.at_view == Some((mid, blk)) {
                     // The slot itself lives here: move it back to the pool (invariant 9).
                     pg.at_view = None;
-                    self.pools[pg.pool].os.move_home(pg.slot, addr);
+                    self.pools[pg.pool].os.move_home(pg.slot, addr, w);
                     continue;
                 }
                 // A failure here would leave a stale page visible; the kernel fails a
@@ -562,6 +571,25 @@ impl VmState {
                     std::process::abort();
                 }
             }
+        }
+    }
+
+    /// Make page `p`'s slot a memfd slot, so that it can get a second user or a second
+    /// view (invariant 13). If its slot lives in a view, it stays there (the memfd copy
+    /// is moved in its place) unless the kernel cannot move shared mappings, in which
+    /// case the view maps the memfd range and the slot is at home.
+    fn promote(&mut self, p: PageId) {
+        let pg = &self.pages[p as usize];
+        let os = self.pools[pg.pool].os.clone();
+        if pg.slot == NO_SLOT || !os.is_anon(pg.slot) {
+            return;
+        }
+        let view = pg.at_view.map(|(mid, blk)| {
+            let m = &self.maps[&mid];
+            (self.view_addr(m, blk), m.mapped[&blk].1)
+        });
+        if !os.promote(pg.slot, view) {
+            self.pages[p as usize].at_view = None;
         }
     }
 
@@ -577,9 +605,10 @@ impl VmState {
             .expect("a moved page's view is registered");
         let removed = m.mapped.remove(&blk);
         debug_assert_eq!(removed.map(|e| e.0), Some(p), "inv 9");
+        let writable = removed.is_some_and(|e| e.1);
         let addr = self.view_addr(&self.maps[&mid], blk);
         let pg = &self.pages[p as usize];
-        self.pools[pg.pool].os.move_home(pg.slot, addr);
+        self.pools[pg.pool].os.move_home(pg.slot, addr, writable);
     }
 
     /// Write-protect `blk` in every view of `h` that maps it (before a store).
@@ -643,14 +672,15 @@ impl VmState {
                         self.home(q);
                     }
                 }
-                let os = &self.pools[pool].os;
+                let os = self.pools[pool].os.clone();
                 // The first view of a page gets the slot itself (invariant 9); others
-                // map the memfd again.
+                // map the memfd again, after promoting an anonymous slot (inv 13).
                 if self.pages[p as usize].at_view.is_none()
                     && os.move_to_view(slot, addr, writable).is_ok()
                 {
                     self.pages[p as usize].at_view = Some((mid, blk));
                 } else {
+                    self.promote(p);
                     os.map_at(slot, addr, writable)?;
                 }
             }
@@ -696,8 +726,9 @@ impl VmState {
         let new = self.alloc(pi);
         self.lru_touch(p);
         let new = new?;
-        // The new page is at home (invariant 9); the source is read through its pool
-        // address, whose entries are dropped again if its slot lives in a view.
+        // The new page is at home (invariant 9); the source, shared and so a memfd slot
+        // (invariant 13), is read through its pool address, whose entries are dropped
+        // again if its slot lives in a view.
         let os = &self.pools[pi].os;
         os.copy(self.pages[p as usize].slot, self.pages[new as usize].slot);
         if self.pages[p as usize].at_view.is_some() {
@@ -950,6 +981,14 @@ impl VmState {
                 u32::from(!pg.in_use),
                 "inv 2: free list"
             );
+            // 11
+            if pg.slot != NO_SLOT {
+                let os = &self.pools[pg.pool].os;
+                assert_eq!(os.is_away(pg.slot), pg.at_view.is_some(), "inv 9: moved");
+                if os.is_anon(pg.slot) {
+                    assert!(pg.users.len() <= 1, "inv 13: anonymous page shared");
+                }
+            }
             // 9
             if let Some((mid, blk)) = pg.at_view {
                 assert_eq!(
@@ -1025,7 +1064,7 @@ impl VmState {
         // 11
         self.check_patches();
         // 5
-        for m in self.maps.values() {
+        for (&mid, m) in &self.maps {
             for (&blk, &(p, w)) in &m.mapped {
                 assert!(
                     blk >= m.first_blk && blk - m.first_blk < m.n_blks,
@@ -1037,6 +1076,10 @@ impl VmState {
                     continue;
                 }
                 assert_eq!(s.page(), Some(p), "inv 5: view maps the entry's page");
+                let pg = &self.pages[p as usize];
+                if pg.slot != NO_SLOT && self.pools[pg.pool].os.is_anon(pg.slot) {
+                    assert_eq!(pg.at_view, Some((mid, blk)), "inv 13: one view");
+                }
                 if w {
                     assert!(
                         matches!(s, BlockState::Dirty { .. }),
@@ -1201,6 +1244,10 @@ pub(super) fn ensure(
                 // A clean page another handle loaded for the same content?
                 if let Some(k) = key {
                     if let Some(&p) = g.cache.get(&(blk, k)) {
+                        if !g.pages[p as usize].users.is_empty() {
+                            // A second user: the page must be mappable twice (inv 13).
+                            g.promote(p);
+                        }
                         g.pages[p as usize].users.push((h, blk));
                         g.set_state(h, blk, BlockState::Loaded { page: p });
                         g.lru_touch(p);
@@ -1274,6 +1321,13 @@ pub(super) fn ensure(
     }
 }
 
+thread_local! {
+    /// The buffer a store of an anonymous slot living in a view reads from (see
+    /// `writeout`); kept per thread so that its pages are faulted in once. Taken out
+    /// while in use, so a nested writeout (from inside a store) gets a fresh one.
+    static BOUNCE: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 /// Store every dirty block of `h` in ascending order, then mark it clean and read-only.
 /// A store error leaves that block (and the later ones) dirty and returns the error.
 pub(super) fn writeout(g: &mut Guard<'_>, cv: &Condvar, h: HandleId) -> Result<()> {
@@ -1295,24 +1349,45 @@ pub(super) fn writeout(g: &mut Guard<'_>, cv: &Condvar, h: HandleId) -> Result<(
             g.set_state(h, blk, BlockState::Dirty { page });
             return Err(e);
         }
-        // The store reads the slot through its pool address; if the slot lives in a view,
-        // the entries that creates are dropped afterwards (invariant 9).
-        let moved = g.pages[page as usize].at_view.is_some();
+        // The store reads the slot through its pool address; if a memfd slot lives in a
+        // view, the entries that creates are dropped afterwards (invariant 9). An
+        // anonymous slot living in a view has no pages at home (invariant 13): its bytes
+        // are copied out of the view (write-protected now, so they are the bytes to store)
+        // into this thread's bounce buffer and stored from there, so that an invalidate
+        // may reset the view while the store runs. (One copy of the block: less than the
+        // page-table work of reading a moved memfd slot at home and dropping it again.)
+        let pi = g.handles[&h].pool;
+        let pool = g.pools[pi].os.clone();
+        let slot = g.pages[page as usize].slot;
+        let moved = g.pages[page as usize].at_view;
+        let bounce = match moved {
+            Some((mid, vblk)) if pool.is_anon(slot) => {
+                let addr = g.view_addr(&g.maps[&mid], vblk);
+                let mut buf = BOUNCE.take();
+                buf.resize(pool.slot_size(), 0);
+                pool.copy_from_view(slot, addr, &mut buf);
+                Some(buf)
+            }
+            _ => None,
+        };
         let hs = g.handles.get_mut(&h).expect("live");
         hs.inflight += 1;
         let file = hs.file.clone();
-        let pi = hs.pool;
-        let pool = g.pools[pi].os.clone();
-        let slot = g.pages[page as usize].slot;
         g.assert_invariants();
         // Nobody writes the slot while Storing (invariant 3).
-        let res = MutexGuard::unlocked(g, || {
-            let r = file.store_blk(blk, pool.slot(slot));
-            if moved {
-                pool.drop_entries(slot);
+        let res = MutexGuard::unlocked(g, || match &bounce {
+            Some(buf) => file.store_blk(blk, buf),
+            None => {
+                let r = file.store_blk(blk, pool.slot(slot));
+                if moved.is_some() {
+                    pool.drop_entries(slot);
+                }
+                r
             }
-            r
         });
+        if let Some(buf) = bounce {
+            BOUNCE.set(buf);
+        }
         g.handles.get_mut(&h).expect("live").inflight -= 1;
         g.counters.stores += 1;
         cv.notify_all();

@@ -448,13 +448,26 @@ pub(in crate::virtmem) fn write_patch(
                     // is the patched block's private page, invariant 11).
                     let pg = &g.pages[page as usize];
                     let os = &g.pools[pg.pool].os;
-                    let src = os.slot(pg.slot);
-                    for &i in &need {
-                        let a = i as usize * PATCH_PAGE;
-                        base.extend_from_slice(&src[a..a + PATCH_PAGE]);
-                    }
-                    if pg.at_view.is_some() {
-                        os.drop_entries(pg.slot);
+                    if os.is_anon(pg.slot) && os.is_away(pg.slot) {
+                        // An anonymous slot living in a view has no pages at home
+                        // (invariant 13): read its bytes where it lives.
+                        let (mid, vblk) = pg.at_view.expect("an away slot is in a view");
+                        let at = g.view_addr(&g.maps[&mid], vblk);
+                        for &i in &need {
+                            let a = i as usize * PATCH_PAGE;
+                            let mut b = [0u8; PATCH_PAGE];
+                            super::os::copy_from_view(at + a, &mut b);
+                            base.extend_from_slice(&b);
+                        }
+                    } else {
+                        let src = os.slot(pg.slot);
+                        for &i in &need {
+                            let a = i as usize * PATCH_PAGE;
+                            base.extend_from_slice(&src[a..a + PATCH_PAGE]);
+                        }
+                        if pg.at_view.is_some() {
+                            os.drop_entries(pg.slot);
+                        }
                     }
                 }
                 _ => match fetched.take() {
