@@ -822,6 +822,10 @@ impl TxInner {
             block_size,
         )
     }
+    /// Zero-copy reads: the bytes of a slice from `map_source` matched their CRC.
+    pub(crate) fn source_checked(&self, src: &crate::bigfile::FileSlice) {
+        self.gen.mark_checked(src.offset);
+    }
 
     /// The tid of the version of a block this transaction would read, or None for a
     /// block never written (zeros) — or written by this transaction (not shareable).
@@ -996,6 +1000,10 @@ impl SnapInner {
             self.tid,
             block_size,
         )
+    }
+    /// Zero-copy reads: the bytes of a slice from `map_source` matched their CRC.
+    pub(crate) fn source_checked(&self, src: &crate::bigfile::FileSlice) {
+        self.gen.mark_checked(src.offset);
     }
 
     /// The tid of the version of a block visible here (None: never written, zeros).

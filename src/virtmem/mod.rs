@@ -18,7 +18,8 @@
 //! costs no page faults beyond the load's own.
 //!
 //! The page states, their transitions and the numbered invariants are in `state.rs`;
-//! the fault handler in `fault.rs`; the system calls in `os.rs`.
+//! the fault handler in `fault.rs`; the system calls in `os.rs`; the thread that maps
+//! file blocks ahead of a sequential scan in `readahead.rs`.
 //!
 //! **Lock order**: `VmShared::state` (the VM lock) → the fault handler's registry lock.
 //! A `BigFile`'s own locks are never taken with the VM lock held (invariant 8).
@@ -32,6 +33,7 @@
 
 mod fault;
 mod os;
+mod readahead;
 mod state;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,8 +44,6 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use self::fault::{FaultTarget, InWdb};
 use self::state::{HandleId, HandleState, MapId, VmState};
 use crate::bigfile::BigFile;
-
-pub(crate) use self::os::crc_of_file_range;
 
 /// Zero-copy reads of raw blocks (`BigFile::map_source`) are on unless the environment
 /// sets `WDB_ZERO_COPY=0` (for measuring the copy path beside it). Read once.
@@ -90,6 +90,8 @@ struct VmShared {
     cv: Condvar,
     /// The process that created this VirtMem (a forked child may not use it).
     pid: u32,
+    /// The readahead thread, once started (taken before the VM lock, never inside it).
+    ra_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl VmShared {
@@ -130,6 +132,7 @@ impl VirtMem {
                 state: Mutex::new(VmState::new(ram_budget)),
                 cv: Condvar::new(),
                 pid: std::process::id(),
+                ra_thread: Mutex::new(None),
             }),
         }))
     }
@@ -180,6 +183,15 @@ impl VirtMem {
             stores: g.counters.stores,
             evictions: g.counters.evictions,
             file_maps: g.counters.file_maps,
+        }
+    }
+}
+
+impl Drop for VirtMem {
+    fn drop(&mut self) {
+        // Handles and mappings may outlive the VirtMem: they fault without readahead.
+        if std::process::id() == self.shared.pid {
+            readahead::stop(&self.shared);
         }
     }
 }
@@ -240,6 +252,7 @@ impl FileHandle {
         let vm = &self.inner.vm;
         // Checked before reserving anything (forked child).
         drop(vm.lock()?);
+        readahead::start(vm);
         let base = os::reserve(len, os::align_for(self.inner.bs))?;
         let id = next_id();
         let shared = Arc::new(MapShared {

@@ -6,9 +6,9 @@
 //! ```text
 //!                 invalidate                      load ok (re-check)
 //!   Empty ──fault──▶ Loading ─────────▶ LoadingInvalidated ──▶ (page freed) ──▶ Empty, retry
-//!     │ ╲              │ load ok
-//!     │  ╲ fault, map_source = Some: a file page (inv 10), no load
-//!     │   ╲            │
+//!     │ ╲  (or readahead) │ load ok / file block staged and checked (inv 10)
+//!     │  ╲ fault, map_source = Some, checked before, random access:
+//!     │   ╲ a file page mapped at once (inv 10)
 //!     │    ╲──────────▶│
 //!     │  evict /       ▼                first write
 //!     ├─invalidate── Loaded ─────────────────────────────▶ Dirty ◀─┐ store error
@@ -56,13 +56,22 @@
 //! 10. A *file page* (`Page::file` is `Some`) has no pool slot: its block is clean bytes
 //!     of a file (`BigFile::map_source`: a raw block of the log), mapped
 //!     `MAP_PRIVATE | PROT_READ` into each view that shows it, the trimmed tail as
-//!     anonymous read-only zeros. Its users are all `Loaded`; it is in the LRU, counts
-//!     its block size in `used` like a RAM page, is never in the content cache, never
-//!     moved (`at_view` is None) and never mapped writable. Eviction maps the views
+//!     anonymous read-only zeros. Its users are all `Loaded`, except while it is
+//!     fetched (`fetch_file`): then it has one `Loading`/`LoadingInvalidated` user and
+//!     the fetcher maps the bytes at a staging address no view shows, checks their CRC
+//!     there without the lock, and moves that mapping into one view block; a mismatch
+//!     frees the page, so unchecked bytes are never shown. A `Loaded` file page is in
+//!     the LRU, counts its block size in `used` like a RAM page (from the fetch on), is
+//!     never in the content cache, never moved (`at_view` is None) and never mapped
+//!     writable. Eviction maps the views
 //!     `PROT_NONE` again, as for a RAM page. A write copies the block from the file into
 //!     a new RAM page, which becomes the handle's `Dirty` page (`make_dirty_from_file`);
 //!     the file page loses that user and is freed when it has none. Free file-page
 //!     entries wait in `file_free`, not in a pool.
+//!
+//! 11. `armed` ⊆ the blocks a view maps, each with a file page: the block's first OS
+//!     page is `PROT_NONE` (readahead's marker, `readahead.rs`). The first touch faults;
+//!     `ensure` makes the page readable and passes the position to readahead.
 //!
 //! Room to grow (issue 6): a `Dirty` entry may carry a bitmap of written 4 KiB pages;
 //! that does not change the transitions.
@@ -178,6 +187,10 @@ pub(super) struct MapState {
     pub(super) n_blks: u64,
     /// Blocks with a page mapped: blk → (page, writable) (invariant 5).
     mapped: HashMap<u64, (PageId, bool)>,
+    /// Mapped file blocks whose first page is readahead's marker (invariant 11).
+    armed: std::collections::HashSet<u64>,
+    /// The block of this view's last fault (for telling a scan from random reads).
+    last_fault: Option<u64>,
     /// Loads for this mapping running without the lock.
     pub(super) inflight: u32,
 }
@@ -210,6 +223,8 @@ pub(super) struct VmState {
     pub(super) handles: HashMap<HandleId, HandleState>,
     pub(super) maps: HashMap<MapId, MapState>,
     pub(super) counters: Counters,
+    /// The readahead thread's work (`readahead.rs`).
+    pub(super) ra: super::readahead::RaState,
 }
 
 type Guard<'a> = MutexGuard<'a, VmState>;
@@ -230,6 +245,7 @@ impl VmState {
             handles: HashMap::new(),
             maps: HashMap::new(),
             counters: Counters::default(),
+            ra: Default::default(),
         }
     }
 
@@ -506,6 +522,7 @@ impl VmState {
                 .get_mut(&mid)
                 .expect("handle's mapping is registered");
             if let Some((p, _)) = m.mapped.remove(&blk) {
+                m.armed.remove(&blk);
                 let addr = m.base + (blk - m.first_blk) as usize * bs;
                 let pg = &mut self.pages[p as usize];
                 if pg.at_view == Some((mid, blk)) {
@@ -568,19 +585,28 @@ impl VmState {
         let m = &self.maps[&mid];
         let addr = self.view_addr(m, blk);
         let cur = m.mapped.get(&blk).copied();
+        // Page tables at once when this view shows the block before (a scan), on touch
+        // otherwise (a random read).
+        let seq = blk > m.first_blk && m.mapped.contains_key(&(blk - 1));
         let pool = self.pages[p as usize].pool;
         let slot = self.pages[p as usize].slot;
         if let Some(src) = self.pages[p as usize].file.clone() {
             // A file page (invariant 10): mapped read-only from the file in every view.
             debug_assert!(!writable, "inv 10: a file page is never writable");
-            if cur.map(|e| e.0) != Some(p) {
+            if cur.map(|e| e.0) == Some(p) {
+                if self.maps[&mid].armed.contains(&blk) {
+                    os::arm(addr, false)?;
+                    self.maps.get_mut(&mid).expect("checked").armed.remove(&blk);
+                }
+            } else {
                 if let Some((q, _)) = cur {
                     if self.pages[q as usize].at_view == Some((mid, blk)) {
                         self.home(q);
                     }
                 }
                 let bs = self.pools[pool].os.slot_size();
-                os::map_file(addr, bs, &src)?;
+                os::map_file(addr, bs, &src, seq)?;
+                self.maps.get_mut(&mid).expect("checked").armed.remove(&blk);
                 self.counters.file_maps += 1;
                 self.maps
                     .get_mut(&mid)
@@ -621,10 +647,16 @@ impl VmState {
     }
 
     /// Does view `mid` map a page at `blk`?
+    /// (An armed block counts as not mapped: its fault is a read of the marker.)
     pub(super) fn is_mapped(&self, mid: MapId, blk: u64) -> bool {
         self.maps
             .get(&mid)
-            .is_some_and(|m| m.mapped.contains_key(&blk))
+            .is_some_and(|m| m.mapped.contains_key(&blk) && !m.armed.contains(&blk))
+    }
+
+    /// Does view `mid` show `blk` with readahead's marker armed (invariant 11)?
+    pub(super) fn is_armed(&self, mid: MapId, blk: u64) -> bool {
+        self.maps.get(&mid).is_some_and(|m| m.armed.contains(&blk))
     }
 
     // ---- transitions ---------------------------------------------------------------
@@ -829,6 +861,8 @@ impl VmState {
                 first_blk,
                 n_blks,
                 mapped: HashMap::new(),
+                armed: Default::default(),
+                last_fault: None,
                 inflight: 0,
             },
         );
@@ -900,7 +934,12 @@ impl VmState {
                 .all(|s| matches!(s, BlockState::Loaded { .. }));
             // 10
             if pg.file.is_some() {
-                assert!(clean, "inv 10: a file page is Loaded");
+                let fetching = states.len() == 1
+                    && matches!(
+                        states[0],
+                        BlockState::Loading { .. } | BlockState::LoadingInvalidated { .. }
+                    );
+                assert!(clean || fetching, "inv 10: a file page is Loaded or fetched");
                 assert!(pg.key.is_none() && pg.at_view.is_none(), "inv 10");
                 assert_eq!(pg.slot, NO_SLOT, "inv 10: no slot");
             }
@@ -949,6 +988,13 @@ impl VmState {
         assert_eq!(dirty, self.dirty, "inv 6: dirty");
         // 5
         for m in self.maps.values() {
+            for blk in &m.armed {
+                let e = m.mapped.get(blk);
+                assert!(
+                    e.is_some_and(|e| self.pages[e.0 as usize].file.is_some()),
+                    "inv 11: an armed block maps a file page"
+                );
+            }
             for (&blk, &(p, w)) in &m.mapped {
                 assert!(
                     blk >= m.first_blk && blk - m.first_blk < m.n_blks,
@@ -999,6 +1045,17 @@ pub(super) fn ensure(
     // (zero-copy, invariant 10), and the content key.
     type Probe = (Option<FileSlice>, Option<(u64, u64)>);
     let mut probed: Option<(Probe, u64)> = None;
+    // A scan: this view's previous fault was at most a readahead window before this
+    // one (readahead's markers make a scan fault every half window).
+    let seq = match g.maps.get(&mid).map(|m| m.handle) {
+        Some(h) => {
+            let w = super::readahead::window(g.budget, g.block_size_of(h) as u64);
+            let m = g.maps.get_mut(&mid).expect("checked");
+            let prev = m.last_fault.replace(blk);
+            prev.is_some_and(|l| blk > l && blk - l <= w)
+        }
+        None => false,
+    };
     loop {
         let Some(m) = g.maps.get(&mid) else {
             return Err(Error::Busy(
@@ -1021,7 +1078,13 @@ pub(super) fn ensure(
                     g.map_view(mid, blk, p, true)?;
                 } else {
                     g.lru_touch(page);
+                    let marker = g.is_armed(mid, blk);
                     g.map_view(mid, blk, page, false)?;
+                    if marker {
+                        // A scan reached a block readahead mapped: keep it ahead.
+                        g.ra.want(mid, blk);
+                        cv.notify_all();
+                    }
                 }
                 g.assert_invariants();
                 return Ok(());
@@ -1037,28 +1100,8 @@ pub(super) fn ensure(
                     // Still valid: no block of the handle was invalidated meanwhile.
                     Some(((src, k), at)) if *at == inval => (src.clone(), *k),
                     _ => {
-                        // Readahead: a fault on the block after one this handle holds
-                        // is taken as a sequential scan; the kernel is then asked to
-                        // read the file block that starts one block past this one's end
-                        // (the block after next, as an append-ordered log stores them;
-                        // the next one was asked for by the previous fault), so a
-                        // window of about 2 blocks is in flight. Never more than the
-                        // budget has room for; random access asks for nothing.
-                        let bs = g.pools[pi].os.slot_size() as u64;
-                        let ahead = if blk > 0 && g.state(h, blk - 1) != BlockState::Empty {
-                            bs.min(g.budget.saturating_sub(g.used)) as usize
-                        } else {
-                            0
-                        };
                         let r = MutexGuard::unlocked(g, || {
                             let src = file.map_source(blk)?;
-                            if let (Some(s), true) = (&src, ahead > 0) {
-                                os::file_willneed(&FileSlice {
-                                    offset: s.offset + s.len as u64 + bs,
-                                    len: ahead,
-                                    ..s.clone()
-                                });
-                            }
                             Ok::<_, Error>((
                                 src.is_none().then(|| file.content_key(blk)).flatten(),
                                 src,
@@ -1079,11 +1122,22 @@ pub(super) fn ensure(
                 };
                 // Clean raw bytes in a file: map them, no RAM page, no copy (inv 10).
                 if let Some(src) = src {
-                    let page = g.alloc_file(pi, src)?;
-                    g.pages[page as usize].users.push((h, blk));
-                    g.set_state(h, blk, BlockState::Loaded { page });
-                    g.lru_touch(page);
-                    continue; // map it (and copy it to RAM if this is a write)
+                    if src.crc.is_none() && !seq {
+                        // Checked before, read at random: map it now, page tables on
+                        // touch.
+                        let page = g.alloc_file(pi, src)?;
+                        g.pages[page as usize].users.push((h, blk));
+                        g.set_state(h, blk, BlockState::Loaded { page });
+                        g.lru_touch(page);
+                        continue; // map it (and copy it to RAM if this is a write)
+                    }
+                    if !fetch_file(g, cv, mid, h, blk, src, false)? {
+                        probed = None; // invalidated meanwhile
+                    } else if seq {
+                        g.ra.want(mid, blk);
+                        cv.notify_all();
+                    }
+                    continue;
                 }
                 // A clean page another handle loaded for the same content?
                 if let Some(k) = key {
@@ -1156,6 +1210,128 @@ pub(super) fn ensure(
                 }
             }
         }
+    }
+}
+
+/// Fetch file block `blk` of handle `h` (`Empty`, `src` from `map_source`) as a file
+/// page and show it in view `mid` (invariant 10): `Empty` → `Loading` → `Loaded`. The
+/// bytes are mapped, their page tables filled, at a staging address without the lock
+/// and checked against `src.crc` there, then the same mapping is moved into the view
+/// (with readahead's marker if `arm`). Returns `Ok(false)` if the block was invalidated
+/// (or its handle closed) meanwhile; an error (a CRC mismatch, an I/O error) leaves the
+/// block `Empty`, never shown. A fault holds its mapping, so its handle and view stay
+/// alive; the readahead thread holds neither and copes with both going away.
+pub(super) fn fetch_file(
+    g: &mut Guard<'_>,
+    cv: &Condvar,
+    mid: MapId,
+    h: HandleId,
+    blk: u64,
+    src: FileSlice,
+    arm: bool,
+) -> Result<bool> {
+    let hs = &g.handles[&h];
+    let (pi, file) = (hs.pool, hs.file.clone());
+    let bs = g.pools[pi].os.slot_size();
+    let page = g.alloc_file(pi, src.clone())?;
+    g.pages[page as usize].users.push((h, blk));
+    g.set_state(h, blk, BlockState::Loading { page });
+    g.assert_invariants();
+    let res = MutexGuard::unlocked(g, || {
+        let st = os::Staged::new(&src, bs)?;
+        if let Some(want) = src.crc {
+            let got = crc32fast::hash(st.bytes());
+            if got != want {
+                return Err(Error::corruption(
+                    src.offset,
+                    format!("data CRC mismatch in a raw block ({got:#010x}, recorded {want:#010x})"),
+                ));
+            }
+            file.source_checked(&src);
+        } else {
+            st.touch();
+        }
+        Ok(st)
+    });
+    if !g.handles.contains_key(&h) {
+        // Closed meanwhile: `close_handle` freed the page (it may be reused already).
+        return Ok(false);
+    }
+    match (g.state(h, blk), res) {
+        (BlockState::Loading { page: p }, Ok(st)) if p == page => {
+            g.set_state(h, blk, BlockState::Loaded { page });
+            g.lru_touch(page);
+            if let Some(m) = g.maps.get(&mid) {
+                // The view block shows nothing: the entry was not Loaded (invariant 5).
+                let addr = g.view_addr(m, blk);
+                if let Err(e) = st.move_into(addr, bs) {
+                    // The block stays Loaded, unmapped: the next access maps it again.
+                    if let Err(e2) = os::reset(addr, bs) {
+                        eprintln!("wdb: fatal: {e}; then cannot reset a view block: {e2}");
+                        std::process::abort();
+                    }
+                } else {
+                    g.counters.file_maps += 1;
+                    let m = g.maps.get_mut(&mid).expect("checked above");
+                    m.mapped.insert(blk, (page, false));
+                    if arm && os::arm(addr, true).is_ok() {
+                        m.armed.insert(blk);
+                    }
+                }
+            }
+            cv.notify_all();
+            g.assert_invariants();
+            Ok(true)
+        }
+        (BlockState::Loading { page: p }, Err(e)) if p == page => {
+            g.set_state(h, blk, BlockState::Empty);
+            g.pages[page as usize].users.clear();
+            g.free_page(page);
+            cv.notify_all();
+            g.assert_invariants();
+            Err(Error::Load {
+                file: file.name().to_string(),
+                blk,
+                cause: e.to_string(),
+            })
+        }
+        (s, _) => {
+            // Invalidated meanwhile: throw the mapping away.
+            debug_assert_eq!(s, BlockState::LoadingInvalidated { page });
+            g.set_state(h, blk, BlockState::Empty);
+            g.pages[page as usize].users.clear();
+            g.free_page(page);
+            cv.notify_all();
+            g.assert_invariants();
+            Ok(false)
+        }
+    }
+}
+
+impl VmState {
+    /// Make room for one more block of `bs` bytes for readahead, evicting clean pages
+    /// in LRU order, but never one that holds block `pos` of handle `h` (where its scan
+    /// is) or a later one (blocks the scan has still to reach): readahead must not evict
+    /// what the scan needs next in favour of what it needs later. `false`: no room.
+    pub(super) fn room_ahead(&mut self, bs: u64, h: HandleId, pos: u64) -> bool {
+        while self.used + bs > self.budget {
+            let victim = self.lru_head;
+            if victim == NIL
+                || self.pages[victim as usize]
+                    .users
+                    .iter()
+                    .any(|&(uh, b)| uh == h && b >= pos)
+            {
+                return false;
+            }
+            self.evict(victim);
+        }
+        true
+    }
+
+    /// The block size of handle `h`'s file.
+    pub(super) fn block_size_of(&self, h: HandleId) -> usize {
+        self.pools[self.handles[&h].pool].os.slot_size()
     }
 }
 

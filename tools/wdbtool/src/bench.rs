@@ -453,6 +453,9 @@ mod wdbpeer {
         let total = sum(slice);
         let s = t.elapsed().as_secs_f64();
         eprintln!("wdb scan: {} bytes in {s:.3} s", a.size_bytes);
+        if let Ok(st) = db.memory_stats() {
+            eprintln!("wdb scan: {st:?}");
+        }
         out.fig("W2", "scan_GBps", a.size_bytes as f64 / 1e9 / s, "GB/s")?;
         out.fig("W2", "sum", total, "")
     }

@@ -1,0 +1,190 @@
+//! Readahead: one background thread per [`VirtMem`](super::VirtMem) that keeps the file
+//! blocks ahead of a sequential scan mapped, checked and with their page tables filled,
+//! so that the scanning thread runs over them without a fault and the CRC check and the
+//! page-table work run on another core, in parallel with the scan.
+//!
+//! - **Detection.** `ensure` passes a position `(view, blk)` ([`RaState::want`]) when a
+//!   fault fetches a file block right after one its handle holds (a scan), or when a
+//!   scan first touches a block readahead mapped. Faults at random positions pass
+//!   nothing, so random access starts no readahead and a scan that turns random lets it
+//!   stop after its window.
+//! - **Work.** For a position `pos`, the next [`window`] blocks of the view are fetched
+//!   (`state::fetch_file`: staged, checked, moved into the view) with their first page
+//!   armed as a marker (invariant 11 in `state.rs`): the scan's first touch of each
+//!   faults once, which disarms it and passes the new position on. Twice that window is
+//!   announced to the kernel (`fadvise(WILLNEED)`), so that on a cold page cache the
+//!   disk reads ahead of the fetches and stays busy.
+//! - **Budget.** Fetched blocks are file pages: counted in `used` and in the LRU like
+//!   any page. Readahead evicts only pages that do not hold the scan's current block or
+//!   one after it (`VmState::room_ahead`): when the budget is full of blocks the scan
+//!   has yet to reach it waits for the next position. The window is at most a quarter
+//!   of the budget.
+//! - **Errors.** A block readahead cannot fetch (a CRC mismatch, an I/O error) is left
+//!   `Empty`: the scan's own fault fetches it again and reports the error there.
+//! - **Lifetime.** The thread starts with the first mapping of a `VirtMem` and stops
+//!   when the `VirtMem` is dropped (it is joined there). It holds the VM lock except
+//!   around `map_source`, the fetch and `fadvise` (invariant 8), and touches neither a
+//!   handle's nor a mapping's in-flight counts: it copes with either going away.
+//!
+//! `WDB_READAHEAD=0` in the environment turns readahead off (for measuring without it).
+
+use std::sync::Arc;
+
+use parking_lot::MutexGuard;
+
+use super::state::{self, BlockState, MapId};
+use super::{os, VmShared};
+
+/// Bytes mapped ahead of a scan, at most (and at most a quarter of the budget).
+const AHEAD_BYTES: u64 = 16 << 20;
+
+/// The readahead thread's work, under the VM lock.
+#[derive(Debug, Default)]
+pub(super) struct RaState {
+    /// The latest scan position `(view, block)` not yet served.
+    request: Option<(MapId, u64)>,
+    /// Set when the `VirtMem` is dropped: the thread exits.
+    pub(super) stop: bool,
+    /// The thread was started.
+    pub(super) started: bool,
+}
+
+impl RaState {
+    /// A scan of view `mid` is at block `blk`: map the blocks after it. The caller
+    /// notifies the VM condvar.
+    pub(super) fn want(&mut self, mid: MapId, blk: u64) {
+        if enabled() {
+            self.request = Some((mid, blk));
+        }
+    }
+}
+
+/// Readahead is on unless the environment sets `WDB_READAHEAD=0`. Read once.
+pub(super) fn enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("WDB_READAHEAD").is_none_or(|v| v != "0"))
+}
+
+/// Blocks mapped ahead of a scan: `AHEAD_BYTES`, at most a quarter of the budget, at
+/// least one block.
+pub(super) fn window(budget: u64, bs: u64) -> u64 {
+    (AHEAD_BYTES / bs).min(budget / bs / 4).max(1)
+}
+
+/// Start the thread of `vm` unless it runs (or the `VirtMem` is gone, or readahead is
+/// off). Called outside the fault handler: spawning allocates.
+pub(super) fn start(vm: &Arc<VmShared>) {
+    if !enabled() {
+        return;
+    }
+    let mut t = vm.ra_thread.lock();
+    {
+        let mut g = vm.state.lock();
+        if g.ra.started || g.ra.stop {
+            return;
+        }
+        g.ra.started = true;
+    }
+    let v = vm.clone();
+    match std::thread::Builder::new()
+        .name("wdb-readahead".into())
+        .spawn(move || run(&v))
+    {
+        Ok(j) => *t = Some(j),
+        // No thread: no readahead, scans fault block by block.
+        Err(_) => vm.state.lock().ra.started = false,
+    }
+}
+
+/// Stop the thread of `vm` and wait for it.
+pub(super) fn stop(vm: &VmShared) {
+    vm.state.lock().ra.stop = true;
+    vm.cv.notify_all();
+    if let Some(j) = vm.ra_thread.lock().take() {
+        let _ = j.join();
+    }
+}
+
+fn run(vm: &VmShared) {
+    let _w = super::fault::InWdb::enter();
+    let mut g = vm.state.lock();
+    // The last block announced to the kernel, per view of the current scan.
+    let mut advised: Option<(MapId, u64)> = None;
+    loop {
+        if g.ra.stop {
+            return;
+        }
+        match g.ra.request.take() {
+            Some((mid, pos)) => ahead(&mut g, vm, mid, pos, &mut advised),
+            None => vm.cv.wait(&mut g),
+        }
+    }
+}
+
+/// Fetch the window of blocks after `pos` in view `mid`.
+fn ahead(
+    g: &mut MutexGuard<'_, state::VmState>,
+    vm: &VmShared,
+    mid: MapId,
+    pos: u64,
+    advised: &mut Option<(MapId, u64)>,
+) {
+    let Some(m) = g.maps.get(&mid) else { return };
+    let (h, end) = (m.handle, m.first_blk + m.n_blks);
+    let file = g.handles[&h].file.clone();
+    let bs = g.block_size_of(h) as u64;
+    let k = window(g.budget, bs);
+    let last = pos.saturating_add(k).min(end - 1);
+    // Announce [pos+1, pos+2k] to the kernel, each block once per scan.
+    let from = match *advised {
+        Some((am, a)) if am == mid && a > pos => a + 1,
+        _ => pos + 1,
+    };
+    let to = pos.saturating_add(2 * k).min(end - 1);
+    if from <= to {
+        *advised = Some((mid, to));
+        MutexGuard::unlocked(g, || {
+            for b in from..=to {
+                if let Ok(Some(src)) = file.map_source(b) {
+                    os::file_willneed(&src);
+                }
+            }
+        });
+    }
+    // Block pos+1 is the scan's own if it is not fetched yet: the scan reaches it
+    // before a fetch started now would end, and fetches it itself meanwhile (instead of
+    // waiting for this thread), so the two threads share the work.
+    for b in pos + 2..=last {
+        if g.ra.stop || g.ra.request.is_some_and(|(m2, p2)| m2 != mid || p2 >= b) {
+            // Dropped, or a newer position: serve that one.
+            return;
+        }
+        if !g.maps.contains_key(&mid) || !g.handles.contains_key(&h) {
+            return;
+        }
+        if g.state(h, b) != BlockState::Empty {
+            continue;
+        }
+        let inval = g.handles[&h].invalidations;
+        let src = MutexGuard::unlocked(g, || file.map_source(b));
+        let Ok(Some(src)) = src else {
+            // A block of the copy path (compressed, a hole) or an error: the scan's own
+            // fault loads it.
+            continue;
+        };
+        if g.handles.get(&h).is_none_or(|hs| hs.invalidations != inval)
+            || !g.maps.contains_key(&mid)
+            || g.state(h, b) != BlockState::Empty
+        {
+            continue;
+        }
+        if !g.room_ahead(bs, h, pos) {
+            return;
+        }
+        // A marker every half window: the scan's position is known that often, at the
+        // cost of one fault (and two mprotect calls) per marker.
+        let arm = (b - pos) % (k / 2).max(1) == 0;
+        // An error leaves the block Empty: the scan meets it in its own fault.
+        let _ = state::fetch_file(g, &vm.cv, mid, h, b, src, arm);
+    }
+}
