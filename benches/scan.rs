@@ -65,6 +65,9 @@ fn bench(c: &mut Criterion) {
             let v = a.view(..).unwrap();
             let sum: f64 = v.as_slice().unwrap().iter().sum();
             assert!((sum - want).abs() <= want.abs() * 1e-9 + 1e-6);
+            if std::env::var_os("SCAN_STATS").is_some() {
+                eprintln!("{:?}", db.memory_stats().unwrap());
+            }
             sum
         })
     });

@@ -4,16 +4,21 @@
 //! page-table work run on another core, in parallel with the scan.
 //!
 //! - **Detection.** `ensure` passes a position `(view, blk)` ([`RaState::want`]) when a
-//!   fault fetches a file block right after one its handle holds (a scan), or when a
-//!   scan first touches a block readahead mapped. Faults at random positions pass
+//!   read fault of a view comes at most a window after that view's previous fault (a
+//!   scan), or touches a block readahead armed. Faults at random positions pass
 //!   nothing, so random access starts no readahead and a scan that turns random lets it
-//!   stop after its window.
+//!   stop after its window. Write faults pass nothing either.
 //! - **Work.** For a position `pos`, the next [`window`] blocks of the view are fetched
-//!   (`state::fetch_file`: staged, checked, moved into the view) with their first page
-//!   armed as a marker (invariant 11 in `state.rs`): the scan's first touch of each
-//!   faults once, which disarms it and passes the new position on. Twice that window is
-//!   announced to the kernel (`fadvise(WILLNEED)`), so that on a cold page cache the
-//!   disk reads ahead of the fetches and stays busy.
+//!   (`state::fetch_file`: staged, checked, moved into the view), one in every half
+//!   window with its first page armed as a marker (invariant 11 in `state.rs`): the
+//!   scan's first touch of it faults once, which disarms it and passes the new position
+//!   on. Blocks of the copy path (compressed, delta) are loaded into RAM pages
+//!   (`state::load_ahead`) and left unmapped: the scan's fault on each moves it into
+//!   the view (no copy) and passes the position on. When this thread falls behind, the
+//!   scan fetches the next block itself while this thread does the one after. Unless the farthest
+//!   of them is in the page cache already, twice that window is announced to the kernel
+//!   (`fadvise(WILLNEED)`), so that on a cold page cache the disk reads ahead of the
+//!   fetches and stays busy.
 //! - **Budget.** Fetched blocks are file pages: counted in `used` and in the LRU like
 //!   any page. Readahead evicts only pages that do not hold the scan's current block or
 //!   one after it (`VmState::room_ahead`): when the budget is full of blocks the scan
@@ -96,12 +101,15 @@ pub(super) fn start(vm: &Arc<VmShared>) {
     }
 }
 
-/// Stop the thread of `vm` and wait for it.
+/// Stop the thread of `vm` and wait for it (unless this is that thread: it dropped the
+/// last reference to the database, and exits when it is back in its loop).
 pub(super) fn stop(vm: &VmShared) {
     vm.state.lock().ra.stop = true;
     vm.cv.notify_all();
     if let Some(j) = vm.ra_thread.lock().take() {
-        let _ = j.join();
+        if j.thread().id() != std::thread::current().id() {
+            let _ = j.join();
+        }
     }
 }
 
@@ -115,7 +123,19 @@ fn run(vm: &VmShared) {
             return;
         }
         match g.ra.request.take() {
-            Some((mid, pos)) => ahead(&mut g, vm, mid, pos, &mut advised),
+            Some((mid, pos)) => {
+                // This reference outlives every clone of the file `ahead` drops with the
+                // VM lock held, and is dropped without it: the last reference to a
+                // file may hold the last one to its database, whose drop drops the
+                // VirtMem, which takes the VM lock to stop this thread.
+                let file = g
+                    .maps
+                    .get(&mid)
+                    .and_then(|m| g.handles.get(&m.handle))
+                    .map(|hs| hs.file.clone());
+                ahead(&mut g, vm, mid, pos, &mut advised);
+                MutexGuard::unlocked(&mut g, || drop(file));
+            }
             None => vm.cv.wait(&mut g),
         }
     }
@@ -144,6 +164,13 @@ fn ahead(
     if from <= to {
         *advised = Some((mid, to));
         MutexGuard::unlocked(g, || {
+            // Warm data (the farthest block is cached): nothing to ask for; asking
+            // would still cost a walk over the cached pages.
+            if let Ok(Some(src)) = file.map_source(to) {
+                if os::looks_cached(&src) {
+                    return;
+                }
+            }
             for b in from..=to {
                 if let Ok(Some(src)) = file.map_source(b) {
                     os::file_willneed(&src);
@@ -151,10 +178,12 @@ fn ahead(
             }
         });
     }
-    // Block pos+1 is the scan's own if it is not fetched yet: the scan reaches it
-    // before a fetch started now would end, and fetches it itself meanwhile (instead of
-    // waiting for this thread), so the two threads share the work.
-    for b in pos + 2..=last {
+    // The first block after `pos` still to fetch is the scan's own if the scan is about
+    // to reach it (it is at most 2 blocks on): the scan fetches it itself instead of
+    // waiting for this thread, which fetches the next one meanwhile. So when this
+    // thread falls behind, the two threads share the work block by block.
+    let mut left_to_scan = false;
+    for b in pos + 1..=last {
         if g.ra.stop || g.ra.request.is_some_and(|(m2, p2)| m2 != mid || p2 >= b) {
             // Dropped, or a newer position: serve that one.
             return;
@@ -165,12 +194,27 @@ fn ahead(
         if g.state(h, b) != BlockState::Empty {
             continue;
         }
+        if !left_to_scan && b <= pos + 2 {
+            left_to_scan = true;
+            continue;
+        }
+        left_to_scan = true;
         let inval = g.handles[&h].invalidations;
         let src = MutexGuard::unlocked(g, || file.map_source(b));
-        let Ok(Some(src)) = src else {
-            // A block of the copy path (compressed, a hole) or an error: the scan's own
-            // fault loads it.
-            continue;
+        let src = match src {
+            Ok(Some(src)) => src,
+            Ok(None) => {
+                // A block of the copy path (compressed, delta): decompress it into a
+                // RAM page ahead of the scan.
+                if let Ok(false) | Err(_) = state::load_ahead(g, &vm.cv, h, b, pos) {
+                    if g.used + bs > g.budget {
+                        return; // no room: wait for the scan to move on
+                    }
+                }
+                continue;
+            }
+            // The scan's own fault meets the error.
+            Err(_) => continue,
         };
         if g.handles.get(&h).is_none_or(|hs| hs.invalidations != inval)
             || !g.maps.contains_key(&mid)

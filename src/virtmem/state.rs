@@ -815,9 +815,12 @@ impl VmState {
                     self.dirty -= self.bs(page);
                     self.detach(page, h, blk);
                 }
-                BlockState::Loaded { page }
-                | BlockState::Loading { page }
-                | BlockState::LoadingInvalidated { page } => self.detach(page, h, blk),
+                BlockState::Loaded { page } => self.detach(page, h, blk),
+                // Only readahead loads without holding the handle: its page is left to
+                // it (the slot is still being written), and freed when it returns.
+                BlockState::Loading { page } | BlockState::LoadingInvalidated { page } => {
+                    self.pages[page as usize].users.retain(|&u| u != (h, blk))
+                }
                 BlockState::Empty => {}
             }
         }
@@ -1056,6 +1059,13 @@ pub(super) fn ensure(
         }
         None => false,
     };
+    if !write && (seq || g.is_armed(mid, blk)) {
+        // A scan is at `blk` (or reached a block readahead prepared): have the blocks
+        // after it prepared. (Not for writes: a writer that fills new space would have
+        // zeros loaded ahead of it for nothing.)
+        g.ra.want(mid, blk);
+        cv.notify_all();
+    }
     loop {
         let Some(m) = g.maps.get(&mid) else {
             return Err(Error::Busy(
@@ -1078,13 +1088,7 @@ pub(super) fn ensure(
                     g.map_view(mid, blk, p, true)?;
                 } else {
                     g.lru_touch(page);
-                    let marker = g.is_armed(mid, blk);
                     g.map_view(mid, blk, page, false)?;
-                    if marker {
-                        // A scan reached a block readahead mapped: keep it ahead.
-                        g.ra.want(mid, blk);
-                        cv.notify_all();
-                    }
                 }
                 g.assert_invariants();
                 return Ok(());
@@ -1133,9 +1137,6 @@ pub(super) fn ensure(
                     }
                     if !fetch_file(g, cv, mid, h, blk, src, false)? {
                         probed = None; // invalidated meanwhile
-                    } else if seq {
-                        g.ra.want(mid, blk);
-                        cv.notify_all();
                     }
                     continue;
                 }
@@ -1254,7 +1255,9 @@ pub(super) fn fetch_file(
         Ok(st)
     });
     if !g.handles.contains_key(&h) {
-        // Closed meanwhile: `close_handle` freed the page (it may be reused already).
+        // Closed meanwhile: `close_handle` left the page to us.
+        g.free_page(page);
+        cv.notify_all();
         return Ok(false);
     }
     match (g.state(h, blk), res) {
@@ -1306,6 +1309,76 @@ pub(super) fn fetch_file(
             Ok(false)
         }
     }
+}
+
+/// Readahead of block `blk` of handle `h` on the copy path (`map_source` gave none: a
+/// compressed or delta block) that has stored content (a content key): load it into a RAM page, `Empty` → `Loading` → `Loaded`,
+/// in the LRU and the content cache but in no view: the scan's fault on it moves the
+/// slot into its view (invariant 9), no copy. Room is made as `room_ahead` does for
+/// a scan at `pos`. `Ok(false)`: nothing loaded (no room, the block is not `Empty`,
+/// another handle holds its content, it was invalidated or its handle closed meanwhile,
+/// or the load failed: the scan's own fault loads it again and reports the error).
+pub(super) fn load_ahead(
+    g: &mut Guard<'_>,
+    cv: &Condvar,
+    h: HandleId,
+    blk: u64,
+    pos: u64,
+) -> Result<bool> {
+    let hs = &g.handles[&h];
+    let (pi, file, inval) = (hs.pool, hs.file.clone(), hs.invalidations);
+    let bs = g.pools[pi].os.slot_size() as u64;
+    let key = MutexGuard::unlocked(g, || file.content_key(blk));
+    let Some(k) = key else {
+        // No stored content to share (a block never written, or local writes): not
+        // worth a load ahead of the scan.
+        return Ok(false);
+    };
+    if g.handles.get(&h).is_none_or(|hs| hs.invalidations != inval)
+        || g.state(h, blk) != BlockState::Empty
+        || g.cache.contains_key(&(blk, k))
+        || !g.room_ahead(bs, h, pos)
+    {
+        return Ok(false);
+    }
+    let page = g.alloc(pi)?;
+    g.pages[page as usize].users.push((h, blk));
+    g.set_state(h, blk, BlockState::Loading { page });
+    let zero = std::mem::replace(&mut g.pages[page as usize].zero, false);
+    let slot = g.pages[page as usize].slot;
+    let pool = g.pools[pi].os.clone();
+    g.assert_invariants();
+    let res = MutexGuard::unlocked(g, || {
+        // The slot is ours alone while Loading (invariant 3), even if the handle is
+        // closed meanwhile (close_handle leaves it to us).
+        if zero {
+            pool.populate(slot);
+        } else if !file.load_writes_whole_block() {
+            pool.slot_mut(slot).fill(0);
+        }
+        file.load_blk(blk, pool.slot_mut(slot))
+    });
+    g.counters.loads += 1;
+    let ok = g.handles.contains_key(&h)
+        && res.is_ok()
+        && g.state(h, blk) == BlockState::Loading { page };
+    if ok {
+        g.set_state(h, blk, BlockState::Loaded { page });
+        if let std::collections::hash_map::Entry::Vacant(e) = g.cache.entry((blk, k)) {
+            e.insert(page);
+            g.pages[page as usize].key = Some((blk, k));
+        }
+        g.lru_touch(page);
+    } else {
+        if g.handles.contains_key(&h) {
+            g.set_state(h, blk, BlockState::Empty);
+        }
+        g.pages[page as usize].users.clear();
+        g.free_page(page);
+    }
+    cv.notify_all();
+    g.assert_invariants();
+    Ok(ok)
 }
 
 impl VmState {
