@@ -85,16 +85,19 @@ fn bench(c: &mut Criterion) {
     // The same into new memory, as a reader that decompresses the whole array does:
     // the destination is fresh pages (`vec!` of zeros is calloc: pages the kernel zeroes
     // on first touch), as wdb's RAM pages are in a new process.
-    g.bench_function("zstd decompression of the same blocks into new memory, 1 thread", |b| {
-        let mut d = zstd::bulk::Decompressor::new().unwrap();
-        b.iter(|| {
-            let mut out = vec![0u8; N_BLKS * BS];
-            for (f, o) in frames.iter().zip(out.chunks_mut(BS)) {
-                assert_eq!(d.decompress_to_buffer(f, o).unwrap(), BS);
-            }
-            out[7]
-        })
-    });
+    g.bench_function(
+        "zstd decompression of the same blocks into new memory, 1 thread",
+        |b| {
+            let mut d = zstd::bulk::Decompressor::new().unwrap();
+            b.iter(|| {
+                let mut out = vec![0u8; N_BLKS * BS];
+                for (f, o) in frames.iter().zip(out.chunks_mut(BS)) {
+                    assert_eq!(d.decompress_to_buffer(f, o).unwrap(), BS);
+                }
+                out[7]
+            })
+        },
+    );
     g.finish();
 }
 

@@ -90,7 +90,10 @@ fn a_scan_gets_the_blocks_ahead_mapped() {
     }
     let ahead = eventually(|| db.memory_stats().unwrap().ram_used >= 6 * BS as u64);
     let st = db.memory_stats().unwrap();
-    assert!(ahead, "blocks after the scan are mapped in the background: {st:?}");
+    assert!(
+        ahead,
+        "blocks after the scan are mapped in the background: {st:?}"
+    );
     assert_eq!(st.loads, 0, "raw blocks are mapped, not copied: {st:?}");
     // What readahead mapped reads right, to the end.
     let mut n = 0;
@@ -170,8 +173,14 @@ fn a_corrupt_block_checked_by_readahead_is_never_shown() {
     // Again (the failed check is not remembered as a success), and the blocks around
     // it read right.
     assert!(a.load(6 * BLK..7 * BLK).is_err());
-    assert_eq!(a.to_vec(5 * BLK..5 * BLK + 3).unwrap()[2], value(5 * BLK + 2));
-    assert_eq!(a.to_vec(7 * BLK..7 * BLK + 3).unwrap()[2], value(7 * BLK + 2));
+    assert_eq!(
+        a.to_vec(5 * BLK..5 * BLK + 3).unwrap()[2],
+        value(5 * BLK + 2)
+    );
+    assert_eq!(
+        a.to_vec(7 * BLK..7 * BLK + 3).unwrap()[2],
+        value(7 * BLK + 2)
+    );
 }
 
 #[test]

@@ -942,7 +942,10 @@ impl VmState {
                         states[0],
                         BlockState::Loading { .. } | BlockState::LoadingInvalidated { .. }
                     );
-                assert!(clean || fetching, "inv 10: a file page is Loaded or fetched");
+                assert!(
+                    clean || fetching,
+                    "inv 10: a file page is Loaded or fetched"
+                );
                 assert!(pg.key.is_none() && pg.at_view.is_none(), "inv 10");
                 assert_eq!(pg.slot, NO_SLOT, "inv 10: no slot");
             }
@@ -1245,7 +1248,9 @@ pub(super) fn fetch_file(
             if got != want {
                 return Err(Error::corruption(
                     src.offset,
-                    format!("data CRC mismatch in a raw block ({got:#010x}, recorded {want:#010x})"),
+                    format!(
+                        "data CRC mismatch in a raw block ({got:#010x}, recorded {want:#010x})"
+                    ),
                 ));
             }
             file.source_checked(&src);
