@@ -237,3 +237,37 @@ fn the_thread_stops_with_its_database() {
     // Joined in the drop: gone at once.
     assert_eq!(readahead_threads(), 0);
 }
+
+#[test]
+fn dropping_everything_while_readahead_works_does_not_hang() {
+    let _s = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.wdb");
+    make(&path);
+    // The thread may hold the last reference to the database when everything else is
+    // dropped; its drop then stops the thread from the thread itself.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p = path.clone();
+    std::thread::spawn(move || {
+        for _ in 0..20 {
+            let db = open(&p, 64);
+            let s = db.snapshot().unwrap();
+            let a = s.array::<f64>("A").unwrap();
+            let v = a.view(..).unwrap();
+            for b in 0..3u64 {
+                assert_eq!(v[[(b * BLK) as usize]], value(b * BLK));
+            }
+            drop(v);
+            drop(a);
+            drop(s);
+            drop(db);
+        }
+        tx.send(()).unwrap();
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("opening and dropping databases while readahead runs hung");
+    assert!(
+        eventually(|| readahead_threads() == 0),
+        "every thread stopped"
+    );
+}
