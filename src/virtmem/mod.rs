@@ -92,6 +92,8 @@ struct VmShared {
     pid: u32,
     /// The readahead thread, once started (taken before the VM lock, never inside it).
     ra_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The readahead thread waits on this one, with the VM lock.
+    ra_cv: Condvar,
 }
 
 impl VmShared {
@@ -133,6 +135,7 @@ impl VirtMem {
                 cv: Condvar::new(),
                 pid: std::process::id(),
                 ra_thread: Mutex::new(None),
+                ra_cv: Condvar::new(),
             }),
         }))
     }
@@ -367,8 +370,9 @@ impl FaultTarget for MapShared {
         // Without the CPU's read/write bit, a fault on a block this view already maps
         // can only be a write to a read-only page.
         let write = write || (!fault::WRITE_BIT_KNOWN && g.is_mapped(self.id, blk));
-        state::ensure(&mut g, &vm.cv, self.id, blk, write)?;
-        Ok(true)
+        let r = state::ensure(&mut g, &vm.cv, self.id, blk, write);
+        readahead::kick(&mut g, vm);
+        r.map(|()| true)
     }
 }
 
@@ -451,10 +455,15 @@ impl Mapping {
         }
         let vm = &self.shared.handle.vm;
         let (_w, mut g) = vm.lock()?;
+        let mut r = Ok(());
         for blk in self.shared.blk_of(off)..=self.shared.blk_of(end - 1) {
-            state::ensure(&mut g, &vm.cv, self.shared.id, blk, write)?;
+            r = state::ensure(&mut g, &vm.cv, self.shared.id, blk, write);
+            readahead::kick(&mut g, vm);
+            if r.is_err() {
+                break;
+            }
         }
-        Ok(())
+        r
     }
 
     /// Unmap now. Refused with `Error::Busy` (the mapping is given back) while a load

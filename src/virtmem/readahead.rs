@@ -52,15 +52,27 @@ pub(super) struct RaState {
     pub(super) stop: bool,
     /// The thread was started.
     pub(super) started: bool,
+    /// A request was made since the thread was last woken ([`kick`]).
+    kick: bool,
 }
 
 impl RaState {
     /// A scan of view `mid` is at block `blk`: map the blocks after it. The caller
-    /// notifies the VM condvar.
+    /// wakes the thread with [`kick`] once its fault is served.
     pub(super) fn want(&mut self, mid: MapId, blk: u64) {
         if enabled() {
             self.request = Some((mid, blk));
+            self.kick = true;
         }
+    }
+}
+
+/// Wake the thread if a request was made: after a fault is served, with the VM lock
+/// held. The thread waits on its own condvar, so that the many notifications of the
+/// VM condvar (every load and store) do not wake it for nothing.
+pub(super) fn kick(g: &mut state::VmState, vm: &VmShared) {
+    if std::mem::take(&mut g.ra.kick) {
+        vm.ra_cv.notify_one();
     }
 }
 
@@ -105,7 +117,7 @@ pub(super) fn start(vm: &Arc<VmShared>) {
 /// last reference to the database, and exits when it is back in its loop).
 pub(super) fn stop(vm: &VmShared) {
     vm.state.lock().ra.stop = true;
-    vm.cv.notify_all();
+    vm.ra_cv.notify_all();
     if let Some(j) = vm.ra_thread.lock().take() {
         if j.thread().id() != std::thread::current().id() {
             let _ = j.join();
@@ -136,7 +148,7 @@ fn run(vm: &VmShared) {
                 ahead(&mut g, vm, mid, pos, &mut advised);
                 MutexGuard::unlocked(&mut g, || drop(file));
             }
-            None => vm.cv.wait(&mut g),
+            None => vm.ra_cv.wait(&mut g),
         }
     }
 }

@@ -1067,7 +1067,6 @@ pub(super) fn ensure(
         // after it prepared. (Not for writes: a writer that fills new space would have
         // zeros loaded ahead of it for nothing.)
         g.ra.want(mid, blk);
-        cv.notify_all();
     }
     loop {
         let Some(m) = g.maps.get(&mid) else {
