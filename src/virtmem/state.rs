@@ -27,7 +27,9 @@
 //!    in-use page is referenced by the block entries listed in its `users`, or has no
 //!    users and is a clean page kept in the content cache.
 //! 3. Slot exclusivity: a `Loading`/`LoadingInvalidated` page has exactly one user, its
-//!    loader writes the slot without the lock, and no view maps it. A `Dirty`/`Storing`
+//!    loader writes the slot without the lock, and no view maps it (a readahead load
+//!    whose handle is closed meanwhile keeps its page with no user, out of the LRU,
+//!    and frees it when the load returns). A `Dirty`/`Storing`
 //!    page has exactly one user. A page with several users is clean and mapped only
 //!    read-only. A `Storing` page is mapped only read-only (views write-protected
 //!    before the store starts), so the store reads bytes nobody writes.
@@ -39,9 +41,10 @@
 //! 6. `dirty` = the sum of the block sizes of `Dirty` and `Storing` entries.
 //! 7. `cache[(blk, key)] == p` iff `pages[p].key == Some((blk, key))`; such a page is
 //!    clean and holds block `blk` of a file whose `content_key(blk)` is `key`.
-//! 8. The VM lock is never held across `BigFile::load_blk`, `store_blk` or
-//!    `content_key`: the lock is dropped, the I/O runs, the lock is retaken and the
-//!    state re-checked (that is why `LoadingInvalidated` exists).
+//! 8. The VM lock is never held across a `BigFile` call (`load_blk`, `store_blk`,
+//!    `content_key`, `map_source`, `source_checked`) nor across the staging and CRC
+//!    check of a file block: the lock is dropped, the work runs, the lock is retaken
+//!    and the state re-checked (that is why `LoadingInvalidated` exists).
 //!
 //! 9. A page's slot is either *at home* in the pool mapping or *moved* to exactly one
 //!    view block: `at_view == Some((mid, blk))` means the slot's page-table entries were
@@ -63,11 +66,11 @@
 //!     frees the page, so unchecked bytes are never shown. A `Loaded` file page is in
 //!     the LRU, counts its block size in `used` like a RAM page (from the fetch on), is
 //!     never in the content cache, never moved (`at_view` is None) and never mapped
-//!     writable. Eviction maps the views
-//!     `PROT_NONE` again, as for a RAM page. A write copies the block from the file into
-//!     a new RAM page, which becomes the handle's `Dirty` page (`make_dirty_from_file`);
-//!     the file page loses that user and is freed when it has none. Free file-page
-//!     entries wait in `file_free`, not in a pool.
+//!     writable. Eviction maps the views `PROT_NONE` again, as for a RAM page. A
+//!     write copies the block from the file into a new RAM page, which becomes the
+//!     handle's `Dirty` page (`make_dirty_from_file`); the file page loses that user
+//!     and is freed when it has none. Free file-page entries wait in `file_free`, not
+//!     in a pool.
 //!
 //! 11. `armed` ⊆ the blocks a view maps, each with a file page: the block's first OS
 //!     page is `PROT_NONE` (readahead's marker, `readahead.rs`). The first touch faults;
