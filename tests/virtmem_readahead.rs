@@ -1,7 +1,8 @@
 //! Readahead (issue 5 item 3): a sequential scan of raw blocks gets the blocks after it
-//! mapped by a background thread, random reads get nothing ahead, a corrupt block is
-//! never shown even when the thread is the one that checks it, the RAM budget holds
-//! with readahead running, and the thread stops when its database is dropped.
+//! mapped by a background thread (compressed blocks: decompressed into RAM pages),
+//! random reads get nothing ahead, a corrupt block is never shown even when the thread
+//! is the one that checks it, the RAM budget holds with readahead running, and the
+//! thread stops when its database is dropped, even when it holds the last reference.
 //!
 //! The tests of this file run one at a time: one of them counts the process's threads.
 
@@ -270,4 +271,47 @@ fn dropping_everything_while_readahead_works_does_not_hang() {
         eventually(|| readahead_threads() == 0),
         "every thread stopped"
     );
+}
+
+#[test]
+fn a_scan_of_compressed_blocks_gets_them_decompressed_ahead() {
+    let _s = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("z.wdb");
+    {
+        let db = Db::open_with(&path, Options::default().ram_budget(64 * BS as u64)).unwrap();
+        let tx = db.begin().unwrap();
+        let opts = ArrayOptions {
+            compression: Compression::Zstd { level: 0 },
+            ..ArrayOptions::default()
+        };
+        let mut a = tx
+            .create_array_with::<f64>("A", &[N_BLKS * BLK], opts)
+            .unwrap();
+        // Block b holds b + 1 everywhere: zstd shrinks it to a few bytes.
+        for b in 0..N_BLKS {
+            a.view_mut(b * BLK..(b + 1) * BLK)
+                .unwrap()
+                .fill((b + 1) as f64);
+        }
+        drop(a);
+        tx.commit().unwrap();
+    }
+    let db = open(&path, 64);
+    let s = db.snapshot().unwrap();
+    let a = s.array::<f64>("A").unwrap();
+    let v = a.view(..).unwrap();
+    for b in 0..3u64 {
+        assert_eq!(v[[(b * BLK) as usize]], (b + 1) as f64);
+    }
+    let ahead = eventually(|| db.memory_stats().unwrap().loads >= 6);
+    let st = db.memory_stats().unwrap();
+    assert!(
+        ahead,
+        "blocks after the scan are loaded in the background: {st:?}"
+    );
+    assert_eq!(st.file_maps, 0, "compressed blocks are not mapped: {st:?}");
+    for b in 0..N_BLKS {
+        assert_eq!(v[[(b * BLK + 7) as usize]], (b + 1) as f64, "block {b}");
+    }
 }
