@@ -152,6 +152,10 @@ impl BigFile for ZeroTail {
         }
         self.inner.map_source(blk)
     }
+
+    fn source_checked(&self, src: &crate::bigfile::FileSlice) {
+        self.inner.source_checked(src)
+    }
 }
 
 /// A typed N-d array on a virtmem file handle. See the module docs for the invariants.

@@ -29,6 +29,11 @@ pub struct FileSlice {
     /// each view's private mapping of the file, so only they take RAM. None: the block
     /// is the file's bytes alone.
     pub pages: Option<Arc<[OverlayPage]>>,
+    /// `Some(crc)` while this process has not yet checked the bytes: virtmem computes
+    /// their CRC-32 through the mapping that will serve the block, before any view shows
+    /// it, and reports a mismatch as a load error (the bytes are never exposed); a match
+    /// is reported with [`BigFile::source_checked`]. `None`: already checked.
+    pub crc: Option<u32>,
 }
 
 /// A 4 KiB page `(index in the block, PATCH_PAGE bytes)` over a [`FileSlice`].
@@ -41,6 +46,7 @@ impl std::fmt::Debug for FileSlice {
             .field("offset", &self.offset)
             .field("len", &self.len)
             .field("pages", &self.pages.as_ref().map(|p| p.len()))
+            .field("crc", &self.crc)
             .finish()
     }
 }
@@ -77,9 +83,10 @@ pub trait BigFile: Send + Sync + std::fmt::Debug {
     /// Zero-copy reads: `Ok(Some(slice))` if block `blk` is clean content that reads
     /// exactly as `slice`'s file bytes followed by zeros, and those bytes stay unchanged
     /// for as long as `slice.keep` is alive. virtmem then maps them into views instead
-    /// of loading the block into a RAM page. The implementation checks the bytes (CRC)
-    /// before returning them; an error is reported like a `load_blk` error. Default:
-    /// `Ok(None)` (always load). Called without the VM lock, like `load_blk`.
+    /// of loading the block into a RAM page. Unless `slice.crc` is `None`, virtmem
+    /// checks the bytes against it before a view shows them. An error is reported like
+    /// a `load_blk` error. Default: `Ok(None)` (always load). Called without the VM lock,
+    /// like `load_blk`; cheap (no I/O): the readahead thread calls it for blocks ahead.
     fn map_source(&self, blk: u64) -> Result<Option<FileSlice>> {
         let _ = blk;
         Ok(None)
@@ -111,6 +118,11 @@ pub trait BigFile: Send + Sync + std::fmt::Debug {
             apply_pages(buf, pages)?;
             self.store_blk(blk, buf)
         })
+    }
+    /// The bytes of `src` (from [`BigFile::map_source`]) matched `src.crc`: later
+    /// `map_source` calls for them may return `crc: None`. Called without the VM lock.
+    fn source_checked(&self, src: &FileSlice) {
+        let _ = src;
     }
 }
 

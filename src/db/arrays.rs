@@ -131,6 +131,13 @@ impl BigFile for ArrayFile {
             Source::Snap(s) => s.map_source(self.id, blk, self.block_size),
         }
     }
+
+    fn source_checked(&self, src: &crate::bigfile::FileSlice) {
+        match &self.src {
+            Source::Tx(t) => t.source_checked(src),
+            Source::Snap(s) => s.source_checked(src),
+        }
+    }
 }
 
 /// The type-erased operations commit needs on a core of any element type.

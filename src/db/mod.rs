@@ -958,6 +958,10 @@ impl TxInner {
             None => self.gen.map_chain(&key, self.tid, block_size),
         }
     }
+    /// Zero-copy reads: the bytes of a slice from `map_source` matched their CRC.
+    pub(crate) fn source_checked(&self, src: &crate::bigfile::FileSlice) {
+        self.gen.mark_checked(src.offset);
+    }
 
     /// The tid of the version of a block this transaction would read, or None for a
     /// block never written (zeros) — or written by this transaction (not shareable).
@@ -1132,6 +1136,10 @@ impl SnapInner {
             Some(s) => Ok(Some(s)),
             None => self.gen.map_chain(&key, self.tid, block_size),
         }
+    }
+    /// Zero-copy reads: the bytes of a slice from `map_source` matched their CRC.
+    pub(crate) fn source_checked(&self, src: &crate::bigfile::FileSlice) {
+        self.gen.mark_checked(src.offset);
     }
 
     /// The tid of the version of a block visible here (None: never written, zeros).

@@ -587,6 +587,7 @@ impl Gen {
             offset: off,
             len: stored as usize,
             pages: Some(pages.into()),
+            crc: None,
         }))
     }
 
@@ -608,9 +609,10 @@ impl Gen {
     /// Zero-copy reads: the file bytes of the version of `key` visible at `at`, if it is
     /// a full raw block of `block_size` bytes stored page-aligned (storage-format.md
     /// §2.2) in a real file; None for a hole, a compressed or delta version, a key never
-    /// written, or a log that is not a file. The first call for a version in this
-    /// process checks the data CRC through a read-only mapping of the bytes (a mismatch
-    /// is `Corruption`); later calls trust that check — committed bytes never change.
+    /// written, or a log that is not a file. Until [`Gen::mark_checked`] records that
+    /// this process checked the bytes, the slice carries the data CRC for the caller to
+    /// check (virtmem does, through the mapping that serves the block); afterwards it
+    /// carries none: committed bytes never change.
     pub fn map_source(
         self: &Arc<Self>,
         key: &Key,
@@ -637,23 +639,20 @@ impl Gen {
         {
             return Ok(None);
         }
-        if !self.verified.lock().contains(&off) {
-            let crc = crate::virtmem::crc_of_file_range(fd, off, stored as usize)?;
-            if crc != v.data_crc {
-                return Err(Error::corruption(
-                    off,
-                    format!("data CRC mismatch (version of tid {})", v.tid),
-                ));
-            }
-            self.verified.lock().insert(off);
-        }
+        let crc = (!self.verified.lock().contains(&off)).then_some(v.data_crc);
         Ok(Some(crate::bigfile::FileSlice {
             fd,
             keep: self.clone(),
             offset: off,
             len: stored as usize,
             pages: None,
+            crc,
         }))
+    }
+
+    /// The payload at file offset `off` matched its data CRC in this process.
+    pub fn mark_checked(&self, off: u64) {
+        self.verified.lock().insert(off);
     }
 
     /// Read one full version into `buf` (which must be at least its logical length).

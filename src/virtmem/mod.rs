@@ -18,7 +18,8 @@
 //! costs no page faults beyond the load's own.
 //!
 //! The page states, their transitions and the numbered invariants are in `state.rs`;
-//! the fault handler in `fault.rs`; the system calls in `os.rs`.
+//! the fault handler in `fault.rs`; the system calls in `os.rs`; the thread that maps
+//! file blocks ahead of a sequential scan in `readahead.rs`.
 //!
 //! **Lock order**: `VmShared::state` (the VM lock) → the fault handler's registry lock.
 //! A `BigFile`'s own locks are never taken with the VM lock held (invariant 8).
@@ -32,6 +33,7 @@
 
 mod fault;
 mod os;
+mod readahead;
 mod state;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,10 +42,9 @@ use std::sync::{Arc, Weak};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use self::fault::{FaultTarget, InWdb};
+pub(crate) use self::os::crc_of_file_range;
 use self::state::{HandleId, HandleState, MapId, VmState};
 use crate::bigfile::BigFile;
-
-pub(crate) use self::os::crc_of_file_range;
 
 /// Zero-copy reads of raw blocks (`BigFile::map_source`) are on unless the environment
 /// sets `WDB_ZERO_COPY=0` (for measuring the copy path beside it). Read once.
@@ -90,6 +91,10 @@ struct VmShared {
     cv: Condvar,
     /// The process that created this VirtMem (a forked child may not use it).
     pid: u32,
+    /// The readahead thread, once started (taken before the VM lock, never inside it).
+    ra_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The readahead thread waits on this one, with the VM lock.
+    ra_cv: Condvar,
 }
 
 impl VmShared {
@@ -130,6 +135,8 @@ impl VirtMem {
                 state: Mutex::new(VmState::new(ram_budget)),
                 cv: Condvar::new(),
                 pid: fault::process_id(),
+                ra_thread: Mutex::new(None),
+                ra_cv: Condvar::new(),
             }),
         }))
     }
@@ -181,6 +188,15 @@ impl VirtMem {
             stores: g.counters.stores,
             evictions: g.counters.evictions,
             file_maps: g.counters.file_maps,
+        }
+    }
+}
+
+impl Drop for VirtMem {
+    fn drop(&mut self) {
+        // Handles and mappings may outlive the VirtMem: they fault without readahead.
+        if std::process::id() == self.shared.pid {
+            readahead::stop(&self.shared);
         }
     }
 }
@@ -241,6 +257,7 @@ impl FileHandle {
         let vm = &self.inner.vm;
         // Checked before reserving anything (forked child).
         drop(vm.lock()?);
+        readahead::start(vm);
         let base = os::reserve(len, os::align_for(self.inner.bs))?;
         let id = next_id();
         let shared = Arc::new(MapShared {
@@ -356,8 +373,9 @@ impl FaultTarget for MapShared {
         // can only be a write to a read-only page.
         let write = write || (!fault::WRITE_BIT_KNOWN && g.is_mapped(self.id, blk));
         let off = (addr - self.base) % self.handle.bs;
-        state::ensure(&mut g, &vm.cv, self.id, blk, write, Some(off))?;
-        Ok(true)
+        let r = state::ensure(&mut g, &vm.cv, self.id, blk, write, Some(off));
+        readahead::kick(&mut g, vm);
+        r.map(|()| true)
     }
 }
 
@@ -440,10 +458,15 @@ impl Mapping {
         }
         let vm = &self.shared.handle.vm;
         let (_w, mut g) = vm.lock()?;
+        let mut r = Ok(());
         for blk in self.shared.blk_of(off)..=self.shared.blk_of(end - 1) {
-            state::ensure(&mut g, &vm.cv, self.shared.id, blk, write, None)?;
+            r = state::ensure(&mut g, &vm.cv, self.shared.id, blk, write, None);
+            readahead::kick(&mut g, vm);
+            if r.is_err() {
+                break;
+            }
         }
-        Ok(())
+        r
     }
 
     /// Small writes: copy `data` to bytes `[off, off + data.len())` of the mapping as

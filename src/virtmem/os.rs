@@ -133,36 +133,54 @@ pub(crate) fn reset(addr: usize, len: usize) -> Result<()> {
 /// bytes of a live reservation): `src.len` bytes of the file read-only and private
 /// (`MAP_PRIVATE | PROT_READ`: the page cache's pages, shared with every process that
 /// maps or reads them), then anonymous read-only zero pages for the trimmed tail.
-pub(crate) fn map_file(addr: usize, bs: usize, src: &crate::bigfile::FileSlice) -> Result<()> {
+/// `populate`: fill the page tables at once (a scan reads the whole block) instead of
+/// leaving them to the kernel's fault-around (a random read touches a page or two).
+pub(crate) fn map_file(
+    addr: usize,
+    bs: usize,
+    src: &crate::bigfile::FileSlice,
+    populate: bool,
+) -> Result<()> {
     let len = src.len.min(bs);
+    // A delta chain's pages go over the mapping while the block is still PROT_NONE, so
+    // that no thread reads the base's bytes where a page replaces them (a concurrent
+    // access faults and waits for the VM lock, held by the caller).
+    let prot = if src.pages.is_some() {
+        ProtFlags::empty()
+    } else {
+        ProtFlags::READ
+    };
     if len > 0 {
-        // SAFETY: `src.fd` is open while `src.keep` lives (FileSlice contract); MAP_FIXED
-        // over a block of our own reservation (caller's contract) replaces only our own
-        // mapping there.
+        // SAFETY: `src.fd` is open while `src.keep` lives (FileSlice contract).
         let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(src.fd) };
-        // SAFETY: as above.
-        unsafe {
-            mmap(
-                addr as *mut _,
-                len,
-                ProtFlags::READ,
-                // POPULATE: the page-table entries of the whole block at once, from the
-                // page cache (the CRC check just read it), instead of a minor fault per
-                // 16 pages on first touch.
-                MapFlags::PRIVATE | MapFlags::FIXED | MapFlags::POPULATE,
-                fd,
-                src.offset,
-            )
-        }
-        .map_err(|e| io(e, "mapping a block of the log file into a view"))?;
+        let flags = if populate && src.pages.is_none() {
+            MapFlags::PRIVATE | MapFlags::FIXED | MapFlags::POPULATE
+        } else {
+            MapFlags::PRIVATE | MapFlags::FIXED
+        };
+        // SAFETY: MAP_FIXED over a block of our own reservation (caller's contract)
+        // replaces only our own mapping there.
+        unsafe { mmap(addr as *mut _, len, prot, flags, fd, src.offset) }
+            .map_err(|e| io(e, "mapping a block of the log file into a view"))?;
     }
+    map_zero_tail(addr, bs, len, prot)?;
+    if let Some(pages) = &src.pages {
+        overlay_pages(addr, pages)?;
+        protect(addr, bs, false)?;
+    }
+    Ok(())
+}
+
+/// Anonymous zero pages (protection `prot`) over `[addr + len, addr + bs)` of a view block, then
+/// the whole block not inherited by `fork` children.
+fn map_zero_tail(addr: usize, bs: usize, len: usize, prot: ProtFlags) -> Result<()> {
     if len < bs {
-        // SAFETY: MAP_FIXED inside our own reservation, as above.
+        // SAFETY: MAP_FIXED inside a block of our own reservation (caller's contract).
         unsafe {
             mmap_anonymous(
                 (addr + len) as *mut _,
                 bs - len,
-                ProtFlags::READ,
+                prot,
                 MapFlags::PRIVATE | MapFlags::NORESERVE | MapFlags::FIXED,
             )
         }
@@ -200,6 +218,126 @@ pub(crate) fn crc_of_file_range(fd: std::os::fd::RawFd, off: u64, len: usize) ->
     Ok(crc)
 }
 
+/// A file block mapped read-only at a private address no view shows: its bytes can be
+/// checked (CRC) there, filling its page tables, before [`Staged::move_into`] moves the
+/// same mapping — entries included, a page table at a time where both addresses are
+/// 2 MiB aligned — into a view block. So a block is read from the page cache once and
+/// its entries are made once, and a view never shows bytes that were not checked.
+/// Dropped unmoved, it is unmapped.
+///
+/// The entries are made by the reads' own page faults (the kernel maps 16 pages per
+/// fault around the faulting one), not by `MAP_POPULATE`: page faults take the VMA's
+/// own lock, while populating holds the process's `mmap_lock` for the whole block and
+/// so stalls every `mmap`/`mprotect` of the other threads (the scan's own faults) for
+/// as long.
+pub(crate) struct Staged {
+    addr: usize,
+    len: usize,
+}
+
+impl Staged {
+    /// Map `src`'s bytes at a new address aligned like a view block of `bs` bytes.
+    pub(crate) fn new(src: &crate::bigfile::FileSlice, bs: usize) -> Result<Staged> {
+        let len = src.len.min(bs);
+        if len == 0 {
+            return Ok(Staged { addr: 0, len: 0 });
+        }
+        let addr = reserve(len, align_for(bs))?;
+        // SAFETY: `src.fd` is open while `src.keep` lives (FileSlice contract).
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(src.fd) };
+        // SAFETY: MAP_FIXED over the range we just reserved, which nothing refers to.
+        let r = unsafe {
+            mmap(
+                addr as *mut _,
+                len,
+                ProtFlags::READ,
+                MapFlags::PRIVATE | MapFlags::FIXED,
+                fd,
+                src.offset,
+            )
+        };
+        if let Err(e) = r {
+            // SAFETY: our own reservation, unreferenced.
+            let _ = unsafe { munmap(addr as *mut _, len) };
+            return Err(io(e, "mapping a block of the log file"));
+        }
+        Ok(Staged { addr, len })
+    }
+
+    /// Fill the page tables by reading a byte of every page (for bytes that need no
+    /// check; this reads them from the disk if they are not in the page cache).
+    pub(crate) fn touch(&self) {
+        let b = self.bytes();
+        let mut x = 0u8;
+        for i in (0..b.len()).step_by(page_size()) {
+            x ^= b[i];
+        }
+        std::hint::black_box(x);
+    }
+
+    /// The mapped bytes.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: `[addr, addr+len)` maps readable file bytes until `self` is dropped or
+        // moved (both take `self`, so the slice cannot outlive the mapping); committed
+        // log bytes are never truncated (storage-format.md), so no access faults with
+        // SIGBUS.
+        unsafe { std::slice::from_raw_parts(self.addr as *const u8, self.len) }
+    }
+
+    /// Move the mapping to view block `addr` of `bs` bytes (a block of a live
+    /// reservation showing nothing: caller's contract, invariant 5), then zeros for the
+    /// trimmed tail. The view block's previous contents are replaced atomically.
+    pub(crate) fn move_into(mut self, addr: usize, bs: usize) -> Result<()> {
+        let len = std::mem::take(&mut self.len);
+        if len > 0 {
+            // SAFETY: [self.addr, +len) is our staging mapping, which nothing refers to
+            // (`bytes` borrows self, consumed here); [addr, +len) is inside a block of
+            // our own reservation, whose PROT_NONE space MREMAP_FIXED replaces. The
+            // staging range is left unmapped: it is ours no more.
+            let r = unsafe {
+                mremap_fixed(
+                    self.addr as *mut _,
+                    len,
+                    len,
+                    MremapFlags::MAYMOVE,
+                    addr as *mut _,
+                )
+            };
+            if let Err(e) = r {
+                self.len = len; // unmapped by drop
+                return Err(io(e, "moving a block of the log file into a view"));
+            }
+        }
+        map_zero_tail(addr, bs, len, ProtFlags::READ)
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if self.len > 0 {
+            // SAFETY: the staging mapping is ours and `bytes` slices borrowed `self`.
+            let _ = unsafe { munmap(self.addr as *mut _, self.len) };
+        }
+    }
+}
+
+/// Readahead's marker (see `readahead.rs`): make the first page of a view block that
+/// shows a file block `PROT_NONE` (`armed`) or readable again, so that a scanner's first
+/// touch of the block faults once and tells where it is.
+pub(crate) fn arm(addr: usize, armed: bool) -> Result<()> {
+    let f = if armed {
+        MprotectFlags::empty()
+    } else {
+        MprotectFlags::READ
+    };
+    // SAFETY: the page is the start of a view block that maps a read-only file block
+    // (caller's contract, invariant 14 in `state.rs`); protection changes move nothing.
+    unsafe { mprotect(addr as *mut _, page_size(), f) }.map_err(|e| io(e, "mprotect"))
+}
+
 /// Ask the kernel to read `len` bytes of the file at `off` ahead (readahead into the
 /// page cache, asynchronous). Errors are ignored: it is a hint.
 pub(crate) fn file_willneed(src: &crate::bigfile::FileSlice) {
@@ -213,6 +351,30 @@ pub(crate) fn file_willneed(src: &crate::bigfile::FileSlice) {
             rustix::fs::Advice::WillNeed,
         );
     }
+}
+
+/// Whether the first and the last page of `src` are in the page cache (read without
+/// waiting for the disk: `preadv2(RWF_NOWAIT)` of one byte each). A cheap guess of
+/// whether the block is cached, for not asking the kernel to read ahead what it holds.
+pub(crate) fn looks_cached(src: &crate::bigfile::FileSlice) -> bool {
+    if src.len == 0 {
+        return true;
+    }
+    // SAFETY: `src.fd` is open while `src.keep` lives (FileSlice contract).
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(src.fd) };
+    let last = src.offset + (src.len - page_size()) as u64;
+    [src.offset, last].into_iter().all(|off| {
+        let mut b = [0u8; 1];
+        matches!(
+            rustix::io::preadv2(
+                fd,
+                &mut [std::io::IoSliceMut::new(&mut b)],
+                off,
+                rustix::io::ReadWriteFlags::NOWAIT,
+            ),
+            Ok(1)
+        )
+    })
 }
 
 /// Fill `dst` (a block) with the block `src` describes: its file bytes, then zeros.

@@ -7,9 +7,9 @@
 //! ```text
 //!                 invalidate                      load ok (re-check)
 //!   Empty ──fault──▶ Loading ─────────▶ LoadingInvalidated ──▶ (page freed) ──▶ Empty, retry
-//!     │ ╲              │ load ok
-//!     │  ╲ fault, map_source = Some: a file page (inv 10), no load
-//!     │   ╲            │
+//!     │ ╲  (or readahead) │ load ok / file block staged and checked (inv 10)
+//!     │  ╲ fault, map_source = Some, checked before, random access:
+//!     │   ╲ a file page mapped at once (inv 10)
 //!     │    ╲──────────▶│
 //!     │  evict /       ▼                first write
 //!     ├─invalidate── Loaded ─────────────────────────────▶ Dirty ◀─┐ store error
@@ -37,7 +37,9 @@
 //!    in-use page is referenced by the block entries listed in its `users`, or has no
 //!    users and is a clean page kept in the content cache.
 //! 3. Slot exclusivity: a `Loading`/`LoadingInvalidated` page has exactly one user, its
-//!    loader writes the slot without the lock, and no view maps it. A `Dirty`/`Storing`
+//!    loader writes the slot without the lock, and no view maps it (a readahead load
+//!    whose handle is closed meanwhile keeps its page with no user, out of the LRU,
+//!    and frees it when the load returns). A `Dirty`/`Storing`
 //!    page has exactly one user. A page with several users is clean and mapped only
 //!    read-only. A `Storing` page is mapped only read-only (views write-protected
 //!    before the store starts), so the store reads bytes nobody writes.
@@ -49,9 +51,10 @@
 //! 6. `dirty` = the sum of the block sizes of `Dirty` and `Storing` entries.
 //! 7. `cache[(blk, key)] == p` iff `pages[p].key == Some((blk, key))`; such a page is
 //!    clean and holds block `blk` of a file whose `content_key(blk)` is `key`.
-//! 8. The VM lock is never held across `BigFile::load_blk`, `store_blk` or
-//!    `content_key`: the lock is dropped, the I/O runs, the lock is retaken and the
-//!    state re-checked (that is why `LoadingInvalidated` exists).
+//! 8. The VM lock is never held across a `BigFile` call (`load_blk`, `store_blk`,
+//!    `content_key`, `map_source`, `source_checked`) nor across the staging and CRC
+//!    check of a file block: the lock is dropped, the work runs, the lock is retaken
+//!    and the state re-checked (that is why `LoadingInvalidated` exists).
 //!
 //! 9. A page's slot is either *at home* in the pool mapping or *moved* to exactly one
 //!    view block: `at_view == Some((mid, blk))` means the slot's page-table entries were
@@ -66,13 +69,20 @@
 //! 10. A *file page* (`Page::file` is `Some`) has no pool slot: its block is clean bytes
 //!     of a file (`BigFile::map_source`: a raw block of the log), mapped
 //!     `MAP_PRIVATE | PROT_READ` into each view that shows it, the trimmed tail as
-//!     anonymous read-only zeros. Its users are all `Loaded`; it is in the LRU, counts
-//!     its block size in `used` like a RAM page, is never in the content cache, never
-//!     moved (`at_view` is None) and never mapped writable. Eviction maps the views
-//!     `PROT_NONE` again, as for a RAM page. A write copies the block from the file into
-//!     a new RAM page, which becomes the handle's `Dirty` page (`make_dirty_from_file`);
-//!     the file page loses that user and is freed when it has none. Free file-page
-//!     entries wait in `file_free`, not in a pool.
+//!     anonymous read-only zeros. Its users are all `Loaded`, except while it is
+//!     fetched (`fetch_file`): then it has one `Loading`/`LoadingInvalidated` user and
+//!     the fetcher maps the bytes at a staging address no view shows, checks their CRC
+//!     there without the lock, and moves that mapping into one view block; a mismatch
+//!     frees the page, so unchecked bytes are never shown. A `Loaded` file page is in
+//!     the LRU, counts its block size in `used` like a RAM page (from the fetch on), is
+//!     never in the content cache, never moved (`at_view` is None) and never mapped
+//!     writable. Eviction maps the views `PROT_NONE` again, as for a RAM page. A
+//!     write copies the block from the file into a new RAM page, which becomes the
+//!     handle's `Dirty` page (`make_dirty_from_file`); the file page loses that user
+//!     and is freed when it has none. Free file-page entries wait in `file_free`, not
+//!     in a pool. A delta chain's file page (`FileSlice::pages`, checked when
+//!     `map_source` built it) is never fetched: `map_view` maps it with the chain's 4 KiB
+//!     pages written over the private mapping while the block is still `PROT_NONE`.
 //!
 //! 11. *Patches* (small writes, `subpage.rs`): a handle may hold dirty 4 KiB pages of a
 //!     block beside its state — at most `block pages / MAX_PATCH_DIVISOR` per block,
@@ -98,6 +108,10 @@
 //!     home first). Before a page gets a second user (a content-cache hit) or a second
 //!     view, it is *promoted* (`VmState::promote`): its bytes are copied into its memfd
 //!     range, which serves it as in invariant 9 from then on.
+//!
+//! 14. `armed` ⊆ the blocks a view maps, each with a file page: the block's first OS
+//!     page is `PROT_NONE` (readahead's marker, `readahead.rs`). The first touch faults;
+//!     `ensure` makes the page readable and passes the position to readahead.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -219,6 +233,10 @@ pub(super) struct MapState {
     pub(super) n_blks: u64,
     /// Blocks with a page mapped: blk → (page, writable) (invariant 5).
     mapped: HashMap<u64, (PageId, bool)>,
+    /// Mapped file blocks whose first page is readahead's marker (invariant 14).
+    armed: std::collections::HashSet<u64>,
+    /// The block of this view's last fault (for telling a scan from random reads).
+    last_fault: Option<u64>,
     /// Loads for this mapping running without the lock.
     pub(super) inflight: u32,
 }
@@ -251,6 +269,8 @@ pub(super) struct VmState {
     pub(super) handles: HashMap<HandleId, HandleState>,
     pub(super) maps: HashMap<MapId, MapState>,
     pub(super) counters: Counters,
+    /// The readahead thread's work (`readahead.rs`).
+    pub(super) ra: super::readahead::RaState,
 }
 
 type Guard<'a> = MutexGuard<'a, VmState>;
@@ -271,6 +291,7 @@ impl VmState {
             handles: HashMap::new(),
             maps: HashMap::new(),
             counters: Counters::default(),
+            ra: Default::default(),
         }
     }
 
@@ -547,6 +568,7 @@ impl VmState {
                 .get_mut(&mid)
                 .expect("handle's mapping is registered");
             if let Some((p, w)) = m.mapped.remove(&blk) {
+                m.armed.remove(&blk);
                 let addr = m.base + (blk - m.first_blk) as usize * bs;
                 if p == NIL {
                     // A PartDirty block's file mapping (invariant 12).
@@ -637,22 +659,28 @@ impl VmState {
         let m = &self.maps[&mid];
         let addr = self.view_addr(m, blk);
         let cur = m.mapped.get(&blk).copied();
+        // Page tables at once when this view shows the block before (a scan), on touch
+        // otherwise (a random read).
+        let seq = blk > m.first_blk && m.mapped.contains_key(&(blk - 1));
         let pool = self.pages[p as usize].pool;
         let slot = self.pages[p as usize].slot;
         if let Some(src) = self.pages[p as usize].file.clone() {
             // A file page (invariant 10): mapped read-only from the file in every view.
             debug_assert!(!writable, "inv 10: a file page is never writable");
-            if cur.map(|e| e.0) != Some(p) {
+            if cur.map(|e| e.0) == Some(p) {
+                if self.maps[&mid].armed.contains(&blk) {
+                    os::arm(addr, false)?;
+                    self.maps.get_mut(&mid).expect("checked").armed.remove(&blk);
+                }
+            } else {
                 if let Some((q, _)) = cur.filter(|e| e.0 != NIL) {
                     if self.pages[q as usize].at_view == Some((mid, blk)) {
                         self.home(q);
                     }
                 }
                 let bs = self.pools[pool].os.slot_size();
-                os::map_file(addr, bs, &src)?;
-                if let Some(pages) = &src.pages {
-                    os::overlay_pages(addr, pages)?;
-                }
+                os::map_file(addr, bs, &src, seq)?;
+                self.maps.get_mut(&mid).expect("checked").armed.remove(&blk);
                 self.counters.file_maps += 1;
                 self.maps
                     .get_mut(&mid)
@@ -685,19 +713,24 @@ impl VmState {
                 }
             }
         }
-        self.maps
-            .get_mut(&mid)
-            .expect("checked above")
-            .mapped
-            .insert(blk, (p, writable));
+        // A RAM page replaced the whole block, readahead's marker included (inv 14).
+        let m = self.maps.get_mut(&mid).expect("checked above");
+        m.armed.remove(&blk);
+        m.mapped.insert(blk, (p, writable));
         Ok(())
     }
 
     /// Does view `mid` map a page at `blk`?
+    /// (An armed block counts as not mapped: its fault is a read of the marker.)
     pub(super) fn is_mapped(&self, mid: MapId, blk: u64) -> bool {
         self.maps
             .get(&mid)
-            .is_some_and(|m| m.mapped.contains_key(&blk))
+            .is_some_and(|m| m.mapped.contains_key(&blk) && !m.armed.contains(&blk))
+    }
+
+    /// Does view `mid` show `blk` with readahead's marker armed (invariant 14)?
+    pub(super) fn is_armed(&self, mid: MapId, blk: u64) -> bool {
+        self.maps.get(&mid).is_some_and(|m| m.armed.contains(&blk))
     }
 
     // ---- transitions ---------------------------------------------------------------
@@ -881,9 +914,12 @@ impl VmState {
                     self.dirty -= self.bs(page);
                     self.detach(page, h, blk);
                 }
-                BlockState::Loaded { page }
-                | BlockState::Loading { page }
-                | BlockState::LoadingInvalidated { page } => self.detach(page, h, blk),
+                BlockState::Loaded { page } => self.detach(page, h, blk),
+                // Only readahead loads without holding the handle: its page is left to
+                // it (the slot is still being written), and freed when it returns.
+                BlockState::Loading { page } | BlockState::LoadingInvalidated { page } => {
+                    self.pages[page as usize].users.retain(|&u| u != (h, blk))
+                }
                 BlockState::PartDirty => self.drop_part(h, blk),
                 BlockState::Empty => {}
             }
@@ -934,6 +970,8 @@ impl VmState {
                 first_blk,
                 n_blks,
                 mapped: HashMap::new(),
+                armed: Default::default(),
+                last_fault: None,
                 inflight: 0,
             },
         );
@@ -1014,7 +1052,15 @@ impl VmState {
                 .all(|s| matches!(s, BlockState::Loaded { .. }));
             // 10
             if pg.file.is_some() {
-                assert!(clean, "inv 10: a file page is Loaded");
+                let fetching = states.len() == 1
+                    && matches!(
+                        states[0],
+                        BlockState::Loading { .. } | BlockState::LoadingInvalidated { .. }
+                    );
+                assert!(
+                    clean || fetching,
+                    "inv 10: a file page is Loaded or fetched"
+                );
                 assert!(pg.key.is_none() && pg.at_view.is_none(), "inv 10");
                 assert_eq!(pg.slot, NO_SLOT, "inv 10: no slot");
             }
@@ -1065,6 +1111,13 @@ impl VmState {
         self.check_patches();
         // 5
         for (&mid, m) in &self.maps {
+            for blk in &m.armed {
+                let e = m.mapped.get(blk);
+                assert!(
+                    e.is_some_and(|e| e.0 != NIL && self.pages[e.0 as usize].file.is_some()),
+                    "inv 14: an armed block maps a file page"
+                );
+            }
             for (&blk, &(p, w)) in &m.mapped {
                 assert!(
                     blk >= m.first_blk && blk - m.first_blk < m.n_blks,
@@ -1127,6 +1180,23 @@ pub(super) fn ensure(
     // (zero-copy, invariant 10), and the content key.
     type Probe = (Option<FileSlice>, Option<(u64, u64)>);
     let mut probed: Option<(Probe, u64)> = None;
+    // A scan: this view's previous fault was at most a readahead window before this
+    // one (readahead's markers make a scan fault every half window).
+    let seq = match g.maps.get(&mid).map(|m| m.handle) {
+        Some(h) => {
+            let w = super::readahead::window(g.budget, g.block_size_of(h) as u64);
+            let m = g.maps.get_mut(&mid).expect("checked");
+            let prev = m.last_fault.replace(blk);
+            prev.is_some_and(|l| blk > l && blk - l <= w)
+        }
+        None => false,
+    };
+    if !write && (seq || g.is_armed(mid, blk)) {
+        // A scan is at `blk` (or reached a block readahead prepared): have the blocks
+        // after it prepared. (Not for writes: a writer that fills new space would have
+        // zeros loaded ahead of it for nothing.)
+        g.ra.want(mid, blk);
+    }
     loop {
         let Some(m) = g.maps.get(&mid) else {
             return Err(Error::Busy(
@@ -1193,28 +1263,8 @@ pub(super) fn ensure(
                     _ if g.has_patch(h, blk) => (None, None),
                     Some(((src, k), at)) if *at == inval => (src.clone(), *k),
                     _ => {
-                        // Readahead: a fault on the block after one this handle holds
-                        // is taken as a sequential scan; the kernel is then asked to
-                        // read the file block that starts one block past this one's end
-                        // (the block after next, as an append-ordered log stores them;
-                        // the next one was asked for by the previous fault), so a
-                        // window of about 2 blocks is in flight. Never more than the
-                        // budget has room for; random access asks for nothing.
-                        let bs = g.pools[pi].os.slot_size() as u64;
-                        let ahead = if blk > 0 && g.state(h, blk - 1) != BlockState::Empty {
-                            bs.min(g.budget.saturating_sub(g.used)) as usize
-                        } else {
-                            0
-                        };
                         let r = MutexGuard::unlocked(g, || {
                             let src = file.map_source(blk)?;
-                            if let (Some(s), true) = (&src, ahead > 0) {
-                                os::file_willneed(&FileSlice {
-                                    offset: s.offset + s.len as u64 + bs,
-                                    len: ahead,
-                                    ..s.clone()
-                                });
-                            }
                             Ok::<_, Error>((
                                 src.is_none().then(|| file.content_key(blk)).flatten(),
                                 src,
@@ -1235,11 +1285,20 @@ pub(super) fn ensure(
                 };
                 // Clean raw bytes in a file: map them, no RAM page, no copy (inv 10).
                 if let Some(src) = src {
-                    let page = g.alloc_file(pi, src)?;
-                    g.pages[page as usize].users.push((h, blk));
-                    g.set_state(h, blk, BlockState::Loaded { page });
-                    g.lru_touch(page);
-                    continue; // map it (and copy it to RAM if this is a write)
+                    if src.crc.is_none() && (!seq || src.pages.is_some()) {
+                        // Checked before, read at random, or a delta chain (checked by
+                        // `map_source`; its pages go over the view's mapping in
+                        // `map_view`): map it now, page tables on touch.
+                        let page = g.alloc_file(pi, src)?;
+                        g.pages[page as usize].users.push((h, blk));
+                        g.set_state(h, blk, BlockState::Loaded { page });
+                        g.lru_touch(page);
+                        continue; // map it (and copy it to RAM if this is a write)
+                    }
+                    if !fetch_file(g, cv, mid, h, blk, src, false)? {
+                        probed = None; // invalidated meanwhile
+                    }
+                    continue;
                 }
                 // A clean page another handle loaded for the same content?
                 if let Some(k) = key {
@@ -1326,6 +1385,204 @@ thread_local! {
     /// `writeout`); kept per thread so that its pages are faulted in once. Taken out
     /// while in use, so a nested writeout (from inside a store) gets a fresh one.
     static BOUNCE: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Fetch file block `blk` of handle `h` (`Empty`, `src` from `map_source`) as a file
+/// page and show it in view `mid` (invariant 10): `Empty` → `Loading` → `Loaded`. The
+/// bytes are mapped, their page tables filled, at a staging address without the lock
+/// and checked against `src.crc` there, then the same mapping is moved into the view
+/// (with readahead's marker if `arm`). Returns `Ok(false)` if the block was invalidated
+/// (or its handle closed) meanwhile; an error (a CRC mismatch, an I/O error) leaves the
+/// block `Empty`, never shown. A fault holds its mapping, so its handle and view stay
+/// alive; the readahead thread holds neither and copes with both going away.
+pub(super) fn fetch_file(
+    g: &mut Guard<'_>,
+    cv: &Condvar,
+    mid: MapId,
+    h: HandleId,
+    blk: u64,
+    src: FileSlice,
+    arm: bool,
+) -> Result<bool> {
+    debug_assert!(src.pages.is_none(), "a delta chain is mapped by map_view");
+    let hs = &g.handles[&h];
+    let (pi, file) = (hs.pool, hs.file.clone());
+    let bs = g.pools[pi].os.slot_size();
+    let page = g.alloc_file(pi, src.clone())?;
+    g.pages[page as usize].users.push((h, blk));
+    g.set_state(h, blk, BlockState::Loading { page });
+    g.assert_invariants();
+    let res = MutexGuard::unlocked(g, || {
+        let st = os::Staged::new(&src, bs)?;
+        if let Some(want) = src.crc {
+            let got = crc32fast::hash(st.bytes());
+            if got != want {
+                return Err(Error::corruption(
+                    src.offset,
+                    format!(
+                        "data CRC mismatch in a raw block ({got:#010x}, recorded {want:#010x})"
+                    ),
+                ));
+            }
+            file.source_checked(&src);
+        } else {
+            st.touch();
+        }
+        Ok(st)
+    });
+    if !g.handles.contains_key(&h) {
+        // Closed meanwhile: `close_handle` left the page to us.
+        g.free_page(page);
+        cv.notify_all();
+        return Ok(false);
+    }
+    match (g.state(h, blk), res) {
+        (BlockState::Loading { page: p }, Ok(st)) if p == page => {
+            g.set_state(h, blk, BlockState::Loaded { page });
+            g.lru_touch(page);
+            if let Some(m) = g.maps.get(&mid) {
+                // The view block shows nothing: the entry was not Loaded (invariant 5).
+                let addr = g.view_addr(m, blk);
+                if let Err(e) = st.move_into(addr, bs) {
+                    // The block stays Loaded, unmapped: the next access maps it again.
+                    if let Err(e2) = os::reset(addr, bs) {
+                        eprintln!("wdb: fatal: {e}; then cannot reset a view block: {e2}");
+                        std::process::abort();
+                    }
+                } else {
+                    g.counters.file_maps += 1;
+                    let m = g.maps.get_mut(&mid).expect("checked above");
+                    m.mapped.insert(blk, (page, false));
+                    if arm && os::arm(addr, true).is_ok() {
+                        m.armed.insert(blk);
+                    }
+                }
+            }
+            cv.notify_all();
+            g.assert_invariants();
+            Ok(true)
+        }
+        (BlockState::Loading { page: p }, Err(e)) if p == page => {
+            g.set_state(h, blk, BlockState::Empty);
+            g.pages[page as usize].users.clear();
+            g.free_page(page);
+            cv.notify_all();
+            g.assert_invariants();
+            Err(Error::Load {
+                file: file.name().to_string(),
+                blk,
+                cause: e.to_string(),
+            })
+        }
+        (s, _) => {
+            // Invalidated meanwhile: throw the mapping away.
+            debug_assert_eq!(s, BlockState::LoadingInvalidated { page });
+            g.set_state(h, blk, BlockState::Empty);
+            g.pages[page as usize].users.clear();
+            g.free_page(page);
+            cv.notify_all();
+            g.assert_invariants();
+            Ok(false)
+        }
+    }
+}
+
+/// Readahead of block `blk` of handle `h` on the copy path (`map_source` gave none: a
+/// compressed or delta block) that has stored content (a content key): load it into a RAM page, `Empty` → `Loading` → `Loaded`,
+/// in the LRU and the content cache but in no view: the scan's fault on it moves the
+/// slot into its view (invariant 9), no copy. Room is made as `room_ahead` does for
+/// a scan at `pos`. `Ok(false)`: nothing loaded (no room, the block is not `Empty`,
+/// another handle holds its content, it was invalidated or its handle closed meanwhile,
+/// or the load failed: the scan's own fault loads it again and reports the error).
+pub(super) fn load_ahead(
+    g: &mut Guard<'_>,
+    cv: &Condvar,
+    h: HandleId,
+    blk: u64,
+    pos: u64,
+) -> Result<bool> {
+    let hs = &g.handles[&h];
+    let (pi, file, inval) = (hs.pool, hs.file.clone(), hs.invalidations);
+    let bs = g.pools[pi].os.slot_size() as u64;
+    let key = MutexGuard::unlocked(g, || file.content_key(blk));
+    let Some(k) = key else {
+        // No stored content to share (a block never written, or local writes): not
+        // worth a load ahead of the scan.
+        return Ok(false);
+    };
+    if g.handles.get(&h).is_none_or(|hs| hs.invalidations != inval)
+        || g.state(h, blk) != BlockState::Empty
+        || g.has_patch(h, blk)
+        || g.cache.contains_key(&(blk, k))
+        || !g.room_ahead(bs, h, pos)
+    {
+        return Ok(false);
+    }
+    let page = g.alloc(pi)?;
+    g.pages[page as usize].users.push((h, blk));
+    g.set_state(h, blk, BlockState::Loading { page });
+    let zero = std::mem::replace(&mut g.pages[page as usize].zero, false);
+    let slot = g.pages[page as usize].slot;
+    let pool = g.pools[pi].os.clone();
+    g.assert_invariants();
+    let res = MutexGuard::unlocked(g, || {
+        // The slot is ours alone while Loading (invariant 3), even if the handle is
+        // closed meanwhile (close_handle leaves it to us).
+        if zero {
+            pool.populate(slot);
+        } else if !file.load_writes_whole_block() {
+            pool.slot_mut(slot).fill(0);
+        }
+        file.load_blk(blk, pool.slot_mut(slot))
+    });
+    g.counters.loads += 1;
+    let ok = g.handles.contains_key(&h)
+        && res.is_ok()
+        && g.state(h, blk) == BlockState::Loading { page };
+    if ok {
+        g.set_state(h, blk, BlockState::Loaded { page });
+        if let std::collections::hash_map::Entry::Vacant(e) = g.cache.entry((blk, k)) {
+            e.insert(page);
+            g.pages[page as usize].key = Some((blk, k));
+        }
+        g.lru_touch(page);
+    } else {
+        if g.handles.contains_key(&h) {
+            g.set_state(h, blk, BlockState::Empty);
+        }
+        g.pages[page as usize].users.clear();
+        g.free_page(page);
+    }
+    cv.notify_all();
+    g.assert_invariants();
+    Ok(ok)
+}
+
+impl VmState {
+    /// Make room for one more block of `bs` bytes for readahead, evicting clean pages
+    /// in LRU order, but never one that holds block `pos` of handle `h` (where its scan
+    /// is) or a later one (blocks the scan has still to reach): readahead must not evict
+    /// what the scan needs next in favour of what it needs later. `false`: no room.
+    pub(super) fn room_ahead(&mut self, bs: u64, h: HandleId, pos: u64) -> bool {
+        while self.used + bs > self.budget {
+            let victim = self.lru_head;
+            if victim == NIL
+                || self.pages[victim as usize]
+                    .users
+                    .iter()
+                    .any(|&(uh, b)| uh == h && b >= pos)
+            {
+                return false;
+            }
+            self.evict(victim);
+        }
+        true
+    }
+
+    /// The block size of handle `h`'s file.
+    pub(super) fn block_size_of(&self, h: HandleId) -> usize {
+        self.pools[self.handles[&h].pool].os.slot_size()
+    }
 }
 
 /// Store every dirty block of `h` in ascending order, then mark it clean and read-only.

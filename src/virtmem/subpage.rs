@@ -73,7 +73,7 @@ pub(in crate::virtmem) struct Patches {
 const PP: u64 = PATCH_PAGE as u64;
 
 impl VmState {
-    pub(super) fn has_patch(&self, h: HandleId, blk: u64) -> bool {
+    pub(in crate::virtmem) fn has_patch(&self, h: HandleId, blk: u64) -> bool {
         self.handles
             .get(&h)
             .is_some_and(|hs| hs.patches.blocks.contains_key(&blk))
@@ -160,7 +160,14 @@ impl VmState {
             return Ok(false);
         }
         let i = (off / PATCH_PAGE) as u32;
-        let addr = self.view_addr(&self.maps[&mid], blk) + i as usize * PATCH_PAGE;
+        let base = self.view_addr(&self.maps[&mid], blk);
+        if self.maps[&mid].armed.contains(&blk) {
+            // Readahead's marker goes (invariant 14 holds for file pages only): the
+            // block's first page is readable again before it becomes PartDirty.
+            super::os::arm(base, false)?;
+            self.maps.get_mut(&mid).expect("checked above").armed.remove(&blk);
+        }
+        let addr = base + i as usize * PATCH_PAGE;
         super::os::protect(addr, PATCH_PAGE, true)?;
         self.set_state(h, blk, BlockState::PartDirty);
         self.maps

@@ -82,6 +82,10 @@ pub struct BenchArgs {
     /// Run the phase on a plain memmap2 mapping of DIR/baseline.raw instead of wdb.
     #[arg(long)]
     pub baseline: bool,
+    /// scan: keep the array mapped this many milliseconds after printing the figures
+    /// (for a harness that measures the memory of concurrent scans, tools/procs.sh).
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub hold_ms: u64,
 }
 
 /// An error of the benchmark: bad arguments or a failed call.
@@ -453,8 +457,13 @@ mod wdbpeer {
         let total = sum(slice);
         let s = t.elapsed().as_secs_f64();
         eprintln!("wdb scan: {} bytes in {s:.3} s", a.size_bytes);
+        if let Ok(st) = db.memory_stats() {
+            eprintln!("wdb scan: {st:?}");
+        }
         out.fig("W2", "scan_GBps", a.size_bytes as f64 / 1e9 / s, "GB/s")?;
-        out.fig("W2", "sum", total, "")
+        out.fig("W2", "sum", total, "")?;
+        std::thread::sleep(Duration::from_millis(a.hold_ms));
+        Ok(())
     }
 
     fn randread(a: &BenchArgs, n: u64, out: &Out) -> R<()> {
@@ -625,7 +634,9 @@ mod baseline {
         let s = t.elapsed().as_secs_f64();
         eprintln!("memmap2 scan: {} bytes in {s:.3} s", a.size_bytes);
         out.fig("W2", "scan_GBps", a.size_bytes as f64 / 1e9 / s, "GB/s")?;
-        out.fig("W2", "sum", total, "")
+        out.fig("W2", "sum", total, "")?;
+        std::thread::sleep(Duration::from_millis(a.hold_ms));
+        Ok(())
     }
 
     fn randread(a: &BenchArgs, n: u64, out: &Out) -> R<()> {

@@ -1,0 +1,250 @@
+//! Readahead: one background thread per [`VirtMem`](super::VirtMem) that keeps the file
+//! blocks ahead of a sequential scan mapped, checked and with their page tables filled,
+//! so that the scanning thread runs over them without a fault and the CRC check and the
+//! page-table work run on another core, in parallel with the scan.
+//!
+//! - **Detection.** `ensure` passes a position `(view, blk)` ([`RaState::want`]) when a
+//!   read fault of a view comes at most a window after that view's previous fault (a
+//!   scan), or touches a block readahead armed. Faults at random positions pass
+//!   nothing, so random access starts no readahead and a scan that turns random lets it
+//!   stop after its window. Write faults pass nothing either.
+//! - **Work.** For a position `pos`, the next [`window`] blocks of the view are fetched
+//!   (`state::fetch_file`: staged, checked, moved into the view), one in every half
+//!   window with its first page armed as a marker (invariant 14 in `state.rs`): the
+//!   scan's first touch of it faults once, which disarms it and passes the new position
+//!   on. Blocks of the copy path (compressed, delta) are loaded into RAM pages
+//!   (`state::load_ahead`) and left unmapped: the scan's fault on each moves it into
+//!   the view (no copy) and passes the position on. When this thread falls behind, the
+//!   scan fetches the next block itself while this thread does the one after. Unless the farthest
+//!   of them is in the page cache already, twice that window is announced to the kernel
+//!   (`fadvise(WILLNEED)`), so that on a cold page cache the disk reads ahead of the
+//!   fetches and stays busy.
+//! - **Budget.** Fetched blocks are file pages: counted in `used` and in the LRU like
+//!   any page. Readahead evicts only pages that do not hold the scan's current block or
+//!   one after it (`VmState::room_ahead`): when the budget is full of blocks the scan
+//!   has yet to reach it waits for the next position. The window is at most a quarter
+//!   of the budget.
+//! - **Errors.** A block readahead cannot fetch (a CRC mismatch, an I/O error) is left
+//!   `Empty`: the scan's own fault fetches it again and reports the error there.
+//! - **Lifetime.** The thread starts with the first mapping of a `VirtMem` and stops
+//!   when the `VirtMem` is dropped (it is joined there). It holds the VM lock except
+//!   around `map_source`, the fetch and `fadvise` (invariant 8), and touches neither a
+//!   handle's nor a mapping's in-flight counts: it copes with either going away.
+//!
+//! `WDB_READAHEAD=0` in the environment turns readahead off (for measuring without it).
+
+use std::sync::Arc;
+
+use parking_lot::MutexGuard;
+
+use super::state::{self, BlockState, MapId};
+use super::{os, VmShared};
+
+/// Bytes mapped ahead of a scan, at most (and at most a quarter of the budget).
+const AHEAD_BYTES: u64 = 16 << 20;
+
+/// The readahead thread's work, under the VM lock.
+#[derive(Debug, Default)]
+pub(super) struct RaState {
+    /// The latest scan position `(view, block)` not yet served.
+    request: Option<(MapId, u64)>,
+    /// Set when the `VirtMem` is dropped: the thread exits.
+    pub(super) stop: bool,
+    /// The thread was started.
+    pub(super) started: bool,
+    /// A request was made since the thread was last woken ([`kick`]).
+    kick: bool,
+}
+
+impl RaState {
+    /// A scan of view `mid` is at block `blk`: map the blocks after it. The caller
+    /// wakes the thread with [`kick`] once its fault is served.
+    pub(super) fn want(&mut self, mid: MapId, blk: u64) {
+        if enabled() {
+            self.request = Some((mid, blk));
+            self.kick = true;
+        }
+    }
+}
+
+/// Wake the thread if a request was made: after a fault is served, with the VM lock
+/// held. The thread waits on its own condvar, so that the many notifications of the
+/// VM condvar (every load and store) do not wake it for nothing.
+pub(super) fn kick(g: &mut state::VmState, vm: &VmShared) {
+    if std::mem::take(&mut g.ra.kick) {
+        vm.ra_cv.notify_one();
+    }
+}
+
+/// Readahead is on unless the environment sets `WDB_READAHEAD=0`. Read once.
+pub(super) fn enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("WDB_READAHEAD").is_none_or(|v| v != "0"))
+}
+
+/// Blocks mapped ahead of a scan: `AHEAD_BYTES`, at most a quarter of the budget, at
+/// least one block.
+pub(super) fn window(budget: u64, bs: u64) -> u64 {
+    (AHEAD_BYTES / bs).min(budget / bs / 4).max(1)
+}
+
+/// Start the thread of `vm` unless it runs (or the `VirtMem` is gone, or readahead is
+/// off). Called outside the fault handler: spawning allocates.
+pub(super) fn start(vm: &Arc<VmShared>) {
+    if !enabled() {
+        return;
+    }
+    let mut t = vm.ra_thread.lock();
+    {
+        let mut g = vm.state.lock();
+        if g.ra.started || g.ra.stop {
+            return;
+        }
+        g.ra.started = true;
+    }
+    let v = vm.clone();
+    match std::thread::Builder::new()
+        .name("wdb-readahead".into())
+        .spawn(move || run(&v))
+    {
+        Ok(j) => *t = Some(j),
+        // No thread: no readahead, scans fault block by block.
+        Err(_) => vm.state.lock().ra.started = false,
+    }
+}
+
+/// Stop the thread of `vm` and wait for it (unless this is that thread: it dropped the
+/// last reference to the database, and exits when it is back in its loop).
+pub(super) fn stop(vm: &VmShared) {
+    vm.state.lock().ra.stop = true;
+    vm.ra_cv.notify_all();
+    if let Some(j) = vm.ra_thread.lock().take() {
+        if j.thread().id() != std::thread::current().id() {
+            let _ = j.join();
+        }
+    }
+}
+
+fn run(vm: &VmShared) {
+    let _w = super::fault::InWdb::enter();
+    let mut g = vm.state.lock();
+    // The last block announced to the kernel, per view of the current scan.
+    let mut advised: Option<(MapId, u64)> = None;
+    loop {
+        if g.ra.stop {
+            return;
+        }
+        match g.ra.request.take() {
+            Some((mid, pos)) => {
+                // This reference outlives every clone of the file `ahead` drops with the
+                // VM lock held, and is dropped without it: the last reference to a
+                // file may hold the last one to its database, whose drop drops the
+                // VirtMem, which takes the VM lock to stop this thread.
+                let file = g
+                    .maps
+                    .get(&mid)
+                    .and_then(|m| g.handles.get(&m.handle))
+                    .map(|hs| hs.file.clone());
+                ahead(&mut g, vm, mid, pos, &mut advised);
+                MutexGuard::unlocked(&mut g, || drop(file));
+            }
+            None => vm.ra_cv.wait(&mut g),
+        }
+    }
+}
+
+/// Fetch the window of blocks after `pos` in view `mid`.
+fn ahead(
+    g: &mut MutexGuard<'_, state::VmState>,
+    vm: &VmShared,
+    mid: MapId,
+    pos: u64,
+    advised: &mut Option<(MapId, u64)>,
+) {
+    let Some(m) = g.maps.get(&mid) else { return };
+    let (h, end) = (m.handle, m.first_blk + m.n_blks);
+    let file = g.handles[&h].file.clone();
+    let bs = g.block_size_of(h) as u64;
+    let k = window(g.budget, bs);
+    let last = pos.saturating_add(k).min(end - 1);
+    // Announce [pos+1, pos+2k] to the kernel, each block once per scan.
+    let from = match *advised {
+        Some((am, a)) if am == mid && a > pos => a + 1,
+        _ => pos + 1,
+    };
+    let to = pos.saturating_add(2 * k).min(end - 1);
+    if from <= to {
+        *advised = Some((mid, to));
+        MutexGuard::unlocked(g, || {
+            // Warm data (the farthest block is cached): nothing to ask for; asking
+            // would still cost a walk over the cached pages.
+            if let Ok(Some(src)) = file.map_source(to) {
+                if os::looks_cached(&src) {
+                    return;
+                }
+            }
+            for b in from..=to {
+                if let Ok(Some(src)) = file.map_source(b) {
+                    os::file_willneed(&src);
+                }
+            }
+        });
+    }
+    // The first block after `pos` still to fetch is the scan's own if the scan is about
+    // to reach it (it is at most 2 blocks on): the scan fetches it itself instead of
+    // waiting for this thread, which fetches the next one meanwhile. So when this
+    // thread falls behind, the two threads share the work block by block.
+    let mut left_to_scan = false;
+    for b in pos + 1..=last {
+        if g.ra.stop || g.ra.request.is_some_and(|(m2, p2)| m2 != mid || p2 >= b) {
+            // Dropped, or a newer position: serve that one.
+            return;
+        }
+        if !g.maps.contains_key(&mid) || !g.handles.contains_key(&h) {
+            return;
+        }
+        if g.state(h, b) != BlockState::Empty {
+            continue;
+        }
+        if !left_to_scan && b <= pos + 2 {
+            left_to_scan = true;
+            continue;
+        }
+        left_to_scan = true;
+        let inval = g.handles[&h].invalidations;
+        let src = MutexGuard::unlocked(g, || file.map_source(b));
+        let src = match src {
+            Ok(Some(src)) => src,
+            Ok(None) => {
+                // A block of the copy path (compressed, delta): decompress it into a
+                // RAM page ahead of the scan.
+                if let Ok(false) | Err(_) = state::load_ahead(g, &vm.cv, h, b, pos) {
+                    if g.used + bs > g.budget {
+                        return; // no room: wait for the scan to move on
+                    }
+                }
+                continue;
+            }
+            // The scan's own fault meets the error.
+            Err(_) => continue,
+        };
+        if g.handles.get(&h).is_none_or(|hs| hs.invalidations != inval)
+            || !g.maps.contains_key(&mid)
+            || g.state(h, b) != BlockState::Empty
+            || g.has_patch(h, b)
+            || src.pages.is_some()
+        {
+            // Changed meanwhile, patched (a private page shows it), or a delta chain
+            // (its pages go over the view's mapping: the scan's own fault maps it).
+            continue;
+        }
+        if !g.room_ahead(bs, h, pos) {
+            return;
+        }
+        // A marker every half window: the scan's position is known that often, at the
+        // cost of one fault (and two mprotect calls) per marker.
+        let arm = (b - pos) % (k / 2).max(1) == 0;
+        // An error leaves the block Empty: the scan meets it in its own fault.
+        let _ = state::fetch_file(g, &vm.cv, mid, h, b, src, arm);
+    }
+}
