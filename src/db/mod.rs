@@ -953,10 +953,7 @@ impl TxInner {
             array: array_id,
             blk,
         };
-        match self.gen.map_source(&key, self.tid, block_size)? {
-            Some(s) => Ok(Some(s)),
-            None => self.gen.map_chain(&key, self.tid, block_size),
-        }
+        self.gen.map_block(&key, self.tid, block_size)
     }
     /// Zero-copy reads: the bytes of a slice from `map_source` matched their CRC.
     pub(crate) fn source_checked(&self, src: &crate::bigfile::FileSlice) {
@@ -1132,10 +1129,7 @@ impl SnapInner {
             array: array_id,
             blk,
         };
-        match self.gen.map_source(&key, self.tid, block_size)? {
-            Some(s) => Ok(Some(s)),
-            None => self.gen.map_chain(&key, self.tid, block_size),
-        }
+        self.gen.map_block(&key, self.tid, block_size)
     }
     /// Zero-copy reads: the bytes of a slice from `map_source` matched their CRC.
     pub(crate) fn source_checked(&self, src: &crate::bigfile::FileSlice) {

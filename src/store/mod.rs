@@ -606,6 +606,20 @@ impl Gen {
         }
     }
 
+    /// Zero-copy reads of any version that has them: [`Gen::map_source`] for a raw
+    /// block, else [`Gen::map_chain`] for a delta chain over a raw base.
+    pub fn map_block(
+        self: &Arc<Self>,
+        key: &Key,
+        at: Tid,
+        block_size: usize,
+    ) -> Result<Option<crate::bigfile::FileSlice>> {
+        match self.map_source(key, at, block_size)? {
+            Some(s) => Ok(Some(s)),
+            None => self.map_chain(key, at, block_size),
+        }
+    }
+
     /// Zero-copy reads: the file bytes of the version of `key` visible at `at`, if it is
     /// a full raw block of `block_size` bytes stored page-aligned (storage-format.md
     /// §2.2) in a real file; None for a hole, a compressed or delta version, a key never
