@@ -338,45 +338,6 @@ pub(crate) fn arm(addr: usize, armed: bool) -> Result<()> {
     unsafe { mprotect(addr as *mut _, page_size(), f) }.map_err(|e| io(e, "mprotect"))
 }
 
-/// Ask the kernel to read `len` bytes of the file at `off` ahead (readahead into the
-/// page cache, asynchronous). Errors are ignored: it is a hint.
-pub(crate) fn file_willneed(src: &crate::bigfile::FileSlice) {
-    if src.len > 0 {
-        // SAFETY: `src.fd` is open while `src.keep` lives (FileSlice contract).
-        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(src.fd) };
-        let _ = rustix::fs::fadvise(
-            fd,
-            src.offset,
-            std::num::NonZeroU64::new(src.len as u64),
-            rustix::fs::Advice::WillNeed,
-        );
-    }
-}
-
-/// Whether the first and the last page of `src` are in the page cache (read without
-/// waiting for the disk: `preadv2(RWF_NOWAIT)` of one byte each). A cheap guess of
-/// whether the block is cached, for not asking the kernel to read ahead what it holds.
-pub(crate) fn looks_cached(src: &crate::bigfile::FileSlice) -> bool {
-    if src.len == 0 {
-        return true;
-    }
-    // SAFETY: `src.fd` is open while `src.keep` lives (FileSlice contract).
-    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(src.fd) };
-    let last = src.offset + (src.len - page_size()) as u64;
-    [src.offset, last].into_iter().all(|off| {
-        let mut b = [0u8; 1];
-        matches!(
-            rustix::io::preadv2(
-                fd,
-                &mut [std::io::IoSliceMut::new(&mut b)],
-                off,
-                rustix::io::ReadWriteFlags::NOWAIT,
-            ),
-            Ok(1)
-        )
-    })
-}
-
 /// Fill `dst` (a block) with the block `src` describes: its file bytes, then zeros.
 pub(crate) fn read_file_block(src: &crate::bigfile::FileSlice, dst: &mut [u8]) -> Result<()> {
     let len = src.len.min(dst.len());

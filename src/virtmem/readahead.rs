@@ -15,10 +15,12 @@
 //!   on. Blocks of the copy path (compressed, delta) are loaded into RAM pages
 //!   (`state::load_ahead`) and left unmapped: the scan's fault on each moves it into
 //!   the view (no copy) and passes the position on. When this thread falls behind, the
-//!   scan fetches the next block itself while this thread does the one after. Unless the farthest
-//!   of them is in the page cache already, twice that window is announced to the kernel
-//!   (`fadvise(WILLNEED)`), so that on a cold page cache the disk reads ahead of the
-//!   fetches and stays busy.
+//!   scan fetches the next block itself while this thread does the one after. On a cold
+//!   page cache the fetches' own faults make the kernel read the file ahead
+//!   (`read_ahead_kb`), in large folios. The window is not announced with
+//!   `fadvise(WILLNEED)`: that fills the page cache with 4 KiB folios, which every later
+//!   mapping of the file (each warm scan) then maps and unmaps a page at a time, at
+//!   about half the speed of large folios.
 //! - **Budget.** Fetched blocks are file pages: counted in `used` and in the LRU like
 //!   any page. Readahead evicts only pages that do not hold the scan's current block or
 //!   one after it (`VmState::room_ahead`): when the budget is full of blocks the scan
@@ -28,7 +30,7 @@
 //!   `Empty`: the scan's own fault fetches it again and reports the error there.
 //! - **Lifetime.** The thread starts with the first mapping of a `VirtMem` and stops
 //!   when the `VirtMem` is dropped (it is joined there). It holds the VM lock except
-//!   around `map_source`, the fetch and `fadvise` (invariant 8), and touches neither a
+//!   around `map_source` and the fetch (invariant 8), and touches neither a
 //!   handle's nor a mapping's in-flight counts: it copes with either going away.
 //!
 //! `WDB_READAHEAD=0` in the environment turns readahead off (for measuring without it).
@@ -38,7 +40,7 @@ use std::sync::Arc;
 use parking_lot::MutexGuard;
 
 use super::state::{self, BlockState, MapId};
-use super::{os, VmShared};
+use super::VmShared;
 
 /// Bytes mapped ahead of a scan, at most (and at most a quarter of the budget).
 const AHEAD_BYTES: u64 = 16 << 20;
@@ -128,8 +130,6 @@ pub(super) fn stop(vm: &VmShared) {
 fn run(vm: &VmShared) {
     let _w = super::fault::InWdb::enter();
     let mut g = vm.state.lock();
-    // The last block announced to the kernel, per view of the current scan.
-    let mut advised: Option<(MapId, u64)> = None;
     loop {
         if g.ra.stop {
             return;
@@ -145,7 +145,7 @@ fn run(vm: &VmShared) {
                     .get(&mid)
                     .and_then(|m| g.handles.get(&m.handle))
                     .map(|hs| hs.file.clone());
-                ahead(&mut g, vm, mid, pos, &mut advised);
+                ahead(&mut g, vm, mid, pos);
                 MutexGuard::unlocked(&mut g, || drop(file));
             }
             None => vm.ra_cv.wait(&mut g),
@@ -159,7 +159,6 @@ fn ahead(
     vm: &VmShared,
     mid: MapId,
     pos: u64,
-    advised: &mut Option<(MapId, u64)>,
 ) {
     let Some(m) = g.maps.get(&mid) else { return };
     let (h, end) = (m.handle, m.first_blk + m.n_blks);
@@ -167,29 +166,6 @@ fn ahead(
     let bs = g.block_size_of(h) as u64;
     let k = window(g.budget, bs);
     let last = pos.saturating_add(k).min(end - 1);
-    // Announce [pos+1, pos+2k] to the kernel, each block once per scan.
-    let from = match *advised {
-        Some((am, a)) if am == mid && a > pos => a + 1,
-        _ => pos + 1,
-    };
-    let to = pos.saturating_add(2 * k).min(end - 1);
-    if from <= to {
-        *advised = Some((mid, to));
-        MutexGuard::unlocked(g, || {
-            // Warm data (the farthest block is cached): nothing to ask for; asking
-            // would still cost a walk over the cached pages.
-            if let Ok(Some(src)) = file.map_source(to) {
-                if os::looks_cached(&src) {
-                    return;
-                }
-            }
-            for b in from..=to {
-                if let Ok(Some(src)) = file.map_source(b) {
-                    os::file_willneed(&src);
-                }
-            }
-        });
-    }
     // The first block after `pos` still to fetch is the scan's own if the scan is about
     // to reach it (it is at most 2 blocks on): the scan fetches it itself instead of
     // waiting for this thread, which fetches the next one meanwhile. So when this
