@@ -1,7 +1,7 @@
-//! Readahead: one background thread per [`VirtMem`](super::VirtMem) that keeps the file
-//! blocks ahead of a sequential scan mapped, checked and with their page tables filled,
-//! so that the scanning thread runs over them without a fault and the CRC check and the
-//! page-table work run on another core, in parallel with the scan.
+//! Readahead: one background thread per [`VirtMem`](super::VirtMem) that keeps every
+//! other file block ahead of a sequential scan mapped, checked and with its page tables
+//! filled, so that the scanning thread runs over those without a fault and half of the
+//! CRC checks and page-table work run on another core, in parallel with the scan.
 //!
 //! - **Detection.** `ensure` passes a position `(view, blk)` ([`RaState::want`]) when a
 //!   read fault of a view comes at most a window after that view's previous fault (a
@@ -14,8 +14,10 @@
 //!   scan's first touch of it faults once, which disarms it and passes the new position
 //!   on. Blocks of the copy path (compressed, delta) are loaded into RAM pages
 //!   (`state::load_ahead`) and left unmapped: the scan's fault on each moves it into
-//!   the view (no copy) and passes the position on. When this thread falls behind, the
-//!   scan fetches the next block itself while this thread does the one after. On a cold
+//!   the view (no copy) and passes the position on. The work is shared block by block:
+//!   this thread fetches the even blocks, the scan's own faults the odd ones (both
+//!   cores check CRCs: checking is slower than a scan's reading, so one thread alone
+//!   falls behind the scan). On a cold
 //!   page cache the fetches' own faults make the kernel read the file ahead
 //!   (`read_ahead_kb`), in large folios. The window is not announced with
 //!   `fadvise(WILLNEED)`: that fills the page cache with 4 KiB folios, which every later
@@ -154,23 +156,19 @@ fn run(vm: &VmShared) {
 }
 
 /// Fetch the window of blocks after `pos` in view `mid`.
-fn ahead(
-    g: &mut MutexGuard<'_, state::VmState>,
-    vm: &VmShared,
-    mid: MapId,
-    pos: u64,
-) {
+fn ahead(g: &mut MutexGuard<'_, state::VmState>, vm: &VmShared, mid: MapId, pos: u64) {
     let Some(m) = g.maps.get(&mid) else { return };
     let (h, end) = (m.handle, m.first_blk + m.n_blks);
     let file = g.handles[&h].file.clone();
     let bs = g.block_size_of(h) as u64;
     let k = window(g.budget, bs);
     let last = pos.saturating_add(k).min(end - 1);
-    // The first block after `pos` still to fetch is the scan's own if the scan is about
-    // to reach it (it is at most 2 blocks on): the scan fetches it itself instead of
-    // waiting for this thread, which fetches the next one meanwhile. So when this
-    // thread falls behind, the two threads share the work block by block.
-    let mut left_to_scan = false;
+    // Odd blocks are left to the scan (unless the window is a single block): its own
+    // fault fetches (and checks) them while this thread does the even ones (by block
+    // number, not by distance from `pos`, which moves with every fault of the scan). Checking a block costs
+    // more than summing it, so one thread alone falls behind a scan; shared block by
+    // block, both cores check, the scan reads its own blocks from the cache right
+    // after checking them, and it never waits for a block this thread is still on.
     for b in pos + 1..=last {
         if g.ra.stop || g.ra.request.is_some_and(|(m2, p2)| m2 != mid || p2 >= b) {
             // Dropped, or a newer position: serve that one.
@@ -182,11 +180,9 @@ fn ahead(
         if g.state(h, b) != BlockState::Empty {
             continue;
         }
-        if !left_to_scan && b <= pos + 2 {
-            left_to_scan = true;
+        if k > 1 && b % 2 == 1 {
             continue;
         }
-        left_to_scan = true;
         let inval = g.handles[&h].invalidations;
         let src = MutexGuard::unlocked(g, || file.map_source(b));
         let src = match src {
