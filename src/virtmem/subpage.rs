@@ -165,7 +165,11 @@ impl VmState {
             // Readahead's marker goes (invariant 14 holds for file pages only): the
             // block's first page is readable again before it becomes PartDirty.
             super::os::arm(base, false)?;
-            self.maps.get_mut(&mid).expect("checked above").armed.remove(&blk);
+            self.maps
+                .get_mut(&mid)
+                .expect("checked above")
+                .armed
+                .remove(&blk);
         }
         let addr = base + i as usize * PATCH_PAGE;
         super::os::protect(addr, PATCH_PAGE, true)?;
