@@ -163,9 +163,11 @@ fn ahead(g: &mut MutexGuard<'_, state::VmState>, vm: &VmShared, mid: MapId, pos:
     let bs = g.block_size_of(h) as u64;
     let k = window(g.budget, bs);
     let last = pos.saturating_add(k).min(end - 1);
-    // Odd blocks are left to the scan (unless the window is a single block): its own
-    // fault fetches (and checks) them while this thread does the even ones (by block
-    // number, not by distance from `pos`, which moves with every fault of the scan). Checking a block costs
+    // Odd blocks are left to the scan: its own fault fetches (and checks) them while
+    // this thread does the even ones (by block number, not by distance from `pos`,
+    // which moves with every fault of the scan). A window of one block (a budget under
+    // eight blocks) is left to the scan whole: such a budget has no page to spare (an
+    // allocation that meets the page still `Loading` fails with `RamExhausted`). Checking a block costs
     // more than summing it, so one thread alone falls behind a scan; shared block by
     // block, both cores check, the scan reads its own blocks from the cache right
     // after checking them, and it never waits for a block this thread is still on.
@@ -180,7 +182,7 @@ fn ahead(g: &mut MutexGuard<'_, state::VmState>, vm: &VmShared, mid: MapId, pos:
         if g.state(h, b) != BlockState::Empty {
             continue;
         }
-        if k > 1 && b % 2 == 1 {
+        if k == 1 || b % 2 == 1 {
             continue;
         }
         let inval = g.handles[&h].invalidations;
