@@ -147,3 +147,50 @@ fn reused_huge_slots_show_only_their_new_block_read_only() {
     wr(&m, 8, 0x22);
     assert_eq!(h.dirty_blocks(), vec![0]);
 }
+
+/// Eviction of a huge-page block whose anonymous slot lives in a view, while other
+/// threads read that block: a reader must see the block's bytes or fault and wait, never
+/// the empty mapping the slot's move home leaves behind (which would read as zeros).
+/// Two threads keep re-reading blocks 0 and 1 (a block read without faulting is not
+/// touched in the LRU, so it becomes the eviction victim) while two others cycle through
+/// blocks 2..8 under a budget of 4 blocks, so their loads evict blocks being read. The
+/// race is narrow: the scene is played 20 times.
+#[test]
+fn readers_never_see_a_huge_slot_leaving_their_view() {
+    for _ in 0..20 {
+        huge_slot_eviction_under_readers();
+    }
+}
+
+fn huge_slot_eviction_under_readers() {
+    const HB: usize = wdb::bigfile::DEFAULT_BLOCK_SIZE;
+    let vm = wdb::virtmem::VirtMem::new(4 * HB as u64).unwrap();
+    let f = std::sync::Arc::new(wdb::bigfile::MemFile::new("race", HB));
+    for b in 0..8u64 {
+        f.set_block(b, &vec![pattern(b); HB]).unwrap();
+    }
+    let h = vm.open(f.clone()).unwrap();
+    let m = std::sync::Arc::new(h.mmap(0, 8).unwrap());
+    let ts: Vec<_> = (0..4usize)
+        .map(|t| {
+            let m = m.clone();
+            std::thread::spawn(move || {
+                for round in 0..150usize {
+                    let blk = if t < 2 { t } else { 2 + (round * 2 + t) % 6 };
+                    for off in (0..HB).step_by(512) {
+                        let got = rd(&m, blk * HB + off);
+                        assert_eq!(
+                            got,
+                            pattern(blk as u64),
+                            "thread {t} round {round}: block {blk} at {off}"
+                        );
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in ts {
+        t.join().unwrap();
+    }
+    assert!(vm.stats().evictions > 0, "the budget forced evictions");
+}

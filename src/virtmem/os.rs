@@ -616,10 +616,28 @@ impl Pool {
     /// of it is alive (its mapping is being released), so a write that lands during the
     /// move loses nothing that is kept. Making the home writable again is free when it
     /// already is, and one entry to change for a huge page.
-    /// `writable` is the view block's current protection: a writable block arrives home
-    /// writable, and the home then needs no `mprotect`.
+    /// `writable` is the view block's current protection: a writable memfd block
+    /// arrives home writable, and the home then needs no `mprotect`; an anonymous one is
+    /// made `PROT_NONE` before it moves (see the body), so its home always needs one.
     pub(crate) fn move_home(&self, slot: usize, addr: usize, writable: bool) {
         let home = self.addr(slot);
+        let anon = self.is_anon(slot);
+        if anon {
+            // MREMAP_DONTUNMAP leaves a private anonymous source mapped but empty: another
+            // thread reading the view block during the move would get zero pages, not
+            // the block (a memfd source maps the same bytes again instead). So the view
+            // block goes PROT_NONE first: a concurrent access faults and waits for the
+            // VM lock, which the caller holds, and finds the block gone.
+            // SAFETY: [addr, addr+slot_size) is a block of our own reservation holding
+            // the slot's mapping (as below); a protection change moves nothing.
+            let r = unsafe { mprotect(addr as *mut _, self.slot_size, MprotectFlags::empty()) };
+            if let Err(e) = r {
+                fatal_os(
+                    "cannot protect a view block before moving its page home",
+                    &io(e, "mprotect"),
+                );
+            }
+        }
         // SAFETY: [addr, addr+slot_size) holds exactly the slot's mapping, moved there by
         // move_to_view (caller's state, invariant 9); [home, +slot_size) is the slot's
         // entry-less mapping inside our pool range, which MREMAP_FIXED replaces.
@@ -639,7 +657,7 @@ impl Pool {
         if let Err(e) = self.reset_view(addr) {
             fatal_os("cannot reset a view block to PROT_NONE", &e);
         }
-        if !writable {
+        if !writable || anon {
             if let Err(e) = protect(home, self.slot_size, true) {
                 fatal_os("cannot make a RAM pool slot writable again", &e);
             }
