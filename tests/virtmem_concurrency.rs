@@ -143,3 +143,34 @@ fn eight_threads_random_reads_and_writes_match_a_model() {
     assert!(s.ram_used <= BUDGET * BS as u64);
     assert!(s.evictions > 0, "the budget was exercised: {s:?}");
 }
+
+/// More threads loading at once than the budget has blocks: an allocation that finds
+/// every page taken by loads in flight waits for one of them instead of failing with
+/// `RamExhausted` (no page is dirty: RAM is not exhausted, only busy).
+#[test]
+fn more_concurrent_loads_than_budget_blocks_wait_instead_of_failing() {
+    let (vm, f, h) = setup(2, false);
+    let m = Arc::new(h.mmap(0, 8).unwrap());
+    f.set_load_hook(Some(Arc::new(|_| {
+        std::thread::sleep(Duration::from_millis(60))
+    })));
+    let start = Arc::new(Barrier::new(5));
+    let ts: Vec<_> = (0..5u64)
+        .map(|b| {
+            let (m, start) = (m.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                m.load(b as usize * BS, BS, false)?;
+                Ok::<_, wdb::Error>(rd(&m, b as usize * BS + 3))
+            })
+        })
+        .collect();
+    for (b, t) in ts.into_iter().enumerate() {
+        let got = t.join().unwrap();
+        assert!(
+            matches!(got, Ok(v) if v == pattern(b as u64)),
+            "block {b}: {got:?}"
+        );
+    }
+    assert!(vm.stats().ram_used <= 2 * BS as u64);
+}

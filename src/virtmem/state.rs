@@ -323,6 +323,37 @@ impl VmState {
         }
     }
 
+    /// Is a page being loaded or fetched right now (a `Loading` user)? Its loader soon
+    /// frees it or makes it clean and reclaimable, so an allocation that found every
+    /// page taken can wait for it instead of failing: more threads faulting at once
+    /// than the budget has blocks is not RAM exhaustion. Scans the pages: only called
+    /// when an allocation failed.
+    fn loads_in_flight(&self) -> bool {
+        self.pages.iter().any(|pg| {
+            pg.in_use
+                && pg.users.iter().any(|&(h, b)| {
+                    matches!(
+                        self.state(h, b),
+                        BlockState::Loading { .. } | BlockState::LoadingInvalidated { .. }
+                    )
+                })
+        })
+    }
+
+    /// `r`, an allocation's result, unless it failed for want of a page while loads are
+    /// in flight: then `None`, after waiting for one of them to end (the caller looks
+    /// at the block's state again).
+    fn alloc_or_wait<T>(g: &mut Guard<'_>, cv: &Condvar, r: Result<T>) -> Result<Option<T>> {
+        match r {
+            Ok(v) => Ok(Some(v)),
+            Err(Error::RamExhausted { .. }) if g.loads_in_flight() => {
+                cv.wait(g);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     pub(super) fn state(&self, h: HandleId, blk: u64) -> BlockState {
         self.handles
             .get(&h)
@@ -1289,13 +1320,17 @@ pub(super) fn ensure(
                         // Checked before, read at random, or a delta chain (checked by
                         // `map_source`; its pages go over the view's mapping in
                         // `map_view`): map it now, page tables on touch.
-                        let page = g.alloc_file(pi, src)?;
+                        let r = g.alloc_file(pi, src);
+                        let Some(page) = VmState::alloc_or_wait(g, cv, r)? else {
+                            continue;
+                        };
                         g.pages[page as usize].users.push((h, blk));
                         g.set_state(h, blk, BlockState::Loaded { page });
                         g.lru_touch(page);
                         continue; // map it (and copy it to RAM if this is a write)
                     }
-                    if !fetch_file(g, cv, mid, h, blk, src, false)? {
+                    let r = fetch_file(g, cv, mid, h, blk, src, false);
+                    if VmState::alloc_or_wait(g, cv, r)? == Some(false) {
                         probed = None; // invalidated meanwhile
                     }
                     continue;
@@ -1313,7 +1348,10 @@ pub(super) fn ensure(
                         continue;
                     }
                 }
-                let page = g.alloc(pi)?;
+                let r = g.alloc(pi);
+                let Some(page) = VmState::alloc_or_wait(g, cv, r)? else {
+                    continue;
+                };
                 g.pages[page as usize].users.push((h, blk));
                 g.set_state(h, blk, BlockState::Loading { page });
                 g.handles.get_mut(&h).expect("live").inflight += 1;
