@@ -1360,15 +1360,8 @@ pub(super) fn ensure(
                 let slot = g.pages[page as usize].slot;
                 let pool = g.pools[pi].os.clone();
                 g.assert_invariants();
-                let res = MutexGuard::unlocked(g, || {
-                    // The slot is ours alone while Loading (invariant 3).
-                    if zero {
-                        pool.populate(slot);
-                    } else if !file.load_writes_whole_block() {
-                        pool.slot_mut(slot).fill(0);
-                    }
-                    file.load_blk(blk, pool.slot_mut(slot))
-                });
+                // The slot is ours alone while Loading (invariant 3).
+                let res = MutexGuard::unlocked(g, || load_slot(&pool, slot, zero, &*file, blk));
                 g.counters.loads += 1;
                 g.handles.get_mut(&h).expect("live").inflight -= 1;
                 if let Some(m) = g.maps.get_mut(&mid) {
@@ -1563,16 +1556,9 @@ pub(super) fn load_ahead(
     let slot = g.pages[page as usize].slot;
     let pool = g.pools[pi].os.clone();
     g.assert_invariants();
-    let res = MutexGuard::unlocked(g, || {
-        // The slot is ours alone while Loading (invariant 3), even if the handle is
-        // closed meanwhile (close_handle leaves it to us).
-        if zero {
-            pool.populate(slot);
-        } else if !file.load_writes_whole_block() {
-            pool.slot_mut(slot).fill(0);
-        }
-        file.load_blk(blk, pool.slot_mut(slot))
-    });
+    // The slot is ours alone while Loading (invariant 3), even if the handle is closed
+    // meanwhile (close_handle leaves it to us).
+    let res = MutexGuard::unlocked(g, || load_slot(&pool, slot, zero, &*file, blk));
     g.counters.loads += 1;
     let ok = g.handles.contains_key(&h)
         && res.is_ok()
@@ -1621,6 +1607,19 @@ impl VmState {
     pub(super) fn block_size_of(&self, h: HandleId) -> usize {
         self.pools[self.handles[&h].pool].os.slot_size()
     }
+}
+
+/// Load block `blk` of `file` into `slot`, which the caller owns (a `Loading` page,
+/// invariant 3); called without the VM lock. A never-used slot (`zero`) is faulted in
+/// at once and reads as zeros; a reused one is zeroed first unless the file writes the
+/// whole block.
+fn load_slot(pool: &Pool, slot: usize, zero: bool, file: &dyn BigFile, blk: u64) -> Result<()> {
+    if zero {
+        pool.populate(slot);
+    } else if !file.load_writes_whole_block() {
+        pool.slot_mut(slot).fill(0);
+    }
+    file.load_blk(blk, pool.slot_mut(slot))
 }
 
 /// Store every dirty block of `h` in ascending order, then mark it clean and read-only.
