@@ -39,10 +39,8 @@ struct Peak {
     /// wdb's RAM for array data (`VmStats::ram_used`).
     ram_used: u64,
     dirty: u64,
-    /// The process's proportional set size and its shared-memory part (wdb's RAM
-    /// pages), where /proc/self/smaps_rollup exists.
+    /// The process's proportional set size, where /proc/self/smaps_rollup exists.
     pss: u64,
-    pss_shmem: u64,
 }
 
 impl Peak {
@@ -50,24 +48,23 @@ impl Peak {
         let s = db.memory_stats()?;
         self.ram_used = self.ram_used.max(s.ram_used);
         self.dirty = self.dirty.max(s.dirty);
-        if let Some((pss, shmem)) = pss() {
+        if let Some(pss) = pss() {
             self.pss = self.pss.max(pss);
-            self.pss_shmem = self.pss_shmem.max(shmem);
         }
         Ok(s)
     }
 }
 
-/// (Pss, Pss_Shmem) in bytes. PSS, not RSS: a RAM page that wdb maps both in its pool
-/// and in a view is counted twice by RSS, once by PSS.
-fn pss() -> Option<(u64, u64)> {
+/// Pss in bytes. PSS, not RSS: a page mapped at two addresses (a RAM page shown in two
+/// views) is counted twice by RSS, once by PSS.
+fn pss() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/smaps_rollup").ok()?;
     let field = |name: &str| -> Option<u64> {
         let line = s.lines().find(|l| l.starts_with(name))?;
         let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
         Some(kib << 10)
     };
-    Some((field("Pss:")?, field("Pss_Shmem:")?))
+    field("Pss:")
 }
 
 /// `[-0.0005, 0.0002, ...]` with 4 decimals.
@@ -248,9 +245,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     if peak.pss > 0 {
         println!(
-            "   process peak PSS {:.1} MiB: {:.1} MiB of wdb RAM pages, the rest heap (commit buffers, the 8 MiB fill buffer) and code",
-            mib(peak.pss),
-            mib(peak.pss_shmem)
+            "   process peak PSS {:.1} MiB: wdb's array data (at most the budget: RAM pages and log pages mapped zero-copy), heap (commit buffers, the 8 MiB fill buffer) and code",
+            mib(peak.pss)
         );
     }
     if peak.ram_used > now.budget {
