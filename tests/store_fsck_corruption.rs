@@ -174,3 +174,33 @@ proptest! {
         }
     }
 }
+
+/// A flipped payload bit in the last transaction of a closed database is corruption of
+/// an acknowledged commit (the index checkpoint written at close covers it), not a torn
+/// tail: fsck reports it and does not offer it for cutting.
+#[test]
+fn corruption_in_the_last_committed_transaction_is_not_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("last.wdb");
+    {
+        let db = Db::open(&p).unwrap();
+        let tx = db.begin().unwrap();
+        let id = tx
+            .create_array_raw(spec("R", Compression::None))
+            .unwrap()
+            .id;
+        tx.write_block(id, 0, &vec![0x5Au8; BS]).unwrap();
+        tx.commit().unwrap();
+    }
+    assert!(
+        wdb::store::checkpoint_path(&p).exists(),
+        "closing writes the index checkpoint"
+    );
+    let mut bytes = std::fs::read(&p).unwrap();
+    let at = bytes.iter().rposition(|&b| b == 0x5A).unwrap();
+    bytes[at] ^= 0x01;
+    std::fs::write(&p, &bytes).unwrap();
+    let rep = Db::fsck_path(&p).unwrap();
+    assert!(!rep.is_clean(), "the flipped bit is reported");
+    assert_eq!(rep.torn_tail, None, "committed data is never a tail to cut");
+}

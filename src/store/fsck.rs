@@ -162,12 +162,29 @@ pub fn check_path_unlocked(path: &Path) -> Result<FsckReport> {
         }
         Err(e) => return Err(e),
     };
-    check_log(&log, &mut rep)?;
+    let durable = durable_end(path, &log);
+    check_log(&log, durable, &mut rep)?;
     Ok(rep)
 }
 
-/// Check an open log.
-pub fn check_log(log: &Log, rep: &mut FsckReport) -> Result<()> {
+/// The end of the log that the index checkpoint, written after those transactions
+/// were committed, vouches for (the file header's end if there is no valid checkpoint
+/// of this log). Bytes before it were acknowledged commits: a bad transaction there is
+/// corruption, never a torn tail to cut.
+fn durable_end(path: &Path, log: &Log) -> u64 {
+    let c = std::fs::read(super::checkpoint_path(path))
+        .ok()
+        .and_then(|b| crate::format::checkpoint::Checkpoint::decode(&b).ok());
+    match (c, log.len()) {
+        (Some(c), Ok(len)) if c.log_uuid == log.header().uuid && c.covered_end <= len => {
+            c.covered_end
+        }
+        _ => format::FILE_HEADER_SIZE,
+    }
+}
+
+/// Check an open log; `durable_end` as from [`durable_end`].
+pub fn check_log(log: &Log, durable_end: u64, rep: &mut FsckReport) -> Result<()> {
     let file_len = log.len()?;
     rep.file_len = file_len;
     let mut pos = format::FILE_HEADER_SIZE;
@@ -206,6 +223,17 @@ pub fn check_log(log: &Log, rep: &mut FsckReport) -> Result<()> {
                         rep.problems
                             .push(problem_of(e, format!("transaction at {pos}")));
                         pos = next;
+                    }
+                    None if pos < durable_end => {
+                        // Committed bytes the checkpoint vouches for: corruption to
+                        // report, not a tail to cut; scan on after them.
+                        rep.problems.push(problem_of(
+                            e,
+                            format!(
+                                "committed transaction at {pos} (covered by the index checkpoint)"
+                            ),
+                        ));
+                        pos = durable_end;
                     }
                     None => {
                         let what = format!(
