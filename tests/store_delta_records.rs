@@ -319,7 +319,7 @@ fn compaction_folds_chains_and_pinned_snapshots_stay_readable() {
     assert_eq!(stats(&db, "R").delta_blocks, 0);
     drop(pinned);
     assert!(db.fsck().unwrap().is_clean(), "{}", db.fsck().unwrap());
-    // New small changes are deltas on the compacted (version 2) file again.
+    // New small changes are deltas on the compacted (current version) file again.
     let tx = db.begin().unwrap();
     blocks[0][3] ^= 1;
     tx.write_block(z, 0, &blocks[0]).unwrap();
@@ -329,7 +329,7 @@ fn compaction_folds_chains_and_pinned_snapshots_stay_readable() {
     drop(db);
     let db = Db::open(&p).unwrap();
     read(&db.snapshot().unwrap(), &blocks);
-    assert_eq!(db.info().unwrap().format_version, 2);
+    assert_eq!(db.info().unwrap().format_version, 3);
 }
 
 #[test]

@@ -34,6 +34,11 @@ pub struct FileSlice {
     /// it, and reports a mismatch as a load error (the bytes are never exposed); a match
     /// is reported with [`BigFile::source_checked`]. `None`: already checked.
     pub crc: Option<u32>,
+    /// With `crc`, when the file has them: the CRC-32 of each 4 KiB page of the `len`
+    /// mapped bytes (`len / 4096` entries, whose combination is `crc`). virtmem may then
+    /// check and show only some pages of the block (a random read), the rest checked
+    /// when first shown. `None`: only the whole-block `crc` (or nothing) to check.
+    pub page_crcs: Option<Arc<[u32]>>,
 }
 
 /// A 4 KiB page `(index in the block, PATCH_PAGE bytes)` over a [`FileSlice`].
@@ -47,6 +52,7 @@ impl std::fmt::Debug for FileSlice {
             .field("len", &self.len)
             .field("pages", &self.pages.as_ref().map(|p| p.len()))
             .field("crc", &self.crc)
+            .field("page_crcs", &self.page_crcs.as_ref().map(|c| c.len()))
             .finish()
     }
 }

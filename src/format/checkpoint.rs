@@ -59,7 +59,19 @@ impl Version {
     }
     /// File offset of the payload.
     pub fn payload_off(&self) -> u64 {
-        self.rec_off + super::RECORD_HEADER_SIZE as u64 + u64::from(self.pad)
+        self.rec_off + self.table_rel() + self.table_len() + u64::from(self.pad)
+    }
+    /// Offset of the page CRC table relative to the record (right after its header).
+    pub fn table_rel(&self) -> u64 {
+        super::RECORD_HEADER_SIZE as u64
+    }
+    /// Bytes of the record's page CRC table (0 if none; storage-format.md §2.7).
+    pub fn table_len(&self) -> u64 {
+        super::page_table_len(self.flags, self.stored_len)
+    }
+    /// Has the record a page CRC table?
+    pub fn has_page_crcs(&self) -> bool {
+        self.flags & super::FLAG_PAGE_CRCS != 0
     }
 }
 

@@ -15,12 +15,16 @@ use cursor::{Reader, Writer};
 /// Magic bytes at offset 0 of a log file.
 pub const MAGIC: [u8; 8] = *b"wdb-log\n";
 /// The format version this code writes (new files) and the newest it reads.
-pub const FORMAT_VERSION: u32 = 2;
-/// The oldest format version this code reads. Version 1 files are read and appended to
-/// as version 1 (no delta records are written into them); compaction upgrades them.
+pub const FORMAT_VERSION: u32 = 3;
+/// The oldest format version this code reads. Older files are read and appended to in
+/// their own version (no record their version does not define is written into them);
+/// compaction upgrades them.
 pub const MIN_FORMAT_VERSION: u32 = 1;
 /// The first format version whose files may hold delta records (tag `D`).
 pub const DELTA_FORMAT_VERSION: u32 = 2;
+/// The first format version whose raw `B` records may carry a page CRC table
+/// ([`FLAG_PAGE_CRCS`], storage-format.md §2.7).
+pub const PAGE_CRC_FORMAT_VERSION: u32 = 3;
 /// Alignment of raw block payloads (and size of the file header): one OS page.
 pub const PAGE: u64 = 4096;
 /// The file header occupies the first page; the first transaction starts at `PAGE`.
@@ -78,6 +82,124 @@ pub const MAX_USER_LEN: usize = u16::MAX as usize;
 pub const MAX_DESC_LEN: usize = 1 << 20;
 /// Flag on a META record: the array is deleted (a tombstone, encoding hole).
 pub const FLAG_DELETED: u8 = 1;
+/// Record flag: a page CRC table follows the record header (only on a raw `B` record,
+/// format version 3; storage-format.md §2.7).
+pub const FLAG_PAGE_CRCS: u8 = 2;
+
+/// Bytes of the page CRC table of a record with `flags` and stored length `stored`: one
+/// CRC-32 per 4096-byte page of the payload (the last page may be partial), then the
+/// CRC-32 of those entries. 0 without [`FLAG_PAGE_CRCS`].
+pub fn page_table_len(flags: u8, stored: u32) -> u64 {
+    if flags & FLAG_PAGE_CRCS == 0 {
+        return 0;
+    }
+    4 * u64::from(stored).div_ceil(PAGE) + 4
+}
+
+/// The CRC-32 of each 4096-byte page of `payload` (the last one may be partial) and the
+/// CRC-32 of the whole payload, derived from them (`crc32fast::Hasher::combine`: one
+/// pass over the bytes).
+pub fn page_crcs(payload: &[u8]) -> (Vec<u32>, u32) {
+    let mut whole = crc32fast::Hasher::new();
+    let crcs = payload
+        .chunks(PAGE as usize)
+        .map(|p| {
+            let c = crc32fast::hash(p);
+            whole.combine(&crc32fast::Hasher::new_with_initial_len(c, p.len() as u64));
+            c
+        })
+        .collect();
+    (crcs, whole.finalize())
+}
+
+/// The CRC-32 of the whole payload from its page CRCs, `stored` bytes in all.
+pub fn combine_page_crcs(crcs: &[u32], stored: u32) -> u32 {
+    let mut whole = crc32fast::Hasher::new();
+    let mut left = u64::from(stored);
+    for &c in crcs {
+        let n = left.min(PAGE);
+        whole.combine(&crc32fast::Hasher::new_with_initial_len(c, n));
+        left -= n;
+    }
+    whole.finalize()
+}
+
+/// Encode a page CRC table (storage-format.md §2.7).
+pub fn encode_page_table(crcs: &[u32]) -> Vec<u8> {
+    let mut w = Writer::new();
+    for &c in crcs {
+        w.u32(c);
+    }
+    let crc = crc32fast::hash(&w.buf);
+    w.u32(crc);
+    w.buf
+}
+
+/// Check a record's stored bytes: `table` (its page CRC table, empty if none) and
+/// `payload` (its S stored bytes) for the record at `off` with header `rh`. With a
+/// table: its own CRC, each page's CRC, and that the page CRCs combine to the header's
+/// data CRC; without one, the data CRC over the payload.
+pub fn check_payload(rh: &RecordHeader, off: u64, table: &[u8], payload: &[u8]) -> Result<()> {
+    if rh.flags & FLAG_PAGE_CRCS == 0 {
+        if crc32fast::hash(payload) != rh.data_crc {
+            return Err(Error::corruption(
+                off + rh.payload_rel(),
+                format!("data CRC mismatch in the record of {:?}", rh.key),
+            ));
+        }
+        return Ok(());
+    }
+    let want = decode_page_table(table, rh.stored_len, off)?;
+    let (got, whole) = page_crcs(payload);
+    if let Some(i) = got.iter().zip(&want).position(|(a, b)| a != b) {
+        return Err(Error::corruption(
+            off + rh.payload_rel() + i as u64 * PAGE,
+            format!(
+                "data CRC mismatch in page {i} of the record of {:?}",
+                rh.key
+            ),
+        ));
+    }
+    if whole != rh.data_crc {
+        return Err(Error::corruption(
+            off + rh.payload_rel(),
+            format!(
+                "data CRC mismatch in the record of {:?} (its page CRCs match)",
+                rh.key
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Decode and check the page CRC table `b` (exactly [`page_table_len`] bytes) of a
+/// record at `off` with stored length `stored`: a table whose own CRC does not match is
+/// `Corruption`, never trusted.
+pub fn decode_page_table(b: &[u8], stored: u32, off: u64) -> Result<Vec<u32>> {
+    let n = usize::try_from(u64::from(stored).div_ceil(PAGE))
+        .map_err(|_| Error::corruption(off, "page CRC table length"))?;
+    if b.len() != 4 * n + 4 {
+        return Err(Error::corruption(
+            off,
+            format!("page CRC table of {} bytes for {n} pages", b.len()),
+        ));
+    }
+    let (entries, crc) = b.split_at(4 * n);
+    let want = u32::from_le_bytes(
+        crc.try_into()
+            .map_err(|_| Error::corruption(off, "table"))?,
+    );
+    if crc32fast::hash(entries) != want {
+        return Err(Error::corruption(
+            off + RECORD_HEADER_SIZE as u64,
+            "page CRC table CRC mismatch",
+        ));
+    }
+    Ok(entries
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
+}
 
 /// Delta payload header: version u8, reserved 3 bytes, result length u32, page count u32,
 /// reserved u32. Page indexes (u32 each) and the pages follow.
@@ -406,13 +528,18 @@ impl RecordHeader {
     /// Bytes from the record header's first byte to the next record (8-aligned).
     pub fn span(&self) -> u64 {
         align_up(
-            RECORD_HEADER_SIZE as u64 + u64::from(self.pad) + u64::from(self.stored_len),
+            self.payload_rel() + u64::from(self.stored_len),
             RECORD_ALIGN,
         )
     }
-    /// Offset of the payload relative to the record's first byte.
+    /// Bytes of the page CRC table after the header (0 if none).
+    pub fn table_len(&self) -> u64 {
+        page_table_len(self.flags, self.stored_len)
+    }
+    /// Offset of the payload relative to the record's first byte: after the header, the
+    /// page CRC table (if any) and the pad.
     pub fn payload_rel(&self) -> u64 {
-        RECORD_HEADER_SIZE as u64 + u64::from(self.pad)
+        RECORD_HEADER_SIZE as u64 + self.table_len() + u64::from(self.pad)
     }
 
     /// Encode (the CRC is computed here).
@@ -486,7 +613,11 @@ impl RecordHeader {
         if key.array() == Some(0) {
             return Err(Error::corruption(off + 8, "array id 0"));
         }
-        let allowed_flags = if tag == TAG_META { FLAG_DELETED } else { 0 };
+        let allowed_flags = match tag {
+            TAG_META => FLAG_DELETED,
+            TAG_BLOCK if enc == Encoding::Raw.disk_byte() => FLAG_PAGE_CRCS,
+            _ => 0,
+        };
         if flags & !allowed_flags != 0 {
             return Err(Error::corruption(
                 off + 3,
@@ -771,6 +902,9 @@ pub struct RecordIn<'a> {
     pub payload: &'a [u8],
     /// CRC32 of `payload` (computed once when the block was staged).
     pub data_crc: u32,
+    /// The page CRCs of a raw block payload ([`page_crcs`]): written as its page CRC
+    /// table, with [`FLAG_PAGE_CRCS`] set. Only in format version 3 files.
+    pub page_crcs: Option<&'a [u32]>,
 }
 
 /// A piece of an encoded transaction, written in order.
@@ -848,8 +982,21 @@ pub fn encode_tx<'a>(
     for rec in records {
         let stored_len = u32::try_from(rec.payload.len())
             .map_err(|_| Error::InvalidArgument("payload too long".into()))?;
+        let flags = match rec.page_crcs {
+            Some(c) => {
+                if c.len() as u64 != u64::from(stored_len).div_ceil(PAGE) {
+                    return Err(Error::InvalidArgument(format!(
+                        "{} page CRCs for a payload of {stored_len} bytes",
+                        c.len()
+                    )));
+                }
+                rec.flags | FLAG_PAGE_CRCS
+            }
+            None => rec.flags & !FLAG_PAGE_CRCS,
+        };
+        let table = page_table_len(flags, stored_len);
         let pad = if rec.encoding == Encoding::Raw {
-            let p = (PAGE - (pos + RECORD_HEADER_SIZE as u64) % PAGE) % PAGE;
+            let p = (PAGE - (pos + RECORD_HEADER_SIZE as u64 + table) % PAGE) % PAGE;
             u16::try_from(p).map_err(|_| Error::InvalidArgument("pad".into()))?
         } else {
             0
@@ -857,7 +1004,7 @@ pub fn encode_tx<'a>(
         let rh = RecordHeader {
             key: rec.key,
             encoding: rec.encoding,
-            flags: rec.flags,
+            flags,
             pad,
             prev_off: rec.prev_off,
             logical_len: rec.logical_len,
@@ -904,6 +1051,9 @@ pub fn encode_tx<'a>(
         let hb = rh.encode();
         txcrc.update(&hb);
         cur.extend_from_slice(&hb);
+        if let Some(c) = rec.page_crcs {
+            cur.extend_from_slice(&encode_page_table(c));
+        }
         cur.resize(cur.len() + usize::from(rh.pad), 0);
         if !rec.payload.is_empty() {
             parts.push(Part::Own(std::mem::take(&mut cur)));
@@ -1005,6 +1155,7 @@ mod tests {
                 logical_len: 0,
                 payload: &[],
                 data_crc: 0,
+                page_crcs: None,
             },
             RecordIn {
                 key: Key::Block { array: 1, blk: 0 },
@@ -1014,6 +1165,7 @@ mod tests {
                 logical_len: 5000,
                 payload: &data,
                 data_crc: crc32fast::hash(&data),
+                page_crcs: None,
             },
         ];
         let tx = encode_tx(4096, Tid(1), 0, "u", "d", &recs).unwrap();
@@ -1112,6 +1264,73 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn page_crc_tables_combine_roundtrip_and_reject_corruption() {
+        for len in [0usize, 100, 4096, 4097, 3 * 4096, 2 << 20] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 4096) as u8).collect();
+            let (crcs, whole) = page_crcs(&data);
+            assert_eq!(whole, crc32fast::hash(&data), "len {len}");
+            assert_eq!(combine_page_crcs(&crcs, len as u32), whole);
+            assert_eq!(crcs.len() as u64, (len as u64).div_ceil(PAGE));
+            let t = encode_page_table(&crcs);
+            assert_eq!(t.len() as u64, page_table_len(FLAG_PAGE_CRCS, len as u32));
+            assert_eq!(decode_page_table(&t, len as u32, 0).unwrap(), crcs);
+            for bit in [0, t.len() * 8 - 1, t.len() * 4] {
+                let mut bad = t.clone();
+                bad[bit / 8] ^= 1 << (bit % 8);
+                assert!(decode_page_table(&bad, len as u32, 0).is_err());
+            }
+        }
+        assert_eq!(page_table_len(0, 1 << 30), 0);
+        assert_eq!(page_table_len(FLAG_PAGE_CRCS, 1 << 30), (1 << 20) + 4);
+    }
+
+    #[test]
+    fn raw_records_with_page_tables_align_and_check() {
+        let data: Vec<u8> = (0..3 * 4096).map(|i| (i % 251) as u8).collect();
+        let (crcs, whole) = page_crcs(&data);
+        let recs = [RecordIn {
+            key: Key::Block { array: 1, blk: 0 },
+            encoding: Encoding::Raw,
+            flags: 0,
+            prev_off: 0,
+            logical_len: data.len() as u32,
+            payload: &data,
+            data_crc: whole,
+            page_crcs: Some(&crcs),
+        }];
+        let tx = encode_tx(4096, Tid(1), 1, "u", "d", &recs).unwrap();
+        let bytes: Vec<u8> = tx.parts.iter().flat_map(|p| p.bytes().to_vec()).collect();
+        let rh = tx.headers[0];
+        assert_eq!(rh.flags, FLAG_PAGE_CRCS);
+        let at = (tx.record_offsets[0] - 4096) as usize;
+        assert_eq!((4096 + at as u64 + rh.payload_rel()) % PAGE, 0);
+        let t0 = at + RECORD_HEADER_SIZE;
+        let table = &bytes[t0..t0 + rh.table_len() as usize];
+        let p0 = at + rh.payload_rel() as usize;
+        let payload = &bytes[p0..p0 + data.len()];
+        assert_eq!(payload, &data[..]);
+        check_payload(&rh, 0, table, payload).unwrap();
+        let mut bad = payload.to_vec();
+        bad[5000] ^= 1;
+        let e = check_payload(&rh, 0, table, &bad).unwrap_err().to_string();
+        assert!(e.contains("page 1"), "{e}");
+        let mut badt = table.to_vec();
+        badt[2] ^= 1;
+        let e = check_payload(&rh, 0, &badt, payload)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("table"), "{e}");
+        // A wrong number of page CRCs is refused by the writer; the flag only on raw B.
+        let mut r2 = recs.clone();
+        r2[0].page_crcs = Some(&crcs[..2]);
+        assert!(encode_tx(4096, Tid(1), 1, "", "", &r2).is_err());
+        let mut h = rh;
+        h.encoding = Encoding::Zstd;
+        h.pad = 0;
+        assert!(RecordHeader::decode(&h.encode(), 0).is_err());
     }
 
     #[test]

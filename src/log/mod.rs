@@ -282,6 +282,17 @@ impl Log {
                     ),
                 ));
             }
+            if rh.flags & format::FLAG_PAGE_CRCS != 0
+                && self.header.version < format::PAGE_CRC_FORMAT_VERSION
+            {
+                return Err(Error::corruption(
+                    pos + 3,
+                    format!(
+                        "page CRC table in a format version {} file",
+                        self.header.version
+                    ),
+                ));
+            }
             crc.update(&rb);
             if pos + rh.span() > end_off {
                 return Err(Error::corruption(
@@ -299,22 +310,19 @@ impl Log {
                 scratch.clear();
                 scratch.resize(body, 0);
                 self.read_exact_at(scratch, pos + format::RECORD_HEADER_SIZE as u64)?;
-                let pad = usize::from(rh.pad);
+                let table = usize::try_from(rh.table_len())
+                    .map_err(|_| Error::corruption(pos, "page CRC table length"))?;
+                let pad = table + usize::from(rh.pad);
                 let stored = usize::try_from(rh.stored_len)
                     .map_err(|_| Error::corruption(pos, "stored length"))?;
-                if scratch[..pad]
+                if scratch[table..pad]
                     .iter()
                     .chain(&scratch[pad + stored..])
                     .any(|&b| b != 0)
                 {
                     return Err(Error::corruption(pos, "nonzero padding in a record"));
                 }
-                if crc32fast::hash(&scratch[pad..pad + stored]) != rh.data_crc {
-                    return Err(Error::corruption(
-                        pos + rh.payload_rel(),
-                        format!("data CRC mismatch in the record of {:?}", rh.key),
-                    ));
-                }
+                format::check_payload(&rh, pos, &scratch[..table], &scratch[pad..pad + stored])?;
             }
             records.push((pos, rh));
             pos += rh.span();
@@ -537,6 +545,7 @@ mod tests {
             logical_len: 10000,
             payload: &data,
             data_crc: crc32fast::hash(&data),
+            page_crcs: None,
         }];
         let tx = encode_tx(4096, Tid(1), 1, "", "", &recs).unwrap();
         log.append(4096, &tx, true).unwrap();

@@ -71,7 +71,14 @@ fn copy_tx(
                 .map_err(|_| Error::corruption(v.rec_off, "stored length"))?
         ];
         src.log.read_exact_at(&mut p, v.payload_off())?;
-        if crc32fast::hash(&p) != v.data_crc {
+        // A raw block gets its page CRC table in the new (current version) file: the
+        // page CRCs are computed in the pass that checks the data CRC.
+        let (page_crcs, crc) = if v.encoding == Encoding::Raw && matches!(k, Key::Block { .. }) {
+            format::page_crcs(&p)
+        } else {
+            (Vec::new(), crc32fast::hash(&p))
+        };
+        if crc != v.data_crc {
             return Err(Error::corruption(
                 v.payload_off(),
                 format!(
@@ -85,6 +92,7 @@ fn copy_tx(
             logical_len: v.logical_len,
             payload: p,
             data_crc: v.data_crc,
+            page_crcs,
         });
     }
     let recs: Vec<RecordIn<'_>> = items
@@ -98,6 +106,7 @@ fn copy_tx(
             logical_len: p.logical_len,
             payload: &p.payload,
             data_crc: p.data_crc,
+            page_crcs: (!p.page_crcs.is_empty()).then_some(&p.page_crcs[..]),
         })
         .collect();
     let enc = format::encode_tx(*end, tid, wall, &user, &desc, &recs)?;

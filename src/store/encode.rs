@@ -17,6 +17,9 @@ pub struct Encoded {
     pub payload: Vec<u8>,
     /// CRC32 of `payload`.
     pub data_crc: u32,
+    /// CRC32 of each 4096-byte page of a raw payload (empty for other encodings):
+    /// the page CRC table of format version 3 (storage-format.md §2.7).
+    pub page_crcs: Vec<u32>,
 }
 
 thread_local! {
@@ -34,6 +37,7 @@ pub fn encode_block(data: &[u8], level: Option<i32>) -> Result<Encoded> {
             logical_len: 0,
             payload: Vec::new(),
             data_crc: 0,
+            page_crcs: Vec::new(),
         });
     };
     let body = &data[..trimmed];
@@ -50,13 +54,16 @@ pub fn encode_block(data: &[u8], level: Option<i32>) -> Result<Encoded> {
             logical_len,
             payload: out,
             data_crc,
+            page_crcs: Vec::new(),
         });
     }
+    let (page_crcs, data_crc) = crate::format::page_crcs(body);
     Ok(Encoded {
         encoding: Encoding::Raw,
         logical_len,
         payload: body.to_vec(),
-        data_crc: crc32fast::hash(body),
+        data_crc,
+        page_crcs,
     })
 }
 
@@ -168,6 +175,7 @@ pub fn encode_delta_pages(
             logical_len,
             payload: out,
             data_crc,
+            page_crcs: Vec::new(),
         });
     }
     let data_crc = crc32fast::hash(&payload);
@@ -176,6 +184,7 @@ pub fn encode_delta_pages(
         logical_len,
         payload,
         data_crc,
+        page_crcs: Vec::new(),
     })
 }
 
@@ -189,6 +198,7 @@ pub fn encode_plain(data: &[u8]) -> Result<Encoded> {
             logical_len: 0,
             payload: Vec::new(),
             data_crc: 0,
+            page_crcs: Vec::new(),
         });
     }
     Ok(Encoded {
@@ -196,6 +206,7 @@ pub fn encode_plain(data: &[u8]) -> Result<Encoded> {
         logical_len,
         payload: data.to_vec(),
         data_crc: crc32fast::hash(data),
+        page_crcs: Vec::new(),
     })
 }
 

@@ -470,6 +470,39 @@ impl Gen {
                     out[k * page..(k + 1) * page].fill(0);
                 }
             }
+            (Encoding::Raw, _)
+                if base.has_page_crcs() && !self.verified.lock().contains(&base.payload_off()) =>
+            {
+                // A table (storage-format.md §2.7): read and check only the pages asked.
+                let off = base.payload_off();
+                let table = self
+                    .page_table(base)?
+                    .ok_or_else(|| Error::corruption(base.rec_off, "page CRC table"))?;
+                for (k, i) in from_base {
+                    let dst = &mut out[k * page..(k + 1) * page];
+                    let at = usize::try_from(i)
+                        .unwrap_or(usize::MAX)
+                        .saturating_mul(page);
+                    let n = stored.min(logical).saturating_sub(at).min(page);
+                    if n > 0 {
+                        self.log.read_exact_at(&mut dst[..n], off + at as u64)?;
+                        // Pages past the stored bytes are zeros (n == 0); a stored
+                        // page is checked against its table entry.
+                        let want = table.get(at / page).copied();
+                        if want != Some(crc32fast::hash(&dst[..n.min(stored - at)])) {
+                            return Err(Error::corruption(
+                                off + at as u64,
+                                format!(
+                                    "data CRC mismatch in page {} (version of tid {})",
+                                    at / page,
+                                    base.tid
+                                ),
+                            ));
+                        }
+                    }
+                    dst[n..].fill(0);
+                }
+            }
             (Encoding::Raw, Some(fd)) if base.payload_off() % os_page == 0 => {
                 let off = base.payload_off();
                 if !self.verified.lock().contains(&off) {
@@ -588,6 +621,7 @@ impl Gen {
             len: stored as usize,
             pages: Some(pages.into()),
             crc: None,
+            page_crcs: None,
         }))
     }
 
@@ -654,6 +688,10 @@ impl Gen {
             return Ok(None);
         }
         let crc = (!self.verified.lock().contains(&off)).then_some(v.data_crc);
+        let page_crcs = match crc {
+            Some(_) => self.page_table(&v)?.map(Arc::from),
+            None => None,
+        };
         Ok(Some(crate::bigfile::FileSlice {
             fd,
             keep: self.clone(),
@@ -661,7 +699,22 @@ impl Gen {
             len: stored as usize,
             pages: None,
             crc,
+            page_crcs,
         }))
+    }
+
+    /// The page CRC table of version `v` (storage-format.md §2.7), read and checked
+    /// (its own CRC; a mismatch is `Corruption`, the table is never trusted); None if
+    /// the record has none.
+    pub fn page_table(&self, v: &Version) -> Result<Option<Vec<u32>>> {
+        if !v.has_page_crcs() {
+            return Ok(None);
+        }
+        let len = usize::try_from(v.table_len())
+            .map_err(|_| Error::corruption(v.rec_off, "page CRC table length"))?;
+        let mut b = vec![0u8; len];
+        self.log.read_exact_at(&mut b, v.rec_off + v.table_rel())?;
+        format::decode_page_table(&b, v.stored_len, v.rec_off).map(Some)
     }
 
     /// The payload at file offset `off` matched its data CRC in this process.
@@ -1090,6 +1143,13 @@ impl Store {
                     logical_len: w.value.logical_len,
                     payload: &w.value.payload,
                     data_crc: w.value.data_crc,
+                    // A file keeps its format version (storage-format.md §2.7): only
+                    // version 3 files get page CRC tables.
+                    page_crcs: (!w.value.page_crcs.is_empty()
+                        && matches!(w.key, Key::Block { .. })
+                        && w.value.encoding == Encoding::Raw
+                        && gen.log.header().version >= format::PAGE_CRC_FORMAT_VERSION)
+                        .then_some(&w.value.page_crcs[..]),
                 })
                 .collect();
             (
