@@ -218,6 +218,114 @@ pub(crate) fn crc_of_file_range(fd: std::os::fd::RawFd, off: u64, len: usize) ->
     Ok(crc)
 }
 
+/// Check pages `[at, at + len)` (page-aligned, within `src.len`) of a file block
+/// against `src.page_crcs`, read from the file (the file's committed bytes never
+/// change, so a view mapping them later shows the same bytes). A mismatch, or no page
+/// CRCs, is `Corruption`.
+pub(crate) fn check_file_pages(
+    src: &crate::bigfile::FileSlice,
+    at: usize,
+    len: usize,
+) -> Result<()> {
+    let pg = crate::bigfile::PATCH_PAGE;
+    let crcs = src
+        .page_crcs
+        .as_deref()
+        .ok_or_else(|| Error::corruption(src.offset, "no page CRCs to check pages by"))?;
+    let len = len.min(src.len.saturating_sub(at));
+    if len == 0 {
+        return Ok(());
+    }
+    if at % pg != 0 || crcs.len() < (at + len).div_ceil(pg) {
+        return Err(Error::corruption(
+            src.offset,
+            format!("{} page CRCs for bytes {at}..{}", crcs.len(), at + len),
+        ));
+    }
+    // A copy from the page cache (the pages a view maps next): cheaper for a few
+    // pages than a mapping of their own, made and torn down.
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let bad = BUF.with(|b| -> Result<Option<usize>> {
+        let mut b = b.borrow_mut();
+        b.resize(len, 0);
+        // SAFETY: `src.fd` is open while `src.keep` lives (FileSlice contract).
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(src.fd) };
+        let mut done = 0;
+        while done < len {
+            let n = rustix::io::pread(fd, &mut b[done..len], src.offset + (at + done) as u64)
+                .map_err(|e| io(e, "reading pages of the log file to check their CRCs"))?;
+            if n == 0 {
+                return Err(Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the log file is shorter than a block mapped from it",
+                )));
+            }
+            done += n;
+        }
+        Ok(b[..len]
+            .chunks(pg)
+            .zip(&crcs[at / pg..])
+            .position(|(b, &want)| crc32fast::hash(b) != want))
+    })?;
+    match bad {
+        None => Ok(()),
+        Some(i) => Err(Error::corruption(
+            src.offset + (at + i * pg) as u64,
+            format!("data CRC mismatch in page {} of a raw block", at / pg + i),
+        )),
+    }
+}
+
+/// Map a partially checked file block (`state.rs` invariant 15) at view block `addr` of
+/// `bs` bytes (showing nothing: caller's contract, invariant 5): the file bytes
+/// `PROT_NONE` but for the checked window `[at, at + len)`, readable, then zeros for the
+/// trimmed tail. Mapped `PROT_NONE` first, so no unchecked byte is ever readable.
+pub(crate) fn map_file_window(
+    addr: usize,
+    bs: usize,
+    src: &crate::bigfile::FileSlice,
+    at: usize,
+    len: usize,
+) -> Result<()> {
+    let flen = src.len.min(bs);
+    if flen > 0 {
+        // SAFETY: `src.fd` is open while `src.keep` lives (FileSlice contract).
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(src.fd) };
+        // SAFETY: MAP_FIXED over a block of our own reservation (caller's contract)
+        // replaces only our own mapping there.
+        unsafe {
+            mmap(
+                addr as *mut _,
+                flen,
+                ProtFlags::empty(),
+                MapFlags::PRIVATE | MapFlags::FIXED,
+                fd,
+                src.offset,
+            )
+        }
+        .map_err(|e| io(e, "mapping a block of the log file into a view"))?;
+    }
+    map_zero_tail(addr, bs, flen, ProtFlags::READ)?;
+    show_window(addr, src, at, len)
+}
+
+/// Make the checked window `[at, at + len)` of a partially checked file block mapped at
+/// view block `addr` readable (invariant 15; the part past the file bytes already is).
+pub(crate) fn show_window(
+    addr: usize,
+    src: &crate::bigfile::FileSlice,
+    at: usize,
+    len: usize,
+) -> Result<()> {
+    let len = len.min(src.len.saturating_sub(at));
+    if len == 0 {
+        return Ok(());
+    }
+    protect(addr + at, len, false)
+}
+
 /// A file block mapped read-only at a private address no view shows: its bytes can be
 /// checked (CRC) there, filling its page tables, before [`Staged::move_into`] moves the
 /// same mapping — entries included, a page table at a time where both addresses are

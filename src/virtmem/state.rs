@@ -112,6 +112,21 @@
 //! 14. `armed` ⊆ the blocks a view maps, each with a file page: the block's first OS
 //!     page is `PROT_NONE` (readahead's marker, `readahead.rs`). The first touch faults;
 //!     `ensure` makes the page readable and passes the position to readahead.
+//!
+//! 15. A *partial* file page (`Page::part` is `Some`: a random read fault on a block
+//!     whose `FileSlice` has page CRCs, `fetch_file`) has checked only some
+//!     [`PART_WINDOW`]-byte windows of its file bytes, those whose bit is set. It has
+//!     exactly one user, is never armed, and is shown in at most one view block
+//!     (`mapped[blk] == (page, false)` of the view that faulted), which maps the whole
+//!     block from the file with every unchecked window `PROT_NONE`: a byte is readable
+//!     only once its window's pages matched their CRCs. It counts its checked windows
+//!     in `used`, not its block size (invariant 1 reads "the sum of the pages' charges").
+//!     A later random read fault in that view checks one more window and makes it
+//!     readable (`add_window`); any other access (another view, a write, a checked
+//!     load, a scan) first *completes* it (`complete_file`: the rest checked, the
+//!     whole block charged and readable), then goes on as for a whole file page.
+//!     Both check the file's bytes through a mapping of their own, without the lock,
+//!     and re-check the state after (invariant 8).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -195,8 +210,19 @@ struct Page {
     at_view: Option<(MapId, u64)>,
     /// A *file page* (invariant 10): no pool slot (`slot == usize::MAX`); the block is
     /// these bytes of a file, mapped read-only and private into every view that shows
-    /// it. Counts its block size in `used` like a RAM page.
+    /// it. Counts its block size in `used` like a RAM page, unless partial.
     file: Option<FileSlice>,
+    /// A partial file page (invariant 15): one bit per [`PART_WINDOW`] of its file
+    /// bytes, set when that window was checked and made readable.
+    part: Option<Box<[u64]>>,
+}
+
+/// Bytes a random read fault on a block with page CRCs checks and shows (invariant 15).
+pub(super) const PART_WINDOW: usize = 64 << 10;
+
+/// Windows of a file page's bytes (`len` file bytes).
+fn n_windows(len: usize) -> usize {
+    len.div_ceil(PART_WINDOW)
 }
 
 const NO_SLOT: usize = usize::MAX;
@@ -459,6 +485,7 @@ impl VmState {
                         punched: false,
                         at_view: None,
                         file: None,
+                        part: None,
                     });
                     self.used += bs;
                     self.resident += bs;
@@ -477,7 +504,23 @@ impl VmState {
     /// Get a file page for a block of pool `pi`'s size showing `src`, reclaiming clean
     /// pages in LRU order when the budget is reached (invariant 10).
     fn alloc_file(&mut self, pi: usize, src: FileSlice) -> Result<PageId> {
-        let bs = self.pools[pi].os.slot_size() as u64;
+        self.alloc_file_part(pi, src, None)
+    }
+
+    /// [`VmState::alloc_file`], partial (invariant 15) when `part` is given: then it
+    /// counts the windows set in `part`, not the block size.
+    fn alloc_file_part(
+        &mut self,
+        pi: usize,
+        src: FileSlice,
+        part: Option<Box<[u64]>>,
+    ) -> Result<PageId> {
+        let bs = match &part {
+            Some(b) => {
+                b.iter().map(|w| u64::from(w.count_ones())).sum::<u64>() * PART_WINDOW as u64
+            }
+            None => self.pools[pi].os.slot_size() as u64,
+        };
         while self.used + bs > self.budget {
             let victim = self.lru_head;
             if victim == NIL {
@@ -491,6 +534,7 @@ impl VmState {
             pg.in_use = true;
             pg.pool = pi;
             pg.file = Some(src);
+            pg.part = part;
             return Ok(p);
         }
         let id = PageId::try_from(self.pages.len())
@@ -508,8 +552,40 @@ impl VmState {
             punched: false,
             at_view: None,
             file: Some(src),
+            part,
         });
         Ok(id)
+    }
+
+    /// Bytes page `p` counts in `used`: its block size, or a partial file page's
+    /// checked windows (invariant 15).
+    fn charge(&self, p: PageId) -> u64 {
+        match &self.pages[p as usize].part {
+            Some(bits) => {
+                bits.iter().map(|w| u64::from(w.count_ones())).sum::<u64>() * PART_WINDOW as u64
+            }
+            None => self.bs(p),
+        }
+    }
+
+    /// Reclaim clean pages in LRU order, never `keep`, until `need` more bytes fit in
+    /// the budget.
+    fn make_room(&mut self, need: u64, keep: PageId) -> Result<()> {
+        let was = self.pages[keep as usize].in_lru;
+        self.lru_remove(keep);
+        let mut r = Ok(());
+        while self.used + need > self.budget {
+            let victim = self.lru_head;
+            if victim == NIL {
+                r = Err(self.ram_exhausted());
+                break;
+            }
+            self.evict(victim);
+        }
+        if was {
+            self.lru_touch(keep);
+        }
+        r
     }
 
     /// Keep the RAM held by slots within the budget when several block sizes are in use:
@@ -545,10 +621,11 @@ impl VmState {
                 self.cache.remove(&k);
             }
         }
-        let bs = self.bs(p);
+        let bs = self.charge(p);
         let pg = &mut self.pages[p as usize];
         if pg.in_use {
             pg.in_use = false;
+            pg.part = None;
             self.used -= bs;
             if pg.file.take().is_some() {
                 self.file_free.push(p);
@@ -1027,7 +1104,7 @@ impl VmState {
         // 1
         let used: u64 = (0..self.pages.len() as PageId)
             .filter(|&p| self.pages[p as usize].in_use)
-            .map(|p| self.bs(p))
+            .map(|p| self.charge(p))
             .sum::<u64>()
             + self.patch_bytes();
         assert_eq!(used, self.used, "inv 1: used");
@@ -1094,6 +1171,34 @@ impl VmState {
                 );
                 assert!(pg.key.is_none() && pg.at_view.is_none(), "inv 10");
                 assert_eq!(pg.slot, NO_SLOT, "inv 10: no slot");
+            }
+            // 15
+            if let Some(bits) = &pg.part {
+                let src = pg
+                    .file
+                    .as_ref()
+                    .expect("inv 15: a partial page is a file page");
+                assert!(src.page_crcs.is_some(), "inv 15: page CRCs");
+                assert_eq!(
+                    bits.len(),
+                    n_windows(src.len).div_ceil(64),
+                    "inv 15: bitmap"
+                );
+                assert_eq!(pg.users.len(), 1, "inv 15: one user");
+                let (h, b) = pg.users[0];
+                let views: Vec<_> = self
+                    .maps
+                    .iter()
+                    .filter(|(_, m)| m.mapped.get(&b).is_some_and(|e| e.0 == p))
+                    .map(|(&mid, m)| (mid, m.armed.contains(&b), m.handle))
+                    .collect();
+                if matches!(self.state(h, b), BlockState::Loaded { .. }) {
+                    assert!(views.len() <= 1, "inv 15: shown in at most one view block");
+                    for v in &views {
+                        assert!(!v.1, "inv 15: never armed");
+                        assert_eq!(v.2, h, "inv 15: a view of its handle");
+                    }
+                }
             }
             if pg.users.is_empty() {
                 // A Storing page detached by invalidate is freed by its writer.
@@ -1213,15 +1318,23 @@ pub(super) fn ensure(
     let mut probed: Option<(Probe, u64)> = None;
     // A scan: this view's previous fault was at most a readahead window before this
     // one (readahead's markers make a scan fault every half window).
-    let seq = match g.maps.get(&mid).map(|m| m.handle) {
+    let (seq, next, same) = match g.maps.get(&mid).map(|m| m.handle) {
         Some(h) => {
             let w = super::readahead::window(g.budget, g.block_size_of(h) as u64);
             let m = g.maps.get_mut(&mid).expect("checked");
             let prev = m.last_fault.replace(blk);
-            prev.is_some_and(|l| blk > l && blk - l <= w)
+            (
+                prev.is_some_and(|l| blk > l && blk - l <= w),
+                prev.is_some_and(|l| blk == l + 1),
+                prev == Some(blk),
+            )
         }
-        None => false,
+        None => (false, false, false),
     };
+    // A partial file page (invariant 15) is for random reads: a fault right after the
+    // previous block, or on readahead's marker, is a scan. (`seq` alone also holds
+    // for a few percent of random reads, which would then check whole blocks.)
+    let scan = next || g.is_armed(mid, blk);
     if !write && (seq || g.is_armed(mid, blk)) {
         // A scan is at `blk` (or reached a block readahead prepared): have the blocks
         // after it prepared. (Not for writes: a writer that fills new space would have
@@ -1259,6 +1372,22 @@ pub(super) fn ensure(
                 }
                 // Another view, a whole-block write or over the bound: a patch now.
                 g.demote_part(h, blk);
+            }
+            BlockState::Loaded { page } if g.pages[page as usize].part.is_some() => {
+                // A partial file page (invariant 15): a random read in the view that
+                // shows it checks one more window; anything else completes it first.
+                let shown_here = g.maps[&mid].mapped.get(&blk) == Some(&(page, false));
+                if let (false, false, true, Some(off)) = (write, scan, shown_here, at) {
+                    // A fault on the first page of a window after a checked one, right
+                    // after a fault in the same block: a scan through the block.
+                    let scan_on = same && off % PART_WINDOW < crate::bigfile::PATCH_PAGE;
+                    if add_window(g, cv, mid, (h, blk), page, off, scan_on)? {
+                        g.assert_invariants();
+                        return Ok(());
+                    }
+                } else {
+                    complete_file(g, cv, h, blk, page)?;
+                }
             }
             BlockState::Loaded { page } => {
                 if let (true, Some(off)) = (write, at) {
@@ -1329,7 +1458,13 @@ pub(super) fn ensure(
                         g.lru_touch(page);
                         continue; // map it (and copy it to RAM if this is a write)
                     }
-                    let r = fetch_file(g, cv, mid, h, blk, src, false);
+                    // A random read of a block with page CRCs: check and show one
+                    // window of it (invariant 15).
+                    let window = at.filter(|_| !write && !scan && src.page_crcs.is_some());
+                    let r = match window {
+                        Some(off) => fetch_partial(g, cv, mid, h, blk, src, off),
+                        None => fetch_file(g, cv, mid, h, blk, src, false),
+                    };
                     if VmState::alloc_or_wait(g, cv, r)? == Some(false) {
                         probed = None; // invalidated meanwhile
                     }
@@ -1516,6 +1651,216 @@ pub(super) fn fetch_file(
             Ok(false)
         }
     }
+}
+
+/// `fetch_file` for a random read fault at byte `off` of block `blk`, whose `src` has
+/// page CRCs: only the [`PART_WINDOW`] around `off` is checked (without the lock) and
+/// made readable, the block becomes a partial file page (invariant 15) charged that
+/// window. `Ok(false)`: invalidated, closed or unmapped meanwhile (nothing shown).
+fn fetch_partial(
+    g: &mut Guard<'_>,
+    cv: &Condvar,
+    mid: MapId,
+    h: HandleId,
+    blk: u64,
+    src: FileSlice,
+    off: usize,
+) -> Result<bool> {
+    let hs = &g.handles[&h];
+    let (pi, file) = (hs.pool, hs.file.clone());
+    let bs = g.pools[pi].os.slot_size();
+    let w = off / PART_WINDOW;
+    if w >= n_windows(src.len.min(bs)) {
+        // The fault is in the zero tail: nothing to check there.
+        return fetch_file(g, cv, mid, h, blk, src, false);
+    }
+    let mut bits = vec![0u64; n_windows(src.len.min(bs)).div_ceil(64)].into_boxed_slice();
+    bits[w / 64] |= 1 << (w % 64);
+    let page = g.alloc_file_part(pi, src.clone(), Some(bits))?;
+    g.pages[page as usize].users.push((h, blk));
+    g.set_state(h, blk, BlockState::Loading { page });
+    g.assert_invariants();
+    let res = MutexGuard::unlocked(g, || {
+        os::check_file_pages(&src, w * PART_WINDOW, PART_WINDOW)
+    });
+    let drop_page = |g: &mut Guard<'_>| {
+        if g.handles.contains_key(&h) {
+            g.set_state(h, blk, BlockState::Empty);
+        }
+        g.pages[page as usize].users.clear();
+        g.free_page(page);
+        cv.notify_all();
+        g.assert_invariants();
+    };
+    if !g.handles.contains_key(&h) || g.state(h, blk) != (BlockState::Loading { page }) {
+        // Closed or invalidated meanwhile.
+        drop_page(g);
+        return Ok(false);
+    }
+    if let Err(e) = res {
+        drop_page(g);
+        return Err(Error::Load {
+            file: file.name().to_string(),
+            blk,
+            cause: e.to_string(),
+        });
+    }
+    let Some(m) = g.maps.get(&mid) else {
+        drop_page(g);
+        return Ok(false);
+    };
+    // The view block shows nothing: the entry was not Loaded (invariant 5).
+    let addr = g.view_addr(m, blk);
+    if let Err(e) = os::map_file_window(addr, bs, &src, w * PART_WINDOW, PART_WINDOW) {
+        if let Err(e2) = os::reset(addr, bs) {
+            eprintln!("wdb: fatal: {e}; then cannot reset a view block: {e2}");
+            std::process::abort();
+        }
+        drop_page(g);
+        return Err(e);
+    }
+    g.counters.file_maps += 1;
+    g.maps
+        .get_mut(&mid)
+        .expect("checked above")
+        .mapped
+        .insert(blk, (page, false));
+    g.set_state(h, blk, BlockState::Loaded { page });
+    g.lru_touch(page);
+    cv.notify_all();
+    g.assert_invariants();
+    Ok(true)
+}
+
+/// A random read fault at byte `off` of partial file page `page` of `(h, blk)`, shown
+/// in view `mid` (invariant 15): check the window of `off` without the lock, then
+/// charge it and make it readable. `scan_on`: the fault may continue a scan through the
+/// block (then, if the two windows before are checked, the block is completed instead).
+/// `Ok(false)`: the state changed meanwhile (the caller looks again).
+fn add_window(
+    g: &mut Guard<'_>,
+    cv: &Condvar,
+    mid: MapId,
+    (h, blk): (HandleId, u64),
+    page: PageId,
+    off: usize,
+    scan_on: bool,
+) -> Result<bool> {
+    let src = g.pages[page as usize]
+        .file
+        .clone()
+        .expect("inv 15: a file page");
+    let w = off / PART_WINDOW;
+    let is_set = |g: &Guard<'_>| {
+        g.pages[page as usize]
+            .part
+            .as_ref()
+            .is_none_or(|b| b.get(w / 64).is_none_or(|x| x & (1 << (w % 64)) != 0))
+    };
+    if is_set(g) {
+        // Checked by another thread meanwhile, or in the zero tail: readable.
+        return Ok(true);
+    }
+    let prev_set = scan_on && w > 1 && {
+        let b = g.pages[page as usize].part.as_ref().expect("checked above");
+        let set = |i: usize| b[i / 64] & (1 << (i % 64)) != 0;
+        set(w - 1) && set(w - 2)
+    };
+    if prev_set {
+        // The window after two checked ones: a scan through the block, not a random
+        // read (one that straddles two windows faults on the second right after the
+        // first, so one checked window before is not enough to tell).
+        complete_file(g, cv, h, blk, page)?;
+        return Ok(false);
+    }
+    let file = g.handles[&h].file.clone();
+    let res = MutexGuard::unlocked(g, || {
+        os::check_file_pages(&src, w * PART_WINDOW, PART_WINDOW)
+    });
+    if g.state(h, blk) != (BlockState::Loaded { page })
+        || g.pages[page as usize].part.is_none()
+        || g.maps.get(&mid).and_then(|m| m.mapped.get(&blk)) != Some(&(page, false))
+    {
+        return Ok(false);
+    }
+    res.map_err(|e| Error::Load {
+        file: file.name().to_string(),
+        blk,
+        cause: e.to_string(),
+    })?;
+    if is_set(g) {
+        return Ok(true);
+    }
+    g.make_room(PART_WINDOW as u64, page)?;
+    let addr = g.view_addr(&g.maps[&mid], blk);
+    if os::show_window(addr, &src, w * PART_WINDOW, PART_WINDOW).is_err() {
+        // Out of memory areas (each window may split the view's mapping): make the
+        // whole block readable instead, one area again.
+        complete_file(g, cv, h, blk, page)?;
+        return Ok(false);
+    }
+    g.used += PART_WINDOW as u64;
+    let bits = g.pages[page as usize].part.as_mut().expect("checked above");
+    bits[w / 64] |= 1 << (w % 64);
+    g.lru_touch(page);
+    Ok(true)
+}
+
+/// Complete partial file page `page` of `(h, blk)` (invariant 15): check its unchecked
+/// windows without the lock, then charge the whole block and make it readable in the
+/// view that shows it; from then on it is a whole file page. Returns when done or when
+/// the state changed meanwhile (the caller looks again either way).
+fn complete_file(
+    g: &mut Guard<'_>,
+    cv: &Condvar,
+    h: HandleId,
+    blk: u64,
+    page: PageId,
+) -> Result<()> {
+    let src = g.pages[page as usize]
+        .file
+        .clone()
+        .expect("inv 15: a file page");
+    let bits = g.pages[page as usize]
+        .part
+        .clone()
+        .expect("inv 15: partial");
+    let file = g.handles[&h].file.clone();
+    let bs = g.bs(page);
+    let nw = n_windows(src.len.min(bs as usize));
+    g.handles.get_mut(&h).expect("live").inflight += 1;
+    let res = MutexGuard::unlocked(g, || {
+        for w in (0..nw).filter(|&w| bits[w / 64] & (1 << (w % 64)) == 0) {
+            os::check_file_pages(&src, w * PART_WINDOW, PART_WINDOW)?;
+        }
+        file.source_checked(&src);
+        Ok::<_, Error>(())
+    });
+    g.handles.get_mut(&h).expect("live").inflight -= 1;
+    cv.notify_all();
+    res.map_err(|e| Error::Load {
+        file: file.name().to_string(),
+        blk,
+        cause: e.to_string(),
+    })?;
+    if g.state(h, blk) != (BlockState::Loaded { page }) || g.pages[page as usize].part.is_none() {
+        return Ok(());
+    }
+    let extra = bs - g.charge(page);
+    g.make_room(extra, page)?;
+    let shown: Vec<usize> = g
+        .maps
+        .values()
+        .filter(|m| m.handle == h && m.mapped.get(&blk) == Some(&(page, false)))
+        .map(|m| g.view_addr(m, blk))
+        .collect();
+    for addr in shown {
+        os::show_window(addr, &src, 0, bs as usize)?;
+    }
+    g.used += extra;
+    g.pages[page as usize].part = None;
+    g.assert_invariants();
+    Ok(())
 }
 
 /// Readahead of block `blk` of handle `h` on the copy path (`map_source` gave none: a
