@@ -218,7 +218,15 @@ struct Page {
 }
 
 /// Bytes a random read fault on a block with page CRCs checks and shows (invariant 15).
-pub(super) const PART_WINDOW: usize = 64 << 10;
+/// Measured on W3 (random 4 KiB reads, shared/workloads.md): 16 KiB gave the lowest
+/// median and p99 of 4, 16, 64, 256 and 512 KiB; below that, a fault's fixed cost
+/// dominates and more reads fault, above it the check does. More than one 4 KiB page,
+/// so that a scan through a block (faults on a window's first page) can be told from
+/// a random read straddling two windows (`ensure`).
+pub(super) const PART_WINDOW: usize = 16 << 10;
+const _: () = assert!(
+    PART_WINDOW > crate::bigfile::PATCH_PAGE && PART_WINDOW % crate::bigfile::PATCH_PAGE == 0
+);
 
 /// Windows of a file page's bytes (`len` file bytes).
 fn n_windows(len: usize) -> usize {
@@ -263,6 +271,9 @@ pub(super) struct MapState {
     armed: std::collections::HashSet<u64>,
     /// The block of this view's last fault (for telling a scan from random reads).
     last_fault: Option<u64>,
+    /// The byte of its block the last fault hit (None for a checked load): tells a scan
+    /// through a partial file page from random reads (invariant 15).
+    last_at: Option<usize>,
     /// Loads for this mapping running without the lock.
     pub(super) inflight: u32,
 }
@@ -1080,6 +1091,7 @@ impl VmState {
                 mapped: HashMap::new(),
                 armed: Default::default(),
                 last_fault: None,
+                last_at: None,
                 inflight: 0,
             },
         );
@@ -1318,22 +1330,40 @@ pub(super) fn ensure(
     let mut probed: Option<(Probe, u64)> = None;
     // A scan: this view's previous fault was at most a readahead window before this
     // one (readahead's markers make a scan fault every half window).
-    let (seq, next, same) = match g.maps.get(&mid).map(|m| m.handle) {
+    let (seq, next, scan_on) = match g.maps.get(&mid).map(|m| m.handle) {
         Some(h) => {
             let w = super::readahead::window(g.budget, g.block_size_of(h) as u64);
             let m = g.maps.get_mut(&mid).expect("checked");
             let prev = m.last_fault.replace(blk);
+            let prev_at = std::mem::replace(&mut m.last_at, at);
+            // Random reads leave partial file pages behind them (invariant 15); a scan
+            // leaves whole blocks. Without this, a few percent of random reads (those
+            // a little after the one before) would look like a scan and have whole
+            // blocks checked, here or by readahead. (The next block is a scan still.)
+            let prev_page = prev.and_then(|l| m.mapped.get(&l)).map(|e| e.0);
+            let after_partial =
+                prev_page.is_some_and(|p| p != NIL && g.pages[p as usize].part.is_some());
+            // A scan through a partial page: the previous fault at the first page of
+            // the window before, this one at the first page of its window. (A random
+            // read straddling two windows starts in the last page of the first.)
+            let pp = crate::bigfile::PATCH_PAGE;
+            let scan_on = prev == Some(blk)
+                && at.zip(prev_at).is_some_and(|(a, p)| {
+                    a % PART_WINDOW < pp
+                        && p % PART_WINDOW < pp
+                        && p / PART_WINDOW + 1 == a / PART_WINDOW
+                });
+            let next = prev.is_some_and(|l| blk == l + 1);
             (
-                prev.is_some_and(|l| blk > l && blk - l <= w),
-                prev.is_some_and(|l| blk == l + 1),
-                prev == Some(blk),
+                next || (!after_partial && prev.is_some_and(|l| blk > l && blk - l <= w)),
+                next,
+                scan_on,
             )
         }
         None => (false, false, false),
     };
-    // A partial file page (invariant 15) is for random reads: a fault right after the
-    // previous block, or on readahead's marker, is a scan. (`seq` alone also holds
-    // for a few percent of random reads, which would then check whole blocks.)
+    // A partial file page (invariant 15) is for random reads: a fault on the block
+    // after the previous fault's, or on readahead's marker, is a scan.
     let scan = next || g.is_armed(mid, blk);
     if !write && (seq || g.is_armed(mid, blk)) {
         // A scan is at `blk` (or reached a block readahead prepared): have the blocks
@@ -1378,9 +1408,6 @@ pub(super) fn ensure(
                 // shows it checks one more window; anything else completes it first.
                 let shown_here = g.maps[&mid].mapped.get(&blk) == Some(&(page, false));
                 if let (false, false, true, Some(off)) = (write, scan, shown_here, at) {
-                    // A fault on the first page of a window after a checked one, right
-                    // after a fault in the same block: a scan through the block.
-                    let scan_on = same && off % PART_WINDOW < crate::bigfile::PATCH_PAGE;
                     if add_window(g, cv, mid, (h, blk), page, off, scan_on)? {
                         g.assert_invariants();
                         return Ok(());
@@ -1734,8 +1761,8 @@ fn fetch_partial(
 
 /// A random read fault at byte `off` of partial file page `page` of `(h, blk)`, shown
 /// in view `mid` (invariant 15): check the window of `off` without the lock, then
-/// charge it and make it readable. `scan_on`: the fault may continue a scan through the
-/// block (then, if the two windows before are checked, the block is completed instead).
+/// charge it and make it readable. `scan_on`: the fault continues a scan through the
+/// block: the block is completed instead.
 /// `Ok(false)`: the state changed meanwhile (the caller looks again).
 fn add_window(
     g: &mut Guard<'_>,
@@ -1761,15 +1788,8 @@ fn add_window(
         // Checked by another thread meanwhile, or in the zero tail: readable.
         return Ok(true);
     }
-    let prev_set = scan_on && w > 1 && {
-        let b = g.pages[page as usize].part.as_ref().expect("checked above");
-        let set = |i: usize| b[i / 64] & (1 << (i % 64)) != 0;
-        set(w - 1) && set(w - 2)
-    };
-    if prev_set {
-        // The window after two checked ones: a scan through the block, not a random
-        // read (one that straddles two windows faults on the second right after the
-        // first, so one checked window before is not enough to tell).
+    if scan_on {
+        // A scan through the block, not a random read.
         complete_file(g, cv, h, blk, page)?;
         return Ok(false);
     }
