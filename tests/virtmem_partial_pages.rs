@@ -52,8 +52,7 @@ fn payload_of(bytes: &[u8], b: u64) -> usize {
     let second = value(b * BLK + 1).to_le_bytes();
     (0..bytes.len() - 16)
         .step_by(4096)
-        .filter(|&o| bytes[o..o + 8] == first && bytes[o + 8..o + 16] == second)
-        .last()
+        .rfind(|&o| bytes[o..o + 8] == first && bytes[o + 8..o + 16] == second)
         .expect("the block's payload is in the file, page aligned")
 }
 
@@ -214,7 +213,7 @@ fn a_partial_block_completes_on_write_load_and_scan() {
         db.memory_stats().unwrap()
     );
     // A scan after random reads reads every byte right.
-    let i = (1 * BLK + 9) as usize;
+    let i = (BLK + 9) as usize;
     assert_eq!(v[[i]], value(i as u64));
     for (k, &x) in v.iter().enumerate() {
         let want = if k as u64 == 3 * BLK + BLK / 2 {
