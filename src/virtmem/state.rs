@@ -1330,7 +1330,7 @@ pub(super) fn ensure(
     let mut probed: Option<(Probe, u64)> = None;
     // A scan: this view's previous fault was at most a readahead window before this
     // one (readahead's markers make a scan fault every half window).
-    let (seq, next, scan_on) = match g.maps.get(&mid).map(|m| m.handle) {
+    let (seq, scan_on) = match g.maps.get(&mid).map(|m| m.handle) {
         Some(h) => {
             let w = super::readahead::window(g.budget, g.block_size_of(h) as u64);
             let m = g.maps.get_mut(&mid).expect("checked");
@@ -1356,15 +1356,15 @@ pub(super) fn ensure(
             let next = prev.is_some_and(|l| blk == l + 1);
             (
                 next || (!after_partial && prev.is_some_and(|l| blk > l && blk - l <= w)),
-                next,
                 scan_on,
             )
         }
-        None => (false, false, false),
+        None => (false, false),
     };
-    // A partial file page (invariant 15) is for random reads: a fault on the block
-    // after the previous fault's, or on readahead's marker, is a scan.
-    let scan = next || g.is_armed(mid, blk);
+    // A partial file page (invariant 15) is for random reads: a fault a little after
+    // the previous fault's block (a whole one, or the very next), or on readahead's
+    // marker, is a scan.
+    let scan = seq || g.is_armed(mid, blk);
     if !write && (seq || g.is_armed(mid, blk)) {
         // A scan is at `blk` (or reached a block readahead prepared): have the blocks
         // after it prepared. (Not for writes: a writer that fills new space would have
