@@ -172,6 +172,53 @@ fn many_partial_blocks_stay_within_the_budget() {
 }
 
 #[test]
+fn partial_windows_are_bounded_over_all_blocks() {
+    if std::env::var("WDB_CHILD").is_ok() {
+        return;
+    }
+    // 9216 windows (more than the bound of 8192, state.rs MAX_PART_WINDOWS) in 72
+    // blocks: partial pages are evicted, least recently used first, to stay in bound,
+    // though the budget would hold them all.
+    const BLKS: u64 = 72;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.wdb");
+    {
+        let db = Db::open(&path).unwrap();
+        let tx = db.begin().unwrap();
+        let mut a = tx
+            .create_array_with::<f64>("A", &[BLKS * BLK], raw())
+            .unwrap();
+        let chunk: Vec<f64> = (0..BLK).map(value).collect();
+        for b in 0..BLKS {
+            a.write_from(b * BLK..(b + 1) * BLK, &chunk).unwrap();
+        }
+        drop(a);
+        tx.commit().unwrap();
+    }
+    let db = Db::open_with(&path, Options::default().ram_budget(1 << 30)).unwrap();
+    let s = db.snapshot().unwrap();
+    let a = s.array::<f64>("A").unwrap();
+    let v = a.view(..).unwrap();
+    let per = BS as u64 / WINDOW;
+    // Even windows, then odd ones: never the window after the one read before.
+    let order: Vec<u64> = (0..per).step_by(2).chain((1..per).step_by(2)).collect();
+    for b in (0..BLKS).rev() {
+        for &w in &order {
+            let i = b * BLK + w * WINDOW / 8 + 3;
+            assert_eq!(v[[i as usize]], value(i % BLK));
+        }
+    }
+    let st = db.memory_stats().unwrap();
+    assert!(st.evictions > 0, "{st:?}");
+    assert!(st.ram_used <= 8192 * WINDOW, "{st:?}");
+    // Evicted blocks read right again.
+    for b in 0..BLKS {
+        let i = b * BLK + BLK / 2 + 1;
+        assert_eq!(v[[i as usize]], value(i % BLK));
+    }
+}
+
+#[test]
 fn a_partial_block_completes_on_write_load_and_scan() {
     if std::env::var("WDB_CHILD").is_ok() {
         return;

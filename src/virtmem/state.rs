@@ -120,7 +120,9 @@
 //!     (`mapped[blk] == (page, false)` of the view that faulted), which maps the whole
 //!     block from the file with every unchecked window `PROT_NONE`: a byte is readable
 //!     only once its window's pages matched their CRCs. It counts its checked windows
-//!     in `used`, not its block size (invariant 1 reads "the sum of the pages' charges").
+//!     in `used`, not its block size (invariant 1 reads "the sum of the pages' charges"),
+//!     and the checked windows of all partial pages are at most `MAX_PART_WINDOWS`
+//!     (each may split the view's mapping: the kernel bounds a process's areas).
 //!     A later random read fault in that view checks one more window and makes it
 //!     readable (`add_window`); any other access (another view, a write, a checked
 //!     load, a scan) first *completes* it (`complete_file`: the rest checked, the
@@ -224,6 +226,12 @@ struct Page {
 /// so that a scan through a block (faults on a window's first page) can be told from
 /// a random read straddling two windows (`ensure`).
 pub(super) const PART_WINDOW: usize = 16 << 10;
+/// At most this many checked windows over all partial file pages (invariant 15). Each
+/// window may split its view's mapping in two more areas, and the kernel allows a
+/// process about 65,000 (`vm.max_map_count`): past the bound, the least recently used
+/// partial page is evicted first.
+const MAX_PART_WINDOWS: u64 = 8192;
+
 const _: () = assert!(
     PART_WINDOW > crate::bigfile::PATCH_PAGE && PART_WINDOW % crate::bigfile::PATCH_PAGE == 0
 );
@@ -306,6 +314,8 @@ pub(super) struct VmState {
     pub(super) handles: HashMap<HandleId, HandleState>,
     pub(super) maps: HashMap<MapId, MapState>,
     pub(super) counters: Counters,
+    /// Checked windows of all partial file pages (invariant 15).
+    part_windows: u64,
     /// The readahead thread's work (`readahead.rs`).
     pub(super) ra: super::readahead::RaState,
 }
@@ -328,6 +338,7 @@ impl VmState {
             handles: HashMap::new(),
             maps: HashMap::new(),
             counters: Counters::default(),
+            part_windows: 0,
             ra: Default::default(),
         }
     }
@@ -526,10 +537,11 @@ impl VmState {
         src: FileSlice,
         part: Option<Box<[u64]>>,
     ) -> Result<PageId> {
+        let windows = part.as_ref().map_or(0, |b| {
+            b.iter().map(|w| u64::from(w.count_ones())).sum::<u64>()
+        });
         let bs = match &part {
-            Some(b) => {
-                b.iter().map(|w| u64::from(w.count_ones())).sum::<u64>() * PART_WINDOW as u64
-            }
+            Some(_) => windows * PART_WINDOW as u64,
             None => self.pools[pi].os.slot_size() as u64,
         };
         while self.used + bs > self.budget {
@@ -540,6 +552,7 @@ impl VmState {
             self.evict(victim);
         }
         self.used += bs;
+        self.part_windows += windows;
         if let Some(p) = self.file_free.pop() {
             let pg = &mut self.pages[p as usize];
             pg.in_use = true;
@@ -572,15 +585,38 @@ impl VmState {
     /// checked windows (invariant 15).
     fn charge(&self, p: PageId) -> u64 {
         match &self.pages[p as usize].part {
-            Some(bits) => {
-                bits.iter().map(|w| u64::from(w.count_ones())).sum::<u64>() * PART_WINDOW as u64
-            }
+            Some(_) => self.windows(p) * PART_WINDOW as u64,
             None => self.bs(p),
         }
     }
 
+    /// Checked windows of page `p` if it is a partial file page, else 0.
+    fn windows(&self, p: PageId) -> u64 {
+        self.pages[p as usize]
+            .part
+            .as_ref()
+            .map_or(0, |b| b.iter().map(|w| u64::from(w.count_ones())).sum())
+    }
+
     /// Reclaim clean pages in LRU order, never `keep`, until `need` more bytes fit in
     /// the budget.
+    /// Make room for one more checked window under [`MAX_PART_WINDOWS`]: evict partial
+    /// file pages other than `keep`, least recently used first. `false` if there is
+    /// none to evict (the caller then checks whole blocks).
+    fn make_part_room(&mut self, keep: PageId) -> bool {
+        while self.part_windows >= MAX_PART_WINDOWS {
+            let mut p = self.lru_head;
+            while p != NIL && (p == keep || self.pages[p as usize].part.is_none()) {
+                p = self.pages[p as usize].lru_next;
+            }
+            if p == NIL {
+                return false;
+            }
+            self.evict(p);
+        }
+        true
+    }
+
     fn make_room(&mut self, need: u64, keep: PageId) -> Result<()> {
         let was = self.pages[keep as usize].in_lru;
         self.lru_remove(keep);
@@ -633,10 +669,12 @@ impl VmState {
             }
         }
         let bs = self.charge(p);
+        let windows = self.windows(p);
         let pg = &mut self.pages[p as usize];
         if pg.in_use {
             pg.in_use = false;
             pg.part = None;
+            self.part_windows -= windows;
             self.used -= bs;
             if pg.file.take().is_some() {
                 self.file_free.push(p);
@@ -1120,6 +1158,12 @@ impl VmState {
             .sum::<u64>()
             + self.patch_bytes();
         assert_eq!(used, self.used, "inv 1: used");
+        let windows: u64 = (0..self.pages.len() as PageId)
+            .filter(|&p| self.pages[p as usize].in_use)
+            .map(|p| self.windows(p))
+            .sum();
+        assert_eq!(windows, self.part_windows, "inv 15: windows");
+        assert!(windows <= MAX_PART_WINDOWS, "inv 15: bound");
         assert!(self.used <= self.budget, "inv 1: budget");
         // 2
         let mut free_count = vec![0u32; self.pages.len()];
@@ -1701,6 +1745,9 @@ fn fetch_partial(
         // The fault is in the zero tail: nothing to check there.
         return fetch_file(g, cv, mid, h, blk, src, false);
     }
+    if !g.make_part_room(NIL) {
+        return fetch_file(g, cv, mid, h, blk, src, false);
+    }
     let mut bits = vec![0u64; n_windows(src.len.min(bs)).div_ceil(64)].into_boxed_slice();
     bits[w / 64] |= 1 << (w % 64);
     let page = g.alloc_file_part(pi, src.clone(), Some(bits))?;
@@ -1811,6 +1858,10 @@ fn add_window(
     if is_set(g) {
         return Ok(true);
     }
+    if !g.make_part_room(page) {
+        complete_file(g, cv, h, blk, page)?;
+        return Ok(false);
+    }
     g.make_room(PART_WINDOW as u64, page)?;
     let addr = g.view_addr(&g.maps[&mid], blk);
     if os::show_window(addr, &src, w * PART_WINDOW, PART_WINDOW).is_err() {
@@ -1820,6 +1871,7 @@ fn add_window(
         return Ok(false);
     }
     g.used += PART_WINDOW as u64;
+    g.part_windows += 1;
     let bits = g.pages[page as usize].part.as_mut().expect("checked above");
     bits[w / 64] |= 1 << (w % 64);
     g.lru_touch(page);
@@ -1878,6 +1930,7 @@ fn complete_file(
         os::show_window(addr, &src, 0, bs as usize)?;
     }
     g.used += extra;
+    g.part_windows -= g.windows(page);
     g.pages[page as usize].part = None;
     g.assert_invariants();
     Ok(())
