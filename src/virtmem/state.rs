@@ -127,8 +127,9 @@
 //!     readable (`add_window`); any other access (another view, a write, a checked
 //!     load, a scan) first *completes* it (`complete_file`: the rest checked, the
 //!     whole block charged and readable), then goes on as for a whole file page.
-//!     Both check the file's bytes through a mapping of their own, without the lock,
-//!     and re-check the state after (invariant 8).
+//!     Both check the file's bytes read into a buffer of their own (`os::check_file_pages`,
+//!     the same committed bytes the view maps), without the lock, and re-check the
+//!     state after (invariant 8). The diagram's `Loaded` covers partial pages.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
