@@ -237,7 +237,9 @@ fn lookup(c: &mut Criterion) {
     let mut x = 1u64;
     g.bench_function("block_version", |b| {
         b.iter(|| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             s.block_version(id, (x >> 33) % BLOCKS).unwrap()
         })
     });
@@ -245,12 +247,21 @@ fn lookup(c: &mut Criterion) {
         (0..BLOCKS).map(|b| ((id, b), b)).collect();
     g.bench_function("hashmap_baseline", |b| {
         b.iter(|| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             map.get(&(id, (x >> 33) % BLOCKS)).copied()
         })
     });
     g.finish();
 }
 
-criterion_group!(benches, commit_blocks, commit_metadata, load, open_time, lookup);
+criterion_group!(
+    benches,
+    commit_blocks,
+    commit_metadata,
+    load,
+    open_time,
+    lookup
+);
 criterion_main!(benches);

@@ -1,0 +1,257 @@
+//! A version-3 index checkpoint read lazily: open reads and checks only its first page
+//! (the header); a lookup reads the 4 KiB pages it needs, each checked
+//! ([`checkpoint::check_page`]: CRC and values) the first time this process reads it
+//! and kept in memory from then on. Layout in `storage-format.md` §7.
+//!
+//! A page that fails its check, or cannot be read, marks the whole checkpoint failed:
+//! every later use of it fails too, and the store answers from an index rebuilt from the
+//! log instead ([`super::Gen::with_index`]). So a damaged checkpoint costs time, never a
+//! wrong answer.
+//!
+//! What the page checks cannot see (the order of keys across pages, of versions within
+//! a key) is checked locally where a lookup depends on it: a binary search verifies the
+//! key it lands on and its neighbours, a chain walk that versions ascend.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+
+use crate::format::checkpoint::{self, Header3, KeySlot, TxEntry, Version, PAGE_SIZE, SLOT_SIZE};
+use crate::format::Key;
+use crate::{Error, Result};
+
+/// An open version-3 checkpoint.
+pub struct LazyCheckpoint {
+    file: File,
+    path: PathBuf,
+    /// Its header (checked at open).
+    pub h: Header3,
+    /// Pages read and checked so far (page 0 at open).
+    pages: Box<[OnceLock<Box<[u8]>>]>,
+    failed: AtomicBool,
+}
+
+impl std::fmt::Debug for LazyCheckpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazyCheckpoint")
+            .field("path", &self.path)
+            .field("h", &self.h)
+            .field("failed", &self.failed())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LazyCheckpoint {
+    /// Open `file` (at `path`, `len` bytes), whose first bytes (its first page, or the
+    /// whole file if shorter) are `first`: checks the header and the first page.
+    pub fn open(file: File, path: &Path, first: Vec<u8>, len: u64) -> Result<LazyCheckpoint> {
+        let h = Header3::decode(&first, len)?;
+        let n = usize::try_from(h.n_pages())
+            .map_err(|_| Error::corruption(0, "checkpoint page count"))?;
+        let pages: Box<[OnceLock<Box<[u8]>>]> = (0..n).map(|_| OnceLock::new()).collect();
+        let mut first = first;
+        first.truncate(h.page_len(0));
+        if let Some(p0) = pages.first() {
+            let _ = p0.set(first.into_boxed_slice());
+        }
+        Ok(LazyCheckpoint {
+            file,
+            path: path.to_path_buf(),
+            h,
+            pages,
+            failed: AtomicBool::new(false),
+        })
+    }
+
+    /// Did a page of this checkpoint fail its check (or its read)?
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    /// Mark the checkpoint failed and describe why.
+    fn fail(&self, off: u64, what: impl std::fmt::Display) -> Error {
+        self.failed.store(true, Ordering::Release);
+        Error::corruption(
+            off,
+            format!("index checkpoint {}: {what}", self.path.display()),
+        )
+    }
+
+    /// Page `p`, read and checked on first use.
+    fn page(&self, p: u64) -> Result<&[u8]> {
+        if self.failed() {
+            return Err(self.fail(p * PAGE_SIZE, "failed an earlier check"));
+        }
+        let cell = usize::try_from(p)
+            .ok()
+            .and_then(|i| self.pages.get(i))
+            .ok_or_else(|| self.fail(p * PAGE_SIZE, format!("no page {p}")))?;
+        if let Some(b) = cell.get() {
+            return Ok(b);
+        }
+        let mut buf = vec![0u8; self.h.page_len(p)];
+        if let Err(e) = self.file.read_exact_at(&mut buf, p * PAGE_SIZE) {
+            return Err(self.fail(p * PAGE_SIZE, format!("reading page {p}: {e}")));
+        }
+        if let Err(e) = checkpoint::check_page(&self.h, p, &buf) {
+            return Err(self.fail(p * PAGE_SIZE, e));
+        }
+        // Another thread may have read it meanwhile: same bytes, either copy serves.
+        let _ = cell.set(buf.into_boxed_slice());
+        cell.get()
+            .map(|b| &b[..])
+            .ok_or_else(|| self.fail(p * PAGE_SIZE, "page cache"))
+    }
+
+    /// Slot `s` (from a checked page).
+    fn slot(&self, s: u64) -> Result<&[u8; SLOT_SIZE]> {
+        let (p, off) = checkpoint::slot_place(s);
+        self.page(p)?
+            .get(off..off + SLOT_SIZE)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| self.fail(p * PAGE_SIZE + off as u64, format!("no slot {s}")))
+    }
+
+    /// Key entry `i` (< `h.n_keys`).
+    pub fn key(&self, i: u64) -> Result<KeySlot> {
+        if i >= self.h.n_keys {
+            return Err(self.fail(0, format!("no key {i}")));
+        }
+        checkpoint::decode_key_slot(self.slot(self.h.key_slot(i))?)
+            .ok_or_else(|| self.fail(0, format!("key entry {i}")))
+    }
+
+    /// Version entry `i` (< `h.n_versions`).
+    pub fn version(&self, i: u64) -> Result<Version> {
+        if i >= self.h.n_versions {
+            return Err(self.fail(0, format!("no version {i}")));
+        }
+        checkpoint::decode_version_slot(self.slot(self.h.version_slot(i))?)
+            .ok_or_else(|| self.fail(0, format!("version entry {i}")))
+    }
+
+    /// Transaction entry `i` (< `h.n_tx`).
+    pub fn tx(&self, i: u64) -> Result<TxEntry> {
+        if i >= self.h.n_tx {
+            return Err(self.fail(0, format!("no transaction {i}")));
+        }
+        Ok(checkpoint::decode_tx_slot(self.slot(self.h.tx_slot(i))?))
+    }
+
+    /// The index of the first key entry not below `key` (`h.n_keys` if none). Checks
+    /// that the entries around the answer are in order (the binary search relies on
+    /// the whole table being sorted; pages are only checked to be sorted inside).
+    pub fn lower_bound(&self, key: &Key) -> Result<u64> {
+        let want = checkpoint::key_sort(key);
+        let (mut lo, mut hi) = (0u64, self.h.n_keys);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if checkpoint::key_slot_sort(self.slot(self.h.key_slot(mid))?) < want {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        let sort_of = |i: u64| -> Result<(u8, u64, u64)> {
+            Ok(checkpoint::key_slot_sort(self.slot(self.h.key_slot(i))?))
+        };
+        if lo > 0 && sort_of(lo - 1)? >= want {
+            return Err(self.fail(0, format!("key entries out of order around key {lo}")));
+        }
+        if lo < self.h.n_keys && sort_of(lo)? < want {
+            return Err(self.fail(0, format!("key entries out of order around key {lo}")));
+        }
+        Ok(lo)
+    }
+
+    /// The key entry of `key`, if the checkpoint has it.
+    pub fn find(&self, key: &Key) -> Result<Option<KeySlot>> {
+        let i = self.lower_bound(key)?;
+        if i >= self.h.n_keys {
+            return Ok(None);
+        }
+        let k = self.key(i)?;
+        Ok((k.key == *key).then_some(k))
+    }
+
+    /// Every transaction entry, ascending (reads every transaction page).
+    pub fn all_txs(&self) -> Result<Vec<TxEntry>> {
+        (0..self.h.n_tx).map(|i| self.tx(i)).collect()
+    }
+
+    /// Every key with its versions, in key order (reads every key and version page,
+    /// and checks what pages alone do not: keys ascend and versions ascend per key).
+    pub fn all_keys(&self) -> Result<Vec<(Key, Vec<Version>)>> {
+        let mut out: Vec<(Key, Vec<Version>)> = Vec::new();
+        for i in 0..self.h.n_keys {
+            let k = self.key(i)?;
+            if out
+                .last()
+                .is_some_and(|(p, _)| checkpoint::key_sort(p) >= checkpoint::key_sort(&k.key))
+            {
+                return Err(self.fail(0, format!("key entries out of order at key {i}")));
+            }
+            let vs = self.versions_of(&k)?;
+            out.push((k.key, vs));
+        }
+        Ok(out)
+    }
+
+    /// The versions of a key entry, checked ascending.
+    pub fn versions_of(&self, k: &KeySlot) -> Result<Vec<Version>> {
+        let mut vs: Vec<Version> = Vec::new();
+        for j in k.first..k.first + k.count {
+            let v = self.version(j)?;
+            if vs.last().is_some_and(|p| p.tid >= v.tid) {
+                return Err(self.fail(0, format!("versions of {:?} out of order", k.key)));
+            }
+            vs.push(v);
+        }
+        Ok(vs)
+    }
+
+    /// Fail with a description (for an inconsistency a caller found).
+    pub fn inconsistent(&self, what: impl std::fmt::Display) -> Error {
+        self.fail(0, what)
+    }
+}
+
+/// A checkpoint file as opened: version 3 lazily, older versions read whole.
+#[derive(Debug)]
+pub enum Opened {
+    /// Version 3: header page checked, the rest read on demand.
+    Lazy(LazyCheckpoint),
+    /// Version 1 or 2, read and checked whole.
+    Whole(checkpoint::Checkpoint),
+}
+
+impl Opened {
+    /// (log uuid, covered end, last tid, its transaction CRC).
+    pub fn describes(&self) -> (u64, u64, crate::Tid, u32) {
+        match self {
+            Opened::Lazy(c) => (c.h.log_uuid, c.h.covered_end, c.h.last_tid, c.h.last_tx_crc),
+            Opened::Whole(c) => (c.log_uuid, c.covered_end, c.last_tid, c.last_tx_crc),
+        }
+    }
+}
+
+/// Open the checkpoint of database `db`, if it has one that passes its checks (for
+/// version 3: the header page; older versions: all of it).
+pub fn open(db: &Path) -> Option<Opened> {
+    let path = super::checkpoint_path(db);
+    let f = File::open(&path).ok()?;
+    let len = f.metadata().ok()?.len();
+    let mut first = vec![0u8; usize::try_from(len.min(PAGE_SIZE)).ok()?];
+    f.read_exact_at(&mut first, 0).ok()?;
+    if checkpoint::version_of(&first).ok()? >= 3 {
+        return LazyCheckpoint::open(f, &path, first, len)
+            .ok()
+            .map(Opened::Lazy);
+    }
+    // Bounded by the file's size; versions 1 and 2 have no pages to read separately.
+    let mut all = vec![0u8; usize::try_from(len).ok()?];
+    f.read_exact_at(&mut all, 0).ok()?;
+    checkpoint::Checkpoint::decode(&all).ok().map(Opened::Whole)
+}
