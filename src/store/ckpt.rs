@@ -65,6 +65,11 @@ impl LazyCheckpoint {
         })
     }
 
+    /// How many pages have been read (and passed their check) so far.
+    pub fn pages_read(&self) -> u64 {
+        self.pages.iter().filter(|p| p.get().is_some()).count() as u64
+    }
+
     /// Did a page of this checkpoint fail its check (or its read)?
     pub fn failed(&self) -> bool {
         self.failed.load(Ordering::Acquire)
@@ -166,14 +171,31 @@ impl LazyCheckpoint {
         Ok(lo)
     }
 
-    /// The key entry of `key`, if the checkpoint has it.
+    /// The key entry of `key`, if the checkpoint has it. Checks that its versions
+    /// follow the previous key's and precede the next key's (pages are checked for that
+    /// only inside themselves): a key never answers with another key's versions.
     pub fn find(&self, key: &Key) -> Result<Option<KeySlot>> {
         let i = self.lower_bound(key)?;
         if i >= self.h.n_keys {
             return Ok(None);
         }
         let k = self.key(i)?;
-        Ok((k.key == *key).then_some(k))
+        if k.key != *key {
+            return Ok(None);
+        }
+        let after_prev = match i.checked_sub(1) {
+            Some(j) => self.key(j).map(|p| p.first + p.count)?,
+            None => 0,
+        };
+        let next_first = if i + 1 < self.h.n_keys {
+            self.key(i + 1)?.first
+        } else {
+            self.h.n_versions
+        };
+        if k.first != after_prev || k.first + k.count != next_first {
+            return Err(self.fail(0, format!("versions of key {i} overlap its neighbours'")));
+        }
+        Ok(Some(k))
     }
 
     /// Every transaction entry, ascending (reads every transaction page).

@@ -276,6 +276,12 @@ impl Index {
         self.ckpt.as_ref().is_some_and(|c| c.failed())
     }
 
+    /// (pages read so far, pages) of the checkpoint part, None without one (for tests
+    /// and diagnostics: open reads one page, a lookup a few).
+    pub fn checkpoint_pages(&self) -> Option<(u64, u64)> {
+        self.ckpt.as_ref().map(|c| (c.pages_read(), c.h.n_pages()))
+    }
+
     /// The tid of the checkpoint part's last transaction (0 without one).
     fn ckpt_tid(&self) -> Tid {
         self.ckpt.as_ref().map_or(Tid::ZERO, |c| c.h.last_tid)
