@@ -80,6 +80,10 @@ fn ckpt_pages(db: &Db) -> Option<(u64, u64)> {
     db.store().current().index.read().checkpoint_pages()
 }
 
+/// At one tid: array names, (key, chain) of every key that has a version there, and the
+/// changes from the tid before.
+type AtTid = (Tid, Vec<String>, Vec<(Key, Vec<Version>)>, ChangeSet);
+
 /// Everything a reader can ask, at every tid the file keeps.
 #[derive(Debug)]
 struct Answers {
@@ -88,8 +92,7 @@ struct Answers {
     base: Tid,
     transactions: u64,
     history: Vec<HistoryEntry>,
-    /// Per tid: names, (key, chain) of every key that has a version, changes from tid-1.
-    per_tid: Vec<(Tid, Vec<String>, Vec<(Key, Vec<Version>)>, ChangeSet)>,
+    per_tid: Vec<AtTid>,
     /// Changes over longer ranges (reaching into what a checkpoint covers).
     ranges: Vec<ChangeSet>,
     /// At the last tid: per live array, stats and every block's bytes.

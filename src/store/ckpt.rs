@@ -18,7 +18,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
-use crate::format::checkpoint::{self, Header3, KeySlot, TxEntry, Version, PAGE_SIZE, SLOT_SIZE};
+use crate::format::checkpoint::{
+    self, Header3, KeySlot, TxEntry, Version, HEADER_SLOTS, PAGE_SIZE, SLOTS_PER_PAGE, SLOT_SIZE,
+};
 use crate::format::Key;
 use crate::{Error, Result};
 
@@ -30,6 +32,10 @@ pub struct LazyCheckpoint {
     pub h: Header3,
     /// Pages read and checked so far (page 0 at open).
     pages: Box<[OnceLock<Box<[u8]>>]>,
+    /// The first key of each page that holds key entries, as (tag, array, block),
+    /// filled as pages are read: the top levels of every binary search, dense in memory
+    /// (a search then touches one key page, not one per level).
+    fence: Box<[OnceLock<(u8, u64, u64)>]>,
     failed: AtomicBool,
 }
 
@@ -51,6 +57,11 @@ impl LazyCheckpoint {
         let n = usize::try_from(h.n_pages())
             .map_err(|_| Error::corruption(0, "checkpoint page count"))?;
         let pages: Box<[OnceLock<Box<[u8]>>]> = (0..n).map(|_| OnceLock::new()).collect();
+        let key_pages = match h.n_keys {
+            0 => 0,
+            k => checkpoint::slot_place(h.key_slot(k - 1)).0 + 1,
+        };
+        let fence = (0..key_pages).map(|_| OnceLock::new()).collect();
         let mut first = first;
         first.truncate(h.page_len(0));
         if let Some(p0) = pages.first() {
@@ -61,6 +72,7 @@ impl LazyCheckpoint {
             path: path.to_path_buf(),
             h,
             pages,
+            fence,
             failed: AtomicBool::new(false),
         })
     }
@@ -145,30 +157,72 @@ impl LazyCheckpoint {
         Ok(checkpoint::decode_tx_slot(self.slot(self.h.tx_slot(i))?))
     }
 
-    /// The index of the first key entry not below `key` (`h.n_keys` if none). Checks
-    /// that the entries around the answer are in order (the binary search relies on
-    /// the whole table being sorted; pages are only checked to be sorted inside).
+    /// The key entries in page `p`: `lo..hi`.
+    fn keys_in_page(&self, p: u64) -> (u64, u64) {
+        let lo = (p * SLOTS_PER_PAGE).saturating_sub(HEADER_SLOTS);
+        let hi = ((p + 1) * SLOTS_PER_PAGE - HEADER_SLOTS).min(self.h.n_keys);
+        (lo, hi)
+    }
+
+    /// The first key entry of page `p` as (tag, array, block).
+    fn fence_key(&self, p: u64) -> Result<(u8, u64, u64)> {
+        let cell = usize::try_from(p)
+            .ok()
+            .and_then(|i| self.fence.get(i))
+            .ok_or_else(|| self.fail(p * PAGE_SIZE, format!("no key page {p}")))?;
+        if let Some(k) = cell.get() {
+            return Ok(*k);
+        }
+        let k = checkpoint::key_slot_sort(self.slot(self.h.key_slot(self.keys_in_page(p).0))?);
+        let _ = cell.set(k);
+        Ok(k)
+    }
+
+    /// The index of the first key entry not below `key` (`h.n_keys` if none): a binary
+    /// search over the pages' first keys, then one over the entries of one page. Checks
+    /// that the entries around the answer are in order (the search relies on the whole
+    /// table being sorted; pages are only checked to be sorted inside).
     pub fn lower_bound(&self, key: &Key) -> Result<u64> {
         let want = checkpoint::key_sort(key);
-        let (mut lo, mut hi) = (0u64, self.h.n_keys);
+        // Pages whose first key is below `want`: 0..lo.
+        let (mut lo, mut hi) = (0u64, self.fence.len() as u64);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            if checkpoint::key_slot_sort(self.slot(self.h.key_slot(mid))?) < want {
+            if self.fence_key(mid)? < want {
                 lo = mid + 1;
             } else {
                 hi = mid;
             }
         }
+        let mut at = 0;
+        if let Some(p) = lo.checked_sub(1) {
+            let page = self.page(p)?;
+            let (mut l, mut h) = self.keys_in_page(p);
+            while l < h {
+                let mid = l + (h - l) / 2;
+                let off = checkpoint::slot_place(self.h.key_slot(mid)).1;
+                let b: &[u8; SLOT_SIZE] = page
+                    .get(off..off + SLOT_SIZE)
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| self.fail(p * PAGE_SIZE, format!("no key {mid}")))?;
+                if checkpoint::key_slot_sort(b) < want {
+                    l = mid + 1;
+                } else {
+                    h = mid;
+                }
+            }
+            at = l;
+        }
         let sort_of = |i: u64| -> Result<(u8, u64, u64)> {
             Ok(checkpoint::key_slot_sort(self.slot(self.h.key_slot(i))?))
         };
-        if lo > 0 && sort_of(lo - 1)? >= want {
-            return Err(self.fail(0, format!("key entries out of order around key {lo}")));
+        if at > 0 && sort_of(at - 1)? >= want {
+            return Err(self.fail(0, format!("key entries out of order around key {at}")));
         }
-        if lo < self.h.n_keys && sort_of(lo)? < want {
-            return Err(self.fail(0, format!("key entries out of order around key {lo}")));
+        if at < self.h.n_keys && sort_of(at)? < want {
+            return Err(self.fail(0, format!("key entries out of order around key {at}")));
         }
-        Ok(lo)
+        Ok(at)
     }
 
     /// The key entry of `key`, if the checkpoint has it. Checks that its versions
