@@ -495,9 +495,17 @@ fn a_damaged_page_is_caught_at_lookup_and_the_index_rebuilt() {
                 Some(1),
                 "{what}: opened lazily"
             );
-            assert_eq!(read_all(&db, n), want, "{what}");
-            assert_eq!(ckpt_pages(&db), None, "{what}: rebuilt from the log");
-            assert_eq!(db.history().unwrap().len(), 12, "{what}");
+            // The reader walks every key first (history), the writer looks keys up
+            // first (reads): each way finds the damage by itself.
+            if ro {
+                assert_eq!(db.history().unwrap().len(), 12, "{what}");
+                assert_eq!(ckpt_pages(&db), None, "{what}: rebuilt from the log");
+                assert_eq!(read_all(&db, n), want, "{what}");
+            } else {
+                assert_eq!(read_all(&db, n), want, "{what}");
+                assert_eq!(ckpt_pages(&db), None, "{what}: rebuilt from the log");
+                assert_eq!(db.history().unwrap().len(), 12, "{what}");
+            }
             drop(db);
             let now = std::fs::read(checkpoint_path(&p)).unwrap();
             if ro {

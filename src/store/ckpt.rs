@@ -257,22 +257,40 @@ impl LazyCheckpoint {
         (0..self.h.n_tx).map(|i| self.tx(i)).collect()
     }
 
+    /// The key entries from index `i` on, in order, for as long as `go` accepts them;
+    /// each one read (the one `go` refuses too) is checked against the one before it
+    /// (ascending keys, contiguous version ranges: what pages check only inside
+    /// themselves).
+    pub fn keys_from(&self, i: u64, mut go: impl FnMut(&KeySlot) -> bool) -> Result<Vec<KeySlot>> {
+        let mut prev = match i.checked_sub(1) {
+            Some(j) if j < self.h.n_keys => Some(self.key(j)?),
+            _ => None,
+        };
+        let mut out = Vec::new();
+        for j in i..self.h.n_keys {
+            let k = self.key(j)?;
+            let after_prev = prev.map_or(0, |p| p.first + p.count);
+            if prev.is_some_and(|p| checkpoint::key_sort(&p.key) >= checkpoint::key_sort(&k.key))
+                || k.first != after_prev
+            {
+                return Err(self.fail(0, format!("key entries out of order at key {j}")));
+            }
+            if !go(&k) {
+                break;
+            }
+            prev = Some(k);
+            out.push(k);
+        }
+        Ok(out)
+    }
+
     /// Every key with its versions, in key order (reads every key and version page,
     /// and checks what pages alone do not: keys ascend and versions ascend per key).
     pub fn all_keys(&self) -> Result<Vec<(Key, Vec<Version>)>> {
-        let mut out: Vec<(Key, Vec<Version>)> = Vec::new();
-        for i in 0..self.h.n_keys {
-            let k = self.key(i)?;
-            if out
-                .last()
-                .is_some_and(|(p, _)| checkpoint::key_sort(p) >= checkpoint::key_sort(&k.key))
-            {
-                return Err(self.fail(0, format!("key entries out of order at key {i}")));
-            }
-            let vs = self.versions_of(&k)?;
-            out.push((k.key, vs));
-        }
-        Ok(out)
+        self.keys_from(0, |_| true)?
+            .iter()
+            .map(|k| Ok((k.key, self.versions_of(k)?)))
+            .collect()
     }
 
     /// The versions of a key entry, checked ascending.

@@ -335,7 +335,9 @@ impl Index {
         if let Some(i) = ov.partition_point(|v| v.tid <= at).checked_sub(1) {
             // Most chains end in the overlay without reaching back past it.
             let from_overlay = KeyVersions { ck: None, ov };
-            let base = (0..=i).rev().find(|&j| !ov[j].encoding.is_delta());
+            let base = (i.saturating_sub(format::MAX_DELTA_CHAIN)..=i)
+                .rev()
+                .find(|&j| !ov[j].encoding.is_delta());
             if base.is_some() || i >= format::MAX_DELTA_CHAIN {
                 return from_overlay.chain_ending(i as u64).map(Some);
             }
@@ -364,12 +366,11 @@ impl Index {
         let mut ids: BTreeMap<u64, Option<KeySlot>> =
             self.arrays.iter().map(|&a| (a, None)).collect();
         if let Some(c) = &self.ckpt {
-            let mut i = c.lower_bound(&Key::Meta { array: 0 })?;
-            while i < c.h.n_keys {
-                let k = c.key(i)?;
-                let Key::Meta { array } = k.key else { break };
-                ids.insert(array, Some(k));
-                i += 1;
+            let from = c.lower_bound(&Key::Meta { array: 0 })?;
+            for k in c.keys_from(from, |k| matches!(k.key, Key::Meta { .. }))? {
+                if let Key::Meta { array } = k.key {
+                    ids.insert(array, Some(k));
+                }
             }
         }
         let mut out = Vec::with_capacity(ids.len());
@@ -390,19 +391,8 @@ impl Index {
     pub fn range_versions(&self, lo: &Key, hi: &Key) -> Result<Vec<(Key, Vec<Version>)>> {
         let mut out: BTreeMap<Key, Vec<Version>> = BTreeMap::new();
         if let Some(c) = &self.ckpt {
-            let mut i = c.lower_bound(lo)?;
-            let mut prev: Option<Key> = None;
-            while i < c.h.n_keys {
-                let k = c.key(i)?;
-                if k.key > *hi {
-                    break;
-                }
-                if prev.is_some_and(|p| p >= k.key) {
-                    return Err(c.inconsistent(format!("key entries out of order at key {i}")));
-                }
-                prev = Some(k.key);
+            for k in c.keys_from(c.lower_bound(lo)?, |k| k.key <= *hi)? {
                 out.insert(k.key, c.versions_of(&k)?);
-                i += 1;
             }
         }
         for (k, vs) in &self.versions {
