@@ -1,7 +1,9 @@
 //! Storage-engine benchmarks, each beside its baseline in the same run:
 //! commit of 1 and 64 dirty 2 MiB blocks vs plain write + fdatasync of the same bytes;
 //! a metadata-only commit vs a 4 KiB append + fdatasync; load of a raw and a zstd block;
-//! open time vs log size (with the index checkpoint).
+//! open time vs log size (with the index checkpoint); the index lookup of a block's
+//! version (what a first touch of a block does before loading it) in a database reopened
+//! from its checkpoint, beside a `HashMap` lookup of as many keys.
 //!
 //! Run: `cargo bench --bench store -- --quick` (or `--measurement-time 2`).
 
@@ -200,5 +202,66 @@ fn open_time(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, commit_blocks, commit_metadata, load, open_time);
+fn lookup(c: &mut Criterion) {
+    let dir = tempfile::tempdir_in(std::env::var("WDB_BENCH_DIR").unwrap_or_else(|_| ".".into()))
+        .unwrap();
+    let p = dir.path().join("k.wdb");
+    const BLOCKS: u64 = 51_200;
+    let zeros = vec![0u8; BS];
+    let id = {
+        let db = Db::open_with(
+            &p,
+            wdb::db::Options::default().durability(wdb::db::Durability::Buffered),
+        )
+        .unwrap();
+        let tx = db.begin().unwrap();
+        let id = tx
+            .create_array_raw(spec("A", Compression::None))
+            .unwrap()
+            .id;
+        tx.commit().unwrap();
+        // All-zero blocks are stored as holes: one index entry each, no payload.
+        for chunk in 0..BLOCKS / 1024 {
+            let tx = db.begin().unwrap();
+            for b in chunk * 1024..(chunk + 1) * 1024 {
+                tx.write_block(id, b, &zeros).unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        id
+    };
+    let db = Db::open_with(&p, wdb::db::Options::default().read_only(true)).unwrap();
+    let s = db.snapshot().unwrap();
+    let mut g = c.benchmark_group("index_lookup_51200_blocks");
+    g.sample_size(30);
+    let mut x = 1u64;
+    g.bench_function("block_version", |b| {
+        b.iter(|| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            s.block_version(id, (x >> 33) % BLOCKS).unwrap()
+        })
+    });
+    let map: std::collections::HashMap<(u64, u64), u64> =
+        (0..BLOCKS).map(|b| ((id, b), b)).collect();
+    g.bench_function("hashmap_baseline", |b| {
+        b.iter(|| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            map.get(&(id, (x >> 33) % BLOCKS)).copied()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    commit_blocks,
+    commit_metadata,
+    load,
+    open_time,
+    lookup
+);
 criterion_main!(benches);

@@ -250,13 +250,7 @@ impl Db {
     }
 
     fn catalog_at(&self, gen: &Gen, tid: Tid) -> Result<Catalog> {
-        let metas: Vec<(u64, crate::format::checkpoint::Version)> = {
-            let ix = gen.index.read();
-            ix.arrays
-                .iter()
-                .filter_map(|&a| ix.version_at(&Key::Meta { array: a }, tid).map(|v| (a, v)))
-                .collect()
-        };
+        let metas = gen.with_index(|ix| ix.metas_at(tid))?;
         let mut c = Catalog::default();
         for (a, v) in metas {
             if is_tombstone(&v) {
@@ -448,14 +442,13 @@ impl Db {
     /// Facts about the database.
     pub fn info(&self) -> Result<DbInfo> {
         let gen = self.inner.store.refresh()?;
-        let (first, n, last) = {
-            let ix = gen.index.read();
-            (
-                ix.txs.first().map(|t| t.tid).unwrap_or(Tid::ZERO),
-                ix.txs.len() as u64,
+        let (first, n, last) = gen.with_index(|ix| {
+            Ok((
+                ix.first_tid()?.unwrap_or(Tid::ZERO),
+                ix.tx_count(),
                 ix.last_tid,
-            )
-        };
+            ))
+        })?;
         let cat = self.catalog_at(&gen, last)?;
         Ok(DbInfo {
             path: self.path().to_path_buf(),
@@ -751,7 +744,7 @@ impl TxInner {
         let chain = if staged {
             None
         } else {
-            self.gen.index.read().chain_at(&key, self.tid)?
+            self.gen.chain_at(&key, self.tid)?
         };
         match chain {
             Some(chain) => self.gen.read_pages(&chain, pages, out),
@@ -813,7 +806,7 @@ impl TxInner {
         let chain = if staged || self.gen.log.header().version < DELTA_FORMAT_VERSION {
             None
         } else {
-            self.gen.index.read().chain_at(&key, self.tid)?
+            self.gen.chain_at(&key, self.tid)?
         };
         let delta = match chain {
             Some(chain) if chain.len() <= MAX_DELTA_CHAIN && !pages.is_empty() => {
@@ -881,7 +874,7 @@ impl TxInner {
             array: array_id,
             blk,
         };
-        let Some(chain) = self.gen.index.read().chain_at(&key, self.tid)? else {
+        let Some(chain) = self.gen.chain_at(&key, self.tid)? else {
             return Ok(None);
         };
         if chain.len() > MAX_DELTA_CHAIN {
@@ -968,15 +961,13 @@ impl TxInner {
         }
         Ok(self
             .gen
-            .index
-            .read()
             .version_at(
                 &Key::Block {
                     array: array_id,
                     blk,
                 },
                 self.tid,
-            )
+            )?
             .map(|v| v.tid))
     }
 
@@ -1002,15 +993,13 @@ impl TxInner {
             let stored = st.blocks.contains_key(&(array_id, blk))
                 || self
                     .gen
-                    .index
-                    .read()
                     .version_at(
                         &Key::Block {
                             array: array_id,
                             blk,
                         },
                         self.tid,
-                    )
+                    )?
                     .is_some_and(|v| v.encoding != Encoding::Hole);
             if stored {
                 st.blocks.insert((array_id, blk), hole.clone());
@@ -1140,15 +1129,13 @@ impl SnapInner {
     pub fn block_version(&self, array_id: u64, blk: u64) -> Result<Option<Tid>> {
         Ok(self
             .gen
-            .index
-            .read()
             .version_at(
                 &Key::Block {
                     array: array_id,
                     blk,
                 },
                 self.tid,
-            )
+            )?
             .map(|v| v.tid))
     }
     /// Storage statistics of array `name` at this snapshot.
@@ -1158,11 +1145,19 @@ impl SnapInner {
             logical_bytes: info.byte_len().unwrap_or(u64::MAX),
             ..ArrayStats::default()
         };
-        let ix = self.gen.index.read();
-        for (k, vs) in &ix.versions {
-            if !matches!(k, Key::Block { array, .. } if *array == info.id) {
-                continue;
-            }
+        let blocks = self.gen.with_index(|ix| {
+            ix.range_versions(
+                &Key::Block {
+                    array: info.id,
+                    blk: 0,
+                },
+                &Key::Block {
+                    array: info.id,
+                    blk: u64::MAX,
+                },
+            )
+        })?;
+        for (_, vs) in &blocks {
             let i = vs.partition_point(|v| v.tid <= self.tid);
             let Some(v) = i.checked_sub(1).map(|i| vs[i]) else {
                 continue;

@@ -123,8 +123,6 @@ fn copy_tx(
 /// the chain's full version was zstd, else raw (or a hole if all zeros).
 fn fold(src: &Gen, key: &Key, v: &Version) -> Result<Encoded> {
     let chain = src
-        .index
-        .read()
         .chain_at(key, v.tid)?
         .ok_or_else(|| Error::corruption(v.rec_off, "delta version missing from the index"))?;
     if chain.last() != Some(v) {
@@ -153,8 +151,9 @@ impl Store {
         let _c = self.lock_file().try_compaction()?;
         let gen = self.refresh()?;
         let old_size = gen.log.len()?;
-        let ix: Index = gen.index.read().clone();
-        let head = ix.last_tid;
+        // The whole index (all of its checkpoint part read: compaction is O(versions)).
+        let (head, versions, txs) =
+            gen.with_index(|ix| Ok((ix.last_tid, ix.all_versions()?, ix.all_txs()?)))?;
         let readers: Vec<Tid> = self
             .lock_file()
             .live_readers()?
@@ -168,7 +167,7 @@ impl Store {
 
         // Deletion tids of arrays, to end their blocks' lifetimes.
         let mut deleted: HashMap<u64, Vec<Tid>> = HashMap::new();
-        for (k, vs) in &ix.versions {
+        for (k, vs) in &versions {
             if let Key::Meta { array } = k {
                 deleted.insert(
                     *array,
@@ -181,7 +180,7 @@ impl Store {
         }
         let mut by_tid: BTreeMap<Tid, Vec<(Key, Version)>> = BTreeMap::new();
         let (mut kept, mut dropped) = (0u64, 0u64);
-        for (k, vs) in &ix.versions {
+        for (k, vs) in &versions {
             for (i, v) in vs.iter().enumerate() {
                 let mut next = vs.get(i + 1).map(|n| n.tid);
                 if let Key::Block { array, .. } = k {
@@ -203,8 +202,7 @@ impl Store {
         for items in by_tid.values_mut() {
             items.sort_by_key(|(k, _)| *k);
         }
-        let src_txs: HashMap<Tid, (u64, u64)> = ix
-            .txs
+        let mut src_txs: HashMap<Tid, (u64, u64)> = txs
             .iter()
             .map(|t| (t.tid, (t.off, t.off + t.len)))
             .collect();
@@ -231,9 +229,10 @@ impl Store {
                     "the database file was switched during compaction".into(),
                 ));
             }
-            let ix2 = gen2.index.read().clone();
+            let new_txs = gen2.with_index(|ix| ix.txs_after(head))?;
+            src_txs.extend(new_txs.iter().map(|t| (t.tid, (t.off, t.off + t.len))));
             let mut caught = 0u64;
-            for t in ix2.txs.iter().filter(|t| t.tid > head) {
+            for t in &new_txs {
                 let mut scratch = Vec::new();
                 let tx = gen2
                     .log
@@ -243,15 +242,7 @@ impl Store {
                     .iter()
                     .map(|(off, rh)| (rh.key, Version::from_header(t.tid, *off, rh)))
                     .collect();
-                copy_tx(
-                    &gen2,
-                    &dst,
-                    &mut end,
-                    t.tid,
-                    &items,
-                    &mut new_off,
-                    &src_txs_of(&ix2),
-                )?;
+                copy_tx(&gen2, &dst, &mut end, t.tid, &items, &mut new_off, &src_txs)?;
                 caught += items.len() as u64;
             }
             dst.sync()?;
@@ -267,7 +258,7 @@ impl Store {
             nix.checkpointed_end = nix.end;
             write_atomically(
                 &checkpoint_path(self.path()),
-                &nix.to_checkpoint(dst.header().uuid).encode()?,
+                &nix.to_checkpoint(dst.header().uuid)?.encode()?,
             )?;
             std::fs::rename(&tmp, self.path())?;
             crate::log::sync_dir(self.path())?;
@@ -292,11 +283,4 @@ impl Store {
         }
         result
     }
-}
-
-fn src_txs_of(ix: &Index) -> HashMap<Tid, (u64, u64)> {
-    ix.txs
-        .iter()
-        .map(|t| (t.tid, (t.off, t.off + t.len)))
-        .collect()
 }

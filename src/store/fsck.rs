@@ -172,13 +172,8 @@ pub fn check_path_unlocked(path: &Path) -> Result<FsckReport> {
 /// of this log). Bytes before it were acknowledged commits: a bad transaction there is
 /// corruption, never a torn tail to cut.
 fn durable_end(path: &Path, log: &Log) -> u64 {
-    let c = std::fs::read(super::checkpoint_path(path))
-        .ok()
-        .and_then(|b| crate::format::checkpoint::Checkpoint::decode(&b).ok());
-    match (c, log.len()) {
-        (Some(c), Ok(len)) if c.log_uuid == log.header().uuid && c.covered_end <= len => {
-            c.covered_end
-        }
+    match (super::ckpt::open(path).map(|c| c.describes()), log.len()) {
+        (Some((uuid, end, _, _)), Ok(len)) if uuid == log.header().uuid && end <= len => end,
         _ => format::FILE_HEADER_SIZE,
     }
 }

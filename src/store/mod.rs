@@ -13,34 +13,47 @@
 //!            Gen(file B)     (old snapshots still hold Gen(file A))
 //! ```
 //!
-//! Invariants (checked by `Index::assert_invariants` at the top of commit in debug builds):
-//! 1. Each key's versions are sorted by strictly increasing tid, all ≤ `last_tid`.
-//! 2. `txs` is sorted by tid; the last one ends at `end`, and `last_tid` is its tid.
-//! 3. Every version's tid is one of `txs`' and `by_tid` lists each key under each tid
-//!    that wrote it.
+//! The index is the checkpoint it was opened from (version 3, read lazily page by page:
+//! [`ckpt`]) plus an overlay in memory of the transactions read from the log after it.
+//! Open reads the checkpoint's header page and the log past its covered end, so its cost
+//! does not grow with the database.
+//!
+//! Invariants (checked by `Index::assert_invariants` at the top of commit in debug builds,
+//! for the overlay and its relation to the checkpoint part; the checkpoint part's pages
+//! are checked as they are read, storage-format.md §7):
+//! 1. Each key's versions — the checkpoint part's, then the overlay's — are sorted by
+//!    strictly increasing tid, all ≤ `last_tid`; the overlay's are all newer than the
+//!    checkpoint part's last tid.
+//! 2. The transactions — the checkpoint part's, then the overlay's `txs` — are sorted by
+//!    tid; the last one ends at `end`, and `last_tid` is its tid.
+//! 3. Every overlay version's tid is one of the overlay's `txs`, and `by_tid` lists each
+//!    key under each tid that wrote it.
 //! 4. Appends happen only at `end`, only under the writer lock, and after refreshing the
 //!    index to the file's last committed transaction (so `end` is the file's).
 //! 5. After a failed append or fsync the store is poisoned: no further commit until reopen.
 //!
 //! Lock order: `Store::commit_lock`/writer lock (lock file) → `Store::gen` → `Gen::index`.
-//! Readers take only `Gen::index` (shared, briefly) and never wait for an append.
+//! Readers take only `Gen::index` (shared, briefly) and never wait for an append (they
+//! wait only while a damaged checkpoint is replaced by an index rebuilt from the log).
 
+pub mod ckpt;
 pub mod compact;
 pub mod encode;
 pub mod fsck;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::format::checkpoint::{Checkpoint, TxEntry, Version};
+use crate::format::checkpoint::{Checkpoint, KeySlot, TxEntry, Version};
 use crate::format::{self, Encoding, Key, RecordIn, FLAG_DELETED};
 use crate::log::io::LogIo;
 use crate::log::lock::{LockFile, ReaderSlot};
 use crate::log::{Log, ScannedTx};
 use crate::{Error, Result, Tid};
+use ckpt::LazyCheckpoint;
 pub use encode::Encoded;
 
 /// Path of the index checkpoint of database `db`.
@@ -71,15 +84,25 @@ impl Default for StoreOptions {
     }
 }
 
-/// The in-memory index of one log file.
+/// The index of one log file: the versions of each key and the committed transactions.
+///
+/// Two parts: the checkpoint it was opened from, when that is a version-3 one, read
+/// lazily ([`LazyCheckpoint`]: open reads its header only, lookups the pages they need),
+/// and an overlay in memory of everything read from the log after it (or of everything,
+/// when there was no usable checkpoint or an older version, read whole). A key's
+/// versions are the checkpoint's, then the overlay's, which are all newer (invariant 1).
 #[derive(Debug, Clone, Default)]
 pub struct Index {
-    /// Versions of each key, oldest first.
-    pub versions: HashMap<Key, Vec<Version>>,
-    /// Committed transactions, ascending.
-    pub txs: Vec<TxEntry>,
-    /// Keys written by each transaction.
-    pub by_tid: BTreeMap<Tid, Vec<Key>>,
+    /// The checkpoint part (None: everything is in the overlay).
+    ckpt: Option<Arc<LazyCheckpoint>>,
+    /// Overlay: versions of each key, oldest first.
+    versions: HashMap<Key, Vec<Version>>,
+    /// Overlay: committed transactions, ascending.
+    txs: Vec<TxEntry>,
+    /// Overlay: keys written by each transaction.
+    by_tid: BTreeMap<Tid, Vec<Key>>,
+    /// Overlay: ids of arrays that have a catalog (META) key.
+    arrays: BTreeSet<u64>,
     /// End of the last committed transaction.
     pub end: u64,
     /// tid of the last committed transaction (0 if none).
@@ -90,8 +113,84 @@ pub struct Index {
     pub max_array: u64,
     /// Log offset covered by the last checkpoint written or read.
     pub checkpointed_end: u64,
-    /// Ids of arrays that have a catalog (META) key.
-    pub arrays: std::collections::BTreeSet<u64>,
+}
+
+/// The versions of one key: the checkpoint's (its entry's `first..first + count`), then
+/// the overlay's.
+struct KeyVersions<'a> {
+    ck: Option<(&'a LazyCheckpoint, KeySlot)>,
+    ov: &'a [Version],
+}
+
+impl KeyVersions<'_> {
+    fn ck_len(&self) -> u64 {
+        self.ck.map_or(0, |(_, k)| k.count)
+    }
+
+    fn get(&self, i: u64) -> Result<Version> {
+        match self.ck {
+            Some((c, k)) if i < k.count => c.version(k.first + i),
+            _ => usize::try_from(i - self.ck_len())
+                .ok()
+                .and_then(|j| self.ov.get(j))
+                .copied()
+                .ok_or_else(|| Error::InvalidArgument(format!("no version {i}"))),
+        }
+    }
+
+    /// How many versions have a tid ≤ `at` (the visible one is the last of them).
+    fn count_at(&self, at: Tid) -> Result<u64> {
+        let n = self.ck_len();
+        if self.ov.first().is_some_and(|v| v.tid <= at) {
+            return Ok(n + self.ov.partition_point(|v| v.tid <= at) as u64);
+        }
+        let (mut lo, mut hi) = (0, n);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.get(mid)?.tid <= at {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo)
+    }
+
+    /// The chain ending at version `i`: back to the nearest full version, at most
+    /// `MAX_DELTA_CHAIN` deltas (a delta's base is the previous version of its key).
+    fn chain_ending(&self, i: u64) -> Result<Vec<Version>> {
+        let mut out = vec![self.get(i)?];
+        let mut j = i;
+        while let Some(&v) = out.last().filter(|v| v.encoding.is_delta()) {
+            if i - j >= format::MAX_DELTA_CHAIN as u64 {
+                return Err(Error::corruption(
+                    out[0].rec_off,
+                    format!(
+                        "delta chain longer than {} records",
+                        format::MAX_DELTA_CHAIN
+                    ),
+                ));
+            }
+            j = j.checked_sub(1).ok_or_else(|| {
+                Error::corruption(
+                    v.rec_off,
+                    "delta record without a base version in this file",
+                )
+            })?;
+            let p = self.get(j)?;
+            if p.tid >= v.tid {
+                // Only checkpoint entries can be out of order (the overlay is built in
+                // tid order, after the checkpoint's last tid).
+                return Err(match self.ck {
+                    Some((c, k)) => c.inconsistent(format!("versions of {:?} out of order", k.key)),
+                    None => Error::corruption(v.rec_off, "versions out of order"),
+                });
+            }
+            out.push(p);
+        }
+        out.reverse();
+        Ok(out)
+    }
 }
 
 impl Index {
@@ -130,6 +229,7 @@ impl Index {
         self.last_tx_crc = tx.end.tx_crc;
     }
 
+    /// An index holding a (version 1 or 2) checkpoint read whole, in its overlay.
     fn from_checkpoint(c: Checkpoint) -> Index {
         let mut ix = Index {
             end: c.covered_end,
@@ -151,98 +251,257 @@ impl Index {
             }
             ix.versions.insert(k, vs);
         }
+        for t in &ix.txs {
+            ix.by_tid.entry(t.tid).or_default();
+        }
         ix
     }
 
-    fn to_checkpoint(&self, uuid: u64) -> Checkpoint {
-        let mut keys: Vec<(Key, Vec<Version>)> =
-            self.versions.iter().map(|(k, v)| (*k, v.clone())).collect();
-        keys.sort_by_key(|(k, _)| *k);
-        Checkpoint {
+    /// An index over a version-3 checkpoint, read lazily, with an empty overlay.
+    fn from_lazy(c: LazyCheckpoint) -> Index {
+        Index {
+            end: c.h.covered_end,
+            last_tid: c.h.last_tid,
+            last_tx_crc: c.h.last_tx_crc,
+            checkpointed_end: c.h.covered_end,
+            max_array: c.h.max_array,
+            ckpt: Some(Arc::new(c)),
+            ..Index::default()
+        }
+    }
+
+    /// Did the checkpoint part fail a check? (Then this index must be rebuilt from the
+    /// log: [`Gen::with_index`].)
+    pub fn ckpt_failed(&self) -> bool {
+        self.ckpt.as_ref().is_some_and(|c| c.failed())
+    }
+
+    /// (pages read so far, pages) of the checkpoint part, None without one (for tests
+    /// and diagnostics: open reads one page, a lookup a few).
+    pub fn checkpoint_pages(&self) -> Option<(u64, u64)> {
+        self.ckpt.as_ref().map(|c| (c.pages_read(), c.h.n_pages()))
+    }
+
+    /// The tid of the checkpoint part's last transaction (0 without one).
+    fn ckpt_tid(&self) -> Tid {
+        self.ckpt.as_ref().map_or(Tid::ZERO, |c| c.h.last_tid)
+    }
+
+    fn overlay(&self, key: &Key) -> &[Version] {
+        self.versions.get(key).map_or(&[], |v| v.as_slice())
+    }
+
+    fn key_versions(&self, key: &Key) -> Result<KeyVersions<'_>> {
+        let ck = match &self.ckpt {
+            Some(c) => c.find(key)?.map(|k| (&**c, k)),
+            None => None,
+        };
+        Ok(KeyVersions {
+            ck,
+            ov: self.overlay(key),
+        })
+    }
+
+    /// The whole index as a checkpoint of log `uuid` (reads all of the checkpoint part).
+    fn to_checkpoint(&self, uuid: u64) -> Result<Checkpoint> {
+        Ok(Checkpoint {
             log_uuid: uuid,
             covered_end: self.end,
             last_tid: self.last_tid,
             last_tx_crc: self.last_tx_crc,
-            txs: self.txs.clone(),
-            keys,
-        }
+            txs: self.all_txs()?,
+            keys: self.all_versions()?,
+        })
     }
 
     /// The version of `key` visible at `at` (the newest with tid ≤ at).
-    pub fn version_at(&self, key: &Key, at: Tid) -> Option<Version> {
-        let vs = self.versions.get(key)?;
-        let i = vs.partition_point(|v| v.tid <= at);
-        i.checked_sub(1).map(|i| vs[i])
+    pub fn version_at(&self, key: &Key, at: Tid) -> Result<Option<Version>> {
+        let ov = self.overlay(key);
+        if let Some(i) = ov.partition_point(|v| v.tid <= at).checked_sub(1) {
+            return Ok(Some(ov[i]));
+        }
+        let kv = self.key_versions(key)?;
+        match kv.count_at(at)?.checked_sub(1) {
+            Some(i) => kv.get(i).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// The chain of the version of `key` visible at `at`: the full version it rests on,
     /// then the deltas to apply to it, oldest first (just the version itself when it is
     /// not a delta). None if the key has no version at `at`.
     pub fn chain_at(&self, key: &Key, at: Tid) -> Result<Option<Vec<Version>>> {
-        let Some(vs) = self.versions.get(key) else {
-            return Ok(None);
-        };
-        let i = vs.partition_point(|v| v.tid <= at);
-        let Some(i) = i.checked_sub(1) else {
-            return Ok(None);
-        };
-        chain_ending(vs, i).map(Some)
+        let ov = self.overlay(key);
+        if let Some(i) = ov.partition_point(|v| v.tid <= at).checked_sub(1) {
+            // Most chains end in the overlay without reaching back past it.
+            let from_overlay = KeyVersions { ck: None, ov };
+            let base = (i.saturating_sub(format::MAX_DELTA_CHAIN)..=i)
+                .rev()
+                .find(|&j| !ov[j].encoding.is_delta());
+            if base.is_some() || i >= format::MAX_DELTA_CHAIN {
+                return from_overlay.chain_ending(i as u64).map(Some);
+            }
+        }
+        let kv = self.key_versions(key)?;
+        match kv.count_at(at)?.checked_sub(1) {
+            Some(i) => kv.chain_ending(i).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// The newest version of `key`.
-    pub fn latest(&self, key: &Key) -> Option<Version> {
-        self.versions.get(key).and_then(|v| v.last().copied())
+    pub fn latest(&self, key: &Key) -> Result<Option<Version>> {
+        if let Some(v) = self.overlay(key).last() {
+            return Ok(Some(*v));
+        }
+        let kv = self.key_versions(key)?;
+        match kv.ck_len().checked_sub(1) {
+            Some(i) => kv.get(i).map(Some),
+            None => Ok(None),
+        }
     }
 
-    /// Debug check of the numbered invariants 1–3.
+    /// The catalog (META) versions visible at `tid`, by array id.
+    pub fn metas_at(&self, tid: Tid) -> Result<Vec<(u64, Version)>> {
+        let mut ids: BTreeMap<u64, Option<KeySlot>> =
+            self.arrays.iter().map(|&a| (a, None)).collect();
+        if let Some(c) = &self.ckpt {
+            let from = c.lower_bound(&Key::Meta { array: 0 })?;
+            for k in c.keys_from(from, |k| matches!(k.key, Key::Meta { .. }))? {
+                if let Key::Meta { array } = k.key {
+                    ids.insert(array, Some(k));
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(ids.len());
+        for (a, slot) in ids {
+            let kv = KeyVersions {
+                ck: slot.and_then(|k| Some((&**self.ckpt.as_ref()?, k))),
+                ov: self.overlay(&Key::Meta { array: a }),
+            };
+            if let Some(i) = kv.count_at(tid)?.checked_sub(1) {
+                out.push((a, kv.get(i)?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every key in `lo..=hi` with all its versions, in key order (reads the
+    /// checkpoint's entries in that range).
+    pub fn range_versions(&self, lo: &Key, hi: &Key) -> Result<Vec<(Key, Vec<Version>)>> {
+        let mut out: BTreeMap<Key, Vec<Version>> = BTreeMap::new();
+        if let Some(c) = &self.ckpt {
+            for k in c.keys_from(c.lower_bound(lo)?, |k| k.key <= *hi)? {
+                out.insert(k.key, c.versions_of(&k)?);
+            }
+        }
+        for (k, vs) in &self.versions {
+            if lo <= k && k <= hi {
+                out.entry(*k).or_default().extend_from_slice(vs);
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    /// Every key with all its versions, in key order (reads the whole checkpoint).
+    pub fn all_versions(&self) -> Result<Vec<(Key, Vec<Version>)>> {
+        self.range_versions(&Key::Block { array: 0, blk: 0 }, &Key::Names)
+    }
+
+    /// Every committed transaction, ascending.
+    pub fn all_txs(&self) -> Result<Vec<TxEntry>> {
+        let mut out = match &self.ckpt {
+            Some(c) => c.all_txs()?,
+            None => Vec::new(),
+        };
+        out.extend_from_slice(&self.txs);
+        Ok(out)
+    }
+
+    /// The committed transactions with tids above `t`, ascending (reads the checkpoint
+    /// only when `t` is older than its last transaction).
+    pub fn txs_after(&self, t: Tid) -> Result<Vec<TxEntry>> {
+        if t >= self.ckpt_tid() {
+            return Ok(self.txs.iter().filter(|x| x.tid > t).copied().collect());
+        }
+        Ok(self.all_txs()?.into_iter().filter(|x| x.tid > t).collect())
+    }
+
+    /// The number of committed transactions.
+    pub fn tx_count(&self) -> u64 {
+        self.ckpt.as_ref().map_or(0, |c| c.h.n_tx) + self.txs.len() as u64
+    }
+
+    /// The tid of the first committed transaction (None if there is none).
+    pub fn first_tid(&self) -> Result<Option<Tid>> {
+        match &self.ckpt {
+            Some(c) if c.h.n_tx > 0 => Ok(Some(c.tx(0)?.tid)),
+            _ => Ok(self.txs.first().map(|t| t.tid)),
+        }
+    }
+
+    /// The keys written by each transaction with a tid in `(from, to]` (reads the whole
+    /// checkpoint when `from` is older than its last transaction).
+    pub fn keys_by_tid(&self, from: Tid, to: Tid) -> Result<BTreeMap<Tid, Vec<Key>>> {
+        let range = (
+            std::ops::Bound::Excluded(from),
+            std::ops::Bound::Included(to),
+        );
+        let mut out: BTreeMap<Tid, Vec<Key>> = BTreeMap::new();
+        if from < to && from < self.ckpt_tid() {
+            if let Some(c) = &self.ckpt {
+                for t in c.all_txs()? {
+                    if t.tid > from && t.tid <= to {
+                        out.insert(t.tid, Vec::new());
+                    }
+                }
+                for (k, vs) in c.all_keys()? {
+                    for v in vs {
+                        if let Some(ks) = out.get_mut(&v.tid) {
+                            ks.push(k);
+                        }
+                    }
+                }
+            }
+        }
+        if from < to {
+            for (t, ks) in self.by_tid.range(range) {
+                out.insert(*t, ks.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Debug check of the numbered invariants 1–3 (of the overlay, and of its relation
+    /// to the checkpoint part, which is not read: its pages are checked as they are).
     pub fn assert_invariants(&self) {
         if !cfg!(debug_assertions) {
             return;
         }
+        let floor = self.ckpt_tid();
         for (k, vs) in &self.versions {
             assert!(
                 vs.windows(2).all(|w| w[0].tid < w[1].tid),
                 "versions of {k:?} not ascending"
             );
             assert!(
-                vs.iter().all(|v| v.tid <= self.last_tid),
-                "version of {k:?} newer than last tid"
+                vs.iter().all(|v| v.tid <= self.last_tid && v.tid > floor),
+                "version of {k:?} newer than last tid or not newer than the checkpoint"
             );
         }
         assert!(
             self.txs.windows(2).all(|w| w[0].tid < w[1].tid),
             "txs not ascending"
         );
+        assert!(self.txs.first().is_none_or(|t| t.tid > floor));
         if let Some(t) = self.txs.last() {
             assert_eq!(t.off + t.len, self.end, "last tx does not end at end");
             assert_eq!(t.tid, self.last_tid);
+        } else if let Some(c) = &self.ckpt {
+            assert_eq!((c.h.covered_end, c.h.last_tid), (self.end, self.last_tid));
         }
         assert_eq!(self.by_tid.len(), self.txs.len());
     }
-}
-
-/// The chain ending at `vs[i]`: back to the nearest full version, at most
-/// `MAX_DELTA_CHAIN` deltas (a delta's base is the previous version of its key).
-fn chain_ending(vs: &[Version], i: usize) -> Result<Vec<Version>> {
-    let mut j = i;
-    while vs[j].encoding.is_delta() {
-        if i - j >= format::MAX_DELTA_CHAIN {
-            return Err(Error::corruption(
-                vs[i].rec_off,
-                format!(
-                    "delta chain longer than {} records",
-                    format::MAX_DELTA_CHAIN
-                ),
-            ));
-        }
-        j = j.checked_sub(1).ok_or_else(|| {
-            Error::corruption(
-                vs[j].rec_off,
-                "delta record without a base version in this file",
-            )
-        })?;
-    }
-    Ok(vs[j..=i].to_vec())
 }
 
 /// Pages carried by a delta version (from its logical length; 0 for a full version).
@@ -267,13 +526,77 @@ pub struct Gen {
 }
 
 impl Gen {
+    /// Run `f` on the index (under its read lock). If the index's checkpoint part turns
+    /// out damaged (a page fails its CRC or holds impossible values, or cannot be read),
+    /// rebuild the index from the log and run `f` again on that: a damaged checkpoint
+    /// costs a scan of the log, never a wrong answer. Errors of `f` that are not the
+    /// checkpoint's are returned as they are.
+    pub fn with_index<R>(&self, mut f: impl FnMut(&Index) -> Result<R>) -> Result<R> {
+        {
+            let ix = self.index.read();
+            match f(&ix) {
+                Err(e) if ix.ckpt_failed() => {
+                    tracing::warn!(error = %e, "index checkpoint damaged; rebuilding the index from the log");
+                }
+                r => return r,
+            }
+        }
+        self.rebuild_index()?;
+        f(&self.index.read())
+    }
+
+    /// Replace an index whose checkpoint part failed by one built from the log's
+    /// transaction headers up to the index's end (under the index's write lock, so
+    /// readers wait for the scan: this is the rare path). The new index has no
+    /// checkpoint part and counts as not checkpointed, so the next checkpoint written
+    /// replaces the damaged file.
+    fn rebuild_index(&self) -> Result<()> {
+        let mut ix = self.index.write();
+        if !ix.ckpt_failed() {
+            // Another thread rebuilt it meanwhile.
+            return Ok(());
+        }
+        let (end, last) = (ix.end, ix.last_tid);
+        let scan = self
+            .log
+            .scan_to(format::FILE_HEADER_SIZE, Tid::ZERO, false, end)?;
+        let mut nix = Index::empty();
+        for tx in &scan.txs {
+            nix.apply(tx);
+        }
+        if nix.end != end || nix.last_tid != last {
+            return Err(scan.stop.unwrap_or_else(|| {
+                Error::corruption(
+                    nix.end,
+                    format!(
+                        "rebuilding the index: the log's transactions end at {} (tid {}), not at {end} (tid {last})",
+                        nix.end, nix.last_tid
+                    ),
+                )
+            }));
+        }
+        nix.checkpointed_end = format::FILE_HEADER_SIZE;
+        *ix = nix;
+        Ok(())
+    }
+
+    /// The version of `key` visible at `at` (the newest with tid ≤ at).
+    pub fn version_at(&self, key: &Key, at: Tid) -> Result<Option<Version>> {
+        self.with_index(|ix| ix.version_at(key, at))
+    }
+
+    /// The chain of the version of `key` visible at `at` ([`Index::chain_at`]).
+    pub fn chain_at(&self, key: &Key, at: Tid) -> Result<Option<Vec<Version>>> {
+        self.with_index(|ix| ix.chain_at(key, at))
+    }
+
     /// Load the value of `key` visible at `at` into `buf` (zero-filled past the stored
     /// value). Returns the tid of that version, or None if the key had no version (buf
     /// is then all zeros). The CRC of the stored bytes is checked on every read.
     /// A delta version is resolved through its chain (base, then each delta), every
     /// record's CRCs checked.
     pub fn load(&self, key: &Key, at: Tid, buf: &mut [u8]) -> Result<Option<Version>> {
-        let chain = self.index.read().chain_at(key, at)?;
+        let chain = self.chain_at(key, at)?;
         let Some(chain) = chain else {
             buf.fill(0);
             return Ok(None);
@@ -559,7 +882,7 @@ impl Gen {
         at: Tid,
         block_size: usize,
     ) -> Result<Option<crate::bigfile::FileSlice>> {
-        let Some(chain) = self.index.read().chain_at(key, at)? else {
+        let Some(chain) = self.chain_at(key, at)? else {
             return Ok(None);
         };
         let (base, deltas) = match chain.split_first() {
@@ -667,7 +990,7 @@ impl Gen {
         at: Tid,
         block_size: usize,
     ) -> Result<Option<crate::bigfile::FileSlice>> {
-        let Some(v) = self.index.read().version_at(key, at) else {
+        let Some(v) = self.version_at(key, at)? else {
             return Ok(None);
         };
         if v.encoding != Encoding::Raw {
@@ -844,35 +1167,43 @@ pub struct Store {
     refresh_lock: Mutex<()>,
 }
 
+/// The index a checkpoint of `log` gives, if there is one and it matches the log
+/// (storage-format.md §7): a version-3 one opened lazily (its header page read and
+/// checked, the rest read by lookups), an older one read and checked whole.
 fn load_checkpoint(path: &Path, log: &Log) -> Option<Index> {
-    let bytes = std::fs::read(checkpoint_path(path)).ok()?;
-    let c = Checkpoint::decode(&bytes).ok()?;
-    if c.log_uuid != log.header().uuid
-        || c.covered_end < format::FILE_HEADER_SIZE
-        || c.covered_end > log.len().ok()?
+    let c = ckpt::open(path)?;
+    let (uuid, covered_end, last_tid, tx_crc) = c.describes();
+    if !matches_log(log, uuid, covered_end, last_tid, tx_crc) {
+        return None;
+    }
+    match c {
+        ckpt::Opened::Lazy(c) => Some(Index::from_lazy(c)),
+        ckpt::Opened::Whole(c) => (c.txs.last().map_or(Tid::ZERO, |t| t.tid) == c.last_tid)
+            .then(|| Index::from_checkpoint(c)),
+    }
+}
+
+/// Does a checkpoint (log uuid, covered end, last tid and its transaction CRC) describe
+/// `log`? The covered end must be within the file and, unless the checkpoint covers no
+/// transaction, just after a trailer of that tid and CRC (storage-format.md §7).
+fn matches_log(log: &Log, uuid: u64, covered_end: u64, last_tid: Tid, tx_crc: u32) -> bool {
+    if uuid != log.header().uuid
+        || covered_end < format::FILE_HEADER_SIZE
+        || log.len().map_or(true, |l| covered_end > l)
     {
-        return None;
+        return false;
     }
-    if c.last_tid != Tid::ZERO {
-        // Validate against the log: the covered end must be the trailer of the last tx.
-        let mut eb = [0u8; format::TX_END_SIZE];
-        log.read_exact_at(
-            &mut eb,
-            c.covered_end.checked_sub(format::TX_END_SIZE as u64)?,
-        )
-        .ok()?;
-        let end = format::TxEnd::decode(&eb, 0, None).ok()?;
-        if end.tid != c.last_tid
-            || end.tx_crc != c.last_tx_crc
-            || c.txs.last().map(|t| t.tid) != Some(c.last_tid)
-        {
-            return None;
-        }
-    } else if c.covered_end != format::FILE_HEADER_SIZE {
-        return None;
+    if last_tid == Tid::ZERO {
+        return covered_end == format::FILE_HEADER_SIZE;
     }
-    let ix = Index::from_checkpoint(c);
-    Some(ix)
+    let mut eb = [0u8; format::TX_END_SIZE];
+    let Some(at) = covered_end.checked_sub(format::TX_END_SIZE as u64) else {
+        return false;
+    };
+    if log.read_exact_at(&mut eb, at).is_err() {
+        return false;
+    }
+    format::TxEnd::decode(&eb, 0, None).is_ok_and(|end| end.tid == last_tid && end.tx_crc == tx_crc)
 }
 
 impl Store {
@@ -1091,72 +1422,81 @@ impl Store {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
             .unwrap_or(0);
-        let (tid, enc) = {
-            let ix = gen.index.read();
-            for w in req.writes {
-                if let Some(v) = ix.latest(&w.key) {
-                    if v.tid > req.snapshot {
-                        return Err(Error::Conflict {
-                            what: name(&w.key),
-                            snapshot: req.snapshot,
-                            by: v.tid,
-                        });
-                    }
-                }
-                // A delta was computed against the version at the snapshot, which is
-                // (no conflict) the newest one, and becomes its back pointer below.
-                if w.value.encoding.is_delta()
-                    && (gen.log.header().version < format::DELTA_FORMAT_VERSION
-                        || ix.latest(&w.key).is_none())
-                {
-                    return Err(Error::InvalidArgument(format!(
-                        "delta record for {} without a base version in a format version {} file",
-                        name(&w.key),
-                        gen.log.header().version
-                    )));
-                }
-            }
-            for &a in req.must_exist {
-                if let Some(v) = ix.latest(&Key::Meta { array: a }) {
-                    if v.tid > req.snapshot && is_tombstone(&v) {
-                        return Err(Error::Conflict {
-                            what: format!("{} (deleted)", name(&Key::Meta { array: a })),
-                            snapshot: req.snapshot,
-                            by: v.tid,
-                        });
-                    }
-                }
-            }
-            let tid = Tid(ix
-                .last_tid
-                .0
-                .checked_add(1)
-                .ok_or_else(|| Error::OutOfRange("tid space exhausted".into()))?);
-            let recs: Vec<RecordIn<'_>> = req
+        // The newest version of each key written and of each array that must exist: the
+        // checkpoint part is needed too, not only for back pointers — a snapshot may
+        // predate the checkpoint of a file that compaction switched to since.
+        let (latest, metas, last_tid, end) = gen.with_index(|ix| {
+            let latest = req
                 .writes
                 .iter()
-                .map(|w| RecordIn {
-                    key: w.key,
-                    encoding: w.value.encoding,
-                    flags: w.flags,
-                    prev_off: ix.latest(&w.key).map(|v| v.rec_off).unwrap_or(0),
-                    logical_len: w.value.logical_len,
-                    payload: &w.value.payload,
-                    data_crc: w.value.data_crc,
-                    // A file keeps its format version (storage-format.md §2.7): only
-                    // version 3 files get page CRC tables.
-                    page_crcs: (!w.value.page_crcs.is_empty()
-                        && matches!(w.key, Key::Block { .. })
-                        && w.value.encoding == Encoding::Raw
-                        && gen.log.header().version >= format::PAGE_CRC_FORMAT_VERSION)
-                        .then_some(&w.value.page_crcs[..]),
-                })
-                .collect();
-            (
-                tid,
-                format::encode_tx(ix.end, tid, wall, req.user, req.desc, &recs)?,
-            )
-        };
+                .map(|w| ix.latest(&w.key))
+                .collect::<Result<Vec<_>>>()?;
+            let metas = req
+                .must_exist
+                .iter()
+                .map(|&a| ix.latest(&Key::Meta { array: a }))
+                .collect::<Result<Vec<_>>>()?;
+            Ok((latest, metas, ix.last_tid, ix.end))
+        })?;
+        for (w, l) in req.writes.iter().zip(&latest) {
+            if let Some(v) = l {
+                if v.tid > req.snapshot {
+                    return Err(Error::Conflict {
+                        what: name(&w.key),
+                        snapshot: req.snapshot,
+                        by: v.tid,
+                    });
+                }
+            }
+            // A delta was computed against the version at the snapshot, which is
+            // (no conflict) the newest one, and becomes its back pointer below.
+            if w.value.encoding.is_delta()
+                && (gen.log.header().version < format::DELTA_FORMAT_VERSION || l.is_none())
+            {
+                return Err(Error::InvalidArgument(format!(
+                    "delta record for {} without a base version in a format version {} file",
+                    name(&w.key),
+                    gen.log.header().version
+                )));
+            }
+        }
+        for (&a, m) in req.must_exist.iter().zip(&metas) {
+            if let Some(v) = m {
+                if v.tid > req.snapshot && is_tombstone(v) {
+                    return Err(Error::Conflict {
+                        what: format!("{} (deleted)", name(&Key::Meta { array: a })),
+                        snapshot: req.snapshot,
+                        by: v.tid,
+                    });
+                }
+            }
+        }
+        let tid = Tid(last_tid
+            .0
+            .checked_add(1)
+            .ok_or_else(|| Error::OutOfRange("tid space exhausted".into()))?);
+        let recs: Vec<RecordIn<'_>> = req
+            .writes
+            .iter()
+            .zip(&latest)
+            .map(|(w, l)| RecordIn {
+                key: w.key,
+                encoding: w.value.encoding,
+                flags: w.flags,
+                prev_off: l.map(|v| v.rec_off).unwrap_or(0),
+                logical_len: w.value.logical_len,
+                payload: &w.value.payload,
+                data_crc: w.value.data_crc,
+                // A file keeps its format version (storage-format.md §2.7): only
+                // version 3 files get page CRC tables.
+                page_crcs: (!w.value.page_crcs.is_empty()
+                    && matches!(w.key, Key::Block { .. })
+                    && w.value.encoding == Encoding::Raw
+                    && gen.log.header().version >= format::PAGE_CRC_FORMAT_VERSION)
+                    .then_some(&w.value.page_crcs[..]),
+            })
+            .collect();
+        let enc = format::encode_tx(end, tid, wall, req.user, req.desc, &recs)?;
         let start = gen.index.read().end;
         if let Err(e) = gen.log.append(start, &enc, self.opts.sync) {
             self.poison(&e);
@@ -1217,10 +1557,9 @@ impl Store {
             return Ok(());
         }
         let gen = self.current();
-        let (bytes, end) = {
-            let ix = gen.index.read();
-            (ix.to_checkpoint(gen.log.header().uuid).encode()?, ix.end)
-        };
+        let (c, end) =
+            gen.with_index(|ix| Ok((ix.to_checkpoint(gen.log.header().uuid)?, ix.end)))?;
+        let bytes = c.encode()?;
         let dst = checkpoint_path(&self.path);
         write_atomically(&dst, &bytes)?;
         gen.index.write().checkpointed_end = end;
@@ -1230,21 +1569,13 @@ impl Store {
     /// Keys changed by commits in `(from, to]` (refreshing first).
     pub fn changed(&self, from: Tid, to: Tid) -> Result<Vec<Key>> {
         let gen = self.refresh()?;
-        let ix = gen.index.read();
         if from < gen.base_tid() && from < to {
             // Compaction dropped some of the commits in the range: report every key.
-            let mut all: Vec<Key> = ix.versions.keys().copied().collect();
-            all.sort();
-            return Ok(all);
+            return gen
+                .with_index(|ix| Ok(ix.all_versions()?.into_iter().map(|(k, _)| k).collect()));
         }
-        let mut out: Vec<Key> = ix
-            .by_tid
-            .range((
-                std::ops::Bound::Excluded(from),
-                std::ops::Bound::Included(to),
-            ))
-            .flat_map(|(_, ks)| ks.iter().copied())
-            .collect();
+        let by_tid = gen.with_index(|ix| ix.keys_by_tid(from, to))?;
+        let mut out: Vec<Key> = by_tid.into_values().flatten().collect();
         out.sort();
         out.dedup();
         Ok(out)
@@ -1253,12 +1584,12 @@ impl Store {
     /// The commits, oldest first.
     pub fn history(&self) -> Result<Vec<Commit>> {
         let gen = self.refresh()?;
-        let ix = gen.index.read();
-        Ok(ix
-            .txs
+        let (txs, by_tid) =
+            gen.with_index(|ix| Ok((ix.all_txs()?, ix.keys_by_tid(Tid::ZERO, ix.last_tid)?)))?;
+        Ok(txs
             .iter()
             .map(|t| {
-                let keys = ix.by_tid.get(&t.tid).map(|v| v.as_slice()).unwrap_or(&[]);
+                let keys = by_tid.get(&t.tid).map(|v| v.as_slice()).unwrap_or(&[]);
                 let mut arrays: Vec<u64> = keys.iter().filter_map(|k| k.array()).collect();
                 arrays.sort_unstable();
                 arrays.dedup();
