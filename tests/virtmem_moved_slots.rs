@@ -194,3 +194,50 @@ fn huge_slot_eviction_under_readers() {
     }
     assert!(vm.stats().evictions > 0, "the budget forced evictions");
 }
+
+/// Kernel mappings (lines of `/proc/self/maps`) overlapping `[base, base + len)`.
+fn kernel_mappings_in(base: usize, len: usize) -> usize {
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            let r = l.split_whitespace().next().unwrap();
+            let (a, b) = r.split_once('-').unwrap();
+            let (a, b) = (
+                usize::from_str_radix(a, 16).unwrap(),
+                usize::from_str_radix(b, 16).unwrap(),
+            );
+            a < base + len && b > base
+        })
+        .count()
+}
+
+/// A slot moved home leaves its view block as a `PROT_NONE` mapping of its own, reset
+/// later in batches (invariant 15): a scan of many blocks under a small budget leaves a
+/// bounded number of kernel mappings in its view (without the batched reset, two per
+/// evicted block), and every evicted block faults and loads its own bytes again.
+#[test]
+fn evicted_view_blocks_are_reset_in_batches() {
+    const N: u64 = 400;
+    let vm = wdb::virtmem::VirtMem::new(2 * BS as u64).unwrap();
+    let f = std::sync::Arc::new(wdb::bigfile::MemFile::new("scan", BS));
+    for b in 0..N {
+        f.set_block(b, &vec![pattern(b); BS]).unwrap();
+    }
+    let h = vm.open(f.clone()).unwrap();
+    let m = h.mmap(0, N).unwrap();
+    for round in 0..2 {
+        for blk in 0..N as usize {
+            assert_eq!(rd(&m, blk * BS + 7), pattern(blk as u64), "round {round}");
+        }
+        let n = kernel_mappings_in(m.as_ptr() as usize, m.len());
+        // At most 32 untidy blocks (each with the reserved piece before it), the two
+        // resident blocks, and the reserved space around them.
+        assert!(
+            n <= 2 * 32 + 2 * 2 + 1,
+            "round {round}: {n} kernel mappings"
+        );
+    }
+    assert!(vm.stats().evictions >= 2 * N - 2);
+    assert_eq!(f.loads() as u64, 2 * N);
+}

@@ -112,6 +112,16 @@
 //! 14. `armed` ⊆ the blocks a view maps, each with a file page: the block's first OS
 //!     page is `PROT_NONE` (readahead's marker, `readahead.rs`). The first touch faults;
 //!     `ensure` makes the page readable and passes the position to readahead.
+//!
+//! 15. `untidy` ⊆ the blocks a view does not map, at most [`UNTIDY_MAX`] per view: an
+//!     anonymous slot moved home from there left its own entry-less `PROT_NONE` mapping
+//!     (`Pool::move_home`), not inherited by `fork` (the pool's flags), which faults
+//!     like the reserved space around it but is a kernel mapping of its own. It is not
+//!     reset when the slot leaves — that `mremap` was a third of a read fault cycle's
+//!     system calls — but replaced by the next page mapped there (mapping removes the
+//!     block from `untidy`) or, when the view has more than `UNTIDY_MAX` of them, reset
+//!     with one call per run of adjacent blocks ([`VmState::tidy`]), which bounds the
+//!     process's kernel mappings (`vm.max_map_count`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -201,6 +211,11 @@ struct Page {
 
 const NO_SLOT: usize = usize::MAX;
 
+/// Untidy blocks a view may hold before they are reset (invariant 15): enough that a
+/// scan resets a run of them in one call, few enough that a process with many views
+/// stays far below `vm.max_map_count` (each untidy block is up to two kernel mappings).
+pub(super) const UNTIDY_MAX: usize = 32;
+
 #[derive(Debug)]
 struct PoolState {
     os: Arc<Pool>,
@@ -235,6 +250,8 @@ pub(super) struct MapState {
     mapped: HashMap<u64, (PageId, bool)>,
     /// Mapped file blocks whose first page is readahead's marker (invariant 14).
     armed: std::collections::HashSet<u64>,
+    /// Blocks left `PROT_NONE` by a slot moved home, not yet reset (invariant 15).
+    untidy: std::collections::BTreeSet<u64>,
     /// The block of this view's last fault (for telling a scan from random reads).
     last_fault: Option<u64>,
     /// Loads for this mapping running without the lock.
@@ -593,7 +610,8 @@ impl VmState {
             return;
         };
         let bs = self.pools[hs.pool].os.slot_size();
-        for &mid in &hs.maps {
+        for i in 0..hs.maps.len() {
+            let mid = self.handles[&h].maps[i];
             let m = self
                 .maps
                 .get_mut(&mid)
@@ -613,7 +631,9 @@ impl VmState {
                 if pg.at_view == Some((mid, blk)) {
                     // The slot itself lives here: move it back to the pool (invariant 9).
                     pg.at_view = None;
-                    self.pools[pg.pool].os.move_home(pg.slot, addr, w);
+                    if self.pools[pg.pool].os.move_home(pg.slot, addr, w) {
+                        self.mark_untidy(mid, blk);
+                    }
                     continue;
                 }
                 // A failure here would leave a stale page visible; the kernel fails a
@@ -661,7 +681,50 @@ impl VmState {
         let writable = removed.is_some_and(|e| e.1);
         let addr = self.view_addr(&self.maps[&mid], blk);
         let pg = &self.pages[p as usize];
-        self.pools[pg.pool].os.move_home(pg.slot, addr, writable);
+        if self.pools[pg.pool].os.move_home(pg.slot, addr, writable) {
+            self.mark_untidy(mid, blk);
+        }
+    }
+
+    /// Record that view block `blk` of `mid` was left untidy (invariant 15), and reset
+    /// the view's untidy blocks once there are more than `UNTIDY_MAX`.
+    fn mark_untidy(&mut self, mid: MapId, blk: u64) {
+        let m = self
+            .maps
+            .get_mut(&mid)
+            .expect("a moved page's view is registered");
+        m.untidy.insert(blk);
+        if m.untidy.len() > UNTIDY_MAX {
+            self.tidy(mid);
+        }
+    }
+
+    /// Reset every untidy block of view `mid` to reserved space (invariant 15): one
+    /// `mmap` (and its `madvise`) per run of adjacent blocks, which also merges them
+    /// with the reserved space around them into one kernel mapping again.
+    pub(super) fn tidy(&mut self, mid: MapId) {
+        let Some(m) = self.maps.get_mut(&mid) else {
+            return;
+        };
+        let untidy = std::mem::take(&mut m.untidy);
+        let m = &self.maps[&mid];
+        let bs = self.pools[self.handles[&m.handle].pool].os.slot_size();
+        let mut it = untidy.into_iter().peekable();
+        while let Some(first) = it.next() {
+            let mut last = first;
+            while it.peek() == Some(&(last + 1)) {
+                last += 1;
+                it.next();
+            }
+            let addr = self.view_addr(m, first);
+            // As in `reset_views`: a failure is out of memory for mappings, and the
+            // blocks stay PROT_NONE either way; but the bound on mappings is lost, so
+            // stop rather than run into `vm.max_map_count` later.
+            if let Err(e) = os::reset(addr, (last - first + 1) as usize * bs) {
+                eprintln!("wdb: fatal: cannot reset view blocks to PROT_NONE: {e}");
+                std::process::abort();
+            }
+        }
     }
 
     /// Write-protect `blk` in every view of `h` that maps it (before a store).
@@ -711,7 +774,9 @@ impl VmState {
                 }
                 let bs = self.pools[pool].os.slot_size();
                 os::map_file(addr, bs, &src, seq)?;
-                self.maps.get_mut(&mid).expect("checked").armed.remove(&blk);
+                let m = self.maps.get_mut(&mid).expect("checked");
+                m.armed.remove(&blk);
+                m.untidy.remove(&blk);
                 self.counters.file_maps += 1;
                 self.maps
                     .get_mut(&mid)
@@ -744,9 +809,11 @@ impl VmState {
                 }
             }
         }
-        // A RAM page replaced the whole block, readahead's marker included (inv 14).
+        // A RAM page replaced the whole block, readahead's marker included (inv 14),
+        // and an untidy mapping left there (inv 15).
         let m = self.maps.get_mut(&mid).expect("checked above");
         m.armed.remove(&blk);
+        m.untidy.remove(&blk);
         m.mapped.insert(blk, (p, writable));
         Ok(())
     }
@@ -1002,6 +1069,7 @@ impl VmState {
                 n_blks,
                 mapped: HashMap::new(),
                 armed: Default::default(),
+                untidy: Default::default(),
                 last_fault: None,
                 inflight: 0,
             },
@@ -1142,6 +1210,14 @@ impl VmState {
         self.check_patches();
         // 5
         for (&mid, m) in &self.maps {
+            // 15
+            assert!(m.untidy.len() <= UNTIDY_MAX, "inv 15: untidy bound");
+            for blk in &m.untidy {
+                assert!(
+                    !m.mapped.contains_key(blk) && *blk - m.first_blk < m.n_blks,
+                    "inv 15: an untidy block is not mapped"
+                );
+            }
             for blk in &m.armed {
                 let e = m.mapped.get(blk);
                 assert!(
@@ -1487,6 +1563,10 @@ pub(super) fn fetch_file(
                     if arm && os::arm(addr, true).is_ok() {
                         m.armed.insert(blk);
                     }
+                }
+                // Either way the block's mapping was replaced (invariant 15).
+                if let Some(m) = g.maps.get_mut(&mid) {
+                    m.untidy.remove(&blk);
                 }
             }
             cv.notify_all();
