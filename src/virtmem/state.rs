@@ -1304,6 +1304,8 @@ pub(super) fn ensure(
         // zeros loaded ahead of it for nothing.)
         g.ra.want(mid, blk);
     }
+    // Whether this scan may still help readahead instead of waiting for it (below).
+    let mut may_help = seq && !write;
     loop {
         let Some(m) = g.maps.get(&mid) else {
             return Err(Error::Busy(
@@ -1315,6 +1317,13 @@ pub(super) fn ensure(
         let file = hs.file.clone();
         let pi = hs.pool;
         match g.state(h, blk) {
+            BlockState::Loading { .. } | BlockState::LoadingInvalidated { .. } if may_help => {
+                // A scan reached a block another thread (readahead) is still loading:
+                // rather than wait, load a later block of the window that nobody has
+                // started, so the two threads share the decompression by need, not by
+                // block number alone. Then look again.
+                may_help = help_ahead(g, cv, mid, blk);
+            }
             BlockState::Loading { .. }
             | BlockState::LoadingInvalidated { .. }
             | BlockState::Storing { .. } => {
@@ -1660,6 +1669,35 @@ pub(super) fn load_ahead(
     cv.notify_all();
     g.assert_invariants();
     Ok(ok)
+}
+
+/// For a scan of view `mid` that found block `pos` still loading: load the first block
+/// after it in the readahead window that is `Empty` and of the copy path (compressed or
+/// delta: `map_source` is None) into a RAM page, as readahead would (`load_ahead`), and
+/// return whether one was loaded. Raw blocks are left to readahead, which maps them
+/// without a load. Runs in the fault, whose mapping keeps the view and the handle alive.
+fn help_ahead(g: &mut Guard<'_>, cv: &Condvar, mid: MapId, pos: u64) -> bool {
+    let Some(m) = g.maps.get(&mid) else {
+        return false;
+    };
+    let (h, end) = (m.handle, m.first_blk + m.n_blks);
+    let k = super::readahead::window(g.budget, g.block_size_of(h) as u64);
+    if k == 1 {
+        // No page to spare (see `readahead::ahead`).
+        return false;
+    }
+    let file = g.handles[&h].file.clone();
+    for b in pos + 1..=pos.saturating_add(k).min(end - 1) {
+        if g.state(h, b) != BlockState::Empty || g.has_patch(h, b) {
+            continue;
+        }
+        let src = MutexGuard::unlocked(g, || file.map_source(b));
+        if !matches!(src, Ok(None)) {
+            return false;
+        }
+        return matches!(load_ahead(g, cv, h, b, pos), Ok(true));
+    }
+    false
 }
 
 impl VmState {
