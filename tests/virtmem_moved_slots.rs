@@ -239,5 +239,5 @@ fn evicted_view_blocks_are_reset_in_batches() {
         );
     }
     assert!(vm.stats().evictions >= 2 * N - 2);
-    assert_eq!(f.loads() as u64, 2 * N);
+    assert_eq!(f.loads(), 2 * N);
 }
