@@ -119,9 +119,11 @@
 //!     like the reserved space around it but is a kernel mapping of its own. It is not
 //!     reset when the slot leaves — that `mremap` was a third of a read fault cycle's
 //!     system calls — but replaced by the next page mapped there (mapping removes the
-//!     block from `untidy`) or, when the view has more than `UNTIDY_MAX` of them, reset
-//!     with one call per run of adjacent blocks ([`VmState::tidy`]), which bounds the
-//!     process's kernel mappings (`vm.max_map_count`).
+//!     block from `untidy`) or reset with one call per run of adjacent blocks
+//!     ([`VmState::tidy`]): when the view has more than `UNTIDY_MAX` of them, which
+//!     bounds the process's kernel mappings (`vm.max_map_count`), and before a slot
+//!     leaves a block beside one (`VmState::tidy_beside`: the kernel would merge the
+//!     two mappings and split them again).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
