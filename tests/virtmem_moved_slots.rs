@@ -194,3 +194,57 @@ fn huge_slot_eviction_under_readers() {
     }
     assert!(vm.stats().evictions > 0, "the budget forced evictions");
 }
+
+/// Kernel mappings (lines of `/proc/self/maps`) overlapping `[base, base + len)`.
+fn kernel_mappings_in(base: usize, len: usize) -> usize {
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            let r = l.split_whitespace().next().unwrap();
+            let (a, b) = r.split_once('-').unwrap();
+            let (a, b) = (
+                usize::from_str_radix(a, 16).unwrap(),
+                usize::from_str_radix(b, 16).unwrap(),
+            );
+            a < base + len && b > base
+        })
+        .count()
+}
+
+/// A slot moved home leaves its view block as a `PROT_NONE` mapping of its own, reset
+/// later (invariant 16): when a neighbour's slot leaves (a scan), or in batches. Either
+/// way a view keeps a bounded number of kernel mappings (without the resets, two per
+/// evicted block), and every evicted block faults and loads its own bytes again.
+#[test]
+fn evicted_view_blocks_are_reset_in_batches() {
+    const N: u64 = 400;
+    let vm = wdb::virtmem::VirtMem::new(2 * BS as u64).unwrap();
+    let f = std::sync::Arc::new(wdb::bigfile::MemFile::new("scan", BS));
+    for b in 0..N {
+        f.set_block(b, &vec![pattern(b); BS]).unwrap();
+    }
+    let h = vm.open(f.clone()).unwrap();
+    let m = h.mmap(0, N).unwrap();
+    let mappings = || kernel_mappings_in(m.as_ptr() as usize, m.len());
+    // A scan: each evicted block is reset when its neighbour leaves.
+    for blk in 0..N as usize {
+        assert_eq!(rd(&m, blk * BS + 7), pattern(blk as u64), "scan");
+    }
+    let n = mappings();
+    assert!(n <= 8, "after a scan: {n} kernel mappings");
+    // Every other block: no neighbour leaves, the batches bound the untidy blocks: at
+    // most 32 (each with the reserved piece before it), the two resident blocks, and
+    // the reserved space around them.
+    for round in 0..2 {
+        for blk in (0..N as usize).step_by(2) {
+            assert_eq!(rd(&m, blk * BS + 7), pattern(blk as u64), "round {round}");
+        }
+        let n = mappings();
+        assert!(
+            n <= 2 * 32 + 2 * 2 + 1,
+            "round {round}: {n} kernel mappings"
+        );
+    }
+    assert_eq!(f.loads(), N + N);
+}

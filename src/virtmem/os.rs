@@ -727,7 +727,15 @@ impl Pool {
     /// `writable` is the view block's current protection: a writable memfd block
     /// arrives home writable, and the home then needs no `mprotect`; an anonymous one is
     /// made `PROT_NONE` before it moves (see the body), so its home always needs one.
-    pub(crate) fn move_home(&self, slot: usize, addr: usize, writable: bool) {
+    ///
+    /// Returns whether the view block is left *untidy* (invariant 16 in `state.rs`): an
+    /// anonymous slot leaves behind its own entry-less `PROT_NONE` mapping, which faults
+    /// like reserved space but is a separate kernel mapping until [`reset`] (or the next
+    /// page moved there) replaces it; that call is left to the caller, which batches it.
+    /// A memfd slot's view block is reset here (an entry-less shared mapping would
+    /// refault the slot's bytes).
+    #[must_use]
+    pub(crate) fn move_home(&self, slot: usize, addr: usize, writable: bool) -> bool {
         let home = self.addr(slot);
         let anon = self.is_anon(slot);
         if anon {
@@ -762,14 +770,17 @@ impl Pool {
             fatal_os("cannot move a RAM page back to its pool", &io(e, "mremap"));
         }
         self.away[slot].store(false, Ordering::Release);
-        if let Err(e) = self.reset_view(addr) {
-            fatal_os("cannot reset a view block to PROT_NONE", &e);
+        if !anon {
+            if let Err(e) = self.reset_view(addr) {
+                fatal_os("cannot reset a view block to PROT_NONE", &e);
+            }
         }
         if !writable || anon {
             if let Err(e) = protect(home, self.slot_size, true) {
                 fatal_os("cannot make a RAM pool slot writable again", &e);
             }
         }
+        anon
     }
 
     /// [`reset`] a view block of this pool's block size in one system call instead of

@@ -17,7 +17,10 @@
 //!   the view (no copy) and passes the position on. The work is shared block by block:
 //!   this thread fetches the even blocks, the scan's own faults the odd ones (both
 //!   cores check CRCs: checking is slower than a scan's reading, so one thread alone
-//!   falls behind the scan). On a cold
+//!   falls behind the scan). A scan that reaches a copy-path block this thread is still
+//!   loading does not wait idle: it loads the next block of the window nobody has
+//!   started (`state::help_ahead`), so when this thread is the slower one (its core
+//!   shared, its blocks harder) the scan takes more of the loads. On a cold
 //!   page cache the fetches' own faults make the kernel read the file ahead
 //!   (`read_ahead_kb`), in large folios. The window is not announced with
 //!   `fadvise(WILLNEED)`: that fills the page cache with 4 KiB folios, which every later

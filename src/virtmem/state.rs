@@ -130,6 +130,18 @@
 //!     Both check the file's bytes read into a buffer of their own (`os::check_file_pages`,
 //!     the same committed bytes the view maps), without the lock, and re-check the
 //!     state after (invariant 8). The diagram's `Loaded` covers partial pages.
+//!
+//! 16. `untidy` ⊆ the blocks a view does not map, at most [`UNTIDY_MAX`] per view: an
+//!     anonymous slot moved home from there left its own entry-less `PROT_NONE` mapping
+//!     (`Pool::move_home`), not inherited by `fork` (the pool's flags), which faults
+//!     like the reserved space around it but is a kernel mapping of its own. It is not
+//!     reset when the slot leaves — that `mremap` was a third of a read fault cycle's
+//!     system calls — but replaced by the next page mapped there (mapping removes the
+//!     block from `untidy`) or reset with one call per run of adjacent blocks
+//!     ([`VmState::tidy`]): when the view has more than `UNTIDY_MAX` of them, which
+//!     bounds the process's kernel mappings (`vm.max_map_count`), and before a slot
+//!     leaves a block beside one (`VmState::tidy_beside`: the kernel would merge the
+//!     two mappings and split them again).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -244,6 +256,11 @@ fn n_windows(len: usize) -> usize {
 
 const NO_SLOT: usize = usize::MAX;
 
+/// Untidy blocks a view may hold before they are reset (invariant 16): enough that a
+/// scan resets a run of them in one call, few enough that a process with many views
+/// stays far below `vm.max_map_count` (each untidy block is up to two kernel mappings).
+pub(super) const UNTIDY_MAX: usize = 32;
+
 #[derive(Debug)]
 struct PoolState {
     os: Arc<Pool>,
@@ -278,6 +295,8 @@ pub(super) struct MapState {
     mapped: HashMap<u64, (PageId, bool)>,
     /// Mapped file blocks whose first page is readahead's marker (invariant 14).
     armed: std::collections::HashSet<u64>,
+    /// Blocks left `PROT_NONE` by a slot moved home, not yet reset (invariant 16).
+    untidy: std::collections::BTreeSet<u64>,
     /// The block of this view's last fault (for telling a scan from random reads).
     last_fault: Option<u64>,
     /// The byte of its block the last fault hit (None for a checked load): tells a scan
@@ -720,7 +739,8 @@ impl VmState {
             return;
         };
         let bs = self.pools[hs.pool].os.slot_size();
-        for &mid in &hs.maps {
+        for i in 0..hs.maps.len() {
+            let mid = self.handles[&h].maps[i];
             let m = self
                 .maps
                 .get_mut(&mid)
@@ -736,11 +756,14 @@ impl VmState {
                     }
                     continue;
                 }
-                let pg = &mut self.pages[p as usize];
-                if pg.at_view == Some((mid, blk)) {
+                if self.pages[p as usize].at_view == Some((mid, blk)) {
                     // The slot itself lives here: move it back to the pool (invariant 9).
+                    self.tidy_beside(mid, blk);
+                    let pg = &mut self.pages[p as usize];
                     pg.at_view = None;
-                    self.pools[pg.pool].os.move_home(pg.slot, addr, w);
+                    if self.pools[pg.pool].os.move_home(pg.slot, addr, w) {
+                        self.mark_untidy(mid, blk);
+                    }
                     continue;
                 }
                 // A failure here would leave a stale page visible; the kernel fails a
@@ -787,8 +810,68 @@ impl VmState {
         debug_assert_eq!(removed.map(|e| e.0), Some(p), "inv 9");
         let writable = removed.is_some_and(|e| e.1);
         let addr = self.view_addr(&self.maps[&mid], blk);
+        self.tidy_beside(mid, blk);
         let pg = &self.pages[p as usize];
-        self.pools[pg.pool].os.move_home(pg.slot, addr, writable);
+        if self.pools[pg.pool].os.move_home(pg.slot, addr, writable) {
+            self.mark_untidy(mid, blk);
+        }
+    }
+
+    /// Before a slot leaves view block `blk` of `mid`: reset the view's untidy blocks if
+    /// one of them is beside `blk` (invariant 16). An untidy neighbour has the flags of
+    /// a pool mapping, so the kernel would merge the block being made `PROT_NONE` into
+    /// it and split them again to move the slot out: two mapping changes more than the
+    /// reset saves. (A scan evicts neighbours one after the other: it resets each block
+    /// when the next one leaves, as many calls as without untidy blocks.)
+    fn tidy_beside(&mut self, mid: MapId, blk: u64) {
+        let Some(m) = self.maps.get(&mid) else {
+            return;
+        };
+        let near = |b: Option<u64>| b.is_some_and(|b| m.untidy.contains(&b));
+        if near(blk.checked_sub(1)) || near(blk.checked_add(1)) {
+            self.tidy(mid);
+        }
+    }
+
+    /// Record that view block `blk` of `mid` was left untidy (invariant 16), and reset
+    /// the view's untidy blocks once there are more than `UNTIDY_MAX`.
+    fn mark_untidy(&mut self, mid: MapId, blk: u64) {
+        let m = self
+            .maps
+            .get_mut(&mid)
+            .expect("a moved page's view is registered");
+        m.untidy.insert(blk);
+        if m.untidy.len() > UNTIDY_MAX {
+            self.tidy(mid);
+        }
+    }
+
+    /// Reset every untidy block of view `mid` to reserved space (invariant 16): one
+    /// `mmap` (and its `madvise`) per run of adjacent blocks, which also merges them
+    /// with the reserved space around them into one kernel mapping again.
+    pub(super) fn tidy(&mut self, mid: MapId) {
+        let Some(m) = self.maps.get_mut(&mid) else {
+            return;
+        };
+        let untidy = std::mem::take(&mut m.untidy);
+        let m = &self.maps[&mid];
+        let bs = self.pools[self.handles[&m.handle].pool].os.slot_size();
+        let mut it = untidy.into_iter().peekable();
+        while let Some(first) = it.next() {
+            let mut last = first;
+            while it.peek() == Some(&(last + 1)) {
+                last += 1;
+                it.next();
+            }
+            let addr = self.view_addr(m, first);
+            // As in `reset_views`: a failure is out of memory for mappings, and the
+            // blocks stay PROT_NONE either way; but the bound on mappings is lost, so
+            // stop rather than run into `vm.max_map_count` later.
+            if let Err(e) = os::reset(addr, (last - first + 1) as usize * bs) {
+                eprintln!("wdb: fatal: cannot reset view blocks to PROT_NONE: {e}");
+                std::process::abort();
+            }
+        }
     }
 
     /// Write-protect `blk` in every view of `h` that maps it (before a store).
@@ -838,7 +921,9 @@ impl VmState {
                 }
                 let bs = self.pools[pool].os.slot_size();
                 os::map_file(addr, bs, &src, seq)?;
-                self.maps.get_mut(&mid).expect("checked").armed.remove(&blk);
+                let m = self.maps.get_mut(&mid).expect("checked");
+                m.armed.remove(&blk);
+                m.untidy.remove(&blk);
                 self.counters.file_maps += 1;
                 self.maps
                     .get_mut(&mid)
@@ -871,9 +956,11 @@ impl VmState {
                 }
             }
         }
-        // A RAM page replaced the whole block, readahead's marker included (inv 14).
+        // A RAM page replaced the whole block, readahead's marker included (inv 14),
+        // and an untidy mapping left there (inv 16).
         let m = self.maps.get_mut(&mid).expect("checked above");
         m.armed.remove(&blk);
+        m.untidy.remove(&blk);
         m.mapped.insert(blk, (p, writable));
         Ok(())
     }
@@ -1129,6 +1216,7 @@ impl VmState {
                 n_blks,
                 mapped: HashMap::new(),
                 armed: Default::default(),
+                untidy: Default::default(),
                 last_fault: None,
                 last_at: None,
                 inflight: 0,
@@ -1304,6 +1392,14 @@ impl VmState {
         self.check_patches();
         // 5
         for (&mid, m) in &self.maps {
+            // 15
+            assert!(m.untidy.len() <= UNTIDY_MAX, "inv 16: untidy bound");
+            for blk in &m.untidy {
+                assert!(
+                    !m.mapped.contains_key(blk) && *blk - m.first_blk < m.n_blks,
+                    "inv 16: an untidy block is not mapped"
+                );
+            }
             for blk in &m.armed {
                 let e = m.mapped.get(blk);
                 assert!(
@@ -1416,6 +1512,8 @@ pub(super) fn ensure(
         // zeros loaded ahead of it for nothing.)
         g.ra.want(mid, blk);
     }
+    // Whether this scan may still help readahead instead of waiting for it (below).
+    let mut may_help = seq && !write;
     loop {
         let Some(m) = g.maps.get(&mid) else {
             return Err(Error::Busy(
@@ -1427,6 +1525,13 @@ pub(super) fn ensure(
         let file = hs.file.clone();
         let pi = hs.pool;
         match g.state(h, blk) {
+            BlockState::Loading { .. } | BlockState::LoadingInvalidated { .. } if may_help => {
+                // A scan reached a block another thread (readahead) is still loading:
+                // rather than wait, load a later block of the window that nobody has
+                // started, so the two threads share the decompression by need, not by
+                // block number alone. Then look again.
+                may_help = help_ahead(g, cv, mid, blk);
+            }
             BlockState::Loading { .. }
             | BlockState::LoadingInvalidated { .. }
             | BlockState::Storing { .. } => {
@@ -1695,6 +1800,10 @@ pub(super) fn fetch_file(
                         m.armed.insert(blk);
                     }
                 }
+                // Either way the block's mapping was replaced (invariant 16).
+                if let Some(m) = g.maps.get_mut(&mid) {
+                    m.untidy.remove(&blk);
+                }
             }
             cv.notify_all();
             g.assert_invariants();
@@ -1786,7 +1895,14 @@ fn fetch_partial(
     };
     // The view block shows nothing: the entry was not Loaded (invariant 5).
     let addr = g.view_addr(m, blk);
-    if let Err(e) = os::map_file_window(addr, bs, &src, w * PART_WINDOW, PART_WINDOW) {
+    let mapped = os::map_file_window(addr, bs, &src, w * PART_WINDOW, PART_WINDOW);
+    // Either way below the block's mapping is replaced (invariant 16).
+    g.maps
+        .get_mut(&mid)
+        .expect("checked above")
+        .untidy
+        .remove(&blk);
+    if let Err(e) = mapped {
         if let Err(e2) = os::reset(addr, bs) {
             eprintln!("wdb: fatal: {e}; then cannot reset a view block: {e2}");
             std::process::abort();
@@ -1999,6 +2115,35 @@ pub(super) fn load_ahead(
     cv.notify_all();
     g.assert_invariants();
     Ok(ok)
+}
+
+/// For a scan of view `mid` that found block `pos` still loading: load the first block
+/// after it in the readahead window that is `Empty` and of the copy path (compressed or
+/// delta: `map_source` is None) into a RAM page, as readahead would (`load_ahead`), and
+/// return whether one was loaded. Raw blocks are left to readahead, which maps them
+/// without a load. Runs in the fault, whose mapping keeps the view and the handle alive.
+fn help_ahead(g: &mut Guard<'_>, cv: &Condvar, mid: MapId, pos: u64) -> bool {
+    let Some(m) = g.maps.get(&mid) else {
+        return false;
+    };
+    let (h, end) = (m.handle, m.first_blk + m.n_blks);
+    let k = super::readahead::window(g.budget, g.block_size_of(h) as u64);
+    if k == 1 {
+        // No page to spare (see `readahead::ahead`).
+        return false;
+    }
+    let file = g.handles[&h].file.clone();
+    for b in pos + 1..=pos.saturating_add(k).min(end - 1) {
+        if g.state(h, b) != BlockState::Empty || g.has_patch(h, b) {
+            continue;
+        }
+        let src = MutexGuard::unlocked(g, || file.map_source(b));
+        if !matches!(src, Ok(None)) {
+            return false;
+        }
+        return matches!(load_ahead(g, cv, h, b, pos), Ok(true));
+    }
+    false
 }
 
 impl VmState {
