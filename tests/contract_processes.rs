@@ -4,34 +4,18 @@
 //!
 //! The child processes are this test binary re-run with `WDB_CHILD` set to the role.
 
-use std::process::Command;
+mod child_util;
 
 use wdb::{Db, Options};
 
 const N: u64 = 4 << 20; // 32 MiB of f64: 4x the budget below
 
-fn child(role: &str, path: &std::path::Path) {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
-        .env("WDB_CHILD", role)
-        .env("WDB_CHILD_DB", path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "child {role} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Not a test of its own: the body of the child processes.
 #[test]
 fn child_entry() {
-    let Ok(role) = std::env::var("WDB_CHILD") else {
+    let Some((role, path)) = child_util::role() else {
         return;
     };
-    let path = std::env::var("WDB_CHILD_DB").unwrap();
     let db = Db::open(&path).unwrap();
     let tx = db.begin().unwrap();
     let mut a = tx.array_mut::<f64>("A").unwrap();
@@ -66,8 +50,8 @@ fn snapshot_survives_reclaim_and_foreign_commits() {
     let old = db.snapshot().unwrap();
     let a = old.array::<f64>("A").unwrap();
     assert_eq!(a.view(..).unwrap().sum(), N as f64);
-    child("overwrite", &path);
-    child("append", &path);
+    child_util::run_child_ok("overwrite", &path);
+    child_util::run_child_ok("append", &path);
     // The whole array was scanned through an 8 MiB budget, so most pages were reclaimed
     // and reload now: they must come from the old snapshot, not from the head.
     assert_eq!(a.len(), N);

@@ -12,8 +12,9 @@
 //! - a commit by another process is seen by a process that opened from a checkpoint, at
 //!   its next snapshot, and conflicts with its older transactions.
 
+mod child_util;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use proptest::prelude::*;
 use wdb::db::{ArraySpec, ChangeSet, Compression, Db, Durability, HistoryEntry, Options, Order};
@@ -579,28 +580,12 @@ fn a_version_2_checkpoint_still_opens_and_is_used() {
     assert_eq!(diff(&answers(&db, 5), &eager_answers(&p, 5)), None);
 }
 
-fn child(role: &str, path: &Path) {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
-        .env("WDB_CHILD", role)
-        .env("WDB_CHILD_DB", path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "child {role} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Not a test of its own: the body of the child process.
 #[test]
 fn child_entry() {
-    let Ok(role) = std::env::var("WDB_CHILD") else {
+    let Some((role, path)) = child_util::role() else {
         return;
     };
-    let path = std::env::var("WDB_CHILD_DB").unwrap();
     assert_eq!(role, "commit");
     let db = writer(Path::new(&path), 64 << 20);
     let tx = db.begin().unwrap();
@@ -625,7 +610,7 @@ fn another_process_commit_is_seen_after_refresh() {
     let before = db.snapshot().unwrap();
     let tx = db.begin().unwrap();
     let id = tx.array_info("A").unwrap().id;
-    child("commit", &p);
+    child_util::run_child_ok("commit", &p);
     // The old snapshot still reads its tid; a new one sees the child's commit.
     let old: Vec<Vec<u8>> = (0..n)
         .map(|b| {

@@ -7,8 +7,9 @@
 //!
 //! The child processes are this test binary re-run with `WDB_CHILD` set to the role.
 
+mod child_util;
+
 use std::path::Path;
-use std::process::Command;
 
 use wdb::{ArrayOptions, Compression, Db, Options};
 
@@ -301,7 +302,7 @@ fn a_corrupt_page_is_reported_and_the_other_pages_read() {
         a.load(2 * BLK..).unwrap();
     }
     // Inside a page fault: the good page reads, then the bad one stops the process.
-    let out = child("bad_page", &path);
+    let out = child_util::run_child("bad_page", &path);
     assert!(!out.status.success(), "the child survived a corrupt page");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -335,7 +336,7 @@ fn a_corrupt_table_is_corruption() {
         assert!(e.to_string().contains("table"), "{e}");
         a.load(3 * BLK..).unwrap();
     }
-    let out = child("bad_table", &path);
+    let out = child_util::run_child("bad_table", &path);
     assert!(!out.status.success(), "the child survived a corrupt table");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -344,22 +345,12 @@ fn a_corrupt_table_is_corruption() {
     );
 }
 
-fn child(role: &str, path: &Path) -> std::process::Output {
-    Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
-        .env("WDB_CHILD", role)
-        .env("WDB_CHILD_DB", path)
-        .output()
-        .unwrap()
-}
-
 /// Not a test of its own: the body of the child processes.
 #[test]
 fn child_entry() {
-    let Ok(role) = std::env::var("WDB_CHILD") else {
+    let Some((role, path)) = child_util::role() else {
         return;
     };
-    let path = std::env::var("WDB_CHILD_DB").unwrap();
     let db = Db::open(&path).unwrap();
     let s = db.snapshot().unwrap();
     let a = s.array::<f64>("A").unwrap();

@@ -7,8 +7,9 @@
 //!
 //! The child processes are this test binary re-run with `WDB_CHILD` set to the role.
 
+mod child_util;
+
 use std::path::Path;
-use std::process::Command;
 
 use wdb::{ArrayOptions, Compression, Db, Options};
 
@@ -241,7 +242,7 @@ fn a_corrupt_raw_payload_is_an_error_or_an_abort() {
     drop(s);
     drop(db);
     // Inside a page fault: the process stops with the usual message.
-    let out = child("fault_read", &path);
+    let out = child_util::run_child("fault_read", &path);
     assert!(!out.status.success(), "the child survived a corrupt block");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -293,7 +294,7 @@ fn two_processes_read_the_same_blocks() {
     let s = db.snapshot().unwrap();
     let a = s.array::<f64>("A").unwrap();
     check_all(&a);
-    let out = child("check", &path);
+    let out = child_util::run_child("check", &path);
     assert!(
         out.status.success(),
         "child failed: {}",
@@ -302,22 +303,12 @@ fn two_processes_read_the_same_blocks() {
     check_all(&a);
 }
 
-fn child(role: &str, path: &Path) -> std::process::Output {
-    Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
-        .env("WDB_CHILD", role)
-        .env("WDB_CHILD_DB", path)
-        .output()
-        .unwrap()
-}
-
 /// Not a test of its own: the body of the child processes.
 #[test]
 fn child_entry() {
-    let Ok(role) = std::env::var("WDB_CHILD") else {
+    let Some((role, path)) = child_util::role() else {
         return;
     };
-    let path = std::env::var("WDB_CHILD_DB").unwrap();
     let db = Db::open(&path).unwrap();
     let s = db.snapshot().unwrap();
     let a = s.array::<f64>("A").unwrap();
