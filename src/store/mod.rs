@@ -787,20 +787,40 @@ impl Gen {
             .map_err(|_| Error::corruption(base.rec_off, "logical length"))?;
         let fd = self.log.raw_fd();
         let os_page = rustix::param::page_size() as u64;
+        let checked = self.verified.lock().contains(&base.payload_off());
         match (base.encoding, fd) {
             (Encoding::Hole, _) => {
                 for (k, _) in from_base {
                     out[k * page..(k + 1) * page].fill(0);
                 }
             }
-            (Encoding::Raw, _)
-                if base.has_page_crcs() && !self.verified.lock().contains(&base.payload_off()) =>
+            (Encoding::Raw, fd)
+                if (base.has_page_crcs() && !checked)
+                    || (fd.is_some() && base.payload_off() % os_page == 0) =>
             {
-                // A table (storage-format.md §2.7): read and check only the pages asked.
+                // Read only the pages asked, checked: against the page CRC table
+                // (storage-format.md §2.7) when the payload has one, or else by the
+                // whole payload's CRC once per process, through the file.
                 let off = base.payload_off();
-                let table = self
-                    .page_table(base)?
-                    .ok_or_else(|| Error::corruption(base.rec_off, "page CRC table"))?;
+                let table = match (checked, fd) {
+                    (true, _) => None,
+                    (false, _) if base.has_page_crcs() => Some(
+                        self.page_table(base)?
+                            .ok_or_else(|| Error::corruption(base.rec_off, "page CRC table"))?,
+                    ),
+                    (false, Some(fd)) => {
+                        let crc = crate::virtmem::crc_of_file_range(fd, off, stored)?;
+                        if crc != base.data_crc {
+                            return Err(Error::corruption(
+                                off,
+                                format!("data CRC mismatch (version of tid {})", base.tid),
+                            ));
+                        }
+                        self.verified.lock().insert(off);
+                        None
+                    }
+                    (false, None) => unreachable!("the arm's guard: a table or a file"),
+                };
                 for (k, i) in from_base {
                     let dst = &mut out[k * page..(k + 1) * page];
                     let at = usize::try_from(i)
@@ -811,41 +831,19 @@ impl Gen {
                         self.log.read_exact_at(&mut dst[..n], off + at as u64)?;
                         // Pages past the stored bytes are zeros (n == 0); a stored
                         // page is checked against its table entry.
-                        let want = table.get(at / page).copied();
-                        if want != Some(crc32fast::hash(&dst[..n.min(stored - at)])) {
-                            return Err(Error::corruption(
-                                off + at as u64,
-                                format!(
-                                    "data CRC mismatch in page {} (version of tid {})",
-                                    at / page,
-                                    base.tid
-                                ),
-                            ));
+                        if let Some(table) = &table {
+                            let want = table.get(at / page).copied();
+                            if want != Some(crc32fast::hash(&dst[..n.min(stored - at)])) {
+                                return Err(Error::corruption(
+                                    off + at as u64,
+                                    format!(
+                                        "data CRC mismatch in page {} (version of tid {})",
+                                        at / page,
+                                        base.tid
+                                    ),
+                                ));
+                            }
                         }
-                    }
-                    dst[n..].fill(0);
-                }
-            }
-            (Encoding::Raw, Some(fd)) if base.payload_off() % os_page == 0 => {
-                let off = base.payload_off();
-                if !self.verified.lock().contains(&off) {
-                    let crc = crate::virtmem::crc_of_file_range(fd, off, stored)?;
-                    if crc != base.data_crc {
-                        return Err(Error::corruption(
-                            off,
-                            format!("data CRC mismatch (version of tid {})", base.tid),
-                        ));
-                    }
-                    self.verified.lock().insert(off);
-                }
-                for (k, i) in from_base {
-                    let dst = &mut out[k * page..(k + 1) * page];
-                    let at = usize::try_from(i)
-                        .unwrap_or(usize::MAX)
-                        .saturating_mul(page);
-                    let n = stored.min(logical).saturating_sub(at).min(page);
-                    if n > 0 {
-                        self.log.read_exact_at(&mut dst[..n], off + at as u64)?;
                     }
                     dst[n..].fill(0);
                 }
