@@ -8,6 +8,7 @@
 mod arrays;
 pub mod catalog;
 mod handles;
+mod url;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -54,6 +55,11 @@ pub struct Options {
     pub zstd_level: i32,
     /// Default block size for new arrays.
     pub block_size: u32,
+    /// Object-store databases: root of the local cache of fetched objects (None: a
+    /// directory under the user's cache directory, named after the URL).
+    pub cache_dir: Option<PathBuf>,
+    /// Object-store databases: bytes the local cache may hold.
+    pub cache_size: u64,
 }
 
 impl Default for Options {
@@ -64,6 +70,8 @@ impl Default for Options {
             durability: Durability::Full,
             zstd_level: 3,
             block_size: 2 << 20,
+            cache_dir: None,
+            cache_size: 4 << 30,
         }
     }
 }
@@ -92,6 +100,16 @@ impl Options {
     /// Set `block_size`.
     pub fn block_size(mut self, v: u32) -> Self {
         self.block_size = v;
+        self
+    }
+    /// Set `cache_dir` (the local cache of an object-store database).
+    pub fn cache_dir(mut self, v: impl Into<PathBuf>) -> Self {
+        self.cache_dir = Some(v.into());
+        self
+    }
+    /// Set `cache_size` (bytes the local cache of an object-store database may hold).
+    pub fn cache_size(mut self, v: u64) -> Self {
+        self.cache_size = v;
         self
     }
 }
@@ -401,7 +419,7 @@ impl Db {
 
     /// Check every byte of the database file.
     pub fn fsck(&self) -> Result<FsckReport> {
-        crate::store::fsck::check_path(self.path())
+        self.inner.store.fsck()
     }
 
     /// Check the database file at `path` without opening it as a database (works on

@@ -40,6 +40,9 @@ pub mod ckpt;
 pub mod compact;
 pub mod encode;
 pub mod fsck;
+#[cfg(feature = "s3")]
+pub mod object;
+pub mod storage;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -785,7 +788,10 @@ impl Gen {
             .map_err(|_| Error::corruption(base.rec_off, "stored length"))?;
         let logical = usize::try_from(base.logical_len)
             .map_err(|_| Error::corruption(base.rec_off, "logical length"))?;
-        let fd = self.log.raw_fd();
+        let mapped = self
+            .log
+            .map_fd(base.payload_off(), u64::from(base.stored_len));
+        let fd = mapped.as_ref().map(|(fd, _)| *fd);
         let os_page = rustix::param::page_size() as u64;
         let checked = self.verified.lock().contains(&base.payload_off());
         match (base.encoding, fd) {
@@ -887,12 +893,12 @@ impl Gen {
             Some((b, d)) if !d.is_empty() && b.encoding == Encoding::Raw => (b, d),
             _ => return Ok(None),
         };
-        let Some(fd) = self.log.raw_fd() else {
-            return Ok(None);
-        };
         let page = rustix::param::page_size() as u64;
         let off = base.payload_off();
         let stored = u64::from(base.stored_len);
+        let Some((fd, keep)) = self.log.map_fd(off, stored) else {
+            return Ok(None);
+        };
         if page != format::PAGE
             || off % page != 0
             || stored % page != 0
@@ -937,7 +943,7 @@ impl Gen {
             .collect();
         Ok(Some(crate::bigfile::FileSlice {
             fd,
-            keep: self.clone(),
+            keep: keep.unwrap_or_else(|| self.clone()),
             offset: off,
             len: stored as usize,
             pages: Some(pages.into()),
@@ -994,12 +1000,12 @@ impl Gen {
         if v.encoding != Encoding::Raw {
             return Ok(None);
         }
-        let Some(fd) = self.log.raw_fd() else {
-            return Ok(None);
-        };
         let page = rustix::param::page_size() as u64;
         let off = v.payload_off();
         let stored = u64::from(v.stored_len);
+        let Some((fd, keep)) = self.log.map_fd(off, stored) else {
+            return Ok(None);
+        };
         if off % page != 0
             || stored % page != 0
             || stored > block_size as u64
@@ -1015,7 +1021,7 @@ impl Gen {
         };
         Ok(Some(crate::bigfile::FileSlice {
             fd,
-            keep: self.clone(),
+            keep: keep.unwrap_or_else(|| self.clone()),
             offset: off,
             len: stored as usize,
             pages: None,
@@ -1108,7 +1114,7 @@ impl Gen {
 
     /// Oldest tid whose snapshot is complete in this file.
     pub fn base_tid(&self) -> Tid {
-        self.log.header().base_tid
+        self.log.base_tid()
     }
 }
 
@@ -1163,6 +1169,8 @@ pub struct Store {
     gen: RwLock<Arc<Gen>>,
     poisoned: Mutex<Option<String>>,
     refresh_lock: Mutex<()>,
+    /// Where the log lives when it is not the local file at `path` (None: the file).
+    remote: Option<Arc<dyn storage::Storage>>,
 }
 
 /// The index a checkpoint of `log` gives, if there is one and it matches the log
@@ -1261,7 +1269,42 @@ impl Store {
             gen: RwLock::new(Arc::new(gen)),
             poisoned: Mutex::new(None),
             refresh_lock: Mutex::new(()),
+            remote: None,
         })
+    }
+
+    /// A store whose log lives in `remote` (named `name` in messages and `Db::path`),
+    /// opened at `gen`; `lock` is a local lock file (its reader table lists this
+    /// machine's snapshots).
+    pub fn with_storage(
+        name: &Path,
+        gen: Gen,
+        lock: Arc<LockFile>,
+        remote: Arc<dyn storage::Storage>,
+        opts: StoreOptions,
+    ) -> Store {
+        Store {
+            path: name.to_path_buf(),
+            opts,
+            lock,
+            gen: RwLock::new(Arc::new(gen)),
+            poisoned: Mutex::new(None),
+            refresh_lock: Mutex::new(()),
+            remote: Some(remote),
+        }
+    }
+
+    /// The storage of a store whose log is not a local file.
+    pub fn storage(&self) -> Option<&Arc<dyn storage::Storage>> {
+        self.remote.as_ref()
+    }
+
+    /// Check everything stored ([`fsck::check_path`] for a log file).
+    pub fn fsck(&self) -> Result<fsck::FsckReport> {
+        match &self.remote {
+            Some(r) => r.fsck(self),
+            None => fsck::check_path(&self.path),
+        }
     }
 
     /// Build the index of `log`: from the checkpoint when it matches, then the tail,
@@ -1332,6 +1375,10 @@ impl Store {
     fn refresh_inner(&self, locked: bool) -> Result<Arc<Gen>> {
         let _r = self.refresh_lock.lock();
         let gen = self.current();
+        if let Some(r) = &self.remote {
+            r.refresh(&gen)?;
+            return Ok(gen);
+        }
         if gen.log.path_switched() {
             let log = Log::open(&self.path, self.opts.read_only)?;
             let new = Arc::new(Store::load_gen(log, &self.lock, true)?);
@@ -1389,6 +1436,9 @@ impl Store {
             return Err(Error::ReadOnly("the database was opened read-only".into()));
         }
         self.check_poisoned()?;
+        if let Some(r) = &self.remote {
+            return r.commit(self, req, name);
+        }
         let _w = self.lock.writer()?;
         self.check_poisoned()?;
         let gen = self.refresh_inner(true)?;
@@ -1416,85 +1466,8 @@ impl Store {
                 gen.log.cut_tail(end)?;
             }
         }
-        let wall = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-            .unwrap_or(0);
-        // The newest version of each key written and of each array that must exist: the
-        // checkpoint part is needed too, not only for back pointers — a snapshot may
-        // predate the checkpoint of a file that compaction switched to since.
-        let (latest, metas, last_tid, end) = gen.with_index(|ix| {
-            let latest = req
-                .writes
-                .iter()
-                .map(|w| ix.latest(&w.key))
-                .collect::<Result<Vec<_>>>()?;
-            let metas = req
-                .must_exist
-                .iter()
-                .map(|&a| ix.latest(&Key::Meta { array: a }))
-                .collect::<Result<Vec<_>>>()?;
-            Ok((latest, metas, ix.last_tid, ix.end))
-        })?;
-        for (w, l) in req.writes.iter().zip(&latest) {
-            if let Some(v) = l {
-                if v.tid > req.snapshot {
-                    return Err(Error::Conflict {
-                        what: name(&w.key),
-                        snapshot: req.snapshot,
-                        by: v.tid,
-                    });
-                }
-            }
-            // A delta was computed against the version at the snapshot, which is
-            // (no conflict) the newest one, and becomes its back pointer below.
-            if w.value.encoding.is_delta()
-                && (gen.log.header().version < format::DELTA_FORMAT_VERSION || l.is_none())
-            {
-                return Err(Error::InvalidArgument(format!(
-                    "delta record for {} without a base version in a format version {} file",
-                    name(&w.key),
-                    gen.log.header().version
-                )));
-            }
-        }
-        for (&a, m) in req.must_exist.iter().zip(&metas) {
-            if let Some(v) = m {
-                if v.tid > req.snapshot && is_tombstone(v) {
-                    return Err(Error::Conflict {
-                        what: format!("{} (deleted)", name(&Key::Meta { array: a })),
-                        snapshot: req.snapshot,
-                        by: v.tid,
-                    });
-                }
-            }
-        }
-        let tid = Tid(last_tid
-            .0
-            .checked_add(1)
-            .ok_or_else(|| Error::OutOfRange("tid space exhausted".into()))?);
-        let recs: Vec<RecordIn<'_>> = req
-            .writes
-            .iter()
-            .zip(&latest)
-            .map(|(w, l)| RecordIn {
-                key: w.key,
-                encoding: w.value.encoding,
-                flags: w.flags,
-                prev_off: l.map(|v| v.rec_off).unwrap_or(0),
-                logical_len: w.value.logical_len,
-                payload: &w.value.payload,
-                data_crc: w.value.data_crc,
-                // A file keeps its format version (storage-format.md §2.7): only
-                // version 3 files get page CRC tables.
-                page_crcs: (!w.value.page_crcs.is_empty()
-                    && matches!(w.key, Key::Block { .. })
-                    && w.value.encoding == Encoding::Raw
-                    && gen.log.header().version >= format::PAGE_CRC_FORMAT_VERSION)
-                    .then_some(&w.value.page_crcs[..]),
-            })
-            .collect();
-        let enc = format::encode_tx(end, tid, wall, req.user, req.desc, &recs)?;
+        let wall = now_ns();
+        let (tid, enc) = encode_commit(&gen, req, name, wall)?;
         let start = gen.index.read().end;
         if let Err(e) = gen.log.append(start, &enc, self.opts.sync) {
             self.poison(&e);
@@ -1555,6 +1528,9 @@ impl Store {
             return Ok(());
         }
         let gen = self.current();
+        if let Some(r) = &self.remote {
+            return r.checkpoint(&gen, true);
+        }
         let (c, end) =
             gen.with_index(|ix| Ok((ix.to_checkpoint(gen.log.header().uuid)?, ix.end)))?;
         let bytes = c.encode()?;
@@ -1603,12 +1579,115 @@ impl Store {
     }
 }
 
+/// Nanoseconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The middle of every commit, whatever the storage: against the index of `gen` (which
+/// the caller brought up to date with everything committed), fail with `Conflict` if a
+/// written key has a version newer than the snapshot (or an array written to was deleted
+/// since), then encode the transaction with the next tid at the end of the log, back
+/// pointers to the keys' newest versions. `name` renders a key for the conflict message.
+pub(crate) fn encode_commit<'a>(
+    gen: &Gen,
+    req: &'a CommitRequest<'a>,
+    name: &dyn Fn(&Key) -> String,
+    wall: u64,
+) -> Result<(Tid, format::EncodedTx<'a>)> {
+    // The newest version of each key written and of each array that must exist: the
+    // checkpoint part is needed too, not only for back pointers — a snapshot may
+    // predate the checkpoint of a file that compaction switched to since.
+    let (latest, metas, last_tid, end) = gen.with_index(|ix| {
+        let latest = req
+            .writes
+            .iter()
+            .map(|w| ix.latest(&w.key))
+            .collect::<Result<Vec<_>>>()?;
+        let metas = req
+            .must_exist
+            .iter()
+            .map(|&a| ix.latest(&Key::Meta { array: a }))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((latest, metas, ix.last_tid, ix.end))
+    })?;
+    for (w, l) in req.writes.iter().zip(&latest) {
+        if let Some(v) = l {
+            if v.tid > req.snapshot {
+                return Err(Error::Conflict {
+                    what: name(&w.key),
+                    snapshot: req.snapshot,
+                    by: v.tid,
+                });
+            }
+        }
+        // A delta was computed against the version at the snapshot, which is
+        // (no conflict) the newest one, and becomes its back pointer below.
+        if w.value.encoding.is_delta()
+            && (gen.log.header().version < format::DELTA_FORMAT_VERSION || l.is_none())
+        {
+            return Err(Error::InvalidArgument(format!(
+                "delta record for {} without a base version in a format version {} file",
+                name(&w.key),
+                gen.log.header().version
+            )));
+        }
+    }
+    for (&a, m) in req.must_exist.iter().zip(&metas) {
+        if let Some(v) = m {
+            if v.tid > req.snapshot && is_tombstone(v) {
+                return Err(Error::Conflict {
+                    what: format!("{} (deleted)", name(&Key::Meta { array: a })),
+                    snapshot: req.snapshot,
+                    by: v.tid,
+                });
+            }
+        }
+    }
+    let tid = Tid(last_tid
+        .0
+        .checked_add(1)
+        .ok_or_else(|| Error::OutOfRange("tid space exhausted".into()))?);
+    let recs: Vec<RecordIn<'_>> = req
+        .writes
+        .iter()
+        .zip(&latest)
+        .map(|(w, l)| RecordIn {
+            key: w.key,
+            encoding: w.value.encoding,
+            flags: w.flags,
+            prev_off: l.map(|v| v.rec_off).unwrap_or(0),
+            logical_len: w.value.logical_len,
+            payload: &w.value.payload,
+            data_crc: w.value.data_crc,
+            // A file keeps its format version (storage-format.md §2.7): only
+            // version 3 files get page CRC tables.
+            page_crcs: (!w.value.page_crcs.is_empty()
+                && matches!(w.key, Key::Block { .. })
+                && w.value.encoding == Encoding::Raw
+                && gen.log.header().version >= format::PAGE_CRC_FORMAT_VERSION)
+                .then_some(&w.value.page_crcs[..]),
+        })
+        .collect();
+    let enc = format::encode_tx(end, tid, wall, req.user, req.desc, &recs)?;
+    Ok((tid, enc))
+}
+
 impl Drop for Store {
     fn drop(&mut self) {
         if self.opts.read_only || self.poisoned.lock().is_some() {
             return;
         }
         let gen = self.current();
+        if let Some(r) = &self.remote {
+            if let Err(e) = r.checkpoint(&gen, false) {
+                tracing::warn!(error = %e, "could not write the index checkpoint on close");
+            }
+            return;
+        }
         let stale = {
             let ix = gen.index.read();
             ix.end != ix.checkpointed_end
