@@ -18,9 +18,10 @@ use wdb::Tid;
 
 mod blocks;
 mod cat;
+mod copy;
 mod npy_cmds;
 
-use blocks::{dtype_of, human, open_ro};
+use blocks::{dtype_of, exists, human, is_url, open_ro, open_rw};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -39,23 +40,23 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Format version, file size, first and last tid, arrays, live readers.
     Info {
-        /// Database file.
+        /// Database file (or file:// or s3:// URL).
         db: PathBuf,
     },
     /// Each array: element type (and record fields), shape, order, logical size,
     /// stored size, compression ratio.
     Ls {
-        /// Database file.
+        /// Database file (or file:// or s3:// URL).
         db: PathBuf,
     },
     /// The commit history: tid, time, size, arrays touched.
     Log {
-        /// Database file.
+        /// Database file (or file:// or s3:// URL).
         db: PathBuf,
     },
     /// Check every byte of the file; exit 0 when clean, 1 when not.
     Fsck {
-        /// Database file.
+        /// Database file (or file:// or s3:// URL).
         db: PathBuf,
         /// Cut a torn tail (only that), saving the cut bytes to a side file.
         #[arg(long)]
@@ -63,7 +64,7 @@ enum Cmd {
     },
     /// Rewrite the file keeping only the versions still needed.
     Compact {
-        /// Database file.
+        /// Database file (or file:// or s3:// URL).
         db: PathBuf,
         /// Also keep every snapshot at or after this tid.
         #[arg(long, value_name = "TID")]
@@ -72,10 +73,26 @@ enum Cmd {
         #[arg(long, value_name = "AGE", value_parser = parse_age)]
         keep_age: Option<std::time::Duration>,
     },
+    /// Copy one snapshot of a database to another location, consistently, while
+    /// writers keep committing (file → s3://, s3:// → file, file → file, s3:// → s3://).
+    /// DST (created if missing) shows the whole copy at once.
+    Copy {
+        /// Source database (path, file:// or s3:// URL).
+        src: PathBuf,
+        /// Destination database (path, file:// or s3:// URL).
+        dst: PathBuf,
+        /// Copy the snapshot at this tid instead of the latest.
+        #[arg(long, value_name = "TID")]
+        at: Option<u64>,
+        /// Commit after staging this many MiB of blocks (the arrays become visible
+        /// under their names only at the last commit).
+        #[arg(long, value_name = "MIB", default_value_t = 64)]
+        commit_mib: u64,
+    },
     /// Print rows of an array (RANGE over the major axis: 10..20, 10.., ..3, 5, 2..=4;
     /// default the first 10 rows).
     Cat {
-        /// Database file.
+        /// Database file (or file:// or s3:// URL).
         db: PathBuf,
         /// Array name.
         array: String,
@@ -87,7 +104,7 @@ enum Cmd {
     },
     /// Write an array to a NumPy .npy file (streamed: any size).
     Export {
-        /// Database file.
+        /// Database file (or file:// or s3:// URL).
         db: PathBuf,
         /// Array name.
         array: String,
@@ -208,6 +225,41 @@ fn run(cli: Cli) -> wdb::Result<ExitCode> {
                 }
             }
         }
+        Cmd::Copy {
+            src,
+            dst,
+            at,
+            commit_mib,
+        } => {
+            let commit_bytes = commit_mib
+                .checked_mul(1 << 20)
+                .filter(|&b| b > 0)
+                .ok_or_else(|| {
+                    wdb::Error::InvalidArgument(format!(
+                        "--commit-mib {commit_mib}: expected 1 or more"
+                    ))
+                })?;
+            let bar = progress_bar("copying");
+            let rep = copy::copy(&src, &dst, at, commit_bytes, &mut |done, total| {
+                if let Some(b) = &bar {
+                    b.set_length(total);
+                    b.set_position(done);
+                }
+            })?;
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+            println!(
+                "copied {} at tid {} to {} at tid {}: {} array(s), {} in {} commit(s)",
+                src.display(),
+                rep.src_tid,
+                dst.display(),
+                rep.dst_tid,
+                rep.arrays,
+                human(rep.bytes),
+                rep.commits
+            );
+        }
         Cmd::Cat {
             db,
             array,
@@ -318,10 +370,17 @@ fn run(cli: Cli) -> wdb::Result<ExitCode> {
             }
         }
         Cmd::Fsck { db, repair } => {
-            if !db.exists() {
+            if !exists(&db) {
                 return Err(wdb::Error::NotFound(format!("database {}", db.display())));
             }
-            let rep = if repair {
+            let rep = if is_url(&db) {
+                if repair {
+                    return Err(wdb::Error::InvalidArgument(
+                        "--repair cuts a torn tail of a local file; an object-store database has none (its commits are whole objects)".into(),
+                    ));
+                }
+                open_ro(&db)?.fsck()?
+            } else if repair {
                 let (rep, cut) = Db::repair_path(&db)?;
                 if let Some((at, side)) = cut {
                     println!(
@@ -353,10 +412,10 @@ fn run(cli: Cli) -> wdb::Result<ExitCode> {
             keep_history,
             keep_age,
         } => {
-            if !db.exists() {
+            if !exists(&db) {
                 return Err(wdb::Error::NotFound(format!("database {}", db.display())));
             }
-            let d = Db::open(&db)?;
+            let d = open_rw(&db)?;
             let keep_history = match keep_age {
                 None => keep_history,
                 Some(age) => {

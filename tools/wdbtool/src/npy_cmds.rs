@@ -17,7 +17,7 @@ use std::io::{BufReader, BufWriter, ErrorKind, Read, Write};
 use std::path::Path;
 
 use wdb::array::npy::{read_header, NpyHeader};
-use wdb::db::{ArrayOptions, Compression, Db, Transaction};
+use wdb::db::{ArrayOptions, Compression, Transaction};
 use wdb::{Error, Result};
 
 use crate::blocks::{dtype_of, open_ro, snapshot};
@@ -210,7 +210,7 @@ pub fn import(
     }
     let data_len = header.data_len()?;
 
-    let db = Db::open(db_path)?;
+    let db = crate::blocks::open_rw(db_path)?;
     match db.snapshot()?.array_info(name) {
         Ok(_) => {
             return Err(Error::AlreadyExists(format!(
