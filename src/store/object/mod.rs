@@ -328,7 +328,11 @@ impl ObjectStorage {
         for (t, b) in tids.iter().zip(fetched) {
             let key = layout::commit_key(p, *t);
             let b = b?.ok_or_else(|| Error::corruption(0, format!("object {key} vanished")))?;
-            let o = self.sh.check_commit(&b, *t, &key)?;
+            let o = match self.sh.check_commit(&b, *t, &key) {
+                Ok(o) => o,
+                // Cut in transit? Fetch it again before calling it corrupt.
+                Err(_) => self.sh.fetch_commit(*t, &key)?.1,
+            };
             if o.start != end {
                 return Err(Error::corruption(
                     o.start,

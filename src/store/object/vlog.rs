@@ -183,15 +183,31 @@ impl Shared {
                 _ => self.cache.remove(&name),
             }
         }
-        let b = self
-            .remote
-            .get(&key)?
-            .ok_or_else(|| Error::corruption(0, format!("object {key} is missing")))?;
-        let o = self.check_commit(&b, tid, &key)?;
+        let (b, o) = self.fetch_commit(tid, &key)?;
         let _ = self
             .cache
             .insert(&name, b.len() as u64, |f| f.write_all_at(&b, 0));
         Ok(Arc::new(Loaded::new(o)))
+    }
+
+    /// GET commit object `tid` and check it (fetched again, up to twice, when the body
+    /// fails its check: it may have been cut in transit).
+    pub fn fetch_commit(&self, tid: Tid, key: &str) -> Result<(Bytes, CommitObject)> {
+        let mut attempt = 0;
+        loop {
+            let b = self
+                .remote
+                .get(key)?
+                .ok_or_else(|| Error::corruption(0, format!("object {key} is missing")))?;
+            match self.check_commit(&b, tid, key) {
+                Ok(o) => return Ok((b, o)),
+                Err(e) if attempt >= 2 => return Err(e),
+                Err(e) => {
+                    tracing::warn!(key = %key, error = %e, "commit object failed its check; fetching it again")
+                }
+            }
+            attempt += 1;
+        }
     }
 
     /// Decode commit object bytes and check that they are commit `tid` of this log.
@@ -356,10 +372,21 @@ impl Shared {
             self.prefetch(at + len);
         }
         let key = layout::data_key(&self.prefix, writer, seq);
-        let r = self
-            .remote
-            .get(&key)
-            .and_then(|b| self.store_data(b, &key, &name, at, len, c.obj.tid));
+        // A body that fails its check may have been cut in transit: fetch it again
+        // before calling the object corrupt.
+        let mut r = Err(Error::Busy("no fetch".into()));
+        for attempt in 0..3 {
+            r = self
+                .remote
+                .get(&key)
+                .and_then(|b| self.store_data(b, &key, &name, at, len, c.obj.tid));
+            match &r {
+                Err(Error::Corruption { what, .. }) if attempt < 2 && !what.contains("missing") => {
+                    tracing::warn!(key = %key, error = %what, "data object failed its check; fetching it again");
+                }
+                _ => break,
+            }
+        }
         self.finish(&name, &fl, r.as_ref().map(|f| f.clone()).map_err(from_err));
         r
     }
