@@ -261,7 +261,8 @@ pub fn finish(c: std::process::Child, role: &str) -> String {
 /// A number printed by a child as `NAME=value` on its own line.
 pub fn reported(out: &str, name: &str) -> u64 {
     out.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}=")))
+        .flat_map(|l| l.split_whitespace())
+        .find_map(|w| w.strip_prefix(&format!("{name}=")))
         .unwrap_or_else(|| panic!("no {name}= in {out}"))
         .trim()
         .parse()
