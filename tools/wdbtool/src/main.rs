@@ -5,6 +5,8 @@
 //! error (unreadable file, not a database, ...).
 
 mod bench;
+#[cfg(feature = "s3")]
+mod bench_s3;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
