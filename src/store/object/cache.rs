@@ -101,6 +101,28 @@ impl Cache {
         &self.dir
     }
 
+    /// Names of the entries that start with `prefix`, sorted.
+    pub fn names_with_prefix(&self, prefix: &str) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .st
+            .lock()
+            .entries
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The bytes of entry `name` (whole), if the cache holds it.
+    pub fn read(&self, name: &str) -> Option<Vec<u8>> {
+        let f = self.get(name)?;
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut &*f, &mut b).ok()?;
+        Some(b)
+    }
+
     /// Bytes held.
     pub fn used(&self) -> u64 {
         self.st.lock().total

@@ -454,9 +454,10 @@ impl ObjectStorage {
         }
         let _c = self.commit_lock.lock();
         let gen = store.current();
-        self.refresh_gen(&gen)?;
+        // No refresh first: the create of the next number fails if another commit took
+        // it, and only then are the new commits read (one request saved per commit;
+        // `begin` refreshed already). Conflicts known now fail before any upload.
         let wall = now_ns();
-        // Conflicts known now fail before anything is uploaded.
         encode_commit(&gen, req, name, wall)?;
         let started = Instant::now();
         let big: Vec<&[u8]> = req

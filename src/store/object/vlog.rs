@@ -171,23 +171,35 @@ impl Shared {
     /// Commit object `tid`: from memory, the cache, or the store (then cached). Checked:
     /// CRC, uuid and tid.
     pub fn load_commit(&self, tid: Tid) -> Result<Arc<Loaded>> {
+        if let Some(o) = self.cached_commit(tid) {
+            return Ok(Arc::new(Loaded::new(o)));
+        }
         let key = layout::commit_key(&self.prefix, tid);
+        let (b, o) = self.fetch_commit(tid, &key)?;
+        self.cache_commit(tid, &b);
+        Ok(Arc::new(Loaded::new(o)))
+    }
+
+    /// Commit object `tid` from the cache, checked (CRC, uuid, tid); a bad entry is dropped.
+    pub fn cached_commit(&self, tid: Tid) -> Option<CommitObject> {
         let name = self.commit_entry(tid);
-        if let Some(f) = self.cache.get(&name) {
-            let mut b = Vec::new();
-            let ok = std::io::Read::read_to_end(&mut &*f, &mut b).is_ok();
-            match CommitObject::decode(&b, &key) {
-                Ok(o) if ok && o.tid == tid && o.uuid == self.uuid => {
-                    return Ok(Arc::new(Loaded::new(o)))
-                }
-                _ => self.cache.remove(&name),
+        let b = self.cache.read(&name)?;
+        match CommitObject::decode(&b, &layout::commit_key(&self.prefix, tid)) {
+            Ok(o) if o.tid == tid && o.uuid == self.uuid => Some(o),
+            _ => {
+                self.cache.remove(&name);
+                None
             }
         }
-        let (b, o) = self.fetch_commit(tid, &key)?;
+    }
+
+    /// Keep the bytes of commit object `tid` in the cache (best effort).
+    pub fn cache_commit(&self, tid: Tid, b: &[u8]) {
         let _ = self
             .cache
-            .insert(&name, b.len() as u64, |f| f.write_all_at(&b, 0));
-        Ok(Arc::new(Loaded::new(o)))
+            .insert(&self.commit_entry(tid), b.len() as u64, |f| {
+                f.write_all_at(b, 0)
+            });
     }
 
     /// GET commit object `tid` and check it (fetched again, up to twice, when the body
