@@ -143,10 +143,21 @@ fn child_entry() {
                 Options::default().cache_dir(&cache).ram_budget(64 << 20),
             )
             .unwrap();
+            // 24 MiB in one commit: its payloads go to data objects before the commit
+            // object (a commit of at most 16 MiB is one object).
             let tx = db.begin().unwrap();
             let mut c = tx.array_mut::<u64>("c").unwrap();
             c.view_mut(..).unwrap().fill(99);
             drop(c);
+            let mut big = tx
+                .create_array_with::<u64>(
+                    "big",
+                    &[3 << 20],
+                    ArrayOptions::default().compression(Compression::None),
+                )
+                .unwrap();
+            big.view_mut(..).unwrap().fill(7);
+            drop(big);
             let _ = tx.commit();
             unreachable!("the commit hangs until the process is killed");
         }
@@ -292,6 +303,7 @@ fn a_writer_killed_before_its_commit_object_leaves_garbage_only() {
     child.wait().unwrap();
     assert_eq!(db.last_tid().unwrap(), Tid(1));
     assert_eq!(get(&db, 5), 0);
+    assert!(db.snapshot().unwrap().array::<u64>("big").is_err());
     let data_mid = keys(&store, &format!("{prefix}/wdb/d")).len();
     assert!(
         data_mid > data_before,

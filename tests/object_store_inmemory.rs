@@ -169,11 +169,13 @@ fn corrupt_or_truncated_objects_are_corruption_naming_the_key() {
     let store = Arc::new(InMemory::new());
     let dir = tempfile::tempdir().unwrap();
     let a = machine(&store, &dir, "a");
+    // 24 MiB in one commit: its payloads go to data objects (a commit of at most
+    // 16 MiB of payloads is one commit object).
     let tx = a.begin().unwrap();
     let mut x = tx
         .create_array_with::<u64>(
             "x",
-            &[1 << 18],
+            &[3 << 20],
             wdb::db::ArrayOptions::default().compression(wdb::db::Compression::None),
         )
         .unwrap();
@@ -181,18 +183,21 @@ fn corrupt_or_truncated_objects_are_corruption_naming_the_key() {
     drop(x);
     tx.commit().unwrap();
     let data = keys(&store, "db1/wdb/d");
-    assert_eq!(data.len(), 1);
+    assert_eq!(data.len(), 12);
     let key = OPath::from(data[0].as_str());
     let bytes = rt().block_on(async { store.get(&key).await.unwrap().bytes().await.unwrap() });
-    for bad in [bytes.slice(..bytes.len() - 7).to_vec(), {
+    for (i, bad) in [bytes.slice(..bytes.len() - 7).to_vec(), {
         let mut v = bytes.to_vec();
         v[100] ^= 1;
         v
-    }] {
+    }]
+    .into_iter()
+    .enumerate()
+    {
         rt().block_on(store.put(&key, PutPayload::from(bad)))
             .unwrap();
         // A fresh machine (empty cache) reads it.
-        let b = machine(&store, &dir, &format!("b{}", data.len()));
+        let b = machine(&store, &dir, &format!("b{i}"));
         let s = b.snapshot().unwrap();
         let x = s.array::<u64>("x").unwrap();
         let e = x.load(..).unwrap_err().to_string();
@@ -201,6 +206,21 @@ fn corrupt_or_truncated_objects_are_corruption_naming_the_key() {
         assert!(!f.is_clean());
         assert!(f.to_string().contains(&data[0]), "{f}");
     }
+    // A commit object that fails its check: open says which.
+    let c1 = OPath::from("db1/wdb/c/0000000000000001");
+    let cb = rt().block_on(async { store.get(&c1).await.unwrap().bytes().await.unwrap() });
+    let mut v = cb.to_vec();
+    v[90] ^= 4;
+    rt().block_on(store.put(&c1, PutPayload::from(v))).unwrap();
+    let e = Db::open_object_store(
+        "mem://test",
+        store.clone() as Arc<dyn ObjectStore>,
+        "db1",
+        opts(&dir.path().join("c")),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("db1/wdb/c/0000000000000001"), "{e}");
 }
 
 #[test]

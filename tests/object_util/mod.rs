@@ -166,7 +166,8 @@ impl ObjectStore for Faulty {
         prefix: Option<&OPath>,
         offset: &OPath,
     ) -> BoxStream<'static, Result<ObjectMeta>> {
-        if self.plan.take(offset).is_some() {
+        let truncating = *self.plan.fault.lock() == Some(Fault::Truncate);
+        if !truncating && self.plan.take(offset).is_some() {
             return futures::stream::iter([Err(injected("injected 503 Slow Down"))]).boxed();
         }
         self.inner.list_with_offset(prefix, offset)

@@ -21,6 +21,9 @@ pub const DATA_TRAILER: usize = 16;
 pub const INLINE_MAX: usize = 64 << 10;
 /// Zero runs at least this long inside headers and padding are stored as a zeros segment.
 pub const ZERO_RUN: usize = 4096;
+/// A commit whose payloads total at most this is one object: its blob is the whole
+/// transaction (one PUT, no data objects).
+pub const WHOLE_MAX: u64 = 16 << 20;
 
 /// Key of the virtual log's header object.
 pub fn header_key(prefix: &str) -> String {
@@ -260,6 +263,27 @@ impl CommitObject {
     /// Virtual offset just past the transaction.
     pub fn end(&self) -> u64 {
         self.start + self.total_len
+    }
+
+    /// Is the blob the whole transaction (one inline segment from blob offset 0)?
+    pub fn is_whole(&self) -> bool {
+        matches!(self.segments.as_slice(), [Segment::Inline { at: 0, len }] if *len == self.total_len)
+    }
+
+    /// Bytes before the blob in the encoded object.
+    pub fn header_len(&self) -> u64 {
+        (COMMIT_HEADER + SEGMENT_SIZE * self.segments.len()) as u64
+    }
+
+    /// Where the cache writes this object in its (sparse) file: for a whole commit, so
+    /// that its blob — the transaction — sits at its virtual offsets (mappable like a
+    /// log); otherwise at 0.
+    pub fn cache_offset(&self) -> u64 {
+        if self.is_whole() {
+            self.start.saturating_sub(self.header_len())
+        } else {
+            0
+        }
     }
 }
 

@@ -140,32 +140,31 @@ pub fn open_store(
     so: StoreOptions,
 ) -> Result<Store> {
     let remote = Remote::new(store)?;
+    let cache = Cache::open(&o.cache_dir, o.cache_size)?;
     let hkey = layout::header_key(prefix);
-    let header = match remote.get(&hkey)? {
-        Some(b) => b.to_vec(),
-        None if o.read_only => return Err(Error::NotFound(format!("database {name}"))),
+    // The header never changes: a cached copy (checked like a fetched one) saves a request.
+    let hentry = format!("h-{:016x}", fnv(name.as_bytes()));
+    let cached = cache
+        .read(&hentry)
+        .filter(|b| FileHeader::decode(b).is_ok());
+    let header = match cached {
+        Some(b) => b,
         None => {
-            let h = FileHeader {
-                version: format::FORMAT_VERSION,
-                align: u32::try_from(format::PAGE).unwrap_or(4096),
-                uuid: crate::log::new_uuid(),
-                created_ns: now_ns(),
-                base_tid: Tid::ZERO,
+            let b = match remote.get(&hkey)? {
+                Some(b) => b.to_vec(),
+                None if o.read_only => return Err(Error::NotFound(format!("database {name}"))),
+                None => create_header(&remote, &hkey)?,
             };
-            let b = h.encode();
-            match remote.put_create(&hkey, Bytes::from(b.clone()))? {
-                Created::Yes => b,
-                // Created meanwhile by another process: take theirs.
-                Created::AlreadyExists => remote
-                    .get(&hkey)?
-                    .ok_or_else(|| Error::corruption(0, format!("object {hkey} vanished")))?
-                    .to_vec(),
+            if FileHeader::decode(&b).is_ok() {
+                let _ = cache.insert(&hentry, b.len() as u64, |f| {
+                    std::os::unix::fs::FileExt::write_all_at(f, &b, 0)
+                });
             }
+            b
         }
     };
     let fh = FileHeader::decode(&header)
         .map_err(|e| Error::corruption(0, format!("object {hkey}: {e}")))?;
-    let cache = Cache::open(&o.cache_dir, o.cache_size)?;
     let lock = Arc::new(LockFile::open(&cache.dir().join("db"), false)?);
     let sh = Arc::new(Shared::new(
         remote,
@@ -175,25 +174,45 @@ pub fn open_store(
         fh.uuid,
     ));
 
-    // The newest checkpoint object of this log, then the commits after it.
+    // The newest checkpoint of this log — one already in the cache if there is one (an
+    // older checkpoint only means more commit objects to read after it) — then the
+    // commits after it.
     let mut ix = Index::empty();
     let mut ck_tid = Tid::ZERO;
-    let ckpts = sh.remote.list(&layout::checkpoint_dir(prefix), None)?;
-    for l in ckpts.iter().rev() {
-        let Some((tid, base)) = layout::parse_checkpoint_name(&l.key) else {
+    let local: Vec<String> = sh
+        .cache
+        .names_with_prefix(&format!("k-{:016x}-", fh.uuid))
+        .into_iter()
+        .filter_map(|n| {
+            let stem = n.strip_suffix(".idx")?.get(19..)?.to_string();
+            Some(format!("{}{stem}", layout::checkpoint_dir(prefix)))
+        })
+        .collect();
+    let ckpts = if local.is_empty() {
+        sh.remote
+            .list(&layout::checkpoint_dir(prefix), None)?
+            .into_iter()
+            .map(|l| l.key)
+            .collect()
+    } else {
+        local
+    };
+    for key in ckpts.iter().rev() {
+        let Some((tid, base)) = layout::parse_checkpoint_name(key) else {
             continue;
         };
-        match load_checkpoint(&sh, &l.key, tid) {
+        match load_checkpoint(&sh, key, tid) {
             Ok(Some(c)) => {
                 ix = c;
                 ck_tid = tid;
+                sh.known_tid.store(tid.0, Ordering::Release);
                 sh.base.store(base.0, Ordering::Release);
                 *sh.ckpt.write() = ix.ckpt.clone();
                 sh.end.store(ix.end, Ordering::Release);
                 break;
             }
             Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, key = %l.key, "skipping a checkpoint object"),
+            Err(e) => tracing::warn!(error = %e, key = %key, "skipping a checkpoint object"),
         }
     }
     let log = Log::open_virtual(Path::new(name), Box::new(VirtualLog(sh.clone())))?;
@@ -219,6 +238,35 @@ pub fn open_store(
         ..so
     };
     Ok(Store::with_storage(Path::new(name), gen, lock, storage, so))
+}
+
+/// FNV-1a of `b`.
+fn fnv(b: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &x in b {
+        h = (h ^ u64::from(x)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Create the header object of a new database (or read the one another process
+/// created meanwhile).
+fn create_header(remote: &Remote, hkey: &str) -> Result<Vec<u8>> {
+    let h = FileHeader {
+        version: format::FORMAT_VERSION,
+        align: u32::try_from(format::PAGE).unwrap_or(4096),
+        uuid: crate::log::new_uuid(),
+        created_ns: now_ns(),
+        base_tid: Tid::ZERO,
+    };
+    let b = h.encode();
+    match remote.put_create(hkey, Bytes::from(b.clone()))? {
+        Created::Yes => Ok(b),
+        Created::AlreadyExists => Ok(remote
+            .get(hkey)?
+            .ok_or_else(|| Error::corruption(0, format!("object {hkey} vanished")))?
+            .to_vec()),
+    }
 }
 
 /// Checkpoint object `key` (covering commits up to `tid`) as the index it gives, via
@@ -318,20 +366,42 @@ impl ObjectStorage {
                 ));
             }
         }
-        // Fetch the new commit objects in parallel (cached ones are read locally).
-        let keys: Vec<String> = tids.iter().map(|&t| layout::commit_key(p, t)).collect();
+        // Commit objects never change: cached ones are read locally, the others fetched
+        // in parallel (and cached).
+        let cached: Vec<Option<CommitObject>> =
+            tids.iter().map(|&t| self.sh.cached_commit(t)).collect();
+        let keys: Vec<String> = tids
+            .iter()
+            .zip(&cached)
+            .filter(|(_, c)| c.is_none())
+            .map(|(&t, _)| layout::commit_key(p, t))
+            .collect();
         let store = self.sh.remote.store().clone();
-        let fetched = self.sh.remote.run(async move {
-            futures::future::join_all(keys.iter().map(|k| remote::get_async(&store, k))).await
-        })?;
+        let mut fetched = self
+            .sh
+            .remote
+            .run(async move {
+                futures::future::join_all(keys.iter().map(|k| remote::get_async(&store, k))).await
+            })?
+            .into_iter();
         let mut end = gen.index.read().end;
-        for (t, b) in tids.iter().zip(fetched) {
+        for (t, c) in tids.iter().zip(cached) {
             let key = layout::commit_key(p, *t);
-            let b = b?.ok_or_else(|| Error::corruption(0, format!("object {key} vanished")))?;
-            let o = match self.sh.check_commit(&b, *t, &key) {
-                Ok(o) => o,
-                // Cut in transit? Fetch it again before calling it corrupt.
-                Err(_) => self.sh.fetch_commit(*t, &key)?.1,
+            let (o, in_cache) = match c {
+                Some(o) => (o, true),
+                None => {
+                    let b = fetched
+                        .next()
+                        .ok_or_else(|| Error::corruption(0, format!("object {key}: no answer")))??
+                        .ok_or_else(|| Error::corruption(0, format!("object {key} vanished")))?;
+                    let (b, o) = match self.sh.check_commit(&b, *t, &key) {
+                        Ok(o) => (b, o),
+                        // Cut in transit? Fetch it again before calling it corrupt.
+                        Err(_) => self.sh.fetch_commit(*t, &key)?,
+                    };
+                    let in_cache = self.sh.cache_commit(&o, &b);
+                    (o, in_cache)
+                }
             };
             if o.start != end {
                 return Err(Error::corruption(
@@ -343,7 +413,7 @@ impl ObjectStorage {
                 ));
             }
             end = o.end();
-            self.sh.add_commit(Arc::new(Loaded::new(o)));
+            self.sh.add_commit(Arc::new(Loaded::new(o, in_cache)));
         }
         self.apply_new(gen)
     }
@@ -460,11 +530,20 @@ impl ObjectStorage {
         let wall = now_ns();
         encode_commit(&gen, req, name, wall)?;
         let started = Instant::now();
+        // A commit of a few MiB is one object (one PUT); a larger one puts its large
+        // payloads in data objects first and keeps only the small parts in its commit
+        // object, which is then cheap to make again under another number.
+        let payloads: u64 = req
+            .writes
+            .iter()
+            .map(|w| w.value.payload.len() as u64)
+            .sum();
+        let whole = payloads <= layout::WHOLE_MAX;
         let big: Vec<&[u8]> = req
             .writes
             .iter()
             .map(|w| &w.value.payload[..])
-            .filter(|p| p.len() >= layout::INLINE_MAX)
+            .filter(|p| !whole && p.len() >= layout::INLINE_MAX)
             .collect();
         let uploaded = match self.upload(&big) {
             Ok(u) => u,
@@ -507,6 +586,7 @@ impl ObjectStorage {
             let mut blob = Vec::new();
             for p in &enc.parts {
                 match p {
+                    Part::Own(b) if whole => layout::push_inline(&mut segments, &mut blob, b),
                     Part::Own(b) => layout::push_own(&mut segments, &mut blob, b),
                     Part::Borrowed(b) => match by_ptr.get(&(b.as_ptr() as usize, b.len())) {
                         Some(&(writer, seq)) if b.len() >= layout::INLINE_MAX => {
@@ -562,11 +642,8 @@ impl ObjectStorage {
                 Outcome::Lost | Outcome::NotThere => continue,
             }
         };
-        let entry = format!("c-{:016x}-{:016x}", self.sh.uuid, tid.0);
-        let _ = self.sh.cache.insert(&entry, bytes.len() as u64, |f| {
-            std::os::unix::fs::FileExt::write_all_at(f, &bytes, 0)
-        });
-        self.sh.add_commit(Arc::new(Loaded::new(obj)));
+        let in_cache = self.sh.cache_commit(&obj, &bytes);
+        self.sh.add_commit(Arc::new(Loaded::new(obj, in_cache)));
         self.apply_new(&gen)?;
         if let Err(e) = self.checkpoint(&gen, false) {
             tracing::warn!(error = %e, "could not write a checkpoint object");

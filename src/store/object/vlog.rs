@@ -36,19 +36,31 @@ use crate::{Error, Result, Tid};
 const PREFETCH_BYTES: u64 = 32 << 20;
 /// Data objects fetched at once in the background, at most.
 const PREFETCH_OBJECTS: usize = 8;
+/// Commit objects loaded ahead of a scan of whole commits, at most.
+const PREFETCH_COMMITS: u64 = 8;
+/// A whole commit's blob (its transaction) is kept in memory only up to this size;
+/// larger ones are read from their cache file.
+const BLOB_IN_MEMORY: usize = 256 << 10;
 
 /// A commit object with the virtual offset of each segment.
 #[derive(Debug)]
 pub struct Loaded {
-    /// The object.
+    /// The object (the blob of a large whole commit is dropped: see `in_memory`).
     pub obj: CommitObject,
     /// Virtual offset of each segment.
     pub seg_at: Vec<u64>,
+    /// Is `obj.blob` held? (Else it is read from the commit's cache file.)
+    pub in_memory: bool,
 }
 
 impl Loaded {
-    /// Index the segments of `obj`.
-    pub fn new(obj: CommitObject) -> Loaded {
+    /// Index the segments of `obj`; with `cached`, a large whole commit's blob is
+    /// dropped from memory (its cache file holds it).
+    pub fn new(mut obj: CommitObject, cached: bool) -> Loaded {
+        let in_memory = !(cached && obj.is_whole() && obj.blob.len() > BLOB_IN_MEMORY);
+        if !in_memory {
+            obj.blob = Vec::new();
+        }
         let mut at = obj.start;
         let seg_at = obj
             .segments
@@ -59,7 +71,11 @@ impl Loaded {
                 a
             })
             .collect();
-        Loaded { obj, seg_at }
+        Loaded {
+            obj,
+            seg_at,
+            in_memory,
+        }
     }
 
     /// The segment holding virtual offset `pos` (index, its virtual offset).
@@ -137,6 +153,12 @@ pub struct Shared {
     last_miss_end: AtomicU64,
     /// Next virtual offset a background prefetch has reached.
     prefetched_to: AtomicU64,
+    /// Newest tid known to be committed.
+    pub known_tid: AtomicU64,
+    /// Last commit object fetched from the store on a miss (scan detection).
+    last_commit_miss: AtomicU64,
+    /// Newest tid a background prefetch of commit objects has started.
+    prefetched_tid: AtomicU64,
 }
 
 impl Shared {
@@ -155,6 +177,9 @@ impl Shared {
             inflight: Mutex::new(HashMap::new()),
             last_miss_end: AtomicU64::new(0),
             prefetched_to: AtomicU64::new(0),
+            known_tid: AtomicU64::new(0),
+            last_commit_miss: AtomicU64::new(0),
+            prefetched_tid: AtomicU64::new(0),
         }
     }
 
@@ -170,22 +195,37 @@ impl Shared {
 
     /// Commit object `tid`: from memory, the cache, or the store (then cached). Checked:
     /// CRC, uuid and tid.
-    pub fn load_commit(&self, tid: Tid) -> Result<Arc<Loaded>> {
+    pub fn load_commit(self: &Arc<Self>, tid: Tid) -> Result<Arc<Loaded>> {
         if let Some(o) = self.cached_commit(tid) {
-            return Ok(Arc::new(Loaded::new(o)));
+            return Ok(Arc::new(Loaded::new(o, true)));
+        }
+        // Misses on consecutive commits: a scan of whole commits; load the next ones.
+        let prev = self.last_commit_miss.swap(tid.0, Ordering::AcqRel);
+        if prev != 0 && tid.0 == prev + 1 {
+            self.prefetch_commits(tid.0 + 1);
         }
         let key = layout::commit_key(&self.prefix, tid);
         let (b, o) = self.fetch_commit(tid, &key)?;
-        self.cache_commit(tid, &b);
-        Ok(Arc::new(Loaded::new(o)))
+        let cached = self.cache_commit(&o, &b);
+        Ok(Arc::new(Loaded::new(o, cached)))
     }
 
     /// Commit object `tid` from the cache, checked (CRC, uuid, tid); a bad entry is dropped.
     pub fn cached_commit(&self, tid: Tid) -> Option<CommitObject> {
         let name = self.commit_entry(tid);
-        let b = self.cache.read(&name)?;
-        match CommitObject::decode(&b, &layout::commit_key(&self.prefix, tid)) {
-            Ok(o) if o.tid == tid && o.uuid == self.uuid => Some(o),
+        let f = self.cache.get(&name)?;
+        let b = (|| -> std::io::Result<Vec<u8>> {
+            // A whole commit is written at its virtual offset in a sparse file: skip the hole.
+            let from = rustix::fs::seek(&*f, rustix::fs::SeekFrom::Data(0)).unwrap_or(0);
+            let len = f.metadata()?.len();
+            let mut b = vec![0u8; usize::try_from(len.saturating_sub(from)).unwrap_or(0)];
+            f.read_exact_at(&mut b, from)?;
+            let skip = b.iter().position(|&x| x != 0).unwrap_or(0);
+            b.drain(..skip);
+            Ok(b)
+        })();
+        match b.map(|b| CommitObject::decode(&b, &layout::commit_key(&self.prefix, tid))) {
+            Ok(Ok(o)) if o.tid == tid && o.uuid == self.uuid => Some(o),
             _ => {
                 self.cache.remove(&name);
                 None
@@ -193,13 +233,69 @@ impl Shared {
         }
     }
 
-    /// Keep the bytes of commit object `tid` in the cache (best effort).
-    pub fn cache_commit(&self, tid: Tid, b: &[u8]) {
-        let _ = self
-            .cache
-            .insert(&self.commit_entry(tid), b.len() as u64, |f| {
-                f.write_all_at(b, 0)
+    /// Keep the bytes `b` of commit object `o` in the cache (best effort); true if it is.
+    pub fn cache_commit(&self, o: &CommitObject, b: &[u8]) -> bool {
+        let at = o.cache_offset();
+        matches!(
+            self.cache
+                .insert(&self.commit_entry(o.tid), b.len() as u64, |f| f
+                    .write_all_at(b, at)),
+            Ok(Some(_))
+        )
+    }
+
+    /// Read inline bytes `pos..pos + dst.len()` of whole commit `c`, whose blob is not in
+    /// memory, from its cache file (the transaction at its virtual offsets); fetched
+    /// again if the cache dropped it.
+    fn read_inline(&self, c: &Loaded, pos: u64, dst: &mut [u8]) -> Result<()> {
+        let name = self.commit_entry(c.obj.tid);
+        for _ in 0..2 {
+            if let Some(f) = self.cache.get(&name) {
+                f.read_exact_at(dst, pos)?;
+                return Ok(());
+            }
+            let key = layout::commit_key(&self.prefix, c.obj.tid);
+            let (b, o) = self.fetch_commit(c.obj.tid, &key)?;
+            if !self.cache_commit(&o, &b) {
+                let s = usize::try_from(pos - o.start).unwrap_or(usize::MAX);
+                let src = o
+                    .blob
+                    .get(s..s + dst.len())
+                    .ok_or_else(|| Error::corruption(pos, format!("object {key}: short blob")))?;
+                dst.copy_from_slice(src);
+                return Ok(());
+            }
+        }
+        Err(Error::Io(std::io::Error::other(format!(
+            "object {}: the cache drops it as soon as it is written",
+            layout::commit_key(&self.prefix, c.obj.tid)
+        ))))
+    }
+
+    /// Load commit objects `from..` (up to [`PREFETCH_COMMITS`], not past the newest
+    /// known) in the background, and the data objects they name.
+    fn prefetch_commits(self: &Arc<Self>, from: u64) {
+        let last = self.known_tid.load(Ordering::Acquire);
+        let until = (from + PREFETCH_COMMITS).min(last + 1);
+        let start = self
+            .prefetched_tid
+            .fetch_max(until, Ordering::AcqRel)
+            .max(from);
+        for t in start..until {
+            let me = self.clone();
+            self.remote.spawn(async move {
+                let _ = tokio::task::spawn_blocking(move || {
+                    if me.cached_commit(Tid(t)).is_some() {
+                        return;
+                    }
+                    let key = layout::commit_key(&me.prefix, Tid(t));
+                    if let Ok((b, o)) = me.fetch_commit(Tid(t), &key) {
+                        me.cache_commit(&o, &b);
+                    }
+                })
+                .await;
             });
+        }
     }
 
     /// GET commit object `tid` and check it (fetched again, up to twice, when the body
@@ -240,6 +336,7 @@ impl Shared {
     /// Remember a commit known to be committed.
     pub fn add_commit(&self, l: Arc<Loaded>) {
         let end = l.obj.end();
+        self.known_tid.fetch_max(l.obj.tid.0, Ordering::AcqRel);
         self.base.fetch_max(l.obj.base_tid.0, Ordering::AcqRel);
         self.commits.write().insert(l.obj.start, l);
         self.end.fetch_max(end, Ordering::AcqRel);
@@ -247,7 +344,7 @@ impl Shared {
 
     /// The commit holding virtual offset `pos`, loading it if needed (older commits are
     /// found through the checkpoint's transaction entries).
-    fn commit_at(&self, pos: u64) -> Result<Arc<Loaded>> {
+    fn commit_at(self: &Arc<Self>, pos: u64) -> Result<Arc<Loaded>> {
         if let Some((_, l)) = self.commits.read().range(..=pos).next_back() {
             if pos < l.obj.end() {
                 return Ok(l.clone());
@@ -271,7 +368,7 @@ impl Shared {
     }
 
     /// The tid of the commit holding `pos`, from the checkpoint's transaction entries.
-    fn tid_at(&self, pos: u64) -> Result<Tid> {
+    pub fn tid_at(&self, pos: u64) -> Result<Tid> {
         let ck = self.ckpt.read().clone();
         let none = || Error::corruption(pos, "no commit holds this virtual log offset");
         let Some(c) = ck else {
@@ -320,10 +417,11 @@ impl Shared {
             let within = pos - at;
             let n = (seg.len() - within).min(dst.len() as u64) as usize;
             match seg {
-                Segment::Inline { at: b, .. } => {
+                Segment::Inline { at: b, .. } if c.in_memory => {
                     let s = (b + within) as usize;
                     dst[..n].copy_from_slice(&c.obj.blob[s..s + n]);
                 }
+                Segment::Inline { .. } => self.read_inline(&c, pos, &mut dst[..n])?,
                 Segment::Zeros { .. } => dst[..n].fill(0),
                 Segment::Data { writer, seq, len } => {
                     match self.fetch_data(&c, writer, seq, at, len, true)? {
@@ -505,27 +603,54 @@ impl Shared {
     /// Zero-copy reads: the cache file holding `off..off + len`, when it is one cached
     /// data object; otherwise None, and that object is fetched in the background.
     fn map(self: &Arc<Self>, off: u64, len: u64) -> Option<(std::os::fd::RawFd, Option<Keep>)> {
-        let c = self.commit_at(off).ok()?;
-        let (i, at) = c.segment_at(off)?;
-        let Segment::Data {
-            writer,
-            seq,
-            len: slen,
-        } = c.obj.segments[i]
-        else {
+        let loaded = self
+            .commits
+            .read()
+            .range(..=off)
+            .next_back()
+            .map(|(_, c)| c.clone())
+            .filter(|c| off < c.obj.end());
+        let Some(c) = loaded else {
+            // Not loaded: load it in the background (this call does no I/O).
+            if let Ok(tid) = self.tid_at(off) {
+                let me = self.clone();
+                self.remote.spawn(async move {
+                    let _ = tokio::task::spawn_blocking(move || {
+                        if let Ok(l) = me.load_commit(tid) {
+                            me.commits.write().insert(l.obj.start, l);
+                        }
+                    })
+                    .await;
+                });
+            }
             return None;
         };
-        if off + len > at + slen {
+        let (i, at) = c.segment_at(off)?;
+        let seg = c.obj.segments[i];
+        if off + len > at + seg.len() {
             return None;
         }
-        if let Some(f) = self.cache.get(&self.data_entry(at)) {
+        let (name, fetch) = match seg {
+            Segment::Data { writer, seq, len } => (self.data_entry(at), Some((writer, seq, len))),
+            Segment::Inline { .. } if c.obj.is_whole() => (self.commit_entry(c.obj.tid), None),
+            _ => return None,
+        };
+        if let Some(f) = self.cache.get(&name) {
             let fd = f.as_raw_fd();
             return Some((fd, Some(f as Keep)));
         }
         let me = self.clone();
         self.remote.spawn(async move {
-            let _ = tokio::task::spawn_blocking(move || {
-                let _ = me.fetch_data(&c, writer, seq, at, slen, false);
+            let _ = tokio::task::spawn_blocking(move || match fetch {
+                Some((writer, seq, slen)) => {
+                    let _ = me.fetch_data(&c, writer, seq, at, slen, false);
+                }
+                None => {
+                    let key = layout::commit_key(&me.prefix, c.obj.tid);
+                    if let Ok((b, o)) = me.fetch_commit(c.obj.tid, &key) {
+                        me.cache_commit(&o, &b);
+                    }
+                }
             })
             .await;
         });
