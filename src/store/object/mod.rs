@@ -367,42 +367,45 @@ impl ObjectStorage {
             }
         }
         // Commit objects never change: cached ones are read locally, the others fetched
-        // in parallel (and cached).
-        let cached: Vec<Option<CommitObject>> =
-            tids.iter().map(|&t| self.sh.cached_commit(t)).collect();
-        let keys: Vec<String> = tids
+        // four at a time (a whole commit holds its payloads: this bounds the memory) and
+        // cached; a large blob is then dropped from memory (the cache file holds it).
+        let mut got: HashMap<Tid, Arc<Loaded>> = HashMap::new();
+        let missing: Vec<Tid> = tids
             .iter()
-            .zip(&cached)
-            .filter(|(_, c)| c.is_none())
-            .map(|(&t, _)| layout::commit_key(p, t))
-            .collect();
-        let store = self.sh.remote.store().clone();
-        let mut fetched = self
-            .sh
-            .remote
-            .run(async move {
-                futures::future::join_all(keys.iter().map(|k| remote::get_async(&store, k))).await
-            })?
-            .into_iter();
-        let mut end = gen.index.read().end;
-        for (t, c) in tids.iter().zip(cached) {
-            let key = layout::commit_key(p, *t);
-            let (o, in_cache) = match c {
-                Some(o) => (o, true),
-                None => {
-                    let b = fetched
-                        .next()
-                        .ok_or_else(|| Error::corruption(0, format!("object {key}: no answer")))??
-                        .ok_or_else(|| Error::corruption(0, format!("object {key} vanished")))?;
-                    let (b, o) = match self.sh.check_commit(&b, *t, &key) {
-                        Ok(o) => (b, o),
-                        // Cut in transit? Fetch it again before calling it corrupt.
-                        Err(_) => self.sh.fetch_commit(*t, &key)?,
-                    };
-                    let in_cache = self.sh.cache_commit(&o, &b);
-                    (o, in_cache)
+            .copied()
+            .filter(|&t| match self.sh.cached_commit(t) {
+                Some(o) => {
+                    got.insert(t, Arc::new(Loaded::new(o, true)));
+                    false
                 }
-            };
+                None => true,
+            })
+            .collect();
+        for batch in missing.chunks(4) {
+            let keys: Vec<String> = batch.iter().map(|&t| layout::commit_key(p, t)).collect();
+            let store = self.sh.remote.store().clone();
+            let fetched = self.sh.remote.run(async move {
+                futures::future::join_all(keys.iter().map(|k| remote::get_async(&store, k))).await
+            })?;
+            for (&t, b) in batch.iter().zip(fetched) {
+                let key = layout::commit_key(p, t);
+                let b = b?.ok_or_else(|| Error::corruption(0, format!("object {key} vanished")))?;
+                let (b, o) = match self.sh.check_commit(&b, t, &key) {
+                    Ok(o) => (b, o),
+                    // Cut in transit? Fetch it again before calling it corrupt.
+                    Err(_) => self.sh.fetch_commit(t, &key)?,
+                };
+                let in_cache = self.sh.cache_commit(&o, &b);
+                got.insert(t, Arc::new(Loaded::new(o, in_cache)));
+            }
+        }
+        let mut end = gen.index.read().end;
+        for t in &tids {
+            let key = layout::commit_key(p, *t);
+            let l = got
+                .remove(t)
+                .ok_or_else(|| Error::corruption(0, format!("object {key}: not read")))?;
+            let o = &l.obj;
             if o.start != end {
                 return Err(Error::corruption(
                     o.start,
@@ -413,7 +416,7 @@ impl ObjectStorage {
                 ));
             }
             end = o.end();
-            self.sh.add_commit(Arc::new(Loaded::new(o, in_cache)));
+            self.sh.add_commit(l);
         }
         self.apply_new(gen)
     }
