@@ -11,6 +11,38 @@ use wdb::db::{ArrayOptions, Transaction};
 use wdb::{Error, Result, Tid};
 
 use crate::blocks::{dtype_of, open_ro, open_rw, snapshot};
+use crate::output::{human, Progress, BYTES};
+
+/// The command: copy, with a progress bar, then one summary line.
+pub fn run(
+    src: &Path,
+    dst: &Path,
+    at: Option<u64>,
+    commit_mib: u64,
+) -> Result<std::process::ExitCode> {
+    let commit_bytes = commit_mib
+        .checked_mul(1 << 20)
+        .filter(|&b| b > 0)
+        .ok_or_else(|| {
+            Error::InvalidArgument(format!("--commit-mib {commit_mib}: expected 1 or more"))
+        })?;
+    let bar = Progress::new("copying", BYTES);
+    let rep = copy(src, dst, at, commit_bytes, &mut |done, total| {
+        bar.update(done, total)
+    })?;
+    bar.finish();
+    println!(
+        "copied {} at tid {} to {} at tid {}: {} array(s), {} in {} commit(s)",
+        src.display(),
+        rep.src_tid,
+        dst.display(),
+        rep.dst_tid,
+        rep.arrays,
+        human(rep.bytes),
+        rep.commits
+    );
+    Ok(std::process::ExitCode::SUCCESS)
+}
 
 /// What a copy did.
 #[derive(Debug)]
