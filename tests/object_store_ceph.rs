@@ -352,8 +352,19 @@ fn gateway_restart_mid_commits_keeps_the_last_acknowledged_commit() {
         .unwrap()
         .success());
     std::thread::sleep(Duration::from_secs(3));
-    let st = std::process::Command::new("radosgw")
-        .args(["-c", &format!("{ceph}/ceph.conf"), "-n", "client.rgw.a"])
+    // The daemon must not inherit this process's descriptors (a lock a build tool
+    // holds through them would then be held by the daemon for its whole life).
+    let st = std::process::Command::new("bash")
+        .args([
+            "-c",
+            r#"for f in /proc/$$/fd/*; do n=${f##*/}; [ "$n" -gt 2 ] && eval "exec $n>&-"; done
+               exec radosgw -c "$1/ceph.conf" -n client.rgw.a"#,
+            "restart",
+            &ceph,
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .status()
         .unwrap();
     assert!(st.success());

@@ -6,9 +6,7 @@
 //! store of `store::object`, where commits are ordered by create-if-absent of numbered
 //! commit objects and there is no lock service. Everything above it is shared: the
 //! index (`Index`, checkpoints), the record codecs, the read paths of [`Gen`]
-//! (`load`, delta chains, zero-copy slices), conflict detection ([`encode_commit`]).
-//!
-//! [`encode_commit`]: super::encode_commit
+//! (`load`, delta chains, zero-copy slices), conflict detection (`store::encode_commit`).
 
 use std::sync::Arc;
 
@@ -26,7 +24,7 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn refresh(&self, gen: &Arc<Gen>) -> Result<()>;
 
     /// Commit `req` atomically with the next tid after everything committed; conflicts
-    /// are checked with [`super::encode_commit`] against an index brought up to date
+    /// are checked with `store::encode_commit` against an index brought up to date
     /// first. On success the commit is in `store.current()`'s index.
     fn commit(
         &self,

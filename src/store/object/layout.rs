@@ -260,6 +260,46 @@ impl CommitObject {
         Ok(o)
     }
 
+    /// The head (fixed header and segment table, no blob, no CRC check) of a *whole*
+    /// commit object whose first bytes are `head`: for a whole commit kept in the local
+    /// cache, whose transaction is read from the cache file where needed (the cache
+    /// syncs its files before they appear; the transaction's own CRCs are checked as
+    /// for a log file). None if `head` is not the head of a whole commit.
+    pub fn decode_head(head: &[u8], key: &str) -> Result<Option<CommitObject>> {
+        let need = COMMIT_HEADER + SEGMENT_SIZE;
+        if head.len() < need || u32_at(head, 72) != 1 {
+            return Ok(None);
+        }
+        if &head[..8] != COMMIT_MAGIC || u32_at(head, 8) != COMMIT_VERSION || u32_at(head, 12) != 0
+        {
+            return Err(bad(key, "not a commit object (magic, version or flags)"));
+        }
+        let s = &head[COMMIT_HEADER..need];
+        let total = u64_at(head, 40);
+        let (len, a, c) = (u64_at(s, 8), u64_at(s, 16), u64_at(s, 24));
+        if s[0] != 1 || s[1..8].iter().any(|&x| x != 0) || a != 0 || c != 0 || len != total {
+            return Ok(None);
+        }
+        if u64::from(u32_at(head, 76)) != total {
+            return Err(bad(key, "blob length does not match the transaction"));
+        }
+        let start = u64_at(head, 32);
+        if start % crate::format::RECORD_ALIGN != 0 || start.checked_add(total).is_none() {
+            return Err(bad(key, format!("bad start {start}")));
+        }
+        Ok(Some(CommitObject {
+            uuid: u64_at(head, 16),
+            tid: Tid(u64_at(head, 24)),
+            start,
+            total_len: total,
+            base_tid: Tid(u64_at(head, 48)),
+            writer: u64_at(head, 56),
+            nonce: u64_at(head, 64),
+            segments: vec![Segment::Inline { at: 0, len: total }],
+            blob: Vec::new(),
+        }))
+    }
+
     /// Virtual offset just past the transaction.
     pub fn end(&self) -> u64 {
         self.start + self.total_len

@@ -57,7 +57,9 @@ impl Loaded {
     /// Index the segments of `obj`; with `cached`, a large whole commit's blob is
     /// dropped from memory (its cache file holds it).
     pub fn new(mut obj: CommitObject, cached: bool) -> Loaded {
-        let in_memory = !(cached && obj.is_whole() && obj.blob.len() > BLOB_IN_MEMORY);
+        let in_memory = !(cached
+            && obj.is_whole()
+            && (obj.blob.len() > BLOB_IN_MEMORY || obj.blob.len() as u64 != obj.total_len));
         if !in_memory {
             obj.blob = Vec::new();
         }
@@ -210,22 +212,37 @@ impl Shared {
         Ok(Arc::new(Loaded::new(o, cached)))
     }
 
-    /// Commit object `tid` from the cache, checked (CRC, uuid, tid); a bad entry is dropped.
+    /// Commit object `tid` from the cache; a bad entry is dropped. A whole commit's
+    /// head only (its transaction stays in the cache file, read where needed); any
+    /// other is read and checked whole (CRC, uuid, tid).
     pub fn cached_commit(&self, tid: Tid) -> Option<CommitObject> {
         let name = self.commit_entry(tid);
         let f = self.cache.get(&name)?;
-        let b = (|| -> std::io::Result<Vec<u8>> {
+        let key = layout::commit_key(&self.prefix, tid);
+        let r = (|| -> Result<CommitObject> {
             // A whole commit is written at its virtual offset in a sparse file: skip the hole.
             let from = rustix::fs::seek(&*f, rustix::fs::SeekFrom::Data(0)).unwrap_or(0);
             let len = f.metadata()?.len();
-            let mut b = vec![0u8; usize::try_from(len.saturating_sub(from)).unwrap_or(0)];
-            f.read_exact_at(&mut b, from)?;
-            let skip = b.iter().position(|&x| x != 0).unwrap_or(0);
-            b.drain(..skip);
-            Ok(b)
+            let mut head =
+                vec![0u8; usize::try_from((len - from.min(len)).min(1 << 16)).unwrap_or(0)];
+            f.read_exact_at(&mut head, from)?;
+            let skip = head.iter().position(|&x| x != 0).unwrap_or(0);
+            let at = from + skip as u64;
+            head.drain(..skip);
+            if let Some(o) = CommitObject::decode_head(&head, &key)? {
+                if o.is_whole()
+                    && o.cache_offset() == at
+                    && at + o.header_len() + o.total_len + 4 == len
+                {
+                    return Ok(o);
+                }
+            }
+            let mut b = vec![0u8; usize::try_from(len - at).unwrap_or(0)];
+            f.read_exact_at(&mut b, at)?;
+            CommitObject::decode(&b, &key)
         })();
-        match b.map(|b| CommitObject::decode(&b, &layout::commit_key(&self.prefix, tid))) {
-            Ok(Ok(o)) if o.tid == tid && o.uuid == self.uuid => Some(o),
+        match r {
+            Ok(o) if o.tid == tid && o.uuid == self.uuid => Some(o),
             _ => {
                 self.cache.remove(&name);
                 None
