@@ -144,7 +144,7 @@ fn child_entry() {
             )
             .unwrap();
             // 24 MiB in one commit: its payloads go to data objects before the commit
-            // object (a commit of at most 16 MiB is one object).
+            // object.
             let tx = db.begin().unwrap();
             let mut c = tx.array_mut::<u64>("c").unwrap();
             c.view_mut(..).unwrap().fill(99);

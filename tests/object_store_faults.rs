@@ -112,7 +112,7 @@ fn truncated_bodies_are_fetched_again_then_reported() {
     write(&db, 7).unwrap();
     drop(db);
     // A fresh cache: the reads go to the store; two cut bodies, then a whole one.
-    // (A commit of a few MiB is one commit object, which holds the payload.)
+    // (Open reads the commit objects.)
     let plan = Arc::new(Plan::default());
     plan.arm(Fault::Truncate, 2, "/wdb/c/");
     let (db, plan) = open_with(&mem, &dir, "b", plan).unwrap();

@@ -170,7 +170,7 @@ fn corrupt_or_truncated_objects_are_corruption_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let a = machine(&store, &dir, "a");
     // 24 MiB in one commit: its payloads go to data objects (a commit of at most
-    // 16 MiB of payloads is one commit object).
+    // 64 KiB of payloads is one commit object).
     let tx = a.begin().unwrap();
     let mut x = tx
         .create_array_with::<u64>(

@@ -22,8 +22,9 @@ pub const INLINE_MAX: usize = 64 << 10;
 /// Zero runs at least this long inside headers and padding are stored as a zeros segment.
 pub const ZERO_RUN: usize = 4096;
 /// A commit whose payloads total at most this is one object: its blob is the whole
-/// transaction (one PUT, no data objects).
-pub const WHOLE_MAX: u64 = 16 << 20;
+/// transaction (one PUT, no data objects). Larger payloads go to data objects, so that
+/// retention can delete what dropped versions hold (commit objects are kept).
+pub const WHOLE_MAX: u64 = 64 << 10;
 
 /// Key of the virtual log's header object.
 pub fn header_key(prefix: &str) -> String {

@@ -533,9 +533,10 @@ impl ObjectStorage {
         let wall = now_ns();
         encode_commit(&gen, req, name, wall)?;
         let started = Instant::now();
-        // A commit of a few MiB is one object (one PUT); a larger one puts its large
-        // payloads in data objects first and keeps only the small parts in its commit
-        // object, which is then cheap to make again under another number.
+        // A commit of small payloads is one object (one PUT); a larger one puts its
+        // payloads of 64 KiB or more in data objects first (retention deletes those of
+        // dropped versions) and keeps only the small parts in its commit object, which
+        // is then cheap to make again under another number.
         let payloads: u64 = req
             .writes
             .iter()
