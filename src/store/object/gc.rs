@@ -18,7 +18,7 @@ use super::{data_refs, layout, ObjectStorage};
 use crate::format::checkpoint::Version;
 use crate::format::{Encoding, Key};
 use crate::store::compact::{needed, CompactReport};
-use crate::store::fsck::{check_log, FsckReport, Problem};
+use crate::store::fsck::{check_log, problem_of as problem, FsckReport, Problem};
 use crate::store::{is_tombstone, CommitRequest, Gen, Store};
 use crate::{Error, Result, Tid};
 
@@ -224,20 +224,5 @@ fn check_version(gen: &Arc<Gen>, k: &Key, v: &Version) -> Result<()> {
         let n = usize::try_from(v.logical_len)
             .map_err(|_| Error::corruption(v.rec_off, "logical length"))?;
         gen.read_version(v, &mut vec![0u8; n])
-    }
-}
-
-fn problem(e: Error, record: String) -> Problem {
-    match e {
-        Error::Corruption { offset, what } => Problem {
-            offset,
-            record,
-            what,
-        },
-        other => Problem {
-            offset: 0,
-            record,
-            what: other.to_string(),
-        },
     }
 }
