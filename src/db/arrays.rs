@@ -123,9 +123,6 @@ impl BigFile for ArrayFile {
     }
 
     fn map_source(&self, blk: u64) -> Result<Option<crate::bigfile::FileSlice>> {
-        if !crate::virtmem::zero_copy_enabled() {
-            return Ok(None);
-        }
         match &self.src {
             Source::Tx(t) => t.map_source(self.id, blk, self.block_size),
             Source::Snap(s) => s.map_source(self.id, blk, self.block_size),

@@ -332,7 +332,7 @@ impl Checkpoint {
                 w.u32(v.data_crc);
             }
         }
-        let crc = crc32fast::hash(&w.buf);
+        let crc = crate::verify::crc32(&w.buf);
         w.u32(crc);
         Ok(w.buf)
     }
@@ -344,7 +344,7 @@ impl Checkpoint {
         }
         let body_len = b.len() - 4;
         let mut cr = Reader::new(&b[body_len..], body_len as u64);
-        if cr.u32("checkpoint crc")? != crc32fast::hash(&b[..body_len]) {
+        if cr.u32("checkpoint crc")? != crate::verify::crc32(&b[..body_len]) {
             return Err(Error::corruption(
                 body_len as u64,
                 "checkpoint CRC mismatch",
@@ -531,7 +531,7 @@ fn slot_offset(s: u64) -> u64 {
 /// CRC of page `p` whose bytes before the CRC are `body`: CRC-32 of the page number (u64)
 /// then the body, so that a page copied to another place does not pass.
 pub fn page_crc(p: u64, body: &[u8]) -> u32 {
-    let mut h = crc32fast::Hasher::new();
+    let mut h = crate::verify::Crc32::new();
     h.update(&p.to_le_bytes());
     h.update(body);
     h.finalize()

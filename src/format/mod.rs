@@ -97,15 +97,18 @@ pub fn page_table_len(flags: u8, stored: u32) -> u64 {
 }
 
 /// The CRC-32 of each 4096-byte page of `payload` (the last one may be partial) and the
-/// CRC-32 of the whole payload, derived from them (`crc32fast::Hasher::combine`: one
+/// CRC-32 of the whole payload, derived from them (`crate::verify::Crc32::combine`: one
 /// pass over the bytes).
 pub fn page_crcs(payload: &[u8]) -> (Vec<u32>, u32) {
-    let mut whole = crc32fast::Hasher::new();
+    let mut whole = crate::verify::Crc32::new();
     let crcs = payload
         .chunks(PAGE as usize)
         .map(|p| {
-            let c = crc32fast::hash(p);
-            whole.combine(&crc32fast::Hasher::new_with_initial_len(c, p.len() as u64));
+            let c = crate::verify::crc32(p);
+            whole.combine(&crate::verify::Crc32::new_with_initial_len(
+                c,
+                p.len() as u64,
+            ));
             c
         })
         .collect();
@@ -114,11 +117,11 @@ pub fn page_crcs(payload: &[u8]) -> (Vec<u32>, u32) {
 
 /// The CRC-32 of the whole payload from its page CRCs, `stored` bytes in all.
 pub fn combine_page_crcs(crcs: &[u32], stored: u32) -> u32 {
-    let mut whole = crc32fast::Hasher::new();
+    let mut whole = crate::verify::Crc32::new();
     let mut left = u64::from(stored);
     for &c in crcs {
         let n = left.min(PAGE);
-        whole.combine(&crc32fast::Hasher::new_with_initial_len(c, n));
+        whole.combine(&crate::verify::Crc32::new_with_initial_len(c, n));
         left -= n;
     }
     whole.finalize()
@@ -130,7 +133,7 @@ pub fn encode_page_table(crcs: &[u32]) -> Vec<u8> {
     for &c in crcs {
         w.u32(c);
     }
-    let crc = crc32fast::hash(&w.buf);
+    let crc = crate::verify::crc32(&w.buf);
     w.u32(crc);
     w.buf
 }
@@ -141,7 +144,7 @@ pub fn encode_page_table(crcs: &[u32]) -> Vec<u8> {
 /// data CRC; without one, the data CRC over the payload.
 pub fn check_payload(rh: &RecordHeader, off: u64, table: &[u8], payload: &[u8]) -> Result<()> {
     if rh.flags & FLAG_PAGE_CRCS == 0 {
-        if crc32fast::hash(payload) != rh.data_crc {
+        if crate::verify::crc32(payload) != rh.data_crc {
             return Err(Error::corruption(
                 off + rh.payload_rel(),
                 format!("data CRC mismatch in the record of {:?}", rh.key),
@@ -189,7 +192,7 @@ pub fn decode_page_table(b: &[u8], stored: u32, off: u64) -> Result<Vec<u32>> {
         crc.try_into()
             .map_err(|_| Error::corruption(off, "table"))?,
     );
-    if crc32fast::hash(entries) != want {
+    if crate::verify::crc32(entries) != want {
         return Err(Error::corruption(
             off + RECORD_HEADER_SIZE as u64,
             "page CRC table CRC mismatch",
@@ -337,7 +340,7 @@ impl FileHeader {
         w.u64(self.base_tid.0);
         w.u64(0); // reserved
         w.u32(0); // reserved
-        let crc = crc32fast::hash(&w.buf);
+        let crc = crate::verify::crc32(&w.buf);
         w.u32(crc);
         debug_assert_eq!(w.buf.len(), FILE_HEADER_FIELDS);
         w.buf.resize(FILE_HEADER_FIELDS + FILE_HEADER_PADDING, 0);
@@ -375,7 +378,7 @@ impl FileHeader {
         r.zeros(12, "header reserved")?;
         let crc_at = r.pos();
         let crc = r.u32("header crc")?;
-        if crc != crc32fast::hash(&b[..crc_at]) {
+        if crc != crate::verify::crc32(&b[..crc_at]) {
             return Err(Error::corruption(crc_at as u64, "file header CRC mismatch"));
         }
         r.zeros(FILE_HEADER_PADDING, "header padding")?;
@@ -483,7 +486,7 @@ impl TxHeader {
             usize::try_from(self.desc_len).unwrap_or(usize::MAX),
             "description",
         )?;
-        let mut h = crc32fast::Hasher::new();
+        let mut h = crate::verify::Crc32::new();
         h.update(head);
         h.update(user);
         h.update(desc);
@@ -562,7 +565,7 @@ impl RecordHeader {
         w.u32(self.logical_len);
         w.u32(self.stored_len);
         w.u32(self.data_crc);
-        let crc = crc32fast::hash(&w.buf);
+        let crc = crate::verify::crc32(&w.buf);
         w.u32(crc);
         let mut out = [0u8; RECORD_HEADER_SIZE];
         out.copy_from_slice(&w.buf);
@@ -586,7 +589,7 @@ impl RecordHeader {
         let stored_len = r.u32("stored length")?;
         let data_crc = r.u32("data crc")?;
         let crc = r.u32("record header crc")?;
-        if crc != crc32fast::hash(&b[..RECORD_HEADER_CRC_AT]) {
+        if crc != crate::verify::crc32(&b[..RECORD_HEADER_CRC_AT]) {
             return Err(Error::corruption(off, "record header CRC mismatch"));
         }
         if ver != RECORD_VERSION {
@@ -689,7 +692,7 @@ pub struct TxEnd {
 impl TxEnd {
     /// Encode; `crc` must already include the header prefix and record headers;
     /// this adds the trailer's own fields.
-    pub fn encode(&self, mut crc: crc32fast::Hasher) -> [u8; TX_END_SIZE] {
+    pub fn encode(&self, mut crc: crate::verify::Crc32) -> [u8; TX_END_SIZE] {
         let mut w = Writer::new();
         w.u8(TAG_TX_END);
         w.u8(RECORD_VERSION);
@@ -707,7 +710,7 @@ impl TxEnd {
 
     /// Decode a trailer read at `off` (the tx CRC is checked by the caller, who has the
     /// running hash; `crc_so_far` is that hash before the trailer).
-    pub fn decode(b: &[u8], off: u64, crc_so_far: Option<crc32fast::Hasher>) -> Result<TxEnd> {
+    pub fn decode(b: &[u8], off: u64, crc_so_far: Option<crate::verify::Crc32>) -> Result<TxEnd> {
         let mut r = Reader::new(b, off);
         let tag = r.u8("trailer tag")?;
         if tag != TAG_TX_END {
@@ -1031,7 +1034,7 @@ pub fn encode_tx<'a>(
     w.u16(user_len);
     w.u16(0);
     w.u32(desc_len);
-    let mut hc = crc32fast::Hasher::new();
+    let mut hc = crate::verify::Crc32::new();
     hc.update(&w.buf);
     hc.update(user.as_bytes());
     hc.update(desc.as_bytes());
@@ -1042,7 +1045,7 @@ pub fn encode_tx<'a>(
     let prefix =
         usize::try_from(h.prefix_len()).map_err(|_| Error::InvalidArgument("prefix".into()))?;
     w.zeros(prefix - w.buf.len());
-    let mut txcrc = crc32fast::Hasher::new();
+    let mut txcrc = crate::verify::Crc32::new();
     txcrc.update(&w.buf);
 
     let mut parts = Vec::new();
@@ -1164,7 +1167,7 @@ mod tests {
                 prev_off: 0,
                 logical_len: 5000,
                 payload: &data,
-                data_crc: crc32fast::hash(&data),
+                data_crc: crate::verify::crc32(&data),
                 page_crcs: None,
             },
         ];
@@ -1271,7 +1274,7 @@ mod tests {
         for len in [0usize, 100, 4096, 4097, 3 * 4096, 2 << 20] {
             let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 4096) as u8).collect();
             let (crcs, whole) = page_crcs(&data);
-            assert_eq!(whole, crc32fast::hash(&data), "len {len}");
+            assert_eq!(whole, crate::verify::crc32(&data), "len {len}");
             assert_eq!(combine_page_crcs(&crcs, len as u32), whole);
             assert_eq!(crcs.len() as u64, (len as u64).div_ceil(PAGE));
             let t = encode_page_table(&crcs);
@@ -1340,7 +1343,7 @@ mod tests {
             let _ = FileHeader::decode(&b);
             let _ = TxHeader::decode(&b, 0);
             let _ = RecordHeader::decode(&b, 0);
-            let _ = TxEnd::decode(&b, 0, Some(crc32fast::Hasher::new()));
+            let _ = TxEnd::decode(&b, 0, Some(crate::verify::Crc32::new()));
             let _ = DeltaPayload::decode(&b, 0);
         }
     }

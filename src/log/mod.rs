@@ -58,6 +58,8 @@ pub struct Log {
     path: PathBuf,
     header: FileHeader,
     file_id: (u64, u64),
+    /// Birth time of the file at open (ns; 0 if unknown): part of its identity.
+    birth_ns: u64,
 }
 
 fn now_ns() -> u64 {
@@ -168,11 +170,13 @@ impl Log {
         })?;
         let header = FileHeader::decode(&hb)?;
         let md = std::fs::metadata(path)?;
+        let (dev, ino, birth_ns) = crate::verify::inode_of(&md);
         Ok(Log {
             io,
             path: path.to_path_buf(),
             header,
-            file_id: (md.dev(), md.ino()),
+            file_id: (dev, ino),
+            birth_ns,
         })
     }
 
@@ -193,6 +197,18 @@ impl Log {
     /// switched files.
     pub fn file_id(&self) -> (u64, u64) {
         self.file_id
+    }
+    /// What tells this file from every other, for the per-boot table of checked
+    /// versions (`verify`); None when the log is not a real file.
+    pub fn identity(&self) -> Option<crate::verify::FileIdentity> {
+        self.io.raw_fd()?;
+        Some(crate::verify::FileIdentity {
+            dev: self.file_id.0,
+            ino: self.file_id.1,
+            birth_ns: self.birth_ns,
+            uuid: self.header.uuid,
+            created_ns: self.header.created_ns,
+        })
     }
     /// Has the path been switched to another file (by compaction) since we opened it?
     pub fn path_switched(&self) -> bool {
@@ -254,7 +270,7 @@ impl Log {
         let mut prefix = vec![0u8; prefix_len];
         self.read_exact_at(&mut prefix, off)?;
         let (user, desc) = header.check_prefix(&prefix, off)?;
-        let mut crc = crc32fast::Hasher::new();
+        let mut crc = crate::verify::Crc32::new();
         crc.update(&prefix);
         let end_off = off + header.total_len - format::TX_END_SIZE as u64;
         let mut pos = off + header.prefix_len();
@@ -544,7 +560,7 @@ mod tests {
             prev_off: 0,
             logical_len: 10000,
             payload: &data,
-            data_crc: crc32fast::hash(&data),
+            data_crc: crate::verify::crc32(&data),
             page_crcs: None,
         }];
         let tx = encode_tx(4096, Tid(1), 1, "", "", &recs).unwrap();

@@ -76,7 +76,7 @@ fn copy_tx(
         let (page_crcs, crc) = if v.encoding == Encoding::Raw && matches!(k, Key::Block { .. }) {
             format::page_crcs(&p)
         } else {
-            (Vec::new(), crc32fast::hash(&p))
+            (Vec::new(), crate::verify::crc32(&p))
         };
         if crc != v.data_crc {
             return Err(Error::corruption(
@@ -265,11 +265,8 @@ impl Store {
             let new_log = Log::open(self.path(), false)?;
             self.lock_file().publish(new_log.header().uuid, nix.end)?;
             let new_size = new_log.len()?;
-            *self.gen.write() = Arc::new(Gen {
-                log: new_log,
-                index: parking_lot::RwLock::new(nix),
-                verified: Default::default(),
-            });
+            let (verify, table) = self.verify_with();
+            *self.gen.write() = Arc::new(Gen::new(new_log, nix, verify, table));
             Ok(CompactReport {
                 old_size,
                 new_size,

@@ -189,35 +189,6 @@ fn map_zero_tail(addr: usize, bs: usize, len: usize, prot: ProtFlags) -> Result<
     dont_fork(addr, bs)
 }
 
-/// CRC-32 of `len` bytes of file `fd` at `off` (page aligned), read through a
-/// temporary read-only private mapping: no buffer, no copy, and the pages read stay in
-/// the page cache for the views that map them next.
-pub(crate) fn crc_of_file_range(fd: std::os::fd::RawFd, off: u64, len: usize) -> Result<u32> {
-    if len == 0 {
-        return Ok(crc32fast::hash(&[]));
-    }
-    // SAFETY: the caller keeps `fd` open for this call.
-    let bfd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-    // SAFETY: a new mapping at an address the kernel chooses aliases nothing.
-    let p = unsafe {
-        mmap(
-            ptr::null_mut(),
-            len,
-            ProtFlags::READ,
-            MapFlags::PRIVATE | MapFlags::POPULATE,
-            bfd,
-            off,
-        )
-    }
-    .map_err(|e| io(e, "mapping a block of the log file to check its CRC"))?;
-    // SAFETY: `p` maps `len` readable bytes until the munmap below; committed log
-    // bytes are never truncated (storage-format.md), so no access faults with SIGBUS.
-    let crc = crc32fast::hash(unsafe { std::slice::from_raw_parts(p as *const u8, len) });
-    // SAFETY: unmapping the mapping made above, nothing refers to it any more.
-    let _ = unsafe { munmap(p, len) };
-    Ok(crc)
-}
-
 /// Check pages `[at, at + len)` (page-aligned, within `src.len`) of a file block
 /// against `src.page_crcs`, read from the file (the file's committed bytes never
 /// change, so a view mapping them later shows the same bytes). A mismatch, or no page
@@ -264,10 +235,7 @@ pub(crate) fn check_file_pages(
             }
             done += n;
         }
-        Ok(b[..len]
-            .chunks(pg)
-            .zip(&crcs[at / pg..])
-            .position(|(b, &want)| crc32fast::hash(b) != want))
+        Ok(crate::verify::check_pages(&b[..len], &crcs[at / pg..]))
     })?;
     match bad {
         None => Ok(()),

@@ -1758,7 +1758,7 @@ pub(super) fn fetch_file(
     let res = MutexGuard::unlocked(g, || {
         let st = os::Staged::new(&src, bs)?;
         if let Some(want) = src.crc {
-            let got = crc32fast::hash(st.bytes());
+            let got = crate::verify::crc32(st.bytes());
             if got != want {
                 return Err(Error::corruption(
                     src.offset,

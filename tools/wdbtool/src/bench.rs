@@ -54,6 +54,27 @@ pub enum Comp {
     Zstd,
 }
 
+/// When wdb checks a stored block's CRC before it shows it ([`wdb::Verify`]).
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VerifyArg {
+    /// Once per machine and boot: blocks another process checked are shown unchecked.
+    OncePerBoot,
+    /// Each process checks every block it shows.
+    OncePerProcess,
+    /// Raw blocks are trusted as stored.
+    Off,
+}
+
+impl From<VerifyArg> for wdb::Verify {
+    fn from(v: VerifyArg) -> Self {
+        match v {
+            VerifyArg::OncePerBoot => wdb::Verify::OncePerBoot,
+            VerifyArg::OncePerProcess => wdb::Verify::OncePerProcess,
+            VerifyArg::Off => wdb::Verify::Off,
+        }
+    }
+}
+
 /// Arguments of `wdbtool bench`.
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
@@ -82,6 +103,9 @@ pub struct BenchArgs {
     /// Run the phase on a plain memmap2 mapping of DIR/baseline.raw instead of wdb.
     #[arg(long)]
     pub baseline: bool,
+    /// When wdb checks a stored block's CRC before it shows it.
+    #[arg(long, value_enum, default_value = "once-per-boot")]
+    pub verify: VerifyArg,
     /// scan: keep the array mapped this many milliseconds after printing the figures
     /// (for a harness that measures the memory of concurrent scans, tools/procs.sh).
     #[arg(long, value_name = "MS", default_value_t = 0)]
@@ -331,7 +355,9 @@ mod wdbpeer {
     use super::*;
 
     fn options(a: &BenchArgs) -> Options {
-        Options::default().ram_budget(a.ram_budget.unwrap_or_else(default_ram_budget))
+        Options::default()
+            .ram_budget(a.ram_budget.unwrap_or_else(default_ram_budget))
+            .verify(a.verify.into())
     }
 
     fn path(a: &BenchArgs) -> PathBuf {
