@@ -67,24 +67,25 @@ fn unique() -> u64 {
 /// An open per-boot table (see the module doc of `verify`).
 #[derive(Debug)]
 pub struct BootTable {
+    path: PathBuf,
     file: File,
     boot: BootId,
     buckets: u64,
 }
 
-fn header(boot: BootId) -> Vec<u8> {
+fn header(boot: BootId, log2: u32) -> Vec<u8> {
     let mut h = vec![0u8; HEADER as usize];
     h[..8].copy_from_slice(MAGIC);
     h[8..12].copy_from_slice(&VERSION.to_le_bytes());
-    h[12..16].copy_from_slice(&SLOTS_LOG2.to_le_bytes());
+    h[12..16].copy_from_slice(&log2.to_le_bytes());
     h[16..32].copy_from_slice(&boot.0);
     let c = crc32(&h[..32]);
     h[32..36].copy_from_slice(&c.to_le_bytes());
     h
 }
 
-fn file_len() -> u64 {
-    HEADER + (8u64 << SLOTS_LOG2)
+fn file_len(log2: u32) -> u64 {
+    HEADER + (8u64 << log2)
 }
 
 fn io_err(what: &str, p: &Path, e: std::io::Error) -> Error {
@@ -100,16 +101,21 @@ impl BootTable {
     /// An error when a file of that name exists that this user must not trust (not a
     /// regular file owned by them with mode 0600 or stricter), or on an I/O error.
     pub fn open(dir: &Path, boot: BootId) -> Result<BootTable> {
+        Self::open_sized(dir, boot, SLOTS_LOG2)
+    }
+
+    /// [`BootTable::open`] with 2^`log2` slots.
+    fn open_sized(dir: &Path, boot: BootId, log2: u32) -> Result<BootTable> {
         let euid = rustix::process::geteuid().as_raw();
         let path = dir.join(format!("wdb-checked-{euid}"));
         for _ in 0..4 {
-            match Self::open_existing(&path, euid, boot) {
+            match Self::open_existing(&path, euid, boot, log2) {
                 Ok(Some(t)) => return Ok(t),
                 Ok(None) => {
                     // Missing or stale: publish a fresh one (link: never over a table
                     // another process just made; rename: over a stale one).
                     let exists = path.symlink_metadata().is_ok();
-                    Self::publish_fresh(dir, &path, boot, exists)?;
+                    Self::publish_fresh(dir, &path, (boot, log2), exists)?;
                 }
                 Err(e) => return Err(e),
             }
@@ -122,7 +128,7 @@ impl BootTable {
 
     /// Open `path` if it is a trustworthy table of this boot; `Ok(None)` if it is
     /// missing, or ours but stale or damaged (to be replaced).
-    fn open_existing(path: &Path, euid: u32, boot: BootId) -> Result<Option<BootTable>> {
+    fn open_existing(path: &Path, euid: u32, boot: BootId, log2: u32) -> Result<Option<BootTable>> {
         let f = match OpenOptions::new()
             .read(true)
             .write(true)
@@ -145,18 +151,26 @@ impl BootTable {
             )));
         }
         let mut h = vec![0u8; HEADER as usize];
-        let ok = md.len() == file_len() && f.read_exact_at(&mut h, 0).is_ok() && h == header(boot);
+        let ok = md.len() == file_len(log2)
+            && f.read_exact_at(&mut h, 0).is_ok()
+            && h == header(boot, log2);
         Ok(ok.then(|| BootTable {
+            path: path.to_path_buf(),
             file: f,
             boot,
-            buckets: (1u64 << SLOTS_LOG2) / BUCKET as u64,
+            buckets: (1u64 << log2) / BUCKET as u64,
         }))
     }
 
     /// Write a fresh table under a temporary name, then put it at `path`: with `link`
     /// when there is none (a racing creator's table wins), with `rename` over a stale
     /// one.
-    fn publish_fresh(dir: &Path, path: &Path, boot: BootId, replace: bool) -> Result<()> {
+    fn publish_fresh(
+        dir: &Path,
+        path: &Path,
+        (boot, log2): (BootId, u32),
+        replace: bool,
+    ) -> Result<()> {
         let tmp: PathBuf = dir.join(format!(
             ".wdb-checked-{}-{}.tmp",
             std::process::id(),
@@ -171,9 +185,9 @@ impl BootTable {
                 .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
                 .open(&tmp)
                 .map_err(|e| io_err("creating", &tmp, e))?;
-            f.set_len(file_len())
+            f.set_len(file_len(log2))
                 .map_err(|e| io_err("sizing", &tmp, e))?;
-            f.write_all_at(&header(boot), 0)
+            f.write_all_at(&header(boot, log2), 0)
                 .map_err(|e| io_err("writing", &tmp, e))?;
             if replace {
                 std::fs::rename(&tmp, path).map_err(|e| io_err("replacing", path, e))
@@ -220,6 +234,19 @@ impl BootTable {
         Some(s)
     }
 
+    /// The table's file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Where version `v` of file `id` is looked up (the file offset of its bucket of 8
+    /// slots) and its tag: for tests that write damaged entries.
+    #[doc(hidden)]
+    pub fn entry_of(&self, id: &FileIdentity, v: &Stored) -> (u64, u64) {
+        let tag = self.tag(id, v);
+        (self.bucket_at(tag), tag)
+    }
+
     /// Did a process of this boot record version `v` of file `id` as checked?
     pub fn contains(&self, id: &FileIdentity, v: &Stored) -> bool {
         let tag = self.tag(id, v);
@@ -241,9 +268,70 @@ impl BootTable {
         let i = s
             .iter()
             .position(|&x| x == 0)
-            .unwrap_or((tag % BUCKET as u64) as usize);
+            .unwrap_or(((tag >> 8) % BUCKET as u64) as usize);
         let _ = self
             .file
             .write_all_at(&tag.to_le_bytes(), at + 8 * i as u64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id() -> FileIdentity {
+        FileIdentity {
+            dev: 1,
+            ino: 2,
+            birth_ns: 3,
+            uuid: 4,
+            created_ns: 5,
+        }
+    }
+
+    fn v(i: u64) -> Stored {
+        Stored {
+            offset: 4096 * i,
+            len: 2 << 20,
+            crc: i as u32,
+        }
+    }
+
+    #[test]
+    fn bounded_forgets_old_entries_and_keeps_recent_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let boot = BootId([7; 16]);
+        let t = BootTable::open_sized(dir.path(), boot, 10).unwrap();
+        let len = std::fs::metadata(t.path()).unwrap().len();
+        assert_eq!(len, 4096 + 8 * 1024);
+        for i in 0..10_000 {
+            t.insert(&id(), &v(i));
+        }
+        assert_eq!(
+            std::fs::metadata(t.path()).unwrap().len(),
+            len,
+            "never grows"
+        );
+        let recent = (9_900..10_000)
+            .filter(|&i| t.contains(&id(), &v(i)))
+            .count();
+        let old = (0..100).filter(|&i| t.contains(&id(), &v(i))).count();
+        assert!(recent > 75, "{recent} of the last 100 kept");
+        assert!(old < 20, "{old} of the first 100 kept");
+        // Another file, another boot: nothing matches.
+        let other = FileIdentity { uuid: 9, ..id() };
+        assert!(!(9_900..10_000).any(|i| t.contains(&other, &v(i))));
+        let t2 = BootTable::open_sized(dir.path(), BootId([8; 16]), 10).unwrap();
+        assert!(!(9_900..10_000).any(|i| t2.contains(&id(), &v(i))));
+    }
+
+    #[test]
+    fn boot_ids_read_from_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("b");
+        std::fs::write(&p, "0b9d2a44-7e3f-4f2c-8b61-1d2e3f405162\n").unwrap();
+        assert_eq!(BootId::read(&p).unwrap().0[..2], [0x0b, 0x9d]);
+        std::fs::write(&p, "nonsense").unwrap();
+        assert!(BootId::read(&p).is_err());
     }
 }

@@ -44,7 +44,7 @@
 //!
 //! **Layout.** Slots form buckets of 8 (64 bytes); a tag lives in bucket
 //! `(tag >> 32) mod buckets`. Insert: if the bucket holds the tag, done; else write it
-//! into an empty slot, or over slot `tag mod 8` when the bucket is full. So the table
+//! into an empty slot, or over slot `(tag >> 8) mod 8` when the bucket is full. So the table
 //! never grows: old entries are forgotten (a forgotten version is checked again).
 //!
 //! **Protocol and crashes.** A process writes a tag only after the check passed, with
