@@ -119,12 +119,26 @@ fn age() {
     std::thread::sleep(std::time::Duration::from_millis(1100));
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(PartialEq, Eq)]
 enum Read {
     /// The block was shown: these are its bytes.
     Shown(Vec<u8>),
     /// The checked load failed with a CRC mismatch.
     Refused,
+}
+
+impl std::fmt::Debug for Read {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Read::Shown(b) => write!(
+                f,
+                "Shown({} bytes, crc {:#010x})",
+                b.len(),
+                wdb::verify::crc32(b)
+            ),
+            Read::Refused => write!(f, "Refused"),
+        }
+    }
 }
 
 /// Read block 0 of "a" in a child process in `mode`.
@@ -298,6 +312,9 @@ fn entries_torn_by_a_killed_writer_or_garbage_vouch_for_nothing() {
         for fill in [0u8, 0xA5] {
             let mut torn = [fill; 8];
             torn[..k].copy_from_slice(&tag[..k]);
+            if torn == tag {
+                continue; // the bytes not written were already the tag's
+            }
             write_slot(&t, bucket, &torn);
             assert_eq!(
                 read_in_child(d, "once-per-boot"),

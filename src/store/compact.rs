@@ -101,7 +101,9 @@ fn copy_tx(
         .map(|((k, v), p)| RecordIn {
             key: *k,
             encoding: p.encoding,
-            flags: v.flags,
+            // The new file is of the current version: its own layout flags.
+            flags: (v.flags & !format::FLAG_ALIGNED)
+                | format::layout_flags(format::FORMAT_VERSION, k, p.encoding, p.payload.len()),
             prev_off: new_off.get(k).copied().unwrap_or(0),
             logical_len: p.logical_len,
             payload: &p.payload,

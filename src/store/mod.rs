@@ -1537,7 +1537,14 @@ impl Store {
             .map(|(w, l)| RecordIn {
                 key: w.key,
                 encoding: w.value.encoding,
-                flags: w.flags,
+                // Version 4 files get 2 MiB-aligned raw payloads (§2.8).
+                flags: w.flags
+                    | format::layout_flags(
+                        gen.log.header().version,
+                        &w.key,
+                        w.value.encoding,
+                        w.value.payload.len(),
+                    ),
                 prev_off: l.map(|v| v.rec_off).unwrap_or(0),
                 logical_len: w.value.logical_len,
                 payload: &w.value.payload,
