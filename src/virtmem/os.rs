@@ -340,17 +340,6 @@ impl Staged {
         Ok(Staged { addr, len })
     }
 
-    /// Fill the page tables by reading a byte of every page (for bytes that need no
-    /// check; this reads them from the disk if they are not in the page cache).
-    pub(crate) fn touch(&self) {
-        let b = self.bytes();
-        let mut x = 0u8;
-        for i in (0..b.len()).step_by(page_size()) {
-            x ^= b[i];
-        }
-        std::hint::black_box(x);
-    }
-
     /// The mapped bytes.
     pub(crate) fn bytes(&self) -> &[u8] {
         if self.len == 0 {

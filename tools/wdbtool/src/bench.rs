@@ -247,6 +247,24 @@ impl Out {
     }
 }
 
+/// The process's `FilePmdMapped` (file bytes mapped by 2 MiB page-table entries) and
+/// `Rss`, in KiB, from /proc/self/smaps_rollup: a note for stderr after a scan.
+fn pmd_note() -> String {
+    let s = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
+    let kb = |k: &str| {
+        s.lines()
+            .find(|l| l.starts_with(k))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap_or("?")
+            .to_string()
+    };
+    format!(
+        "FilePmdMapped {} kB, Rss {} kB",
+        kb("FilePmdMapped:"),
+        kb("Rss:")
+    )
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -482,7 +500,11 @@ mod wdbpeer {
             .ok_or_else(|| BenchError("the view of a 1-D array is not contiguous".into()))?;
         let total = sum(slice);
         let s = t.elapsed().as_secs_f64();
-        eprintln!("wdb scan: {} bytes in {s:.3} s", a.size_bytes);
+        eprintln!(
+            "wdb scan: {} bytes in {s:.3} s; {}",
+            a.size_bytes,
+            pmd_note()
+        );
         if let Ok(st) = db.memory_stats() {
             eprintln!("wdb scan: {st:?}");
         }
@@ -658,7 +680,11 @@ mod baseline {
         let map = unsafe { Mmap::map(&f) }.map_err(io_ctx("mmap", &p))?;
         let total = sum(as_f64(&map));
         let s = t.elapsed().as_secs_f64();
-        eprintln!("memmap2 scan: {} bytes in {s:.3} s", a.size_bytes);
+        eprintln!(
+            "memmap2 scan: {} bytes in {s:.3} s; {}",
+            a.size_bytes,
+            pmd_note()
+        );
         out.fig("W2", "scan_GBps", a.size_bytes as f64 / 1e9 / s, "GB/s")?;
         out.fig("W2", "sum", total, "")?;
         std::thread::sleep(Duration::from_millis(a.hold_ms));
