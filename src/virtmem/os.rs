@@ -160,8 +160,21 @@ pub(crate) fn map_file(
         };
         // SAFETY: MAP_FIXED over a block of our own reservation (caller's contract)
         // replaces only our own mapping there.
-        unsafe { mmap(addr as *mut _, len, prot, flags, fd, src.offset) }
-            .map_err(|e| io(e, "mapping a block of the log file into a view"))?;
+        unsafe {
+            mmap(
+                addr as *mut _,
+                len,
+                prot,
+                flags & !MapFlags::POPULATE,
+                fd,
+                src.offset,
+            )
+        }
+        .map_err(|e| io(e, "mapping a block of the log file into a view"))?;
+        want_huge_folios(addr, len);
+        if flags.contains(MapFlags::POPULATE) {
+            populate_read(addr, len);
+        }
     }
     map_zero_tail(addr, bs, len, prot)?;
     if let Some(pages) = &src.pages {
@@ -169,6 +182,28 @@ pub(crate) fn map_file(
         protect(addr, bs, false)?;
     }
     Ok(())
+}
+
+/// Ask for 2 MiB page-cache folios where a file mapping of `len` bytes at `addr` reads
+/// the file from the disk (`MADV_HUGEPAGE`): a read fault that misses the page cache
+/// then reads the 2 MiB around it into one folio, which the kernel maps with one
+/// page-table entry when the mapping and the file offset are congruent modulo 2 MiB
+/// (format version 4, storage-format.md §2.8). Without it, a mapping of 2 MiB reads a
+/// cold file in small folios, which stay small for every later mapping of those bytes.
+/// Best effort: a kernel without transparent huge pages refuses it, harmlessly.
+fn want_huge_folios(addr: usize, len: usize) {
+    if len >= HUGE {
+        // SAFETY: advice on a mapping the caller just made; it changes no contents.
+        let _ = unsafe { madvise(addr as *mut _, len, Advice::LinuxHugepage) };
+    }
+}
+
+/// Fill the page tables of the file mapping `[addr, addr + len)` (read faults, with the
+/// folios `want_huge_folios` asked for): `MADV_POPULATE_READ` (Linux 5.14).
+fn populate_read(addr: usize, len: usize) {
+    // SAFETY: the range is a readable file mapping the caller just made; populating
+    // reads, it changes no contents.
+    let _ = unsafe { madvise(addr as *mut _, len, Advice::LinuxPopulateRead) };
 }
 
 /// Anonymous zero pages (protection `prot`) over `[addr + len, addr + bs)` of a view block, then
@@ -337,6 +372,7 @@ impl Staged {
             let _ = unsafe { munmap(addr as *mut _, len) };
             return Err(io(e, "mapping a block of the log file"));
         }
+        want_huge_folios(addr, len);
         Ok(Staged { addr, len })
     }
 
