@@ -1,7 +1,8 @@
 //! The CRC-32 of the storage format (ISO-HDLC, reflected polynomial 0xEDB88320, the
 //! values `crc32fast` computes): one-shot, streaming, and the combination of two CRCs.
 //! Every CRC wdb computes or checks goes through this file, so the implementation is
-//! chosen in one place (see `benches/crc.rs` for the measurement behind the choice).
+//! chosen in one place: `crc32fast`, measured as fast as `crc-fast` (VPCLMULQDQ) at
+//! every size wdb checks (`benches/crc.rs`).
 
 /// CRC-32 of `bytes`.
 pub fn crc32(bytes: &[u8]) -> u32 {
