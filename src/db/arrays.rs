@@ -129,6 +129,13 @@ impl BigFile for ArrayFile {
         }
     }
 
+    fn claim_check(&self, src: &crate::bigfile::FileSlice) -> bool {
+        match &self.src {
+            Source::Tx(t) => t.gen.claim_check(src),
+            Source::Snap(s) => s.gen.claim_check(src),
+        }
+    }
+
     fn source_checked(&self, src: &crate::bigfile::FileSlice) {
         match &self.src {
             Source::Tx(t) => t.source_checked(src),

@@ -1062,6 +1062,19 @@ impl Gen {
         }
     }
 
+    /// About to check the mapped bytes of `src` whole: `false` if another process
+    /// checked them meanwhile ([`Checked::claim`]).
+    pub fn claim_check(&self, src: &crate::bigfile::FileSlice) -> bool {
+        match src.crc {
+            Some(crc) => self.checked.claim(&Stored {
+                offset: src.offset,
+                len: src.len as u64,
+                crc,
+            }),
+            None => false,
+        }
+    }
+
     /// Check the whole stored payload `v` read through the file (in pieces) against
     /// its CRC, and record the match.
     fn check_range(&self, v: &Stored) -> Result<()> {

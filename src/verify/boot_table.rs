@@ -69,6 +69,8 @@ fn unique() -> u64 {
 pub struct BootTable {
     path: PathBuf,
     file: File,
+    /// Claim bytes this process holds a lock on (`claim`).
+    claims: parking_lot::Mutex<std::collections::HashSet<u64>>,
     boot: BootId,
     buckets: u64,
 }
@@ -157,6 +159,7 @@ impl BootTable {
         Ok(ok.then(|| BootTable {
             path: path.to_path_buf(),
             file: f,
+            claims: Default::default(),
             boot,
             buckets: (1u64 << log2) / BUCKET as u64,
         }))
@@ -247,6 +250,72 @@ impl BootTable {
         (self.bucket_at(tag), tag)
     }
 
+    /// The byte whose lock claims the check of the version with tag `tag`: past the
+    /// table's end (a lock needs no byte to exist), spread by the tag.
+    fn claim_byte(tag: u64) -> u64 {
+        (1 << 40) + (tag >> 24)
+    }
+
+    /// Take (`F_WRLCK`) or drop (`F_UNLCK`) this open file's lock on `byte`, without
+    /// waiting. `false`: another process holds it.
+    fn lock(&self, byte: u64, ty: libc::c_int) -> bool {
+        use std::os::fd::AsRawFd;
+        let (Ok(start), Ok(ty)) = (i64::try_from(byte), i16::try_from(ty)) else {
+            return false;
+        };
+        let fl = libc::flock {
+            l_type: ty,
+            l_whence: libc::SEEK_SET as i16,
+            l_start: start,
+            l_len: 1,
+            l_pid: 0,
+        };
+        nix::fcntl::fcntl(
+            self.file.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_OFD_SETLK(&fl),
+        )
+        .is_ok()
+    }
+
+    /// About to check version `v` of file `id`: claim the check, so that other processes
+    /// about to check it wait for this one instead of checking it too (concurrent scans
+    /// of one database). Returns `true` when the caller should check; `false` when
+    /// another process held the claim and recorded the version as checked meanwhile.
+    /// A claim is an open-file-description lock on a byte of the table file: released
+    /// by [`BootTable::insert`] of the version, by [`BootTable::unclaim`], or by the
+    /// kernel when the process dies. A waiter gives up after `wait` and checks itself:
+    /// a claim never blocks a reader for longer, and never vouches for anything.
+    pub fn claim(&self, id: &FileIdentity, v: &Stored, wait: std::time::Duration) -> bool {
+        let tag = self.tag(id, v);
+        let byte = Self::claim_byte(tag);
+        if self.claims.lock().contains(&byte) {
+            return true;
+        }
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            if self.lock(byte, libc::F_WRLCK) {
+                if self.contains(id, v) {
+                    self.lock(byte, libc::F_UNLCK);
+                    return false;
+                }
+                self.claims.lock().insert(byte);
+                return true;
+            }
+            if self.contains(id, v) {
+                return false;
+            }
+            if std::time::Instant::now() >= deadline {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+    }
+
+    /// Give up this process's claim of version `v` of file `id` (not checked after all).
+    pub fn unclaim(&self, id: &FileIdentity, v: &Stored) {
+        self.release(Self::claim_byte(self.tag(id, v)));
+    }
+
     /// Did a process of this boot record version `v` of file `id` as checked?
     pub fn contains(&self, id: &FileIdentity, v: &Stored) -> bool {
         let tag = self.tag(id, v);
@@ -255,23 +324,26 @@ impl BootTable {
     }
 
     /// Record version `v` of file `id` as checked (best effort: an I/O error only
-    /// costs a later check).
+    /// costs a later check), and give up this process's claim of it.
     pub fn insert(&self, id: &FileIdentity, v: &Stored) {
         let tag = self.tag(id, v);
         let at = self.bucket_at(tag);
-        let Some(s) = self.read_bucket(at) else {
-            return;
-        };
-        if s.contains(&tag) {
-            return;
+        if let Some(s) = self.read_bucket(at).filter(|s| !s.contains(&tag)) {
+            let i = s
+                .iter()
+                .position(|&x| x == 0)
+                .unwrap_or(((tag >> 8) % BUCKET as u64) as usize);
+            let _ = self
+                .file
+                .write_all_at(&tag.to_le_bytes(), at + 8 * i as u64);
         }
-        let i = s
-            .iter()
-            .position(|&x| x == 0)
-            .unwrap_or(((tag >> 8) % BUCKET as u64) as usize);
-        let _ = self
-            .file
-            .write_all_at(&tag.to_le_bytes(), at + 8 * i as u64);
+        self.release(Self::claim_byte(tag));
+    }
+
+    fn release(&self, byte: u64) {
+        if self.claims.lock().remove(&byte) {
+            self.lock(byte, libc::F_UNLCK);
+        }
     }
 }
 
@@ -323,6 +395,36 @@ mod tests {
         assert!(!(9_900..10_000).any(|i| t.contains(&other, &v(i))));
         let t2 = BootTable::open_sized(dir.path(), BootId([8; 16]), 10).unwrap();
         assert!(!(9_900..10_000).any(|i| t2.contains(&id(), &v(i))));
+    }
+
+    #[test]
+    fn a_claimed_check_is_waited_for_and_then_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let boot = BootId([7; 16]);
+        // Two opens: two open file descriptions, whose locks exclude each other as two
+        // processes' would.
+        let a = BootTable::open_sized(dir.path(), boot, 10).unwrap();
+        let b = BootTable::open_sized(dir.path(), boot, 10).unwrap();
+        let wait = std::time::Duration::from_millis(5);
+        assert!(a.claim(&id(), &v(1), wait), "the first claimer checks");
+        let t = std::time::Instant::now();
+        assert!(
+            b.claim(&id(), &v(2), wait),
+            "another version is not held up"
+        );
+        assert!(t.elapsed() < wait);
+        assert!(
+            b.claim(&id(), &v(1), wait),
+            "after the wait, check for itself"
+        );
+        assert!(t.elapsed() >= wait);
+        b.unclaim(&id(), &v(1));
+        a.insert(&id(), &v(1));
+        assert!(!b.claim(&id(), &v(1), wait), "checked meanwhile: no check");
+        // A claim is released when its holder records the version.
+        assert!(a.claim(&id(), &v(3), wait));
+        a.insert(&id(), &v(3));
+        assert!(!b.claim(&id(), &v(3), wait));
     }
 
     #[test]

@@ -259,9 +259,10 @@ fn pmd_note() -> String {
             .to_string()
     };
     format!(
-        "FilePmdMapped {} kB, Rss {} kB",
+        "FilePmdMapped {} kB, Rss {} kB, CRC-checked {} bytes",
         kb("FilePmdMapped:"),
-        kb("Rss:")
+        kb("Rss:"),
+        wdb::verify::bytes_checked()
     )
 }
 
