@@ -296,15 +296,42 @@ fn write_slot(t: &BootTable, at: u64, bytes: &[u8; 8]) {
         .unwrap();
 }
 
+/// A database old enough for the table whose block 0 (`block(1)`) has a flipped byte
+/// that nobody checked, the table, and where that version's entry would go.
+struct Flipped {
+    dir: tempfile::TempDir,
+    data: Vec<u8>,
+    t: BootTable,
+    bucket: u64,
+    tag: u64,
+}
+
+fn flipped_unchecked() -> Flipped {
+    let dir = tempfile::tempdir().unwrap();
+    let data = block(1);
+    create(dir.path(), &data);
+    age();
+    flip(dir.path());
+    let (t, bucket, tag) = entry(dir.path());
+    Flipped {
+        dir,
+        data,
+        t,
+        bucket,
+        tag,
+    }
+}
+
 #[test]
 fn entries_torn_by_a_killed_writer_or_garbage_vouch_for_nothing() {
-    let dir = tempfile::tempdir().unwrap();
+    let Flipped {
+        dir,
+        data,
+        t,
+        bucket,
+        tag,
+    } = flipped_unchecked();
     let d = dir.path();
-    let data = block(1);
-    create(d, &data);
-    age();
-    flip(d);
-    let (t, bucket, tag) = entry(d);
     let tag = tag.to_le_bytes();
     // A writer killed in the middle of its 8-byte write: any prefix of the tag over
     // the empty slot, or over garbage.
@@ -373,13 +400,14 @@ fn a_table_with_a_damaged_header_is_replaced_and_vouches_for_nothing() {
 
 #[test]
 fn a_table_others_could_write_is_not_used() {
-    let dir = tempfile::tempdir().unwrap();
+    let Flipped {
+        dir,
+        data,
+        t,
+        bucket,
+        tag,
+    } = flipped_unchecked();
     let d = dir.path();
-    let data = block(1);
-    create(d, &data);
-    age();
-    flip(d);
-    let (t, bucket, tag) = entry(d);
     write_slot(&t, bucket, &tag.to_le_bytes());
     assert_eq!(
         read_in_child(d, "once-per-boot"),
