@@ -370,8 +370,9 @@ pub fn boot_table(place: &TablePlace) -> Option<Arc<BootTable>> {
     t
 }
 
-/// Identity of the file at `path` opened as `file` ([`FileIdentity`] without the
-/// header fields, which the caller adds).
+/// Device, inode and birth time (ns since the epoch, 0 if the file system keeps none)
+/// of a file, from its metadata: the part of a [`FileIdentity`] that is not in the
+/// log header.
 pub fn inode_of(md: &std::fs::Metadata) -> (u64, u64, u64) {
     use std::os::unix::fs::MetadataExt;
     let birth = md

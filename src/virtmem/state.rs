@@ -73,7 +73,9 @@
 //!     fetched (`fetch_file`): then it has one `Loading`/`LoadingInvalidated` user and
 //!     the fetcher maps the bytes at a staging address no view shows, checks their CRC
 //!     there without the lock, and moves that mapping into one view block; a mismatch
-//!     frees the page, so unchecked bytes are never shown. A `Loaded` file page is in
+//!     frees the page, so unchecked bytes are never shown. Bytes that need no check
+//!     (`FileSlice::crc` is None) are mapped straight into the view, and a read fault on
+//!     such a block maps its neighbours that need none either (`filemap.rs`). A `Loaded` file page is in
 //!     the LRU, counts its block size in `used` like a RAM page (from the fetch on), is
 //!     never in the content cache, never moved (`at_view` is None) and never mapped
 //!     writable. Eviction maps the views `PROT_NONE` again, as for a RAM page. A
