@@ -431,7 +431,7 @@ impl PyTransaction {
             opts = opts.compression(compression_of(py, c)?);
         }
         let a = self.tx.create_array(name, &dt, &shape, opts).py(py)?;
-        Ok(PyArray::new(a, descr.unbind()))
+        Ok(PyArray::new(a, descr.unbind(), Owner::Tx(self.tx.clone())))
     }
 
     /// The array `name`, writable in this transaction.
@@ -439,7 +439,7 @@ impl PyTransaction {
         self.check_open(py)?;
         let a = self.tx.array(name).py(py)?;
         let descr = descr_of(py, a.dtype())?;
-        Ok(PyArray::new(a, descr.unbind()))
+        Ok(PyArray::new(a, descr.unbind(), Owner::Tx(self.tx.clone())))
     }
 
     /// Delete array `name`. ndarrays of it still alive read zeros from then on.
@@ -567,7 +567,11 @@ impl PySnapshot {
         self.check_open(py)?;
         let a = self.snap.array(name).py(py)?;
         let descr = descr_of(py, a.dtype())?;
-        Ok(PyArray::new(a, descr.unbind()))
+        Ok(PyArray::new(
+            a,
+            descr.unbind(),
+            Owner::Snap(self.snap.clone()),
+        ))
     }
 
     fn __contains__(&self, py: Python<'_>, name: &str) -> PyResult<bool> {
@@ -672,11 +676,19 @@ struct PyArray {
     arr: Arc<SharedArray>,
     descr: Py<PyArrayDescr>,
     elem: usize,
+    /// Keeps the transaction (open) or snapshot alive while the array object lives.
+    _owner: Owner,
 }
 
-/// Writes of at most this many bytes through `a[i] = v` / `a[i:j] = v` go through
-/// `write_from` (dirty 4 KiB pages, no fault, no whole block loaded); larger ones are
-/// written through a view.
+/// What an array belongs to.
+enum Owner {
+    Tx(#[allow(dead_code)] Arc<SharedTransaction>),
+    Snap(#[allow(dead_code)] Arc<SharedSnapshot>),
+}
+
+/// `a[i] = v` / `a[i:j] = v` on a C-order array copy the value in with `write_from`
+/// (checked loads; small writes kept as dirty 4 KiB pages, without a fault) in chunks of
+/// about this many bytes.
 const SMALL_WRITE: usize = 1 << 20;
 
 /// A key on the major axis of a C-order array that maps to a contiguous row range.
@@ -688,9 +700,14 @@ enum RowKey {
 }
 
 impl PyArray {
-    fn new(arr: Arc<SharedArray>, descr: Py<PyArrayDescr>) -> PyArray {
+    fn new(arr: Arc<SharedArray>, descr: Py<PyArrayDescr>, owner: Owner) -> PyArray {
         let elem = arr.dtype().size();
-        PyArray { arr, descr, elem }
+        PyArray {
+            arr,
+            descr,
+            elem,
+            _owner: owner,
+        }
     }
 
     fn shape(&self, py: Python<'_>) -> PyResult<Vec<u64>> {
@@ -841,30 +858,43 @@ impl PyArray {
     fn np_dtype<'py>(&self, py: Python<'py>) -> Bound<'py, PyArrayDescr> {
         self.descr.bind(py).clone()
     }
+}
 
-    /// `value` as the bytes of `rows` (broadcast to their shape), C order.
-    fn row_bytes(
-        &self,
-        py: Python<'_>,
-        rows: &Range<u64>,
-        one_row: bool,
-        value: &Bound<'_, PyAny>,
-    ) -> PyResult<Vec<u8>> {
-        let shape = self.shape(py)?;
-        let mut target: Vec<u64> = shape.clone();
-        target[0] = rows.end - rows.start;
-        let target: Vec<u64> = if one_row {
-            target[1..].to_vec()
-        } else {
-            target
-        };
-        let np = py.import("numpy")?;
-        let v = np.call_method1("asarray", (value, self.np_dtype(py)))?;
-        let v = np.call_method1("broadcast_to", (v, PyTuple::new(py, &target)?))?;
-        let v = np.call_method1("ascontiguousarray", (v,))?;
-        let bytes = v.call_method0("tobytes")?;
-        Ok(bytes.extract::<Vec<u8>>()?)
+/// The bytes of a Python `int`/`float` (or NumPy scalar) as one element of a numeric
+/// scalar type, when the conversion is exact or a float rounding (as NumPy does it);
+/// `None` for anything else, which then goes through NumPy's own conversion (and its
+/// errors). The fast path of `a[i] = v`.
+fn scalar_bytes(dt: &DType, value: &Bound<'_, PyAny>) -> Option<Vec<u8>> {
+    use wdb::array::Scalar as S;
+    let DType::Scalar(s) = dt else { return None };
+    let is_float = value.is_instance_of::<pyo3::types::PyFloat>();
+    let is_int = value.is_instance_of::<pyo3::types::PyInt>()
+        && !value.is_instance_of::<pyo3::types::PyBool>();
+    if !is_float && !is_int {
+        return None;
     }
+    macro_rules! int {
+        ($t:ty) => {{
+            if !is_int {
+                return None;
+            }
+            let v: i128 = value.extract().ok()?;
+            <$t>::try_from(v).ok()?.to_le_bytes().to_vec()
+        }};
+    }
+    Some(match s {
+        S::F64 => value.extract::<f64>().ok()?.to_le_bytes().to_vec(),
+        S::F32 => (value.extract::<f64>().ok()? as f32).to_le_bytes().to_vec(),
+        S::I8 => int!(i8),
+        S::I16 => int!(i16),
+        S::I32 => int!(i32),
+        S::I64 => int!(i64),
+        S::U8 => int!(u8),
+        S::U16 => int!(u16),
+        S::U32 => int!(u32),
+        S::U64 => int!(u64),
+        _ => return None,
+    })
 }
 
 #[pymethods]
@@ -978,22 +1008,55 @@ impl PyArray {
                 RowKey::Rows(r) => (r, false),
             };
             let shape = self.shape(py)?;
-            let row_bytes: u64 = shape[1..].iter().product::<u64>() * self.elem as u64;
-            if (rows.end - rows.start).saturating_mul(row_bytes) <= SMALL_WRITE as u64 {
-                let bytes = self.row_bytes(py, &rows, one, value)?;
-                return self.arr.write_from(rows, &bytes).map_err(|e| {
-                    if self.arr.is_open() {
-                        err(py, e)
-                    } else {
-                        self.closed_err(py)
-                    }
-                });
+            let map_err = |e: wdb::Error| {
+                if self.arr.is_open() {
+                    err(py, e)
+                } else {
+                    self.closed_err(py)
+                }
+            };
+            if one && shape.len() == 1 {
+                if let Some(b) = scalar_bytes(self.arr.dtype(), value) {
+                    return self.arr.write_from(rows, &b).map_err(map_err);
+                }
             }
-            let v = self.ndarray(py, rows, one)?;
-            return v.set_item(PySlice::full(py), value).or_else(|_| {
-                // 0-d result (one row of a 1-D array): numpy wants `v[()] = value`.
-                v.set_item(PyTuple::empty(py), value)
-            });
+            // The value broadcast to the rows' shape (a view), copied in in chunks of
+            // about SMALL_WRITE bytes: each is converted by NumPy and written checked,
+            // so a write larger than the RAM budget is a RamExhaustedError, not a stop
+            // inside a page fault.
+            let n = rows.end - rows.start;
+            let mut target = shape.clone();
+            target[0] = n;
+            let np = py.import("numpy")?;
+            let v = np.call_method1("asarray", (value, self.np_dtype(py)))?;
+            let v = if one {
+                let row = np.call_method1("broadcast_to", (v, PyTuple::new(py, &target[1..])?))?;
+                np.call_method1("expand_dims", (row, 0))?
+            } else {
+                np.call_method1("broadcast_to", (v, PyTuple::new(py, &target)?))?
+            };
+            let row_bytes = (shape[1..].iter().product::<u64>() * self.elem as u64).max(1);
+            let per = (SMALL_WRITE as u64 / row_bytes).max(1);
+            let mut lo = 0;
+            while lo < n {
+                let hi = (lo + per).min(n);
+                let part = v.get_item(PySlice::new(py, lo as isize, hi as isize, 1))?;
+                let part = np
+                    .call_method1("ascontiguousarray", (part,))?
+                    .cast_into::<PyUntypedArray>()?;
+                let len = part.len() * self.elem;
+                // SAFETY: `part` is a contiguous ndarray of this array's dtype owned by
+                // this frame; its `len` bytes stay valid while it lives, and no Python
+                // code runs (the GIL is held) while the slice is used.
+                let bytes = unsafe {
+                    std::slice::from_raw_parts((*part.as_array_ptr()).fields.data.cast::<u8>(), len)
+                };
+                self.arr
+                    .write_from(rows.start + lo..rows.start + hi, bytes)
+                    .map_err(map_err)?;
+                lo = hi;
+            }
+            return Ok(());
         }
         self.full(py)?.set_item(key, value)
     }
