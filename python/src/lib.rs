@@ -115,8 +115,9 @@ fn dtype_of<'py>(
             py,
             "InvalidArgumentError",
             format!(
-                "dtype {descr} is not supported: {e}. wdb stores little-endian integers \
-                 (1..8 bytes), float32, float64 and structured dtypes of those"
+                "dtype {descr} is not supported: {e}. wdb stores bool, little-endian \
+                 integers (1..8 bytes), float16/32/64, complex64/128 and structured dtypes \
+                 of those"
             ),
         )
     })?;

@@ -131,7 +131,8 @@ def test_same_array_object_state_is_shared(db_path):
 
 @pytest.mark.parametrize(
     "dtype",
-    ["i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f4", "f8", "<i8", np.float32, np.dtype("uint16")],
+    ["i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f2", "f4", "f8", "c8", "c16", "?", "<i8",
+     np.float32, np.dtype("uint16"), bool, complex],
 )
 def test_scalar_dtypes_round_trip(db_path, dtype):
     dt = np.dtype(dtype)
@@ -150,7 +151,7 @@ def test_scalar_dtypes_round_trip(db_path, dtype):
 def test_structured_dtypes(db_path):
     packed = np.dtype([("t", "<i8"), ("x", "<f8"), ("flag", "u1")])
     aligned = np.dtype([("a", "u1"), ("b", "<f8"), ("c", "<i2")], align=True)
-    nested = np.dtype([("p", [("x", "<f4"), ("y", "<f4")]), ("id", "<u4")])
+    nested = np.dtype([("p", [("x", "<f4"), ("y", "<f4")]), ("id", "<u4"), ("ok", "?"), ("z", "c16")])
     db = wdb.open(db_path)
     with db.begin() as tx:
         for name, dt in [("P", packed), ("A", aligned), ("N", nested)]:
@@ -175,7 +176,7 @@ def test_structured_dtypes(db_path):
 def test_unsupported_dtypes_are_clear_errors(db_path):
     db = wdb.open(db_path)
     tx = db.begin()
-    for bad in [object, ">f8", "U3"]:
+    for bad in [object, ">f8", "U3", "S4", "M8[ns]", [("x", "f8", (3,))]]:
         with pytest.raises(wdb.InvalidArgumentError):
             tx.create_array("X", (3,), bad)
     with pytest.raises(TypeError):

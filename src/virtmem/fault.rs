@@ -292,15 +292,24 @@ fn our_action() -> libc::sigaction {
 /// Cheap when ours is on top: one `sigaction` call. [`Error::Busy`] after
 /// `MAX_PREV - 1` displacements; [`Error::Io`] if the system refuses.
 pub(crate) fn ensure_installed() -> Result<()> {
+    let ours = handler as *const () as usize;
+    let query = || {
+        // SAFETY: an all-zero sigaction is a valid out-buffer.
+        let mut cur: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: querying the current action into a valid buffer.
+        if unsafe { libc::sigaction(libc::SIGSEGV, std::ptr::null(), &mut cur) } != 0 {
+            return Err(Error::Io(std::io::Error::last_os_error()));
+        }
+        Ok(cur)
+    };
+    // The common case without the lock: ours is on top (it is recorded before it is
+    // installed, so PREV_TOP > 0 then).
+    if query()?.sa_sigaction == ours && PREV_TOP.load(Ordering::Acquire) > 0 {
+        return Ok(());
+    }
     let _w = InWdb::enter();
     let _g = INSTALL_LOCK.lock();
-    // SAFETY: an all-zero sigaction is a valid out-buffer.
-    let mut cur: libc::sigaction = unsafe { std::mem::zeroed() };
-    // SAFETY: querying the current action into a valid buffer.
-    if unsafe { libc::sigaction(libc::SIGSEGV, std::ptr::null(), &mut cur) } != 0 {
-        return Err(Error::Io(std::io::Error::last_os_error()));
-    }
-    let ours = handler as *const () as usize;
+    let mut cur = query()?;
     let top = PREV_TOP.load(Ordering::Acquire);
     if cur.sa_sigaction == ours && top > 0 {
         return Ok(());
