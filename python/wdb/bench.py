@@ -98,6 +98,33 @@ class Out:
         sys.stdout.flush()
 
 
+    # The figures of each phase, the same for both peers.
+
+    def ingest(self, size, s):
+        self.fig("W1", "ingest_MBps", size / 1e6 / s, "MB/s")
+        self.fig("W1", "ingest_s", s, "s")
+
+    def scan(self, size, s, total):
+        self.fig("W2", "scan_GBps", size / 1e9 / s, "GB/s")
+        self.fig("W2", "sum", total, "")
+
+    def reads(self, times):
+        self.fig("W3", "median_us", median(times) * 1e6, "us")
+        self.fig("W3", "p99_us", percentile(times, 99) * 1e6, "us")
+
+    def sparse(self, update, commit):
+        self.fig("W4", "total_ms", (update + commit) * 1e3, "ms")
+        self.fig("W4", "update_ms", update * 1e3, "ms")
+        self.fig("W4", "commit_ms", commit * 1e3, "ms")
+
+    def small(self, times):
+        self.fig("W5", "median_ms", median(times) * 1e3, "ms")
+
+    def bigtx(self, size, s):
+        self.fig("W7", "bigtx_MBps", size / 1e6 / s, "MB/s")
+        self.fig("W7", "bigtx_s", s, "s")
+
+
 def note(msg):
     print(msg, file=sys.stderr, flush=True)
 
@@ -188,8 +215,7 @@ class WdbPeer:
         del db, tx, a
         timed += time.perf_counter() - t
         note(f"wdb-python ingest: {n} elements in {k} commits, {timed:.3f} s")
-        self.out.fig("W1", "ingest_MBps", self.a.size_bytes / 1e6 / timed, "MB/s")
-        self.out.fig("W1", "ingest_s", timed, "s")
+        self.out.ingest(self.a.size_bytes, timed)
 
     def scan(self):
         self.need_db()
@@ -200,8 +226,7 @@ class WdbPeer:
         total = a[:].sum()
         s = time.perf_counter() - t
         note(f"wdb-python scan: {self.a.size_bytes} bytes in {s:.3f} s; {db.memory_stats()}")
-        self.out.fig("W2", "scan_GBps", self.a.size_bytes / 1e9 / s, "GB/s")
-        self.out.fig("W2", "sum", total, "")
+        self.out.scan(self.a.size_bytes, s, total)
         hold(self.a)
 
     def randread(self):
@@ -212,8 +237,7 @@ class WdbPeer:
         self.check_len(a)
         times = time_reads(lambda o: a[o : o + READ_ELEMS].copy(), offsets)
         note(f"wdb-python randread: {len(times)} reads")
-        self.out.fig("W3", "median_us", median(times) * 1e6, "us")
-        self.out.fig("W3", "p99_us", percentile(times, 99) * 1e6, "us")
+        self.out.reads(times)
 
     def sparse(self):
         self.need_db()
@@ -231,9 +255,7 @@ class WdbPeer:
         tx.commit()
         commit = time.perf_counter() - t
         note(f"wdb-python sparse: {len(pos)} positions")
-        self.out.fig("W4", "total_ms", (update + commit) * 1e3, "ms")
-        self.out.fig("W4", "update_ms", update * 1e3, "ms")
-        self.out.fig("W4", "commit_ms", commit * 1e3, "ms")
+        self.out.sparse(update, commit)
 
     def small(self):
         self.need_db()
@@ -248,7 +270,7 @@ class WdbPeer:
             tx.commit()
             times.append(time.perf_counter() - t)
         note(f"wdb-python small: {len(times)} commits")
-        self.out.fig("W5", "median_ms", median(times) * 1e3, "ms")
+        self.out.small(times)
 
     def bigtx(self):
         if os.path.exists(self.path):
@@ -267,8 +289,7 @@ class WdbPeer:
         tx.commit()
         s = time.perf_counter() - t
         note(f"wdb-python bigtx: {n} elements in one transaction, {s:.3f} s")
-        self.out.fig("W7", "bigtx_MBps", self.a.size_bytes / 1e6 / s, "MB/s")
-        self.out.fig("W7", "bigtx_s", s, "s")
+        self.out.bigtx(self.a.size_bytes, s)
 
 
 # ------------------------------------------------------------------------------------
@@ -312,8 +333,7 @@ class MemmapPeer:
         f.close()
         timed += time.perf_counter() - t
         note(f"numpy-memmap ingest: {n} elements in {k} write+fdatasync, {timed:.3f} s")
-        self.out.fig("W1", "ingest_MBps", self.a.size_bytes / 1e6 / timed, "MB/s")
-        self.out.fig("W1", "ingest_s", timed, "s")
+        self.out.ingest(self.a.size_bytes, timed)
 
     def scan(self):
         self.need_file()
@@ -322,8 +342,7 @@ class MemmapPeer:
         total = m.sum()
         s = time.perf_counter() - t
         note(f"numpy-memmap scan: {self.a.size_bytes} bytes in {s:.3f} s")
-        self.out.fig("W2", "scan_GBps", self.a.size_bytes / 1e9 / s, "GB/s")
-        self.out.fig("W2", "sum", total, "")
+        self.out.scan(self.a.size_bytes, s, total)
         hold(self.a)
 
     def randread(self):
@@ -332,8 +351,7 @@ class MemmapPeer:
         m = np.memmap(self.path, dtype=np.float64, mode="r")
         times = time_reads(lambda o: m[o : o + READ_ELEMS].copy(), offsets)
         note(f"numpy-memmap randread: {len(times)} reads")
-        self.out.fig("W3", "median_us", median(times) * 1e6, "us")
-        self.out.fig("W3", "p99_us", percentile(times, 99) * 1e6, "us")
+        self.out.reads(times)
 
     def sparse(self):
         self.need_file()
@@ -348,9 +366,7 @@ class MemmapPeer:
         m.flush()
         commit = time.perf_counter() - t
         note(f"numpy-memmap sparse: {len(pos)} positions")
-        self.out.fig("W4", "total_ms", (update + commit) * 1e3, "ms")
-        self.out.fig("W4", "update_ms", update * 1e3, "ms")
-        self.out.fig("W4", "commit_ms", commit * 1e3, "ms")
+        self.out.sparse(update, commit)
 
     def small(self):
         self.need_file()
@@ -364,7 +380,7 @@ class MemmapPeer:
             m.flush()
             times.append(time.perf_counter() - t)
         note(f"numpy-memmap small: {len(times)} flushes")
-        self.out.fig("W5", "median_ms", median(times) * 1e3, "ms")
+        self.out.small(times)
 
     def bigtx(self):
         if os.path.exists(self.path):
@@ -380,8 +396,7 @@ class MemmapPeer:
         del m
         s = time.perf_counter() - t
         note(f"numpy-memmap bigtx: {n} elements, {s:.3f} s")
-        self.out.fig("W7", "bigtx_MBps", self.a.size_bytes / 1e6 / s, "MB/s")
-        self.out.fig("W7", "bigtx_s", s, "s")
+        self.out.bigtx(self.a.size_bytes, s)
 
 
 def time_reads(read, offsets):
