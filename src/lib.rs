@@ -40,3 +40,9 @@ pub use db::{
     Transaction,
 };
 pub use virtmem::VmStats;
+
+/// The code blocks of README.md, compiled and run as doc tests (`cargo test --doc`), so
+/// that the README's examples always build against this API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

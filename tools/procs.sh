@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Four processes scanning one array at once (issue 5: "page cache + RSS ≈ one copy of
-# the array, not four"). Ingests a raw array of SIZE bytes, drops the page cache, starts
+# Four processes scanning one array at once (the target: page cache + RSS ≈ one copy of
+# the array, not four). Ingests a raw array of SIZE bytes, drops the page cache, starts
 # NPROC concurrent `wdbtool bench --phase scan --hold-ms` on it, and while all of them
 # still map the whole array reads each one's /proc/PID/smaps_rollup and the page cache.
 #

@@ -178,7 +178,7 @@ fn durable_end(path: &Path, log: &Log) -> u64 {
     }
 }
 
-/// Check an open log; `durable_end` as from [`durable_end`].
+/// Check an open log; `durable_end` as computed by this module's `durable_end` function.
 pub fn check_log(log: &Log, durable_end: u64, rep: &mut FsckReport) -> Result<()> {
     let file_len = log.len()?;
     rep.file_len = file_len;
