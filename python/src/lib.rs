@@ -71,7 +71,7 @@ fn err(py: Python<'_>, e: wdb::Error) -> PyErr {
 }
 
 fn closed(py: Python<'_>, what: &str) -> PyErr {
-    raise(py, "ClosedError", format!("{what}"))
+    raise(py, "ClosedError", what.to_string())
 }
 
 trait OrPy<T> {

@@ -43,7 +43,7 @@
 //!
 //! ## How
 //!
-//! Each array's handle reads through a [`SwitchFile`]: the transaction's file while it
+//! Each array's handle reads through a `SwitchFile`: the transaction's file while it
 //! is open. At the end, if regions of the array are alive, the switch points the handle
 //! at the snapshot above and drops the pages that may differ from it (after a commit,
 //! the blocks changed since the transaction began; otherwise all of them). The switch
