@@ -41,7 +41,8 @@ def run_phase(d, phase, *extra, size=1 << 20):
 
 @pytest.mark.parametrize("baseline", [False, True])
 def test_all_phases(tmp_path, baseline):
-    extra = ["--baseline"] if baseline else ["--ram-budget", str(4 << 20), "--verify", "once-per-process"]
+    extra = ["--baseline"] if baseline else ["--ram-budget", str(4 << 20), "--verify", "once-per-process",
+                                             "--block-size", str(1 << 16), "--compression", "none"]
     peer = "numpy-memmap" if baseline else "wdb-python"
     d = tmp_path / "d"
     d.mkdir()
@@ -87,9 +88,9 @@ def test_bad_arguments(tmp_path):
         [sys.executable, "-m", "wdb.bench", "--phase", "scan", "--dir", str(tmp_path), "--size-bytes", "4097"],
         capture_output=True, text=True,
     )
-    assert p.returncode == 1 and "multiple of 8" in p.stderr and p.stdout == ""
+    assert p.returncode == 2 and "multiple of 8" in p.stderr and p.stdout == ""
     p = subprocess.run(
         [sys.executable, "-m", "wdb.bench", "--phase", "scan", "--dir", str(tmp_path), "--size-bytes", "8192"],
         capture_output=True, text=True,
     )
-    assert p.returncode == 1 and "ingest" in p.stderr
+    assert p.returncode == 2 and "ingest" in p.stderr

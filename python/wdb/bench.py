@@ -5,7 +5,8 @@ object per line on stdout for each figure; anything else on stderr), so that a h
 can put the Python peers beside the Rust ones:
 
     python -m wdb.bench --phase PHASE --dir DIR --size-bytes N [--seed S]
-        [--ram-budget B] [--verify MODE] [--compression none|zstd] [--baseline]
+        [--ram-budget B] [--verify MODE] [--compression none|zstd] [--block-size B]
+        [--baseline] [--hold-ms MS]
 
 The work is done the way a NumPy user would do it: `a[:].sum()` for the scan,
 `a[o:o+512].copy()` for a random read, `a[p] = v` for a write, on `wdb.Array`s. With
@@ -37,7 +38,7 @@ MASK64 = (1 << 64) - 1
 
 
 class BenchError(Exception):
-    """Bad arguments or a failed call: printed to stderr, exit status 1."""
+    """Bad arguments or a failed call: printed to stderr, exit status 2 (as wdbtool)."""
 
 
 # ------------------------------------------------------------------------------------
@@ -177,6 +178,12 @@ class WdbPeer:
         o.update(kw)
         return o
 
+    def array_options(self):
+        o = {"compression": self.a.compression}
+        if self.a.block_size:
+            o["block_size"] = self.a.block_size
+        return o
+
     def need_db(self):
         if not os.path.exists(self.path):
             raise BenchError(
@@ -203,7 +210,7 @@ class WdbPeer:
             t = time.perf_counter()
             tx = db.begin()
             if k == 0:
-                a = tx.create_array(ARRAY, (0,), "f8", compression=self.a.compression)
+                a = tx.create_array(ARRAY, (0,), "f8", **self.array_options())
             else:
                 a = tx[ARRAY]
             a.append(chunk)
@@ -279,7 +286,7 @@ class WdbPeer:
         t = time.perf_counter()
         db = self.wdb.open(self.path, **self.options())
         tx = db.begin()
-        a = tx.create_array(ARRAY, (n,), "f8", compression=self.a.compression)
+        a = tx.create_array(ARRAY, (n,), "f8", **self.array_options())
         v = a[:]
         step = 1 << 20
         for lo in range(0, n, step):
@@ -433,6 +440,7 @@ def parse(argv):
     p.add_argument("--ram-budget", type=int, default=None, help="wdb RAM budget [min(1 GiB, RAM/4)]")
     p.add_argument("--verify", choices=("once-per-boot", "once-per-process", "off"), default=None)
     p.add_argument("--compression", choices=("none", "zstd"), default="zstd")
+    p.add_argument("--block-size", type=int, default=None, help="block size of the array (ingest, bigtx)")
     p.add_argument("--baseline", action="store_true", help="run the phase on numpy.memmap of a raw file")
     p.add_argument("--hold-ms", type=int, default=0, help="scan: stay alive this long after the figures")
     return p.parse_args(argv)
@@ -445,6 +453,9 @@ def run(args):
         raise BenchError(f"--size-bytes {args.size_bytes} is too small: at least {READ_ELEMS * 8}")
     if not os.path.isdir(args.dir):
         raise BenchError(f"--dir {args.dir}: not an existing directory")
+    bs = args.block_size
+    if bs is not None and (bs < 65536 or bs & (bs - 1)):
+        raise BenchError(f"--block-size {bs}: must be a power of two of at least 65536")
     if args.ram_budget is not None and args.ram_budget <= 0:
         raise BenchError(f"--ram-budget {args.ram_budget}: must be positive")
     n = args.size_bytes // 8
@@ -458,10 +469,10 @@ def main(argv=None):
         run(args)
     except BenchError as e:
         print(f"python -m wdb.bench: {e}", file=sys.stderr)
-        return 1
+        return 2
     except Exception as e:  # a wdb error: the message is the engine's
         print(f"python -m wdb.bench: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
+        return 2
     return 0
 
 
