@@ -8,6 +8,7 @@
 mod arrays;
 pub mod catalog;
 mod handles;
+pub mod owned;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
