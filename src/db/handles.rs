@@ -260,6 +260,11 @@ impl Transaction {
     pub fn db(&self) -> &Db {
         self.inner.db()
     }
+
+    /// The shared state its arrays' files read and stage into.
+    pub(crate) fn inner(&self) -> &Arc<TxInner> {
+        &self.inner
+    }
 }
 
 /// A read-only view of one commit: keeps reading the same data whatever is committed,
@@ -324,5 +329,10 @@ impl Snapshot {
     /// The database it belongs to.
     pub fn db(&self) -> &Db {
         self.inner.db()
+    }
+
+    /// The shared state its arrays' files read.
+    pub(crate) fn inner(&self) -> &Arc<SnapInner> {
+        &self.inner
     }
 }

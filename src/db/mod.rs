@@ -9,6 +9,7 @@ mod arrays;
 pub mod catalog;
 mod handles;
 mod url;
+pub mod owned;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -25,6 +26,7 @@ pub use crate::store::compact::CompactReport;
 use crate::store::encode::{self, Encoded};
 pub use crate::store::fsck::{FsckReport, Problem};
 use crate::store::{is_tombstone, CommitRequest, Gen, Store, StoreOptions, Write};
+use crate::verify::{TablePlace, Verify};
 use crate::virtmem::{VirtMem, VmStats};
 use crate::{Error, Result, Tid};
 pub use arrays::{Array, ArrayMut};
@@ -60,6 +62,20 @@ pub struct Options {
     pub cache_dir: Option<PathBuf>,
     /// Object-store databases: bytes the local cache may hold.
     pub cache_size: u64,
+    /// When a stored block's CRC is checked before its bytes are shown (see
+    /// [`Verify`]).
+    pub verify: Verify,
+    /// Map raw blocks straight from the file into views (zero-copy reads); `false`
+    /// copies every block into RAM pages instead (for comparing the two paths).
+    pub zero_copy: bool,
+    /// Map the blocks ahead of a sequential scan on a background thread; `false` lets
+    /// every block fault on its own (for comparing).
+    pub readahead: bool,
+    /// Where the table of blocks checked since boot lives, and which boot this is
+    /// (`Verify::OncePerBoot`). Tests point it elsewhere to simulate a reboot or a
+    /// damaged table.
+    #[doc(hidden)]
+    pub verify_table: TablePlace,
 }
 
 impl Default for Options {
@@ -72,6 +88,12 @@ impl Default for Options {
             block_size: 2 << 20,
             cache_dir: None,
             cache_size: 4 << 30,
+        self
+    }
+            verify: Verify::default(),
+            zero_copy: true,
+            readahead: true,
+            verify_table: TablePlace::default(),
         }
     }
 }
@@ -110,6 +132,25 @@ impl Options {
     /// Set `cache_size` (bytes the local cache of an object-store database may hold).
     pub fn cache_size(mut self, v: u64) -> Self {
         self.cache_size = v;
+    /// Set `verify`.
+    pub fn verify(mut self, v: Verify) -> Self {
+        self.verify = v;
+        self
+    }
+    /// Set `zero_copy`.
+    pub fn zero_copy(mut self, v: bool) -> Self {
+        self.zero_copy = v;
+        self
+    }
+    /// Set `readahead`.
+    pub fn readahead(mut self, v: bool) -> Self {
+        self.readahead = v;
+        self
+    }
+    /// Set `verify_table`.
+    #[doc(hidden)]
+    pub fn verify_table(mut self, v: TablePlace) -> Self {
+        self.verify_table = v;
         self
     }
 }
@@ -220,6 +261,8 @@ impl Db {
         let so = StoreOptions {
             read_only: o.read_only,
             sync: o.durability == Durability::Full,
+            verify: o.verify,
+            table: o.verify_table.clone(),
             ..StoreOptions::default()
         };
         let store = Store::open(path.as_ref(), so)?;
@@ -259,6 +302,7 @@ impl Db {
             return Ok(vm.clone());
         }
         let vm = VirtMem::new(self.inner.opts.ram_budget)?;
+        vm.set_readahead(self.inner.opts.readahead);
         Ok(self.inner.vm.get_or_init(|| vm).clone())
     }
 
@@ -957,7 +1001,8 @@ impl TxInner {
         blk: u64,
         block_size: usize,
     ) -> Result<Option<crate::bigfile::FileSlice>> {
-        if self.state.lock().blocks.contains_key(&(array_id, blk)) {
+        if !self.db.inner.opts.zero_copy || self.state.lock().blocks.contains_key(&(array_id, blk))
+        {
             return Ok(None);
         }
         let key = Key::Block {
@@ -968,7 +1013,7 @@ impl TxInner {
     }
     /// Zero-copy reads: the bytes of a slice from `map_source` matched their CRC.
     pub(crate) fn source_checked(&self, src: &crate::bigfile::FileSlice) {
-        self.gen.mark_checked(src.offset);
+        self.gen.mark_checked(src);
     }
 
     /// The tid of the version of a block this transaction would read, or None for a
@@ -1132,6 +1177,9 @@ impl SnapInner {
         blk: u64,
         block_size: usize,
     ) -> Result<Option<crate::bigfile::FileSlice>> {
+        if !self.db.inner.opts.zero_copy {
+            return Ok(None);
+        }
         let key = Key::Block {
             array: array_id,
             blk,
@@ -1140,7 +1188,7 @@ impl SnapInner {
     }
     /// Zero-copy reads: the bytes of a slice from `map_source` matched their CRC.
     pub(crate) fn source_checked(&self, src: &crate::bigfile::FileSlice) {
-        self.gen.mark_checked(src.offset);
+        self.gen.mark_checked(src);
     }
 
     /// The tid of the version of a block visible here (None: never written, zeros).

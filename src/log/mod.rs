@@ -17,7 +17,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::format::{self, EncodedTx, FileHeader, RecordHeader, TxEnd, TxHeader};
+use crate::format::{self, EncodedTx, FileHeader, Part, RecordHeader, TxEnd, TxHeader};
 use crate::{Error, Result, Tid};
 use io::{FileIo, LogIo};
 
@@ -58,6 +58,8 @@ pub struct Log {
     path: PathBuf,
     header: FileHeader,
     file_id: (u64, u64),
+    /// Birth time of the file at open (ns; 0 if unknown): part of its identity.
+    birth_ns: u64,
 }
 
 fn now_ns() -> u64 {
@@ -168,11 +170,13 @@ impl Log {
         })?;
         let header = FileHeader::decode(&hb)?;
         let md = std::fs::metadata(path)?;
+        let (dev, ino, birth_ns) = crate::verify::inode_of(&md);
         Ok(Log {
             io,
             path: path.to_path_buf(),
             header,
-            file_id: (md.dev(), md.ino()),
+            file_id: (dev, ino),
+            birth_ns,
         })
     }
 
@@ -222,6 +226,18 @@ impl Log {
     /// switched files.
     pub fn file_id(&self) -> (u64, u64) {
         self.file_id
+    }
+    /// What tells this file from every other, for the per-boot table of checked
+    /// versions (`verify`); None when the log is not a real file.
+    pub fn identity(&self) -> Option<crate::verify::FileIdentity> {
+        self.io.raw_fd()?;
+        Some(crate::verify::FileIdentity {
+            dev: self.file_id.0,
+            ino: self.file_id.1,
+            birth_ns: self.birth_ns,
+            uuid: self.header.uuid,
+            created_ns: self.header.created_ns,
+        })
     }
     /// Has the path been switched to another file (by compaction) since we opened it?
     pub fn path_switched(&self) -> bool {
@@ -295,7 +311,7 @@ impl Log {
         let mut prefix = vec![0u8; prefix_len];
         self.read_exact_at(&mut prefix, off)?;
         let (user, desc) = header.check_prefix(&prefix, off)?;
-        let mut crc = crc32fast::Hasher::new();
+        let mut crc = crate::verify::Crc32::new();
         crc.update(&prefix);
         let end_off = off + header.total_len - format::TX_END_SIZE as u64;
         let mut pos = off + header.prefix_len();
@@ -334,6 +350,17 @@ impl Log {
                     ),
                 ));
             }
+            if rh.flags & format::FLAG_ALIGNED != 0
+                && self.header.version < format::ALIGNED_FORMAT_VERSION
+            {
+                return Err(Error::corruption(
+                    pos + 3,
+                    format!(
+                        "aligned payload in a format version {} file",
+                        self.header.version
+                    ),
+                ));
+            }
             crc.update(&rb);
             if pos + rh.span() > end_off {
                 return Err(Error::corruption(
@@ -345,25 +372,7 @@ impl Log {
                 ));
             }
             if verify_data {
-                let body = usize::try_from(rh.span())
-                    .map_err(|_| Error::corruption(pos, "record span"))?
-                    - format::RECORD_HEADER_SIZE;
-                scratch.clear();
-                scratch.resize(body, 0);
-                self.read_exact_at(scratch, pos + format::RECORD_HEADER_SIZE as u64)?;
-                let table = usize::try_from(rh.table_len())
-                    .map_err(|_| Error::corruption(pos, "page CRC table length"))?;
-                let pad = table + usize::from(rh.pad);
-                let stored = usize::try_from(rh.stored_len)
-                    .map_err(|_| Error::corruption(pos, "stored length"))?;
-                if scratch[table..pad]
-                    .iter()
-                    .chain(&scratch[pad + stored..])
-                    .any(|&b| b != 0)
-                {
-                    return Err(Error::corruption(pos, "nonzero padding in a record"));
-                }
-                format::check_payload(&rh, pos, &scratch[..table], &scratch[pad..pad + stored])?;
+                self.check_record_bytes(pos, &rh, scratch)?;
             }
             records.push((pos, rh));
             pos += rh.span();
@@ -520,6 +529,48 @@ impl Log {
         Ok(Some(side))
     }
 
+    /// Check every stored byte of the record at `pos` (header `rh`): the page CRC table,
+    /// zero padding — except where the file has a hole, which reads as zeros and holds
+    /// no byte (storage-format.md §2.8) — and the payload against its CRCs.
+    fn check_record_bytes(&self, pos: u64, rh: &RecordHeader, scratch: &mut Vec<u8>) -> Result<()> {
+        let len = |x: u64, what: &str| {
+            usize::try_from(x).map_err(|_| Error::corruption(pos, what.to_string()))
+        };
+        let table = len(rh.table_len(), "page CRC table length")?;
+        let stored = len(u64::from(rh.stored_len), "stored length")?;
+        let tail = len(
+            rh.span() - rh.payload_rel() - u64::from(rh.stored_len),
+            "record span",
+        )?;
+        let table_at = pos + format::RECORD_HEADER_SIZE as u64;
+        let pad_at = table_at + table as u64;
+        let payload_at = pos + rh.payload_rel();
+        // Padding: the data parts of it are read and must be zero.
+        let ranges = self.io.data_ranges(pad_at, u64::from(rh.pad))?;
+        for (at, n) in ranges {
+            let mut done = 0;
+            while done < n {
+                let k = (n - done).min(1 << 20);
+                scratch.clear();
+                scratch.resize(len(k, "pad")?, 0);
+                self.read_exact_at(scratch, at + done)?;
+                if scratch.iter().any(|&b| b != 0) {
+                    return Err(Error::corruption(pos, "nonzero padding in a record"));
+                }
+                done += k;
+            }
+        }
+        // Table, then payload and its tail padding.
+        scratch.clear();
+        scratch.resize(table + stored + tail, 0);
+        self.read_exact_at(&mut scratch[..table], table_at)?;
+        self.read_exact_at(&mut scratch[table..], payload_at)?;
+        if scratch[table + stored..].iter().any(|&b| b != 0) {
+            return Err(Error::corruption(pos, "nonzero padding in a record"));
+        }
+        format::check_payload(rh, pos, &scratch[..table], &scratch[table..table + stored])
+    }
+
     /// Append an encoded transaction at `at` (the end of the last committed one), then
     /// fdatasync if `sync`. An error leaves a torn tail that recovery cuts; the caller
     /// must poison the writer (a failed fsync is never retried).
@@ -528,6 +579,16 @@ impl Log {
         // Coalesce small parts so a transaction is a few large writes.
         let mut pending: Vec<u8> = Vec::new();
         for p in &tx.parts {
+            if let Part::Hole(n) = p {
+                // Skipped: the bytes after it extend the file over it, as a hole.
+                if !pending.is_empty() {
+                    self.io.write_at(&pending, pos)?;
+                    pos += pending.len() as u64;
+                    pending.clear();
+                }
+                pos += n;
+                continue;
+            }
             let b = p.bytes();
             if b.len() < (64 << 10) {
                 pending.extend_from_slice(b);
@@ -585,7 +646,7 @@ mod tests {
             prev_off: 0,
             logical_len: 10000,
             payload: &data,
-            data_crc: crc32fast::hash(&data),
+            data_crc: crate::verify::crc32(&data),
             page_crcs: None,
         }];
         let tx = encode_tx(4096, Tid(1), 1, "", "", &recs).unwrap();

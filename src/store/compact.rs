@@ -82,7 +82,7 @@ fn copy_tx(
         let (page_crcs, crc) = if v.encoding == Encoding::Raw && matches!(k, Key::Block { .. }) {
             format::page_crcs(&p)
         } else {
-            (Vec::new(), crc32fast::hash(&p))
+            (Vec::new(), crate::verify::crc32(&p))
         };
         if crc != v.data_crc {
             return Err(Error::corruption(
@@ -107,7 +107,9 @@ fn copy_tx(
         .map(|((k, v), p)| RecordIn {
             key: *k,
             encoding: p.encoding,
-            flags: v.flags,
+            // The new file is of the current version: its own layout flags.
+            flags: (v.flags & !format::FLAG_ALIGNED)
+                | format::layout_flags(format::FORMAT_VERSION, k, p.encoding, p.payload.len()),
             prev_off: new_off.get(k).copied().unwrap_or(0),
             logical_len: p.logical_len,
             payload: &p.payload,
@@ -274,11 +276,8 @@ impl Store {
             let new_log = Log::open(self.path(), false)?;
             self.lock_file().publish(new_log.header().uuid, nix.end)?;
             let new_size = new_log.len()?;
-            *self.gen.write() = Arc::new(Gen {
-                log: new_log,
-                index: parking_lot::RwLock::new(nix),
-                verified: Default::default(),
-            });
+            let (verify, table) = self.verify_with();
+            *self.gen.write() = Arc::new(Gen::new(new_log, nix, verify, table));
             Ok(CompactReport {
                 old_size,
                 new_size,

@@ -48,7 +48,7 @@ pub fn encode_block(data: &[u8], level: Option<i32>) -> Result<Encoded> {
         .transpose()?
         .flatten()
     {
-        let data_crc = crc32fast::hash(&out);
+        let data_crc = crate::verify::crc32(&out);
         return Ok(Encoded {
             encoding: Encoding::Zstd,
             logical_len,
@@ -169,7 +169,7 @@ pub fn encode_delta_pages(
         .transpose()?
         .flatten()
     {
-        let data_crc = crc32fast::hash(&out);
+        let data_crc = crate::verify::crc32(&out);
         return Ok(Encoded {
             encoding: Encoding::DeltaZstd,
             logical_len,
@@ -178,7 +178,7 @@ pub fn encode_delta_pages(
             page_crcs: Vec::new(),
         });
     }
-    let data_crc = crc32fast::hash(&payload);
+    let data_crc = crate::verify::crc32(&payload);
     Ok(Encoded {
         encoding: Encoding::DeltaRaw,
         logical_len,
@@ -205,7 +205,7 @@ pub fn encode_plain(data: &[u8]) -> Result<Encoded> {
         encoding: Encoding::Raw,
         logical_len,
         payload: data.to_vec(),
-        data_crc: crc32fast::hash(data),
+        data_crc: crate::verify::crc32(data),
         page_crcs: Vec::new(),
     })
 }

@@ -216,11 +216,8 @@ pub fn open_store(
         }
     }
     let log = Log::open_virtual(Path::new(name), Box::new(VirtualLog(sh.clone())))?;
-    let gen = Gen {
-        log,
-        index: RwLock::new(ix),
-        verified: Default::default(),
-    };
+    let table = so.boot_table();
+    let gen = Gen::new(log, ix, so.verify, table.clone());
     let storage = Arc::new(ObjectStorage {
         sh,
         writer: crate::log::new_uuid(),
@@ -237,7 +234,7 @@ pub fn open_store(
         read_only: o.read_only,
         ..so
     };
-    Ok(Store::with_storage(Path::new(name), gen, lock, storage, so))
+    Ok(Store::with_storage(Path::new(name), (gen, table), lock, storage, so))
 }
 
 /// FNV-1a of `b`.
@@ -602,6 +599,8 @@ impl ObjectStorage {
                         }
                         _ => layout::push_inline(&mut segments, &mut blob, b),
                     },
+                    // Alignment padding (storage-format.md §2.8): zeros, no bytes stored.
+                    Part::Hole(n) => segments.push(Segment::Zeros { len: *n }),
                 }
             }
             let obj = CommitObject {
