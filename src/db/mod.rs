@@ -88,8 +88,6 @@ impl Default for Options {
             block_size: 2 << 20,
             cache_dir: None,
             cache_size: 4 << 30,
-        self
-    }
             verify: Verify::default(),
             zero_copy: true,
             readahead: true,
@@ -132,6 +130,8 @@ impl Options {
     /// Set `cache_size` (bytes the local cache of an object-store database may hold).
     pub fn cache_size(mut self, v: u64) -> Self {
         self.cache_size = v;
+        self
+    }
     /// Set `verify`.
     pub fn verify(mut self, v: Verify) -> Self {
         self.verify = v;

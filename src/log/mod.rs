@@ -191,6 +191,7 @@ impl Log {
             path: name.to_path_buf(),
             header,
             file_id: (0, 0),
+            birth_ns: 0,
         })
     }
 

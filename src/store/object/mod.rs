@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use object_store::ObjectStore;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 
 use super::compact::CompactReport;
 use super::fsck::{FsckReport, Problem};
