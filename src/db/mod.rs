@@ -8,8 +8,8 @@
 mod arrays;
 pub mod catalog;
 mod handles;
-mod url;
 pub mod owned;
+mod url;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};

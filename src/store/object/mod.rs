@@ -234,7 +234,13 @@ pub fn open_store(
         read_only: o.read_only,
         ..so
     };
-    Ok(Store::with_storage(Path::new(name), (gen, table), lock, storage, so))
+    Ok(Store::with_storage(
+        Path::new(name),
+        (gen, table),
+        lock,
+        storage,
+        so,
+    ))
 }
 
 /// FNV-1a of `b`.
