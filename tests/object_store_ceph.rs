@@ -162,7 +162,20 @@ fn child_entry() {
             unreachable!("the commit hangs until the process is killed");
         }
         "compact" => {
-            let db = open(&url, Path::new(&cache));
+            // Collects objects of no commit older than WDB_CHILD_GRACE_SECS.
+            let secs: u64 = std::env::var("WDB_CHILD_GRACE_SECS")
+                .unwrap()
+                .parse()
+                .unwrap();
+            let db = Db::open_url(
+                &url,
+                Options::default()
+                    .cache_dir(Path::new(&cache))
+                    .cache_size(256 << 20)
+                    .ram_budget(64 << 20)
+                    .gc_grace(Duration::from_secs(secs)),
+            )
+            .unwrap();
             db.compact_with(CompactOptions::default(), &mut |_, _| {})
                 .unwrap();
         }
@@ -315,7 +328,7 @@ fn a_writer_killed_before_its_commit_object_leaves_garbage_only() {
         "compact",
         &url,
         &dir.path().join("c"),
-        &[("WDB_S3_GC_GRACE_SECS", "1".into())],
+        &[("WDB_CHILD_GRACE_SECS", "1".into())],
     );
     finish(c, "compact");
     assert_eq!(keys(&store, &format!("{prefix}/wdb/d")).len(), data_before);

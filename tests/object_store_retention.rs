@@ -17,6 +17,8 @@ fn opts(cache: &std::path::Path) -> Options {
         .cache_dir(cache)
         .cache_size(64 << 20)
         .ram_budget(64 << 20)
+        // Objects of no commit are collected once a second old.
+        .gc_grace(std::time::Duration::from_secs(1))
 }
 
 fn machine(store: &Arc<InMemory>, dir: &tempfile::TempDir, name: &str) -> Db {
@@ -50,8 +52,6 @@ fn keys(store: &InMemory, prefix: &str) -> Vec<String> {
 
 #[test]
 fn retention_drops_old_snapshots_and_collects_garbage() {
-    // Set before any database is opened in this process (its own test binary).
-    std::env::set_var("WDB_S3_GC_GRACE_SECS", "1");
     let store = Arc::new(InMemory::new());
     let dir = tempfile::tempdir().unwrap();
     let a = machine(&store, &dir, "a");

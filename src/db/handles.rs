@@ -1,4 +1,4 @@
-//! The public transaction and snapshot handles: the contract of design.md, with the
+//! The public transaction and snapshot handles (README's concepts), with the
 //! typed array API on top of the block-level state in [`TxInner`] / [`SnapInner`].
 
 use std::sync::Arc;

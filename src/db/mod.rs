@@ -62,6 +62,11 @@ pub struct Options {
     pub cache_dir: Option<PathBuf>,
     /// Object-store databases: bytes the local cache may hold.
     pub cache_size: u64,
+    /// Object-store databases: how old a data object that no commit names (its writer
+    /// died before committing) must be before compaction deletes it. A writer gives up
+    /// a commit that takes longer than half of it, so that a slow live writer is never
+    /// robbed. Default: one hour.
+    pub gc_grace: std::time::Duration,
     /// When a stored block's CRC is checked before its bytes are shown (see
     /// [`Verify`]).
     pub verify: Verify,
@@ -88,6 +93,7 @@ impl Default for Options {
             block_size: 2 << 20,
             cache_dir: None,
             cache_size: 4 << 30,
+            gc_grace: std::time::Duration::from_secs(3600),
             verify: Verify::default(),
             zero_copy: true,
             readahead: true,
@@ -130,6 +136,11 @@ impl Options {
     /// Set `cache_size` (bytes the local cache of an object-store database may hold).
     pub fn cache_size(mut self, v: u64) -> Self {
         self.cache_size = v;
+        self
+    }
+    /// Set `gc_grace` (object-store databases).
+    pub fn gc_grace(mut self, v: std::time::Duration) -> Self {
+        self.gc_grace = v;
         self
     }
     /// Set `verify`.

@@ -54,11 +54,6 @@ impl Db {
 
 #[cfg(feature = "s3")]
 fn object_options(url: &str, o: &Options) -> (crate::store::object::ObjectOptions, StoreOptions) {
-    let grace = std::env::var("WDB_S3_GC_GRACE_SECS")
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .map(std::time::Duration::from_secs)
-        .unwrap_or(crate::store::object::DEFAULT_GC_GRACE);
     (
         crate::store::object::ObjectOptions {
             read_only: o.read_only,
@@ -67,11 +62,13 @@ fn object_options(url: &str, o: &Options) -> (crate::store::object::ObjectOption
                 .clone()
                 .unwrap_or_else(|| crate::store::object::default_cache_dir(url)),
             cache_size: o.cache_size,
-            gc_grace: grace,
+            gc_grace: o.gc_grace,
         },
         StoreOptions {
             read_only: o.read_only,
             sync: o.durability == Durability::Full,
+            verify: o.verify,
+            table: o.verify_table.clone(),
             ..StoreOptions::default()
         },
     )

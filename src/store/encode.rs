@@ -30,7 +30,7 @@ thread_local! {
 /// Encode a block: all zeros → hole; else trim trailing zero pages; then zstd at `level`
 /// (when `Some`) if the result is at most 7/8 of the trimmed length, else raw.
 pub fn encode_block(data: &[u8], level: Option<i32>) -> Result<Encoded> {
-    // Trim to whole pages, so a raw payload also ends on a page boundary (issue 5 maps it).
+    // Trim to whole pages, so a raw payload also ends on a page boundary (so that a view maps it).
     let Some(trimmed) = trimmed_len(data) else {
         return Ok(Encoded {
             encoding: Encoding::Hole,

@@ -1,5 +1,5 @@
-//! The seam between MVCC and where transactions live (design.md: "MVCC over a Storage
-//! trait"). The embedded implementation is the log file with its lock file, built into
+//! The seam between MVCC and where transactions live (docs/architecture.md: the
+//! layers). The embedded implementation is the log file with its lock file, built into
 //! [`Store`] itself: a writer lock orders commits, appends and `fdatasync`
 //! make them durable, the lock file publishes them to other processes. A [`Storage`]
 //! replaces exactly those parts for a log that is not one local file — the object

@@ -488,13 +488,13 @@ fn serve(job: &mut Job) {
 /// alternate signal stack, else directly.
 ///
 /// Which stack the handler runs on is read from its own stack pointer, not asked of the
-/// kernel (`sigaltstack` was a system call in every fault): without a switch the kernel
+/// kernel (`sigaltstack` would be a system call in every fault): without a switch the kernel
 /// builds the signal frame right below the interrupted stack pointer (past the red
 /// zone), so this function's frame lies less than [`FRAME_MAX`] below it; on an
 /// alternate stack it lies elsewhere (an alternate stack in the free space just below
 /// the interrupted code's stack pointer would be overwritten by that code's own calls,
 /// so none is there). A handler interrupting code that already ran on the alternate
-/// stack finds itself just below it, and runs there, as before.
+/// stack finds itself just below it, and runs there.
 ///
 /// # Safety
 /// `ctx` is the ucontext of the current signal.

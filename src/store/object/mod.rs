@@ -57,8 +57,6 @@ use vlog::{Loaded, Shared, VirtualLog};
 const CHECKPOINT_EVERY: u64 = 64;
 /// Checkpoint objects kept (older ones are deleted when a new one is written).
 const CHECKPOINTS_KEPT: usize = 3;
-/// Default grace period before unreferenced data objects are collected.
-pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(3600);
 
 /// How to open an object-store database.
 #[derive(Debug, Clone)]

@@ -1,4 +1,4 @@
-//! `wdbtool bench`: the workloads of `shared/workloads.md`, one phase per call, on wdb or
+//! `wdbtool bench`: the workloads of docs/benchmarks.md, one phase per call, on wdb or
 //! (with `--baseline`) on a plain `memmap2` mapping of a raw file.
 //!
 //! Every figure goes to stdout as one JSON object per line; human text goes to stderr.
@@ -783,7 +783,7 @@ mod baseline {
         append4k_fdatasync(a, pos.len(), out)
     }
 
-    /// The yardstick of issue 6 for W5: one 4 KiB append + fdatasync to a plain file,
+    /// The yardstick for W5: one 4 KiB append + fdatasync to a plain file,
     /// as many times as W5 commits (median). The file is removed afterwards.
     fn append4k_fdatasync(a: &BenchArgs, count: usize, out: &Out) -> R<()> {
         let p = a.dir.join("append4k.tmp");
