@@ -1204,7 +1204,7 @@ impl PyArray {
 /// it; faults that are not wdb's go on to that handler.
 #[pyfunction]
 fn _ensure_fault_handler(py: Python<'_>) -> PyResult<()> {
-    wdb::virtmem::ensure_fault_handler().py(py)
+    wdb::ensure_fault_handler().py(py)
 }
 
 #[pymodule]

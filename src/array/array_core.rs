@@ -53,6 +53,7 @@ use parking_lot::Mutex;
 
 use super::dtype::{element_dtype, DType, Element};
 use super::layout::{Layout, Order};
+#[cfg(any(test, feature = "internals"))]
 use super::npy::NpyHeader;
 use super::view::{mapping_bytes, mapping_bytes_mut, mapping_view, mapping_view_mut};
 use crate::bigfile::BigFile;
@@ -86,6 +87,7 @@ impl ZeroTail {
     }
 
     /// The wrapped file.
+    #[cfg(any(test, feature = "internals"))]
     pub fn inner(&self) -> &Arc<dyn BigFile> {
         &self.inner
     }
@@ -299,6 +301,7 @@ impl<T: Element> ArrayCore<T> {
     }
 
     /// The `.npy` header describing this array (for export).
+    #[cfg(any(test, feature = "internals"))]
     pub fn npy_header(&self) -> NpyHeader {
         NpyHeader::new(self.dtype.clone(), self.layout.shape(), self.layout.order())
     }
@@ -558,11 +561,13 @@ impl<T: Element> ArrayCore<T> {
 
     /// Testing hook: use `n` instead of [`MAX_EXPOSE_INVALIDATIONS`].
     #[doc(hidden)]
+    #[cfg(any(test, feature = "internals"))]
     pub fn set_expose_limit(&mut self, n: u64) {
         self.expose_limit = n;
     }
 
     /// Blocks changed locally and not yet stored, ascending (for commit).
+    #[cfg(any(test, feature = "internals"))]
     pub fn dirty_blocks(&self) -> Vec<u64> {
         self.handle.dirty_blocks()
     }

@@ -1,13 +1,16 @@
 //! Typed N-d arrays on a virtmem file handle: element types, shape arithmetic, ndarray
 //! views, append and resize, and the `.npy` format.
 //!
-//! This layer knows nothing of storage: [`ArrayCore`] talks to a `virtmem::FileHandle`
-//! only, so tests run it on an in-memory fake file. The db layer joins it to the store.
+//! This layer knows nothing of storage: `ArrayCore` talks to a `virtmem::FileHandle`
+//! only, so tests run it on an in-memory fake file. The db layer joins it to the store;
+//! a user's arrays are [`Array`](crate::Array) and [`ArrayMut`](crate::ArrayMut).
 //!
-//! - [`ArrayCore`]: the array on a file handle: views, load, append, resize, copies.
+//! - `ArrayCore` (internal): the array on a file handle: views, load, append, resize,
+//!   copies.
 //! - [`dtype`]: [`Element`], [`DType`] (catalog bytes, Display, NumPy descr), [`record!`](crate::record).
 //! - [`layout`]: [`Layout`], [`Order`]: checked shape arithmetic, rows → bytes → blocks.
-//! - [`view`]: ndarray views of rows of a contiguous byte region (the only unsafe code).
+//! - `view` (internal): ndarray views of rows of a contiguous byte region (the only
+//!   unsafe code).
 //! - [`npy`]: `.npy` headers.
 
 mod array_core;
@@ -15,11 +18,12 @@ pub mod dtype;
 pub mod layout;
 pub mod npy;
 mod pylit;
-pub mod view;
+internal! { pub mod view; }
 
-pub use array_core::{
-    bytes_shape, ArrayCore, ZeroTail, MAX_EXPOSE_INVALIDATIONS, MIN_RESERVE_BLKS,
-};
+internal! { pub use array_core::{bytes_shape, ArrayCore}; }
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub use array_core::{ZeroTail, MAX_EXPOSE_INVALIDATIONS, MIN_RESERVE_BLKS};
 pub use dtype::{element_dtype, DType, Element, Field, Scalar};
 pub use layout::{Layout, Order};
 pub use npy::{read_header, write_header, NpyHeader};

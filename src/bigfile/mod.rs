@@ -2,8 +2,10 @@
 //! where data comes from and goes to. The db layer adapts a store snapshot to it; tests
 //! use [`MemFile`], an in-memory fake that counts loads and stores and injects errors.
 
+#[cfg(any(test, feature = "internals"))]
 mod memfile;
 
+#[cfg(any(test, feature = "internals"))]
 pub use memfile::{Hook, MemFile};
 
 use std::os::fd::RawFd;
@@ -17,7 +19,8 @@ use crate::Result;
 pub struct FileSlice {
     /// The file descriptor, open as long as `keep` is alive.
     pub fd: RawFd,
-    /// Keeps `fd` open (the db passes its store generation).
+    /// Keeps `fd` open (the db passes its store generation): held, never read.
+    #[cfg_attr(not(any(test, feature = "internals")), allow(dead_code))]
     pub keep: Arc<dyn Send + Sync>,
     /// File offset of the block's first byte: a multiple of the OS page size.
     pub offset: u64,
@@ -59,6 +62,7 @@ impl std::fmt::Debug for FileSlice {
 
 /// Default block size: 2 MiB (one huge page; large enough that a fault's fixed cost is
 /// small beside the copy of the block).
+#[cfg(any(test, feature = "internals"))]
 pub const DEFAULT_BLOCK_SIZE: usize = 2 << 20;
 
 /// A file of fixed-size blocks. Every block index exists; a block never stored reads as

@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 
 pub use crate::array::Order;
-pub use crate::format::Key;
+use crate::format::Key;
 use crate::format::{Encoding, FLAG_DELETED};
 use crate::log::lock::ReaderSlot;
 pub use crate::store::compact::CompactReport;
@@ -79,8 +79,11 @@ pub struct Options {
     /// Where the table of blocks checked since boot lives, and which boot this is
     /// (`Verify::OncePerBoot`). Tests point it elsewhere to simulate a reboot or a
     /// damaged table.
+    #[cfg(feature = "internals")]
     #[doc(hidden)]
     pub verify_table: TablePlace,
+    #[cfg(not(feature = "internals"))]
+    pub(crate) verify_table: TablePlace,
 }
 
 impl Default for Options {
@@ -159,6 +162,7 @@ impl Options {
         self
     }
     /// Set `verify_table`.
+    #[cfg(feature = "internals")]
     #[doc(hidden)]
     pub fn verify_table(mut self, v: TablePlace) -> Self {
         self.verify_table = v;
@@ -280,15 +284,17 @@ impl Db {
         Ok(Db::from_store(store, o))
     }
 
-    /// Wrap an already opened store (tests open stores over fault-injecting I/O).
-    pub fn from_store(store: Store, opts: Options) -> Db {
-        Db {
-            inner: Arc::new(DbInner {
-                store,
-                opts,
-                meta_cache: Mutex::new(HashMap::new()),
-                vm: std::sync::OnceLock::new(),
-            }),
+    internal! {
+        /// Wrap an already opened store (tests open stores over fault-injecting I/O).
+        pub fn from_store(store: Store, opts: Options) -> Db {
+            Db {
+                inner: Arc::new(DbInner {
+                    store,
+                    opts,
+                    meta_cache: Mutex::new(HashMap::new()),
+                    vm: std::sync::OnceLock::new(),
+                }),
+            }
         }
     }
 
@@ -302,9 +308,11 @@ impl Db {
         self.inner.store.path()
     }
 
-    /// The underlying store.
-    pub fn store(&self) -> &Store {
-        &self.inner.store
+    internal! {
+        /// The underlying store.
+        pub fn store(&self) -> &Store {
+            &self.inner.store
+        }
     }
 
     /// The virtual memory manager of this database's array handles.

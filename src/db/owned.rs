@@ -10,9 +10,9 @@
 //!   thread, whose `commit`/`abort`/`close` take `&self`;
 //! - [`SharedArray`], one per opened array of a transaction or snapshot (asking twice
 //!   gives the same one), holding the array as bytes (`ArrayCore<u8>`,
-//!   [`ArrayCore::open_bytes`]) of any [`DType`];
+//!   `ArrayCore::open_bytes`) of any [`DType`];
 //! - [`Region`], the memory of a range of rows, which keeps its address range reserved
-//!   and served ([`MappingGuard`]) for as long as it lives, whatever happens to the
+//!   and served (a `MappingGuard`) for as long as it lives, whatever happens to the
 //!   array, the transaction or the `Db` meanwhile.
 //!
 //! ## What a region shows, during and after its transaction

@@ -299,6 +299,7 @@ impl Checkpoint {
     /// Encode in the version-2 layout (one CRC of everything as the last 4 bytes). Not
     /// written by the store any more; kept so that tests can check that such files still
     /// open.
+    #[cfg(any(test, feature = "internals"))]
     pub fn encode_v2(&self) -> Result<Vec<u8>> {
         let mut w = Writer::new();
         w.bytes(&CHECKPOINT_MAGIC);

@@ -154,6 +154,7 @@ pub fn page_crcs(payload: &[u8]) -> (Vec<u32>, u32) {
 }
 
 /// The CRC-32 of the whole payload from its page CRCs, `stored` bytes in all.
+#[cfg(any(test, feature = "internals"))]
 pub fn combine_page_crcs(crcs: &[u32], stored: u32) -> u32 {
     let mut whole = crate::verify::Crc32::new();
     let mut left = u64::from(stored);
@@ -299,6 +300,7 @@ impl Encoding {
         matches!(self, Encoding::DeltaRaw | Encoding::DeltaZstd)
     }
     /// Is the payload one zstd frame?
+    #[cfg(any(test, feature = "internals"))]
     pub fn is_zstd(self) -> bool {
         matches!(self, Encoding::Zstd | Encoding::DeltaZstd)
     }
@@ -896,6 +898,7 @@ impl<'a> DeltaPayload<'a> {
     }
 
     /// Number of pages.
+    #[cfg(any(test, feature = "internals"))]
     pub fn n_pages(&self) -> usize {
         self.indexes.len() / 4
     }
@@ -1000,6 +1003,7 @@ impl Part<'_> {
     }
 
     /// Has it no bytes?
+    #[cfg(any(test, feature = "internals"))]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -1012,6 +1016,7 @@ fn total_of(parts: &[Part<'_>]) -> u64 {
 
 impl EncodedTx<'_> {
     /// The whole transaction as it reads back from the file (holes as zeros).
+    #[cfg(any(test, feature = "internals"))]
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut v = Vec::new();
         for p in &self.parts {

@@ -5,6 +5,7 @@
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
+#[cfg(any(test, feature = "internals"))]
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ pub trait LogIo: Send + Sync + std::fmt::Debug {
     /// Current file length.
     fn len(&self) -> io::Result<u64>;
     /// Is the file empty?
+    #[cfg(any(test, feature = "internals"))]
     fn is_empty(&self) -> io::Result<bool> {
         Ok(self.len()? == 0)
     }
@@ -104,6 +106,7 @@ impl LogIo for FileIo {
 
 /// What [`FaultyIo`] does when its trigger fires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg(any(test, feature = "internals"))]
 pub enum Fault {
     /// Write only the first `n` bytes of the write, then fail with EIO (a torn write).
     TearWrite(usize),
@@ -117,6 +120,7 @@ pub enum Fault {
 
 /// Counters and the armed fault of a [`FaultyIo`], shared with the test that drives it.
 #[derive(Debug, Default)]
+#[cfg(any(test, feature = "internals"))]
 pub struct FaultPlan {
     /// Writes seen so far.
     pub writes: AtomicU64,
@@ -127,6 +131,7 @@ pub struct FaultPlan {
     fault: parking_lot::Mutex<Option<Fault>>,
 }
 
+#[cfg(any(test, feature = "internals"))]
 impl FaultPlan {
     /// Arm: the `nth` (1-based, counted from now) write or sync — whichever the fault
     /// applies to — gets `fault`.
@@ -147,11 +152,13 @@ impl FaultPlan {
 
 /// A [`LogIo`] that injects the fault armed in its [`FaultPlan`].
 #[derive(Debug)]
+#[cfg(any(test, feature = "internals"))]
 pub struct FaultyIo<I: LogIo> {
     inner: I,
     plan: Arc<FaultPlan>,
 }
 
+#[cfg(any(test, feature = "internals"))]
 impl<I: LogIo> FaultyIo<I> {
     /// Wrap `inner`; the returned plan arms faults.
     pub fn new(inner: I) -> (Self, Arc<FaultPlan>) {
@@ -166,6 +173,7 @@ impl<I: LogIo> FaultyIo<I> {
     }
 }
 
+#[cfg(any(test, feature = "internals"))]
 impl<I: LogIo> LogIo for FaultyIo<I> {
     fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
         self.inner.read_at(buf, off)

@@ -143,6 +143,7 @@ impl LockFile {
     }
 
     /// Path of this lock file.
+    #[cfg(any(test, feature = "internals"))]
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -182,6 +182,7 @@ impl Log {
 
     /// Open a log that is not a local file (object storage) over `io`; `name` names it
     /// in messages. Its header is read from `io` and checked as a file's.
+    #[cfg(any(test, feature = "internals", feature = "s3"))]
     pub fn open_virtual(name: &Path, io: Box<dyn LogIo>) -> Result<Log> {
         let mut hb = vec![0u8; usize::try_from(format::FILE_HEADER_SIZE).unwrap_or(4096)];
         io.read_at(&mut hb, 0)?;
@@ -196,6 +197,7 @@ impl Log {
     }
 
     /// The I/O under the log.
+    #[cfg(any(test, feature = "internals"))]
     pub fn io(&self) -> &dyn LogIo {
         &*self.io
     }
@@ -215,6 +217,7 @@ impl Log {
         &self.header
     }
     /// The path it was opened at.
+    #[cfg(any(test, feature = "internals"))]
     pub fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
         self.io.raw_fd()
     }
@@ -225,6 +228,7 @@ impl Log {
     }
     /// (device, inode) of the file at open; differs from the path's after compaction
     /// switched files.
+    #[cfg(any(test, feature = "internals"))]
     pub fn file_id(&self) -> (u64, u64) {
         self.file_id
     }
@@ -255,6 +259,7 @@ impl Log {
         Ok(self.io.len()?)
     }
     /// Is the log empty (header only)?
+    #[cfg(any(test, feature = "internals"))]
     pub fn is_empty(&self) -> Result<bool> {
         Ok(self.len()? <= format::FILE_HEADER_SIZE)
     }

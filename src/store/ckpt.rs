@@ -78,6 +78,7 @@ impl LazyCheckpoint {
     }
 
     /// How many pages have been read (and passed their check) so far.
+    #[cfg(any(test, feature = "internals"))]
     pub fn pages_read(&self) -> u64 {
         self.pages.iter().filter(|p| p.get().is_some()).count() as u64
     }

@@ -52,6 +52,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::format::checkpoint::{Checkpoint, KeySlot, TxEntry, Version};
 use crate::format::{self, Encoding, Key, RecordIn, FLAG_DELETED};
+#[cfg(any(test, feature = "internals"))]
 use crate::log::io::LogIo;
 use crate::log::lock::{LockFile, ReaderSlot};
 use crate::log::{Log, ScannedTx};
@@ -299,6 +300,7 @@ impl Index {
 
     /// (pages read so far, pages) of the checkpoint part, None without one (for tests
     /// and diagnostics: open reads one page, a lookup a few).
+    #[cfg(any(test, feature = "internals"))]
     pub fn checkpoint_pages(&self) -> Option<(u64, u64)> {
         self.ckpt.as_ref().map(|c| (c.pages_read(), c.h.n_pages()))
     }
@@ -1104,6 +1106,7 @@ impl Gen {
     }
 
     /// The verification mode of this file's reads.
+    #[cfg(any(test, feature = "internals"))]
     pub fn verify_mode(&self) -> Verify {
         self.checked.mode()
     }
@@ -1322,6 +1325,7 @@ impl Store {
     }
 
     /// Open over a given I/O implementation of the (existing) log file.
+    #[cfg(any(test, feature = "internals"))]
     pub fn open_with_io(path: &Path, io: Box<dyn LogIo>, opts: StoreOptions) -> Result<Store> {
         let lock = Arc::new(LockFile::open(path, opts.read_only)?);
         let log = Log::open_io(path, io)?;
@@ -1346,6 +1350,7 @@ impl Store {
     /// A store whose log lives in `remote` (named `name` in messages and `Db::path`),
     /// opened at `gen` (made with `table`, from [`StoreOptions::boot_table`]); `lock` is
     /// a local lock file (its reader table lists this machine's snapshots).
+    #[cfg(any(test, feature = "internals", feature = "s3"))]
     pub fn with_storage(
         name: &Path,
         (gen, table): (Gen, Option<Arc<BootTable>>),

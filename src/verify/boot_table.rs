@@ -67,6 +67,8 @@ fn unique() -> u64 {
 /// An open per-boot table (see the module doc of `verify`).
 #[derive(Debug)]
 pub struct BootTable {
+    /// The table file (shown by `Debug`; `path()` is for tests).
+    #[cfg_attr(not(any(test, feature = "internals")), allow(dead_code))]
     path: PathBuf,
     file: File,
     /// Claim bytes this process holds a lock on (`claim`).
@@ -238,6 +240,7 @@ impl BootTable {
     }
 
     /// The table's file.
+    #[cfg(any(test, feature = "internals"))]
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -245,6 +248,7 @@ impl BootTable {
     /// Where version `v` of file `id` is looked up (the file offset of its bucket of 8
     /// slots) and its tag: for tests that write damaged entries.
     #[doc(hidden)]
+    #[cfg(any(test, feature = "internals"))]
     pub fn entry_of(&self, id: &FileIdentity, v: &Stored) -> (u64, u64) {
         let tag = self.tag(id, v);
         (self.bucket_at(tag), tag)
@@ -312,6 +316,7 @@ impl BootTable {
     }
 
     /// Give up this process's claim of version `v` of file `id` (not checked after all).
+    #[cfg(any(test, feature = "internals"))]
     pub fn unclaim(&self, id: &FileIdentity, v: &Stored) {
         self.release(Self::claim_byte(self.tag(id, v)));
     }

@@ -120,6 +120,15 @@ pub enum Verify {
     Off,
 }
 
+impl Verify {
+    /// Bytes of stored payloads this process has checked against their CRCs so far
+    /// (whole blocks, windows and pages, file ranges; every database it opened): the CRC
+    /// work a mode costs, for benchmarks.
+    pub fn bytes_checked() -> u64 {
+        CHECKED_BYTES.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// Where the per-boot table lives and which boot this is ([`Verify::OncePerBoot`]).
 /// The defaults are `/dev/shm` and `/proc/sys/kernel/random/boot_id`; tests point
 /// both elsewhere to simulate another boot or a damaged table.
@@ -270,6 +279,7 @@ impl Checked {
 
     /// Check `bytes` (the whole payload of `v`) against `v.crc`; record a match. A
     /// mismatch is `Corruption` at the payload, naming `what`.
+    #[cfg(any(test, feature = "internals"))]
     pub fn check_whole(&self, v: &Stored, bytes: &[u8], what: &str) -> Result<()> {
         check_crc(bytes, v.crc, v.offset, what)?;
         self.record(v);
@@ -279,11 +289,6 @@ impl Checked {
 
 static CHECKED_BYTES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// Bytes of stored payloads this process checked against their CRCs so far (whole
-/// blocks, windows and pages, file ranges): the CRC work a mode costs, for benchmarks.
-pub fn bytes_checked() -> u64 {
-    CHECKED_BYTES.load(std::sync::atomic::Ordering::Relaxed)
-}
 
 fn count(n: usize) {
     CHECKED_BYTES.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);

@@ -66,7 +66,9 @@ fn next_id() -> u64 {
     NEXT_ID.fetch_add(1, Ordering::Relaxed)
 }
 
-/// Memory figures of a [`VirtMem`].
+/// Memory figures of a database's virtual memory manager ([`Db::memory_stats`]).
+///
+/// [`Db::memory_stats`]: crate::Db::memory_stats
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VmStats {
     /// The RAM budget in bytes.
@@ -309,6 +311,7 @@ impl FileHandle {
 
     /// Drop every dirty block: the next access reloads it from the file. (Does nothing
     /// in a forked child.)
+    #[cfg(any(test, feature = "internals"))]
     pub fn discard(&self) {
         let vm = &self.inner.vm;
         if let Ok((_w, mut g)) = vm.lock() {
@@ -333,6 +336,7 @@ impl FileHandle {
     }
 
     /// The file this handle reads.
+    #[cfg(any(test, feature = "internals"))]
     pub fn file(&self) -> &Arc<dyn BigFile> {
         &self.inner.file
     }
@@ -340,6 +344,7 @@ impl FileHandle {
     /// Close the handle now. Refused with `Error::Busy` (the handle is given back)
     /// while a load or a writeout of it is in flight on another thread. Dropping a
     /// handle is always safe: its pages are released when its last mapping is gone.
+    #[cfg(any(test, feature = "internals"))]
     pub fn close(self) -> std::result::Result<(), (FileHandle, Error)> {
         let busy = match self.inner.vm.lock() {
             Ok((_w, g)) => g.handles.get(&self.inner.id).map_or(0, |h| h.inflight),
@@ -431,11 +436,13 @@ impl MappingGuard {
     }
 
     /// Length of the range in bytes.
+    #[cfg(any(test, feature = "internals"))]
     pub fn len(&self) -> usize {
         self.shared.len
     }
 
     /// Never true (a mapping has at least one block).
+    #[cfg(any(test, feature = "internals"))]
     pub fn is_empty(&self) -> bool {
         self.shared.len == 0
     }
@@ -471,11 +478,13 @@ impl Mapping {
 
     /// Never true (a mapping has at least one block); present for clippy's
     /// `len_without_is_empty`.
+    #[cfg(any(test, feature = "internals"))]
     pub fn is_empty(&self) -> bool {
         self.shared.len == 0
     }
 
     /// First block shown.
+    #[cfg(any(test, feature = "internals"))]
     pub fn first_blk(&self) -> u64 {
         self.shared.first_blk
     }
@@ -568,6 +577,7 @@ impl Mapping {
     /// Unmap now. Refused with `Error::Busy` (the mapping is given back) while a load
     /// into it is in flight on another thread. Dropping is always safe: a load that
     /// ends after the drop does not map into the released range.
+    #[cfg(any(test, feature = "internals"))]
     pub fn unmap(self) -> std::result::Result<(), (Mapping, Error)> {
         let busy = match self.shared.handle.vm.lock() {
             Ok((_w, g)) => g.maps.get(&self.shared.id).map_or(0, |m| m.inflight),

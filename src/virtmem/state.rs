@@ -1113,6 +1113,7 @@ impl VmState {
     }
 
     /// Drop every dirty block of `h`.
+    #[cfg(any(test, feature = "internals"))]
     pub(super) fn discard(&mut self, cv: &Condvar, h: HandleId) {
         let dirty = self.dirty_blocks(h);
         for blk in dirty {

@@ -124,13 +124,9 @@ impl Cache {
     }
 
     /// Bytes held.
+    #[cfg(test)]
     pub fn used(&self) -> u64 {
         self.st.lock().total
-    }
-
-    /// The bound.
-    pub fn max(&self) -> u64 {
-        self.max
     }
 
     /// Where entry `name` lives.

@@ -93,6 +93,7 @@ impl Segment {
         }
     }
     /// Is it empty?
+    #[cfg(any(test, feature = "internals"))]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

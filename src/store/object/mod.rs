@@ -41,7 +41,7 @@ use object_store::ObjectStore;
 use parking_lot::Mutex;
 
 use super::compact::CompactReport;
-use super::fsck::{FsckReport, Problem};
+use super::fsck::FsckReport;
 use super::storage::Storage;
 use super::{encode_commit, now_ns, CommitRequest, Gen, Index, Store, StoreOptions};
 use crate::format::{self, FileHeader, Key, Part};
@@ -332,11 +332,6 @@ pub struct ObjectStorage {
 }
 
 impl ObjectStorage {
-    /// The local cache.
-    pub fn cache(&self) -> &Cache {
-        &self.sh.cache
-    }
-
     /// Read the commit objects after the index's last tid and apply them.
     fn refresh_gen(&self, gen: &Gen) -> Result<()> {
         let _r = self.refresh_lock.lock();
@@ -737,11 +732,6 @@ impl Storage for ObjectStorage {
 }
 
 mod gc;
-
-/// The problems of a report as text lines (for tests and tools).
-pub fn problems_text(r: &FsckReport) -> Vec<String> {
-    r.problems.iter().map(Problem::to_string).collect()
-}
 
 /// Keys of every data object named by `commits`, with the virtual range each holds.
 fn data_refs(prefix: &str, commits: &[Arc<Loaded>]) -> Vec<(String, u64, u64, Tid)> {

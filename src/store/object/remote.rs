@@ -98,13 +98,6 @@ impl Remote {
         self.run(async move { get_async(&store, &k).await })?
     }
 
-    /// PUT (overwriting), retried.
-    pub fn put(&self, key: &str, bytes: Bytes) -> Result<()> {
-        let store = self.store.clone();
-        let k = key.to_string();
-        self.run(async move { put_async(&store, &k, bytes).await })?
-    }
-
     /// Create-if-absent (`If-None-Match: *`), one attempt: a failed request's outcome
     /// is unknown to this call (the caller reads the key to learn it).
     pub fn put_create(&self, key: &str, bytes: Bytes) -> Result<Created> {

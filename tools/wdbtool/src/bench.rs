@@ -269,7 +269,7 @@ fn pmd_note() -> String {
         "FilePmdMapped {} kB, Rss {} kB, CRC-checked {} bytes",
         kb("FilePmdMapped:"),
         kb("Rss:"),
-        wdb::verify::bytes_checked()
+        wdb::Verify::bytes_checked()
     )
 }
 
