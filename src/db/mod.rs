@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 
 pub use crate::array::Order;
-use crate::format::Key;
+internal! { pub use crate::format::Key; }
 use crate::format::{Encoding, FLAG_DELETED};
 use crate::log::lock::ReaderSlot;
 pub use crate::store::compact::CompactReport;
