@@ -18,7 +18,7 @@
 //! `virtmem::fault` and `array::view`; everywhere else it is denied.
 //!
 //! **The public API is closed.** This crate exports the user API only: [`db`] (databases,
-//! transactions, snapshots, arrays, options, reports), [`array`] (element types, records,
+//! transactions, snapshots, arrays, options, reports), [`array`](mod@array) (element types, records,
 //! `.npy`), [`Error`], [`Tid`], [`Verify`], [`VmStats`] and [`ensure_fault_handler`]. The
 //! layers below `db` are `pub(crate)`, and so is every method that takes or returns one
 //! of their types; the `internals` feature, which only this crate's tests, benches and
