@@ -27,7 +27,8 @@
 //!    (`writeout`) and replaces the handle by a fresh one, which holds no pages at all
 //!    (so `store_blk` may be called before commit; the db stages it). Dirty pages of
 //!    blocks cut off are dropped at the shrink itself (they must not be written out),
-//!    found through `dirty_blocks()`, which is bounded by the RAM budget.
+//!    found through `dirty_blocks()` (blocks spilled through the file included: the
+//!    zero tail hides what the file holds of them, and commit stages holes over it).
 //! 4. **Holes**: `holes_from` is `None` until a shrink; then `Some(b)`, the lowest block
 //!    a shrink cut off. In this core's version of the file, every block `>= b` that was
 //!    not written since (not dirty, not stored through `writeout`) is all zeros; the db
@@ -295,8 +296,9 @@ impl<T: Element> ArrayCore<T> {
         Ok((rows, to_usize(b.start)?..to_usize(b.end)?))
     }
 
-    /// Load `rows` ahead, returning load errors (and `RamExhausted`) as `Err` rather than
-    /// stopping the process in a fault. With more rows than the RAM budget holds, early
+    /// Load `rows` ahead, returning load errors (and spill errors: a dirty block that
+    /// could not be stored to make room) as `Err` rather than stopping the process in a
+    /// fault. With more rows than the RAM budget holds, early
     /// blocks may be reclaimed again.
     pub fn load(&self, rows: impl RangeBounds<u64>) -> Result<()> {
         let (_, b) = self.bytes_of(rows)?;

@@ -8,6 +8,7 @@
 mod arrays;
 pub mod catalog;
 mod handles;
+mod staging;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -23,12 +24,14 @@ use crate::log::lock::ReaderSlot;
 pub use crate::store::compact::CompactReport;
 use crate::store::encode::{self, Encoded};
 pub use crate::store::fsck::{FsckReport, Problem};
+use crate::store::spill::SpillFile;
 use crate::store::{is_tombstone, CommitRequest, Gen, Store, StoreOptions, Write};
 use crate::virtmem::{VirtMem, VmStats};
 use crate::{Error, Result, Tid};
 pub use arrays::{Array, ArrayMut};
 pub use catalog::{ArrayInfo, ArraySpec, Catalog, Compression};
 pub use handles::{ArrayOptions, Snapshot, Transaction};
+pub use staging::{ram_share, MAX_STAGED_RAM};
 
 /// When a commit is durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -324,6 +327,7 @@ impl Db {
                 next_id,
                 ..TxState::default()
             }),
+            spill: Mutex::new(None),
         }))
     }
 
@@ -472,8 +476,9 @@ struct TxState {
     names_changed: bool,
     /// Arrays whose catalog entry changed (value: Some = new entry, None = deleted).
     meta_changed: BTreeMap<u64, Option<Arc<ArrayInfo>>>,
-    /// Staged blocks.
-    blocks: BTreeMap<(u64, u64), Encoded>,
+    /// Staged blocks (payloads in memory up to the transaction's share of RAM, then in
+    /// its spill file).
+    blocks: staging::Staging,
     /// Next array id to hand out.
     next_id: u64,
 }
@@ -486,33 +491,13 @@ pub(crate) struct TxInner {
     tid: Tid,
     _slot: Option<ReaderSlot>,
     state: Mutex<TxState>,
+    /// The spill file of staged payloads past the transaction's share of RAM, created
+    /// on first use.
+    spill: Mutex<Option<Arc<SpillFile>>>,
 }
 
 /// Deltas of fewer pages than this, built from small writes, are not compressed.
 const SMALL_DELTA_PAGES: usize = 16;
-
-/// Read a staged full block into `buf` (a staged delta is read by
-/// [`TxInner::read_staged_delta`]).
-fn read_staged(e: &Encoded, buf: &mut [u8]) -> Result<()> {
-    let n = usize::try_from(e.logical_len).map_err(|_| Error::OutOfRange("length".into()))?;
-    match e.encoding {
-        Encoding::DeltaRaw | Encoding::DeltaZstd => {
-            return Err(Error::InvalidArgument(
-                "a staged delta needs its base".into(),
-            ))
-        }
-        Encoding::Hole => buf.fill(0),
-        Encoding::Raw => {
-            buf[..n].copy_from_slice(&e.payload);
-            buf[n..].fill(0);
-        }
-        Encoding::Zstd => {
-            encode::decompress_into(&e.payload, &mut buf[..n], 0)?;
-            buf[n..].fill(0);
-        }
-    }
-    Ok(())
-}
 
 fn check_buf(info: &ArrayInfo, len: usize) -> Result<()> {
     if u64::try_from(len).ok() != Some(u64::from(info.block_size)) {
@@ -604,7 +589,7 @@ impl TxInner {
         let info = st.catalog.get(name)?;
         st.catalog.remove(info.id);
         st.meta_changed.insert(info.id, None);
-        st.blocks.retain(|(a, _), _| *a != info.id);
+        st.blocks.remove_array(info.id);
         st.names_changed = true;
         Ok(())
     }
@@ -639,7 +624,7 @@ impl TxInner {
             check_buf(&info, buf.len())?;
             match st.blocks.get(&(array_id, blk)) {
                 Some(e) if e.encoding.is_delta() => e.clone(),
-                Some(e) => return read_staged(e, buf),
+                Some(e) => return staging::read_staged(e, buf),
                 None => {
                     drop(st);
                     self.gen.load(
@@ -673,16 +658,17 @@ impl TxInner {
             self.tid,
             buf,
         )?;
+        let stored = e.payload.to_vec(e.data_crc)?;
         let payload = if e.encoding == Encoding::DeltaZstd {
             let mut out = vec![
                 0u8;
                 usize::try_from(e.logical_len)
                     .map_err(|_| Error::OutOfRange("length".into()))?
             ];
-            encode::decompress_into(&e.payload, &mut out, 0)?;
+            encode::decompress_into(&stored, &mut out, 0)?;
             out
         } else {
-            e.payload.clone()
+            stored.into_owned()
         };
         let dp = crate::format::DeltaPayload::decode(&payload, 0)?;
         // `load` zero-filled the block past the base's value.
@@ -711,11 +697,45 @@ impl TxInner {
                 encode::encode_block(data, level)?
             }
         };
+        self.stage(&info, blk, e)
+    }
+
+    /// Stage `e` as block `blk` of array `info`: in memory while the transaction's
+    /// staged payloads stay within its share of RAM ([`ram_share`]), else first written
+    /// to its spill file (without the state lock). An error (the spill file cannot be
+    /// created or written) stages nothing; the transaction stays usable.
+    fn stage(&self, info: &ArrayInfo, blk: u64, mut e: Encoded) -> Result<()> {
+        let share = ram_share(self.db.inner.opts.ram_budget);
+        let len = e.payload.len();
+        if len > 0 && self.state.lock().blocks.over(len, share) {
+            let file = self.spill_file()?;
+            let bs = usize::try_from(info.block_size)
+                .map_err(|_| Error::OutOfRange("block size".into()))?;
+            staging::spill(&file, &mut e, bs)?;
+        }
         let mut st = self.state.lock();
         // The array may have been deleted by another thread meanwhile.
-        st.catalog.get_id(array_id)?;
-        st.blocks.insert((array_id, blk), e);
+        st.catalog.get_id(info.id)?;
+        st.blocks.insert((info.id, blk), e);
         Ok(())
+    }
+
+    /// The transaction's spill file, created on first use.
+    fn spill_file(&self) -> Result<Arc<SpillFile>> {
+        let mut g = self.spill.lock();
+        if let Some(f) = &*g {
+            return Ok(f.clone());
+        }
+        let f = self.db.inner.store.create_spill()?;
+        *g = Some(f.clone());
+        Ok(f)
+    }
+
+    /// Bytes of staged payloads in memory, and bytes written to the spill file so far.
+    pub(crate) fn staged_bytes(&self) -> (u64, u64) {
+        let ram = self.state.lock().blocks.ram();
+        let spilled = self.spill.lock().as_ref().map_or(0, |f| f.bytes_written());
+        (ram, spilled)
     }
 
     /// Small writes: 4 KiB pages `pages` of block `blk` as this transaction sees it
@@ -834,7 +854,7 @@ impl TxInner {
                 self.write_block(array_id, blk, buf)
             });
         };
-        let mut st = self.state.lock();
+        let st = self.state.lock();
         // The array may have been deleted by another thread meanwhile.
         st.catalog.get_id(array_id)?;
         if st.blocks.contains_key(&(array_id, blk)) {
@@ -847,8 +867,8 @@ impl TxInner {
                 self.write_block(array_id, blk, buf)
             });
         }
-        st.blocks.insert((array_id, blk), e);
-        Ok(())
+        drop(st);
+        self.stage(&info, blk, e)
     }
 
     /// The commit-time comparison: `data` as a delta on the block's version at the
@@ -939,8 +959,9 @@ impl TxInner {
         blk: u64,
         block_size: usize,
     ) -> Result<Option<crate::bigfile::FileSlice>> {
-        if self.state.lock().blocks.contains_key(&(array_id, blk)) {
-            return Ok(None);
+        if let Some(e) = self.state.lock().blocks.get(&(array_id, blk)) {
+            // The transaction's own write: a raw payload in its spill file maps.
+            return Ok(staging::map_staged(e, block_size));
         }
         let key = Key::Block {
             array: array_id,
@@ -950,6 +971,12 @@ impl TxInner {
     }
     /// Zero-copy reads: the bytes of a slice from `map_source` matched their CRC.
     pub(crate) fn source_checked(&self, src: &crate::bigfile::FileSlice) {
+        if let Some(f) = &*self.spill.lock() {
+            if f.raw_fd() == src.fd {
+                f.mark_checked(src.offset);
+                return;
+            }
+        }
         self.gen.mark_checked(src.offset);
     }
 
@@ -980,11 +1007,7 @@ impl TxInner {
             Err(_) => 0,
         };
         let mut st = self.state.lock();
-        let staged_end = st
-            .blocks
-            .range((array_id, from)..=(array_id, u64::MAX))
-            .next_back()
-            .map_or(0, |((_, b), _)| b + 1);
+        let staged_end = st.blocks.end_from(array_id, from);
         let hole = encode::encode_plain(&[])?;
         for blk in from..at_snapshot.max(staged_end) {
             if keep.binary_search(&blk).is_ok() {
@@ -1043,7 +1066,7 @@ impl TxInner {
             });
         }
         let mut must_exist: Vec<u64> = Vec::new();
-        for ((a, b), e) in st.blocks {
+        for ((a, b), e) in st.blocks.into_blocks() {
             if must_exist.last() != Some(&a) {
                 must_exist.push(a);
             }

@@ -898,13 +898,64 @@ pub struct RecordIn<'a> {
     pub prev_off: u64,
     /// Logical length.
     pub logical_len: u32,
-    /// The stored bytes.
-    pub payload: &'a [u8],
+    /// The stored bytes, in memory or in another file.
+    pub payload: PayloadSrc<'a>,
     /// CRC32 of `payload` (computed once when the block was staged).
     pub data_crc: u32,
     /// The page CRCs of a raw block payload ([`page_crcs`]): written as its page CRC
     /// table, with [`FLAG_PAGE_CRCS`] set. Only in format version 3 files.
     pub page_crcs: Option<&'a [u32]>,
+}
+
+/// Bytes `[off, off + len)` of another open file (a transaction's spill file, or the
+/// file being compacted): a payload the append copies into the log without bringing it
+/// into memory (`Part::Copy`). Only a descriptor and numbers: nothing here reads it.
+#[derive(Debug, Clone, Copy)]
+pub struct FileRange<'a> {
+    /// The file, open for reading.
+    pub file: &'a std::fs::File,
+    /// Offset of the first byte.
+    pub off: u64,
+    /// Length in bytes.
+    pub len: u32,
+    /// The source bytes are not needed after the copy: the append may give their disk
+    /// space back (a spill file's range, never a log's).
+    pub release: bool,
+}
+
+/// Where a record's payload is: in memory, or a range of another file.
+#[derive(Debug, Clone, Copy)]
+pub enum PayloadSrc<'a> {
+    /// Bytes in memory.
+    Mem(&'a [u8]),
+    /// Bytes of another file, copied by the append.
+    File(FileRange<'a>),
+}
+
+impl PayloadSrc<'_> {
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            PayloadSrc::Mem(b) => b.len(),
+            PayloadSrc::File(r) => r.len as usize,
+        }
+    }
+    /// No bytes?
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<'a> From<&'a [u8]> for PayloadSrc<'a> {
+    fn from(b: &'a [u8]) -> Self {
+        PayloadSrc::Mem(b)
+    }
+}
+
+impl<'a> From<&'a Vec<u8>> for PayloadSrc<'a> {
+    fn from(b: &'a Vec<u8>) -> Self {
+        PayloadSrc::Mem(b)
+    }
 }
 
 /// A piece of an encoded transaction, written in order.
@@ -914,15 +965,30 @@ pub enum Part<'a> {
     Own(Vec<u8>),
     /// A payload, borrowed to avoid a copy.
     Borrowed(&'a [u8]),
+    /// A payload in another file, copied into the log by the append.
+    Copy(FileRange<'a>),
 }
 
 impl Part<'_> {
-    /// The bytes.
-    pub fn bytes(&self) -> &[u8] {
+    /// The bytes, if they are in memory (`None` for [`Part::Copy`]).
+    pub fn bytes(&self) -> Option<&[u8]> {
         match self {
-            Part::Own(v) => v,
-            Part::Borrowed(b) => b,
+            Part::Own(v) => Some(v),
+            Part::Borrowed(b) => Some(b),
+            Part::Copy(_) => None,
         }
+    }
+    /// Length in bytes.
+    pub fn len(&self) -> u64 {
+        match self {
+            Part::Own(v) => v.len() as u64,
+            Part::Borrowed(b) => b.len() as u64,
+            Part::Copy(r) => u64::from(r.len),
+        }
+    }
+    /// No bytes?
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -1057,7 +1123,10 @@ pub fn encode_tx<'a>(
         cur.resize(cur.len() + usize::from(rh.pad), 0);
         if !rec.payload.is_empty() {
             parts.push(Part::Own(std::mem::take(&mut cur)));
-            parts.push(Part::Borrowed(rec.payload));
+            parts.push(match rec.payload {
+                PayloadSrc::Mem(b) => Part::Borrowed(b),
+                PayloadSrc::File(r) => Part::Copy(r),
+            });
         }
         let tail = rh.span() - rh.payload_rel() - u64::from(rh.stored_len);
         cur.resize(cur.len() + usize::try_from(tail).unwrap_or(0), 0);
@@ -1072,10 +1141,7 @@ pub fn encode_tx<'a>(
     let end = TxEnd::decode(&eb, pos, None)?;
     cur.extend_from_slice(&eb);
     parts.push(Part::Own(cur));
-    debug_assert_eq!(
-        parts.iter().map(|p| p.bytes().len() as u64).sum::<u64>(),
-        total_len
-    );
+    debug_assert_eq!(parts.iter().map(Part::len).sum::<u64>(), total_len);
     Ok(EncodedTx {
         parts,
         total_len,
@@ -1153,7 +1219,7 @@ mod tests {
                 flags: 0,
                 prev_off: 0,
                 logical_len: 0,
-                payload: &[],
+                payload: PayloadSrc::Mem(&[]),
                 data_crc: 0,
                 page_crcs: None,
             },
@@ -1163,7 +1229,7 @@ mod tests {
                 flags: 0,
                 prev_off: 0,
                 logical_len: 5000,
-                payload: &data,
+                payload: PayloadSrc::Mem(&data),
                 data_crc: crc32fast::hash(&data),
                 page_crcs: None,
             },
@@ -1171,7 +1237,11 @@ mod tests {
         let tx = encode_tx(4096, Tid(1), 0, "u", "d", &recs).unwrap();
         let off = tx.record_offsets[1] + tx.headers[1].payload_rel();
         assert_eq!(off % PAGE, 0);
-        let bytes: Vec<u8> = tx.parts.iter().flat_map(|p| p.bytes().to_vec()).collect();
+        let bytes: Vec<u8> = tx
+            .parts
+            .iter()
+            .flat_map(|p| p.bytes().unwrap().to_vec())
+            .collect();
         assert_eq!(bytes.len() as u64, tx.total_len);
         let h = TxHeader::decode(&bytes, 4096).unwrap();
         assert_eq!(h.tid, Tid(1));
@@ -1297,12 +1367,16 @@ mod tests {
             flags: 0,
             prev_off: 0,
             logical_len: data.len() as u32,
-            payload: &data,
+            payload: PayloadSrc::Mem(&data),
             data_crc: whole,
             page_crcs: Some(&crcs),
         }];
         let tx = encode_tx(4096, Tid(1), 1, "u", "d", &recs).unwrap();
-        let bytes: Vec<u8> = tx.parts.iter().flat_map(|p| p.bytes().to_vec()).collect();
+        let bytes: Vec<u8> = tx
+            .parts
+            .iter()
+            .flat_map(|p| p.bytes().unwrap().to_vec())
+            .collect();
         let rh = tx.headers[0];
         assert_eq!(rh.flags, FLAG_PAGE_CRCS);
         let at = (tx.record_offsets[0] - 4096) as usize;

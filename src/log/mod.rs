@@ -17,7 +17,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::format::{self, EncodedTx, FileHeader, RecordHeader, TxEnd, TxHeader};
+use crate::format::{self, EncodedTx, FileHeader, Part, RecordHeader, TxEnd, TxHeader};
 use crate::{Error, Result, Tid};
 use io::{FileIo, LogIo};
 
@@ -74,6 +74,19 @@ pub fn new_uuid() -> u64 {
     h.write_u64(now_ns());
     h.write_u32(std::process::id());
     h.finish() | 1
+}
+
+/// Give back the disk space of bytes `[off, off + len)` of `file` (a hole that reads as
+/// zeros): a copied range of a spill file that nothing reads again. Best effort: a
+/// filesystem that cannot punch holes keeps the bytes until the file is closed.
+pub fn release_range(file: &File, off: u64, len: u64) {
+    use rustix::fs::FallocateFlags;
+    let _ = rustix::fs::fallocate(
+        file,
+        FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+        off,
+        len,
+    );
 }
 
 /// fsync the directory holding `path`, so a create or rename in it is durable.
@@ -180,7 +193,12 @@ impl Log {
     pub fn header(&self) -> &FileHeader {
         &self.header
     }
-    /// The path it was opened at.
+    /// The real file under the log, if it is one (compaction copies payloads from it
+    /// in the kernel).
+    pub fn file(&self) -> Option<&File> {
+        self.io.as_file()
+    }
+    /// The file descriptor, if the log is a real file.
     pub fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
         self.io.raw_fd()
     }
@@ -487,7 +505,24 @@ impl Log {
         // Coalesce small parts so a transaction is a few large writes.
         let mut pending: Vec<u8> = Vec::new();
         for p in &tx.parts {
-            let b = p.bytes();
+            let b = match p {
+                Part::Copy(r) => {
+                    if !pending.is_empty() {
+                        self.io.write_at(&pending, pos)?;
+                        pos += pending.len() as u64;
+                        pending.clear();
+                    }
+                    let len = u64::from(r.len);
+                    self.io.copy_from(r.file, r.off, len, pos)?;
+                    pos += len;
+                    if r.release {
+                        release_range(r.file, r.off, len);
+                    }
+                    continue;
+                }
+                Part::Own(b) => &b[..],
+                Part::Borrowed(b) => b,
+            };
             if b.len() < (64 << 10) {
                 pending.extend_from_slice(b);
                 continue;
@@ -543,7 +578,7 @@ mod tests {
             flags: 0,
             prev_off: 0,
             logical_len: 10000,
-            payload: &data,
+            payload: format::PayloadSrc::Mem(&data),
             data_crc: crc32fast::hash(&data),
             page_crcs: None,
         }];

@@ -40,6 +40,7 @@ pub mod ckpt;
 pub mod compact;
 pub mod encode;
 pub mod fsck;
+pub mod spill;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -1163,6 +1164,8 @@ pub struct Store {
     gen: RwLock<Arc<Gen>>,
     poisoned: Mutex<Option<String>>,
     refresh_lock: Mutex<()>,
+    /// Wraps the I/O of new spill files (tests inject faults this way).
+    spill_io: spill::SpillIoHook,
 }
 
 /// The index a checkpoint of `log` gives, if there is one and it matches the log
@@ -1254,6 +1257,9 @@ impl Store {
 
     fn open_log(path: &Path, log: Log, lock: Arc<LockFile>, opts: StoreOptions) -> Result<Store> {
         let gen = Store::load_gen(log, &lock, opts.read_only)?;
+        if !opts.read_only {
+            spill::remove_leftovers(path);
+        }
         Ok(Store {
             path: path.to_path_buf(),
             opts,
@@ -1261,6 +1267,7 @@ impl Store {
             gen: RwLock::new(Arc::new(gen)),
             poisoned: Mutex::new(None),
             refresh_lock: Mutex::new(()),
+            spill_io: spill::SpillIoHook::default(),
         })
     }
 
@@ -1364,6 +1371,18 @@ impl Store {
     /// Register a reader at `tid` in the lock file's reader table.
     pub fn register_reader(&self, tid: Tid) -> Result<Option<ReaderSlot>> {
         self.lock.register_reader(tid)
+    }
+
+    /// A new spill file beside the database, for a transaction's staged payloads that
+    /// do not fit in RAM (or for compaction's).
+    pub fn create_spill(&self) -> Result<Arc<spill::SpillFile>> {
+        spill::SpillFile::create(&self.path, self.spill_io.0.lock().as_ref())
+    }
+
+    /// Wrap the I/O of spill files created from now on (`None`: the plain file). For
+    /// tests that inject faults into spill writes and reads.
+    pub fn set_spill_io(&self, f: Option<spill::SpillIoFactory>) {
+        *self.spill_io.0.lock() = f;
     }
 
     /// Fail if poisoned.
@@ -1483,7 +1502,7 @@ impl Store {
                 flags: w.flags,
                 prev_off: l.map(|v| v.rec_off).unwrap_or(0),
                 logical_len: w.value.logical_len,
-                payload: &w.value.payload,
+                payload: w.value.payload.src(),
                 data_crc: w.value.data_crc,
                 // A file keeps its format version (storage-format.md §2.7): only
                 // version 3 files get page CRC tables.

@@ -1,6 +1,7 @@
 //! The userspace virtual memory manager: file handles over [`BigFile`]s, views as
 //! reserved address ranges, RAM pages from a memfd, the SIGSEGV handler, dirty
-//! tracking and LRU reclaim of clean pages under a RAM budget.
+//! tracking, LRU reclaim of clean pages under a RAM budget, and spilling of the least
+//! recently used dirty blocks through their file when only dirty blocks are left.
 //!
 //! - [`VirtMem`] — one per `Db`: the RAM pages (one memfd pool per block size, slots
 //!   reused, never freed and re-allocated) and the LRU, under `ram_budget`.
@@ -18,7 +19,7 @@
 //! costs no page faults beyond the load's own.
 //!
 //! The page states, their transitions and the numbered invariants are in `state.rs`;
-//! the fault handler in `fault.rs`; the system calls in `os.rs`; the thread that maps
+//! spilling in `spill.rs`; the fault handler in `fault.rs`; the system calls in `os.rs`; the thread that maps
 //! file blocks ahead of a sequential scan in `readahead.rs`.
 //!
 //! **Lock order**: `VmShared::state` (the VM lock) → the fault handler's registry lock.
@@ -81,6 +82,13 @@ pub struct VmStats {
     /// Blocks mapped straight from a file into a view (zero-copy reads of raw blocks;
     /// each view maps on its own, so one block may count once per view).
     pub file_maps: u64,
+    /// Bytes of dirty blocks spilled (stored through their file to free RAM, because
+    /// the budget was full and only dirty blocks were left) and not loaded back since.
+    /// Not part of `ram_used` or `dirty`.
+    pub spilled: u64,
+    /// Spill writes made: dirty blocks (and small-write patches) stored through their
+    /// file to make room.
+    pub spill_writes: u64,
 }
 
 struct VmShared {
@@ -177,7 +185,7 @@ impl VirtMem {
         })
     }
 
-    /// Budget, RAM in use, dirty bytes, loads, stores, evictions.
+    /// Budget, RAM in use, dirty bytes, loads, stores, evictions, spills.
     pub fn stats(&self) -> VmStats {
         let g = self.shared.state.lock();
         VmStats {
@@ -188,6 +196,8 @@ impl VirtMem {
             stores: g.counters.stores,
             evictions: g.counters.evictions,
             file_maps: g.counters.file_maps,
+            spilled: g.spilled,
+            spill_writes: g.counters.spill_writes,
         }
     }
 }
@@ -298,8 +308,9 @@ impl FileHandle {
         state::writeout(&mut g, &vm.cv, self.inner.id)
     }
 
-    /// Drop every dirty block: the next access reloads it from the file. (Does nothing
-    /// in a forked child.)
+    /// Drop every dirty block: the next access reloads it from the file. A block already
+    /// spilled is in the file: it is not taken back (a file whose stores are not final,
+    /// like the db's transaction, drops them itself). (Does nothing in a forked child.)
     pub fn discard(&self) {
         let vm = &self.inner.vm;
         if let Ok((_w, mut g)) = vm.lock() {
@@ -440,9 +451,10 @@ impl Mapping {
     }
 
     /// Checked load: make bytes `[off, off+len)` of the mapping resident (and writable
-    /// if `write`, which marks their blocks dirty), returning load errors and
-    /// `RamExhausted` as `Err` instead of faulting. With a range larger than the
-    /// budget, early blocks may be reclaimed again by the later ones.
+    /// if `write`, which marks their blocks dirty), returning load errors and spill
+    /// errors (the file could not store a dirty block spilled to make room) as `Err`
+    /// instead of faulting. With a range larger than the budget, early blocks may be
+    /// reclaimed, or spilled, again by the later ones.
     pub fn load(&self, off: usize, len: usize, write: bool) -> Result<()> {
         let end = off
             .checked_add(len)

@@ -153,6 +153,8 @@ use crate::bigfile::{BigFile, FileSlice};
 use crate::{Error, Result};
 pub(super) use subpage::{store_patch, write_patch, Patches};
 
+#[path = "spill.rs"]
+mod spill;
 #[path = "subpage.rs"]
 mod subpage;
 
@@ -185,6 +187,10 @@ pub(super) enum BlockState {
     /// Some 4 KiB pages written through the one view, which maps the rest from the file
     /// (invariant 12, `subpage.rs`); never reclaimed.
     PartDirty,
+    /// Written, then stored through the file to free its page when only dirty blocks
+    /// were left under the budget (a *spill*, `spill.rs`, invariant 17): no page; the
+    /// file holds the block's content, and the next access loads it from there.
+    Spilled,
 }
 
 impl BlockState {
@@ -192,7 +198,7 @@ impl BlockState {
     #[cfg_attr(not(debug_assertions), allow(dead_code))]
     fn page(self) -> Option<PageId> {
         match self {
-            BlockState::Empty | BlockState::PartDirty => None,
+            BlockState::Empty | BlockState::PartDirty | BlockState::Spilled => None,
             BlockState::Loading { page }
             | BlockState::LoadingInvalidated { page }
             | BlockState::Loaded { page }
@@ -230,6 +236,11 @@ struct Page {
     /// A partial file page (invariant 15): one bit per [`PART_WINDOW`] of its file
     /// bytes, set when that window was checked and made readable.
     part: Option<Box<[u64]>>,
+    /// Links of the dirty LRU (invariant 17): the pages of `Dirty` entries, least
+    /// recently made dirty or faulted on first.
+    dlru_prev: PageId,
+    dlru_next: PageId,
+    in_dlru: bool,
 }
 
 /// Bytes a random read fault on a block with page CRCs checks and shows (invariant 15).
@@ -314,6 +325,8 @@ pub(super) struct Counters {
     pub(super) evictions: u64,
     /// Blocks mapped from a file into a view (zero-copy reads).
     pub(super) file_maps: u64,
+    /// Dirty blocks (and patches) stored through their file to make room (spills).
+    pub(super) spill_writes: u64,
 }
 
 /// Everything the VM lock protects.
@@ -336,6 +349,11 @@ pub(super) struct VmState {
     pub(super) counters: Counters,
     /// Checked windows of all partial file pages (invariant 15).
     part_windows: u64,
+    /// The dirty LRU (invariant 17).
+    dlru_head: PageId,
+    dlru_tail: PageId,
+    /// Bytes of `Spilled` entries (invariant 17).
+    pub(super) spilled: u64,
     /// The readahead thread's work (`readahead.rs`).
     pub(super) ra: super::readahead::RaState,
 }
@@ -359,6 +377,9 @@ impl VmState {
             maps: HashMap::new(),
             counters: Counters::default(),
             part_windows: 0,
+            dlru_head: NIL,
+            dlru_tail: NIL,
+            spilled: 0,
             ra: Default::default(),
         }
     }
@@ -391,35 +412,11 @@ impl VmState {
         }
     }
 
-    /// Is a page being loaded or fetched right now (a `Loading` user)? Its loader soon
-    /// frees it or makes it clean and reclaimable, so an allocation that found every
-    /// page taken can wait for it instead of failing: more threads faulting at once
-    /// than the budget has blocks is not RAM exhaustion. Scans the pages: only called
-    /// when an allocation failed.
-    fn loads_in_flight(&self) -> bool {
-        self.pages.iter().any(|pg| {
-            pg.in_use
-                && pg.users.iter().any(|&(h, b)| {
-                    matches!(
-                        self.state(h, b),
-                        BlockState::Loading { .. } | BlockState::LoadingInvalidated { .. }
-                    )
-                })
-        })
-    }
-
-    /// `r`, an allocation's result, unless it failed for want of a page while loads are
-    /// in flight: then `None`, after waiting for one of them to end (the caller looks
-    /// at the block's state again).
+    /// `r`, an allocation's result, unless it failed for want of a page and room could
+    /// be made (a dirty block spilled, or a page in flight waited for, `spill.rs`): then
+    /// `None`, and the caller looks at the block's state again.
     fn alloc_or_wait<T>(g: &mut Guard<'_>, cv: &Condvar, r: Result<T>) -> Result<Option<T>> {
-        match r {
-            Ok(v) => Ok(Some(v)),
-            Err(Error::RamExhausted { .. }) if g.loads_in_flight() => {
-                cv.wait(g);
-                Ok(None)
-            }
-            Err(e) => Err(e),
-        }
+        spill::or_make_way(g, cv, r)
     }
 
     pub(super) fn state(&self, h: HandleId, blk: u64) -> BlockState {
@@ -429,15 +426,31 @@ impl VmState {
             .unwrap_or(BlockState::Empty)
     }
 
+    /// The one place a block entry changes: it also keeps the dirty LRU and `spilled`
+    /// (invariant 17).
     fn set_state(&mut self, h: HandleId, blk: u64, s: BlockState) {
         let hs = self
             .handles
             .get_mut(&h)
             .expect("handle of a live block entry");
-        if s == BlockState::Empty {
-            hs.blocks.remove(&blk);
+        let bs = self.pools[hs.pool].os.slot_size() as u64;
+        let old = if s == BlockState::Empty {
+            hs.blocks.remove(&blk)
         } else {
-            hs.blocks.insert(blk, s);
+            hs.blocks.insert(blk, s)
+        };
+        if old == Some(s) {
+            return;
+        }
+        match old {
+            Some(BlockState::Dirty { page }) => self.dlru_remove(page),
+            Some(BlockState::Spilled) => self.spilled -= bs,
+            _ => {}
+        }
+        match s {
+            BlockState::Dirty { page } => self.dlru_touch(page),
+            BlockState::Spilled => self.spilled += bs,
+            _ => {}
         }
     }
 
@@ -528,6 +541,9 @@ impl VmState {
                         at_view: None,
                         file: None,
                         part: None,
+                        dlru_prev: NIL,
+                        dlru_next: NIL,
+                        in_dlru: false,
                     });
                     self.used += bs;
                     self.resident += bs;
@@ -597,6 +613,9 @@ impl VmState {
             at_view: None,
             file: Some(src),
             part,
+            dlru_prev: NIL,
+            dlru_next: NIL,
+            in_dlru: false,
         });
         Ok(id)
     }
@@ -1085,6 +1104,7 @@ impl VmState {
         self.drop_patch(h, blk);
         match self.state(h, blk) {
             BlockState::Empty | BlockState::LoadingInvalidated { .. } => {}
+            BlockState::Spilled => self.set_state(h, blk, BlockState::Empty),
             BlockState::PartDirty => {
                 self.drop_part(h, blk);
                 self.set_state(h, blk, BlockState::Empty);
@@ -1124,7 +1144,8 @@ impl VmState {
         }
     }
 
-    /// Blocks of `h` that are dirty whole or patched (invariant 11), ascending.
+    /// Blocks of `h` that are dirty whole, patched (invariant 11) or spilled (invariant
+    /// 17), ascending.
     pub(super) fn dirty_blocks(&self, h: HandleId) -> Vec<u64> {
         let mut v: Vec<u64> = self.handles[&h]
             .blocks
@@ -1132,7 +1153,10 @@ impl VmState {
             .filter(|(_, s)| {
                 matches!(
                     s,
-                    BlockState::Dirty { .. } | BlockState::Storing { .. } | BlockState::PartDirty
+                    BlockState::Dirty { .. }
+                        | BlockState::Storing { .. }
+                        | BlockState::PartDirty
+                        | BlockState::Spilled
                 )
             })
             .map(|(&b, _)| b)
@@ -1155,10 +1179,18 @@ impl VmState {
         }
         for (blk, s) in blocks {
             match s {
-                BlockState::Dirty { page } | BlockState::Storing { page } => {
+                BlockState::Dirty { page } => {
                     self.dirty -= self.bs(page);
+                    self.set_state(h, blk, BlockState::Empty);
                     self.detach(page, h, blk);
                 }
+                // Only a spill stores a block of a handle without holding the handle: it
+                // still reads the page, and frees it when the store returns.
+                BlockState::Storing { page } => {
+                    self.dirty -= self.bs(page);
+                    self.pages[page as usize].users.retain(|&u| u != (h, blk));
+                }
+                BlockState::Spilled => self.set_state(h, blk, BlockState::Empty),
                 BlockState::Loaded { page } => self.detach(page, h, blk),
                 // Only readahead loads without holding the handle: its page is left to
                 // it (the slot is still being written), and freed when it returns.
@@ -1390,6 +1422,8 @@ impl VmState {
         assert_eq!(dirty + self.patch_bytes(), self.dirty, "inv 6: dirty");
         // 11
         self.check_patches();
+        // 17
+        self.check_spill();
         // 5
         for (&mid, m) in &self.maps {
             // 15
@@ -1540,7 +1574,13 @@ pub(super) fn ensure(
             BlockState::PartDirty => {
                 let own = if write {
                     match at {
-                        Some(off) => g.extend_part(mid, h, blk, off)?,
+                        Some(off) => {
+                            let r = g.extend_part(mid, h, blk, off);
+                            match VmState::alloc_or_wait(g, cv, r)? {
+                                Some(own) => own,
+                                None => continue,
+                            }
+                        }
                         None => false,
                     }
                 } else {
@@ -1558,12 +1598,14 @@ pub(super) fn ensure(
                 // shows it checks one more window; anything else completes it first.
                 let shown_here = g.maps[&mid].mapped.get(&blk) == Some(&(page, false));
                 if let (false, false, true, Some(off)) = (write, scan, shown_here, at) {
-                    if add_window(g, cv, mid, (h, blk), page, off, scan_on)? {
+                    let r = add_window(g, cv, mid, (h, blk), page, off, scan_on);
+                    if VmState::alloc_or_wait(g, cv, r)? == Some(true) {
                         g.assert_invariants();
                         return Ok(());
                     }
                 } else {
-                    complete_file(g, cv, h, blk, page)?;
+                    let r = complete_file(g, cv, h, blk, page);
+                    VmState::alloc_or_wait(g, cv, r)?;
                 }
             }
             BlockState::Loaded { page } => {
@@ -1578,7 +1620,10 @@ pub(super) fn ensure(
                     }
                 }
                 if write {
-                    let p = g.make_dirty(h, blk, page)?;
+                    let r = g.make_dirty(h, blk, page);
+                    let Some(p) = VmState::alloc_or_wait(g, cv, r)? else {
+                        continue;
+                    };
                     g.map_view(mid, blk, p, true)?;
                 } else {
                     g.lru_touch(page);
@@ -1588,9 +1633,14 @@ pub(super) fn ensure(
                 return Ok(());
             }
             BlockState::Dirty { page } => {
+                g.dlru_touch(page);
                 g.map_view(mid, blk, page, true)?;
                 g.assert_invariants();
                 return Ok(());
+            }
+            BlockState::Spilled => {
+                // The file holds its content (invariant 17): load it like any block.
+                g.set_state(h, blk, BlockState::Empty);
             }
             BlockState::Empty => {
                 let inval = g.handles[&h].invalidations;
@@ -2186,8 +2236,9 @@ fn load_slot(pool: &Pool, slot: usize, zero: bool, file: &dyn BigFile, blk: u64)
     file.load_blk(blk, pool.slot_mut(slot))
 }
 
-/// Store every dirty block of `h` in ascending order, then mark it clean and read-only.
-/// A store error leaves that block (and the later ones) dirty and returns the error.
+/// Store every dirty block of `h` in ascending order, then mark it clean and read-only
+/// (a spilled block was stored by its spill: it is marked clean only). A store error
+/// leaves that block (and the later ones) dirty and returns the error.
 pub(super) fn writeout(g: &mut Guard<'_>, cv: &Condvar, h: HandleId) -> Result<()> {
     let blocks = g.dirty_blocks(h);
     for blk in blocks {
@@ -2199,6 +2250,10 @@ pub(super) fn writeout(g: &mut Guard<'_>, cv: &Condvar, h: HandleId) -> Result<(
             }
         };
         let Some(page) = page else {
+            if g.state(h, blk) == BlockState::Spilled {
+                // Stored by its spill already: clean now, like the blocks stored here.
+                g.set_state(h, blk, BlockState::Empty);
+            }
             store_patch(g, cv, h, blk)?;
             continue;
         };
