@@ -506,17 +506,16 @@ impl<T: Element> ArrayCore<T> {
                 mapping_bytes_mut(&mut self.map, r)?.fill(0);
             }
         }
+        // The changes of the blocks cut off go first, a spill of one of them in flight
+        // on another thread included (it would store the block through the file after
+        // the zero tail is set, and `stored` would show it again).
+        self.handle.discard_from(first_whole);
         let zf = &self.file.zero_from;
         zf.store(
             zf.load(Ordering::Acquire).min(first_whole),
             Ordering::Release,
         );
         self.file.stored.lock().retain(|&b| b < first_whole);
-        for blk in self.handle.dirty_blocks() {
-            if blk >= first_whole {
-                self.handle.invalidate(blk);
-            }
-        }
         self.stale_end = self.stale_end.max(to.div_ceil(bs));
         Ok(())
     }

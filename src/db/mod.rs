@@ -57,6 +57,11 @@ pub struct Options {
     pub zstd_level: i32,
     /// Default block size for new arrays.
     pub block_size: u32,
+    /// When a transaction's dirty blocks outgrow `ram_budget`, spill them on a
+    /// background thread ahead of need (write-behind), so that the writing thread does
+    /// not wait for the spill writes. Off: each allocation that finds no room spills by
+    /// itself.
+    pub write_behind: bool,
 }
 
 impl Default for Options {
@@ -67,6 +72,7 @@ impl Default for Options {
             durability: Durability::Full,
             zstd_level: 3,
             block_size: 2 << 20,
+            write_behind: true,
         }
     }
 }
@@ -95,6 +101,11 @@ impl Options {
     /// Set `block_size`.
     pub fn block_size(mut self, v: u32) -> Self {
         self.block_size = v;
+        self
+    }
+    /// Set `write_behind`.
+    pub fn write_behind(mut self, v: bool) -> Self {
+        self.write_behind = v;
         self
     }
 }
@@ -164,6 +175,16 @@ pub struct ArrayStats {
     /// Visible blocks stored as a delta on an earlier version (`stored_bytes` counts
     /// the delta record only).
     pub delta_blocks: u64,
+}
+
+/// Where a transaction's staged blocks are ([`Transaction::staged_bytes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StagedBytes {
+    /// Bytes of staged payloads held in memory: at most [`ram_share`] of the budget
+    /// (plus the one being staged by each thread).
+    pub in_memory: u64,
+    /// Bytes written to the transaction's spill file so far (the rest).
+    pub spill_file: u64,
 }
 
 /// Options of [`Db::compact_with`].
@@ -244,6 +265,8 @@ impl Db {
             return Ok(vm.clone());
         }
         let vm = VirtMem::new(self.inner.opts.ram_budget)?;
+        // A transaction bigger than the budget spills on another core.
+        vm.set_write_behind(self.inner.opts.write_behind);
         Ok(self.inner.vm.get_or_init(|| vm).clone())
     }
 
@@ -689,15 +712,32 @@ impl TxInner {
         };
         let e = match self.encode_as_delta(array_id, blk, data, level) {
             Ok(Some(d)) => d,
-            Ok(None) => encode::encode_block(data, level)?,
+            Ok(None) => self.encode_full(&info, data, level)?,
             // A full block does not need the old version: a damaged or unreadable base
             // costs this block its delta, not the commit.
             Err(e) => {
                 tracing::warn!(error = %e, array_id, blk, "cannot read the block's previous version; storing it whole");
-                encode::encode_block(data, level)?
+                self.encode_full(&info, data, level)?
             }
         };
         self.stage(&info, blk, e)
+    }
+
+    /// `encode_block`, a raw payload written straight from `data` to the spill file
+    /// when it would not stay in memory ([`TxInner::stage`]).
+    fn encode_full(&self, info: &ArrayInfo, data: &[u8], level: Option<i32>) -> Result<Encoded> {
+        let share = ram_share(self.db.inner.opts.ram_budget);
+        encode::encode_block_with(data, level, |body| {
+            if !self.state.lock().blocks.over(body.len(), share) {
+                return Ok(encode::Payload::Mem(body.to_vec()));
+            }
+            let bs = usize::try_from(info.block_size)
+                .map_err(|_| Error::OutOfRange("block size".into()))?;
+            let slot = self
+                .spill_file()?
+                .write(body, crate::store::compact::spill_slot_size(bs))?;
+            Ok(encode::Payload::Spilled(slot))
+        })
     }
 
     /// Stage `e` as block `blk` of array `info`: in memory while the transaction's
@@ -732,10 +772,11 @@ impl TxInner {
     }
 
     /// Bytes of staged payloads in memory, and bytes written to the spill file so far.
-    pub(crate) fn staged_bytes(&self) -> (u64, u64) {
-        let ram = self.state.lock().blocks.ram();
-        let spilled = self.spill.lock().as_ref().map_or(0, |f| f.bytes_written());
-        (ram, spilled)
+    pub(crate) fn staged_bytes(&self) -> StagedBytes {
+        StagedBytes {
+            in_memory: self.state.lock().blocks.ram(),
+            spill_file: self.spill.lock().as_ref().map_or(0, |f| f.bytes_written()),
+        }
     }
 
     /// Small writes: 4 KiB pages `pages` of block `blk` as this transaction sees it

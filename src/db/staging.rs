@@ -19,7 +19,7 @@ use crate::store::spill::SpillFile;
 use crate::{Error, Result};
 
 /// Most bytes of staged payloads a transaction keeps in memory, whatever its budget.
-pub const MAX_STAGED_RAM: u64 = 32 << 20;
+pub const MAX_STAGED_RAM: u64 = 16 << 20;
 
 /// Bytes of staged payloads a transaction with RAM budget `budget` keeps in memory.
 pub fn ram_share(budget: u64) -> u64 {

@@ -967,15 +967,19 @@ pub enum Part<'a> {
     Borrowed(&'a [u8]),
     /// A payload in another file, copied into the log by the append.
     Copy(FileRange<'a>),
+    /// A page CRC table, encoded by the append ([`encode_page_table`]): a big
+    /// transaction's tables are not copied into memory all at once.
+    Table(&'a [u32]),
 }
 
 impl Part<'_> {
-    /// The bytes, if they are in memory (`None` for [`Part::Copy`]).
+    /// The bytes, if they are in memory as such (`None` for [`Part::Copy`] and
+    /// [`Part::Table`]).
     pub fn bytes(&self) -> Option<&[u8]> {
         match self {
             Part::Own(v) => Some(v),
             Part::Borrowed(b) => Some(b),
-            Part::Copy(_) => None,
+            Part::Copy(_) | Part::Table(_) => None,
         }
     }
     /// Length in bytes.
@@ -984,11 +988,21 @@ impl Part<'_> {
             Part::Own(v) => v.len() as u64,
             Part::Borrowed(b) => b.len() as u64,
             Part::Copy(r) => u64::from(r.len),
+            Part::Table(c) => 4 * c.len() as u64 + 4,
         }
     }
     /// No bytes?
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The bytes of a part in memory (an encoded table); empty for [`Part::Copy`],
+    /// whose bytes are in another file.
+    pub fn to_vec(&self) -> Vec<u8> {
+        match self {
+            Part::Table(c) => encode_page_table(c),
+            p => p.bytes().map(<[u8]>::to_vec).unwrap_or_default(),
+        }
     }
 }
 
@@ -1118,7 +1132,8 @@ pub fn encode_tx<'a>(
         txcrc.update(&hb);
         cur.extend_from_slice(&hb);
         if let Some(c) = rec.page_crcs {
-            cur.extend_from_slice(&encode_page_table(c));
+            parts.push(Part::Own(std::mem::take(&mut cur)));
+            parts.push(Part::Table(c));
         }
         cur.resize(cur.len() + usize::from(rh.pad), 0);
         if !rec.payload.is_empty() {
@@ -1237,11 +1252,7 @@ mod tests {
         let tx = encode_tx(4096, Tid(1), 0, "u", "d", &recs).unwrap();
         let off = tx.record_offsets[1] + tx.headers[1].payload_rel();
         assert_eq!(off % PAGE, 0);
-        let bytes: Vec<u8> = tx
-            .parts
-            .iter()
-            .flat_map(|p| p.bytes().unwrap().to_vec())
-            .collect();
+        let bytes: Vec<u8> = tx.parts.iter().flat_map(|p| p.to_vec()).collect();
         assert_eq!(bytes.len() as u64, tx.total_len);
         let h = TxHeader::decode(&bytes, 4096).unwrap();
         assert_eq!(h.tid, Tid(1));
@@ -1372,11 +1383,7 @@ mod tests {
             page_crcs: Some(&crcs),
         }];
         let tx = encode_tx(4096, Tid(1), 1, "u", "d", &recs).unwrap();
-        let bytes: Vec<u8> = tx
-            .parts
-            .iter()
-            .flat_map(|p| p.bytes().unwrap().to_vec())
-            .collect();
+        let bytes: Vec<u8> = tx.parts.iter().flat_map(|p| p.to_vec()).collect();
         let rh = tx.headers[0];
         assert_eq!(rh.flags, FLAG_PAGE_CRCS);
         let at = (tx.record_offsets[0] - 4096) as usize;

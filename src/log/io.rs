@@ -193,6 +193,14 @@ impl<I: LogIo> FaultyIo<I> {
     }
 }
 
+impl<I: LogIo> FaultyIo<I> {
+    /// Wrap `inner` under an existing plan (files made later, such as spill files,
+    /// armed by a test that holds the plan).
+    pub fn with_plan(inner: I, plan: Arc<FaultPlan>) -> Self {
+        FaultyIo { inner, plan }
+    }
+}
+
 impl<I: LogIo> LogIo for FaultyIo<I> {
     fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
         self.inner.read_at(buf, off)

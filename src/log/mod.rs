@@ -520,6 +520,10 @@ impl Log {
                     }
                     continue;
                 }
+                Part::Table(c) => {
+                    pending.extend_from_slice(&format::encode_page_table(c));
+                    continue;
+                }
                 Part::Own(b) => &b[..],
                 Part::Borrowed(b) => b,
             };

@@ -110,6 +110,17 @@ thread_local! {
 /// Encode a block: all zeros → hole; else trim trailing zero pages; then zstd at `level`
 /// (when `Some`) if the result is at most 7/8 of the trimmed length, else raw.
 pub fn encode_block(data: &[u8], level: Option<i32>) -> Result<Encoded> {
+    encode_block_with(data, level, |body| Ok(Payload::Mem(body.to_vec())))
+}
+
+/// [`encode_block`], with the payload of a raw block made by `raw` from the trimmed
+/// bytes (a transaction writes it straight to its spill file, without a copy in
+/// memory).
+pub fn encode_block_with(
+    data: &[u8],
+    level: Option<i32>,
+    raw: impl FnOnce(&[u8]) -> Result<Payload>,
+) -> Result<Encoded> {
     // Trim to whole pages, so a raw payload also ends on a page boundary (issue 5 maps it).
     let Some(trimmed) = trimmed_len(data) else {
         return Ok(Encoded {
@@ -141,7 +152,7 @@ pub fn encode_block(data: &[u8], level: Option<i32>) -> Result<Encoded> {
     Ok(Encoded {
         encoding: Encoding::Raw,
         logical_len,
-        payload: Payload::Mem(body.to_vec()),
+        payload: raw(body)?,
         data_crc,
         page_crcs,
     })

@@ -107,10 +107,20 @@ fn dir_of(db: &Path) -> &Path {
     }
 }
 
+/// The named fallback is forced when the environment sets `WDB_SPILL_NAMED=1` (tests
+/// of a filesystem without `O_TMPFILE`). Read once.
+fn force_named() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("WDB_SPILL_NAMED").is_some_and(|v| v == "1"))
+}
+
 /// Open an unnamed file in `dir`: `O_TMPFILE`, or create a uniquely named one and
 /// unlink it at once.
 fn open_unnamed(db: &Path) -> std::io::Result<File> {
     let dir = dir_of(db);
+    if force_named() {
+        return open_named(db, dir);
+    }
     let tmp = OpenOptions::new()
         .read(true)
         .write(true)
@@ -130,6 +140,11 @@ fn open_unnamed(db: &Path) -> std::io::Result<File> {
             .contains(&e.raw_os_error()) => {}
         Err(e) => return Err(e),
     }
+    open_named(db, dir)
+}
+
+/// Create `<db>.spill.<pid>.<n>` in `dir` and unlink it at once.
+fn open_named(db: &Path, dir: &Path) -> std::io::Result<File> {
     static SEQ: AtomicU64 = AtomicU64::new(0);
     loop {
         let seq = SEQ.fetch_add(1, Ordering::Relaxed);

@@ -36,6 +36,7 @@ mod fault;
 mod os;
 mod readahead;
 mod state;
+mod writeback;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -103,6 +104,10 @@ struct VmShared {
     ra_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// The readahead thread waits on this one, with the VM lock.
     ra_cv: Condvar,
+    /// The write-behind thread, once started (taken before the VM lock, never inside it).
+    wb_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The write-behind thread waits on this one, with the VM lock.
+    wb_cv: Condvar,
 }
 
 impl VmShared {
@@ -145,6 +150,8 @@ impl VirtMem {
                 pid: fault::process_id(),
                 ra_thread: Mutex::new(None),
                 ra_cv: Condvar::new(),
+                wb_thread: Mutex::new(None),
+                wb_cv: Condvar::new(),
             }),
         }))
     }
@@ -185,6 +192,17 @@ impl VirtMem {
         })
     }
 
+    /// Spill ahead of need on a background thread once dirty blocks outgrow the budget
+    /// (`writeback.rs`; off by default, and whatever this says when the environment
+    /// sets `WDB_WRITE_BEHIND=0`). Takes effect for mappings made from now on.
+    pub fn set_write_behind(&self, on: bool) {
+        let mut g = self.shared.state.lock();
+        g.wb.on = on && writeback::enabled();
+        if !g.wb.on {
+            g.wb.armed = false;
+        }
+    }
+
     /// Budget, RAM in use, dirty bytes, loads, stores, evictions, spills.
     pub fn stats(&self) -> VmStats {
         let g = self.shared.state.lock();
@@ -207,6 +225,7 @@ impl Drop for VirtMem {
         // Handles and mappings may outlive the VirtMem: they fault without readahead.
         if std::process::id() == self.shared.pid {
             readahead::stop(&self.shared);
+            writeback::stop(&self.shared);
         }
     }
 }
@@ -268,6 +287,7 @@ impl FileHandle {
         // Checked before reserving anything (forked child).
         drop(vm.lock()?);
         readahead::start(vm);
+        writeback::start(vm);
         let base = os::reserve(len, os::align_for(self.inner.bs))?;
         let id = next_id();
         let shared = Arc::new(MapShared {
@@ -315,6 +335,19 @@ impl FileHandle {
         let vm = &self.inner.vm;
         if let Ok((_w, mut g)) = vm.lock() {
             g.discard(&vm.cv, self.inner.id);
+        }
+    }
+
+    /// Drop the changes of every block at or after `first_blk` (dirty, patched or
+    /// spilled): the next access reloads them from the file. A spill of one of them in
+    /// flight on another thread is waited for first, so that no store of such a block
+    /// reaches the file after this returns (the caller may then treat what the file holds
+    /// past `first_blk` as it likes: `ArrayCore`'s shrink hides it). (Does nothing in a
+    /// forked child.)
+    pub fn discard_from(&self, first_blk: u64) {
+        let vm = &self.inner.vm;
+        if let Ok((_w, mut g)) = vm.lock() {
+            state::discard_from(&mut g, &vm.cv, self.inner.id, first_blk);
         }
     }
 
@@ -386,6 +419,7 @@ impl FaultTarget for MapShared {
         let off = (addr - self.base) % self.handle.bs;
         let r = state::ensure(&mut g, &vm.cv, self.id, blk, write, Some(off));
         readahead::kick(&mut g, vm);
+        writeback::kick(&mut g, vm);
         r.map(|()| true)
     }
 }
@@ -474,6 +508,7 @@ impl Mapping {
         for blk in self.shared.blk_of(off)..=self.shared.blk_of(end - 1) {
             r = state::ensure(&mut g, &vm.cv, self.shared.id, blk, write, None);
             readahead::kick(&mut g, vm);
+            writeback::kick(&mut g, vm);
             if r.is_err() {
                 break;
             }
@@ -513,14 +548,16 @@ impl Mapping {
         }
         let vm = &self.shared.handle.vm;
         let (_w, mut g) = vm.lock()?;
-        state::write_patch(
+        let r = state::write_patch(
             &mut g,
             &vm.cv,
             self.shared.id,
             self.shared.blk_of(off),
             off % bs,
             data,
-        )
+        );
+        writeback::kick(&mut g, vm);
+        r
     }
 
     /// Unmap now. Refused with `Error::Busy` (the mapping is given back) while a load

@@ -182,6 +182,11 @@ pub(super) fn or_make_way<T>(g: &mut Guard<'_>, cv: &Condvar, r: Result<T>) -> R
 /// look again; `Ok(false)`: nothing can free RAM. A failed spill is the error.
 pub(super) fn make_way(g: &mut Guard<'_>, cv: &Condvar) -> Result<bool> {
     if spill_one(g, cv)? {
+        // Dirty data outgrows the budget: from now on the write-behind thread (if on)
+        // spills ahead of the allocations.
+        if g.wb.on {
+            g.wb.armed = true;
+        }
         return Ok(true);
     }
     if g.pages_in_flight() {
@@ -189,6 +194,15 @@ pub(super) fn make_way(g: &mut Guard<'_>, cv: &Condvar) -> Result<bool> {
         return Ok(true);
     }
     Ok(false)
+}
+
+/// The write-behind thread's spill (`writeback.rs`): the head of the dirty LRU, never a
+/// patch. `Ok(false)`: no dirty block.
+pub(in crate::virtmem) fn spill_ahead(g: &mut Guard<'_>, cv: &Condvar) -> Result<bool> {
+    if g.dlru_head == NIL {
+        return Ok(false);
+    }
+    spill_one(g, cv)
 }
 
 /// Spill the head of the dirty LRU (see the module docs). `Ok(false)`: no dirty page,
@@ -215,8 +229,14 @@ pub(super) fn spill_one(g: &mut Guard<'_>, cv: &Condvar) -> Result<bool> {
     hs.inflight += 1;
     let file = hs.file.clone();
     g.assert_invariants();
-    // Nobody writes the slot while Storing and unmapped (invariant 3).
-    let res = MutexGuard::unlocked(g, || file.store_blk(blk, pool.slot(slot)));
+    // Nobody writes the slot while Storing and unmapped (invariant 3). The file is
+    // dropped without the lock too: when the handle is closed meanwhile it may be the
+    // last reference to its database, whose drop takes the VM lock (`VirtMem::drop`).
+    let res = MutexGuard::unlocked(g, move || {
+        let r = file.store_blk(blk, pool.slot(slot));
+        drop(file);
+        r
+    });
     g.counters.stores += 1;
     g.counters.spill_writes += 1;
     cv.notify_all();

@@ -1,6 +1,6 @@
 //! The page-state machine of the virtual memory: every transition of a block's state
-//! happens in this file or its child module `subpage.rs` (small writes), under the VM
-//! lock.
+//! happens in this file or its child modules `subpage.rs` (small writes) and
+//! `spill.rs` (spilling dirty blocks), under the VM lock.
 //!
 //! ## States of a (file handle, block)
 //!
@@ -19,6 +19,13 @@
 //!     │                │    from the file into a RAM page)   │ writeout
 //!     │                └────────── store ok ─────────── Storing ───┘
 //!     └──────────── invalidate / discard (Dirty, Storing: changes dropped) ───┘
+//!
+//!   Spilling (spill.rs, invariant 17): no clean page left to reclaim:
+//!   Dirty (head of the dirty LRU) ──views reset──▶ Storing ──store ok──▶ Spilled (no
+//!                                                     │        page: the file holds it)
+//!                                                     └──store error──▶ Dirty
+//!   Spilled ──access──▶ Empty ──▶ Loading ──▶ Loaded (the spilled content)
+//!   Spilled ──invalidate / discard / writeout / close──▶ Empty
 //!
 //!   Small writes (subpage.rs, invariants 11 and 12):
 //!   Loaded (file page, the handle's one view) ──view write fault──▶ PartDirty
@@ -48,7 +55,8 @@
 //! 5. A view block records the page mapped there: `mapped[blk] = (page, writable)` means
 //!    the handle's entry for `blk` refers to `page`, and `writable` implies `Dirty`.
 //!    Every other block of a view is `PROT_NONE` reserved space.
-//! 6. `dirty` = the sum of the block sizes of `Dirty` and `Storing` entries.
+//! 6. `dirty` = the sum of the block sizes of `Dirty` and `Storing` entries. `Spilled`
+//!    entries hold no page and count in neither `used` nor `dirty` (invariant 17).
 //! 7. `cache[(blk, key)] == p` iff `pages[p].key == Some((blk, key))`; such a page is
 //!    clean and holds block `blk` of a file whose `content_key(blk)` is `key`.
 //! 8. The VM lock is never held across a `BigFile` call (`load_blk`, `store_blk`,
@@ -142,6 +150,22 @@
 //!     bounds the process's kernel mappings (`vm.max_map_count`), and before a slot
 //!     leaves a block beside one (`VmState::tidy_beside`: the kernel would merge the
 //!     two mappings and split them again).
+//!
+//! 17. *Spilling* (`spill.rs`): the *dirty LRU* lists exactly the pages of `Dirty`
+//!     entries (each has one user), ordered by when the block became dirty or was last
+//!     faulted on; [`VmState::set_state`] keeps it. An allocation that finds the budget
+//!     full and the clean LRU empty spills its head: the block's views are reset (a slot
+//!     living in a view comes home), it is `Storing` while `BigFile::store_blk` runs
+//!     without the lock, then `Spilled` and its page freed — or `Dirty` again if the
+//!     store failed, and the error is the allocation's. With no dirty page left, a
+//!     patch or partly dirty block is stored instead (`store_patch`). A `Spilled` entry
+//!     has no page, no patch, is mapped in no view, and `spilled` is the sum of their
+//!     block sizes; it is listed by `dirty_blocks` (a change of the handle, in the file
+//!     now) and becomes `Empty` on any access (then loads from the file), invalidate,
+//!     discard, writeout or close. So `used <= budget` holds at every step, and an
+//!     allocation fails with `RamExhausted` only when nothing is clean, dirty or in
+//!     flight to give room. A `Storing` page of a closed or invalidated handle has no
+//!     user; its spiller frees it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -151,6 +175,7 @@ use parking_lot::{Condvar, MutexGuard};
 use super::os::{self, Pool};
 use crate::bigfile::{BigFile, FileSlice};
 use crate::{Error, Result};
+pub(super) use spill::spill_ahead;
 pub(super) use subpage::{store_patch, write_patch, Patches};
 
 #[path = "spill.rs"]
@@ -356,6 +381,8 @@ pub(super) struct VmState {
     pub(super) spilled: u64,
     /// The readahead thread's work (`readahead.rs`).
     pub(super) ra: super::readahead::RaState,
+    /// The write-behind thread's state (`writeback.rs`).
+    pub(super) wb: super::writeback::WbState,
 }
 
 type Guard<'a> = MutexGuard<'a, VmState>;
@@ -381,6 +408,7 @@ impl VmState {
             dlru_tail: NIL,
             spilled: 0,
             ra: Default::default(),
+            wb: Default::default(),
         }
     }
 
@@ -2234,6 +2262,30 @@ fn load_slot(pool: &Pool, slot: usize, zero: bool, file: &dyn BigFile, blk: u64)
         pool.slot_mut(slot).fill(0);
     }
     file.load_blk(blk, pool.slot_mut(slot))
+}
+
+/// Drop the changes of the blocks of `h` at or after `first`, once no store of one of
+/// them is in flight (a spill by another thread, invariant 17): the lock is held from
+/// the last wait to the end, so no new store of them starts meanwhile.
+pub(super) fn discard_from(g: &mut Guard<'_>, cv: &Condvar, h: HandleId, first: u64) {
+    let in_flight = |g: &VmState| {
+        g.handles.get(&h).is_some_and(|hs| {
+            hs.blocks
+                .range(first..)
+                .any(|(_, s)| matches!(s, BlockState::Storing { .. }))
+        })
+    };
+    while in_flight(g) {
+        cv.wait(g);
+    }
+    let blocks: Vec<u64> = g
+        .dirty_blocks(h)
+        .into_iter()
+        .filter(|&b| b >= first)
+        .collect();
+    for blk in blocks {
+        g.invalidate(cv, h, blk);
+    }
 }
 
 /// Store every dirty block of `h` in ascending order, then mark it clean and read-only

@@ -84,6 +84,7 @@ impl Patches {
     }
 
     /// Does block `blk` have a patch or written pages?
+    #[cfg_attr(not(debug_assertions), allow(dead_code))]
     pub(in crate::virtmem) fn holds(&self, blk: u64) -> bool {
         self.blocks.contains_key(&blk) || self.parts.contains_key(&blk)
     }
@@ -586,7 +587,12 @@ pub(in crate::virtmem) fn store_patch(
     hs.inflight += 1;
     let file = hs.file.clone();
     let refs: Vec<(u32, &[u8])> = pages.iter().map(|(i, b)| (*i, &b[..])).collect();
-    let res = MutexGuard::unlocked(g, || file.store_pages(blk, &refs));
+    // The file is dropped without the lock (see `spill_one`).
+    let res = MutexGuard::unlocked(g, move || {
+        let r = file.store_pages(blk, &refs);
+        drop(file);
+        r
+    });
     // A spill may store a patch of a handle that is closed meanwhile.
     if let Some(hs) = g.handles.get_mut(&h) {
         hs.inflight -= 1;

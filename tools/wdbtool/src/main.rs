@@ -113,10 +113,6 @@ enum Cmd {
         /// Block compression: none, zstd or zstd:LEVEL.
         #[arg(long, value_name = "C", default_value = "zstd", value_parser = npy_cmds::parse_compression)]
         compression: Compression,
-        /// Commit after staging this many MiB of blocks; a bigger file is imported in
-        /// several commits under a temporary name and renamed at the end.
-        #[arg(long, value_name = "MIB", default_value_t = 64)]
-        commit_mib: u64,
     },
 }
 
@@ -248,7 +244,6 @@ fn run(cli: Cli) -> wdb::Result<ExitCode> {
             file,
             block_size,
             compression,
-            commit_mib,
         } => {
             let block_size = block_size
                 .map(|b| {
@@ -259,18 +254,9 @@ fn run(cli: Cli) -> wdb::Result<ExitCode> {
                     })
                 })
                 .transpose()?;
-            let commit_bytes = commit_mib
-                .checked_mul(1 << 20)
-                .filter(|&b| b > 0)
-                .ok_or_else(|| {
-                    wdb::Error::InvalidArgument(format!(
-                        "--commit-mib {commit_mib}: expected 1 or more"
-                    ))
-                })?;
             let opts = npy_cmds::ImportOptions {
                 block_size,
                 compression,
-                commit_bytes,
             };
             let bar = progress_bar("importing");
             let rep = npy_cmds::import(&db, &array, &file, opts, &mut |done, total| {
@@ -283,11 +269,10 @@ fn run(cli: Cli) -> wdb::Result<ExitCode> {
                 b.finish_and_clear();
             }
             println!(
-                "imported {} as {array:?} at tid {} ({} commit{}): {}, shape {:?}, order {}",
+                "imported {} as {array:?} at tid {} (one transaction, {} through its spill file): {}, shape {:?}, order {}",
                 file.display(),
                 rep.tid,
-                rep.commits,
-                if rep.commits == 1 { "" } else { "s" },
+                human(rep.spilled),
                 rep.header.dtype,
                 rep.header.shape,
                 if rep.header.fortran_order { "F" } else { "C" },

@@ -1,0 +1,126 @@
+//! Write-behind: one background thread per [`VirtMem`](super::VirtMem) that spills the
+//! least recently used dirty blocks *before* an allocation needs their room, once the
+//! dirty blocks have outgrown the budget, so that a transaction bigger than RAM writes
+//! its spills on another core while the writing thread goes on computing — the same
+//! split readahead makes for scans.
+//!
+//! - **Arming.** The thread does nothing until an allocation had to spill to make room
+//!   (`spill::make_way`): the sign that dirty data outgrows the budget. A transaction
+//!   that fits the budget never spills, early or late. The thread disarms itself once
+//!   dirty bytes fall under half the budget (a commit or an abort dropped them).
+//! - **Work.** While armed, it spills (`spill::spill_one`, the same transition as a
+//!   spill in a fault) until dirty bytes are at most the budget less [`reserve`]: that
+//!   many bytes stay free or clean for the writing thread's next allocations. When it
+//!   falls behind, the writing thread's own allocations spill as before, so both cores
+//!   write.
+//! - **Errors.** A spill that fails leaves its block dirty and disarms the thread: the
+//!   writing thread's next spill meets the error and reports it (an `Err` from a checked
+//!   call, the process stopped in a fault).
+//! - **Lifetime.** Started with the first mapping of a `VirtMem` that has it on
+//!   ([`VirtMem::set_write_behind`](super::VirtMem::set_write_behind)), stopped and
+//!   joined when the `VirtMem` is dropped. It holds the VM lock except around the store.
+//!
+//! `WDB_WRITE_BEHIND=0` in the environment turns it off (for measuring without it).
+
+use std::sync::Arc;
+
+use super::state::{self, VmState};
+use super::VmShared;
+
+/// The write-behind thread's state, under the VM lock.
+#[derive(Debug, Default)]
+pub(super) struct WbState {
+    /// Write-behind is on for this `VirtMem` (and in the environment).
+    pub(super) on: bool,
+    /// An allocation had to spill and dirty bytes have not fallen under half the
+    /// budget since.
+    pub(super) armed: bool,
+    /// The thread was started.
+    pub(super) started: bool,
+    /// Set when the `VirtMem` is dropped: the thread exits.
+    pub(super) stop: bool,
+}
+
+/// Write-behind is on unless the environment sets `WDB_WRITE_BEHIND=0`. Read once.
+pub(super) fn enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("WDB_WRITE_BEHIND").is_none_or(|v| v != "0"))
+}
+
+/// Bytes the thread keeps free or clean under the budget: 1/16 of it, at most 32 MiB.
+pub(super) fn reserve(budget: u64) -> u64 {
+    (budget / 16).min(32 << 20)
+}
+
+/// Does the armed thread have work: dirty bytes past the budget less the reserve?
+fn behind(g: &VmState) -> bool {
+    g.wb.armed && g.dirty + reserve(g.budget) > g.budget
+}
+
+/// After a fault or a checked load, with the VM lock held: wake the thread if it has
+/// work, disarm it if dirty bytes fell under half the budget.
+pub(super) fn kick(g: &mut VmState, vm: &VmShared) {
+    if !g.wb.armed {
+        return;
+    }
+    if g.dirty < g.budget / 2 {
+        g.wb.armed = false;
+    } else if behind(g) {
+        vm.wb_cv.notify_one();
+    }
+}
+
+/// Start the thread of `vm` if write-behind is on and it does not run yet. Called
+/// outside the fault handler: spawning allocates.
+pub(super) fn start(vm: &Arc<VmShared>) {
+    let mut t = vm.wb_thread.lock();
+    {
+        let mut g = vm.state.lock();
+        if !g.wb.on || g.wb.started || g.wb.stop {
+            return;
+        }
+        g.wb.started = true;
+    }
+    let v = vm.clone();
+    match std::thread::Builder::new()
+        .name("wdb-writeback".into())
+        .spawn(move || run(&v))
+    {
+        Ok(j) => *t = Some(j),
+        // No thread: allocations spill by themselves, as without write-behind.
+        Err(_) => vm.state.lock().wb.started = false,
+    }
+}
+
+/// Stop the thread of `vm` and wait for it (unless this is that thread: it dropped the
+/// last reference to the database, and exits when it is back in its loop).
+pub(super) fn stop(vm: &VmShared) {
+    vm.state.lock().wb.stop = true;
+    vm.wb_cv.notify_all();
+    if let Some(j) = vm.wb_thread.lock().take() {
+        if j.thread().id() != std::thread::current().id() {
+            let _ = j.join();
+        }
+    }
+}
+
+fn run(vm: &VmShared) {
+    let _w = super::fault::InWdb::enter();
+    let mut g = vm.state.lock();
+    loop {
+        if g.wb.stop {
+            return;
+        }
+        if behind(&g) {
+            match state::spill_ahead(&mut g, &vm.cv) {
+                Ok(true) => continue,
+                Ok(false) => g.wb.armed = false,
+                Err(e) => {
+                    tracing::debug!(error = %e, "write-behind spill failed; the writer's own spill reports it");
+                    g.wb.armed = false;
+                }
+            }
+        }
+        vm.wb_cv.wait(&mut g);
+    }
+}
