@@ -78,15 +78,12 @@ fn child(path: &str) -> ! {
     }
 }
 
-/// Anything beside the database that is not one of its own files.
+/// Spill files left beside the database (named ones: unnamed ones cannot be left).
 fn strays(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| {
-            !(n == "k.wdb" || n == "k.wdb.idx" || n == "k.wdb.lock" || n == "child.err")
-                && !n.starts_with("k.wdb.torn.")
-        })
+        .filter(|n| n.contains(".spill."))
         .collect()
 }
 

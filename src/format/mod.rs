@@ -970,6 +970,8 @@ pub enum Part<'a> {
     /// A page CRC table, encoded by the append ([`encode_page_table`]): a big
     /// transaction's tables are not copied into memory all at once.
     Table(&'a [u32]),
+    /// Zero bytes (the padding that aligns a raw payload), written by the append.
+    Zeros(u64),
 }
 
 impl Part<'_> {
@@ -979,7 +981,7 @@ impl Part<'_> {
         match self {
             Part::Own(v) => Some(v),
             Part::Borrowed(b) => Some(b),
-            Part::Copy(_) | Part::Table(_) => None,
+            Part::Copy(_) | Part::Table(_) | Part::Zeros(_) => None,
         }
     }
     /// Length in bytes.
@@ -989,6 +991,7 @@ impl Part<'_> {
             Part::Borrowed(b) => b.len() as u64,
             Part::Copy(r) => u64::from(r.len),
             Part::Table(c) => 4 * c.len() as u64 + 4,
+            Part::Zeros(n) => *n,
         }
     }
     /// No bytes?
@@ -1001,6 +1004,7 @@ impl Part<'_> {
     pub fn to_vec(&self) -> Vec<u8> {
         match self {
             Part::Table(c) => encode_page_table(c),
+            Part::Zeros(n) => vec![0; usize::try_from(*n).unwrap_or(0)],
             p => p.bytes().map(<[u8]>::to_vec).unwrap_or_default(),
         }
     }
@@ -1135,7 +1139,10 @@ pub fn encode_tx<'a>(
             parts.push(Part::Own(std::mem::take(&mut cur)));
             parts.push(Part::Table(c));
         }
-        cur.resize(cur.len() + usize::from(rh.pad), 0);
+        if rh.pad > 0 {
+            parts.push(Part::Own(std::mem::take(&mut cur)));
+            parts.push(Part::Zeros(u64::from(rh.pad)));
+        }
         if !rec.payload.is_empty() {
             parts.push(Part::Own(std::mem::take(&mut cur)));
             parts.push(match rec.payload {

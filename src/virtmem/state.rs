@@ -2145,7 +2145,10 @@ pub(super) fn load_ahead(
     blk: u64,
     pos: u64,
 ) -> Result<bool> {
-    let hs = &g.handles[&h];
+    // Readahead asked `map_source` without the lock: the handle may be closed since.
+    let Some(hs) = g.handles.get(&h) else {
+        return Ok(false);
+    };
     let (pi, file, inval) = (hs.pool, hs.file.clone(), hs.invalidations);
     let bs = g.pools[pi].os.slot_size() as u64;
     let key = MutexGuard::unlocked(g, || file.content_key(blk));
