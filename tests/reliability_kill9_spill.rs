@@ -11,9 +11,7 @@
 
 mod reliability_util;
 
-use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reliability_util::*;
@@ -41,10 +39,6 @@ fn elem(t: u64, i: u64) -> f64 {
     } else {
         (t * 1_000_000 + i / 64) as f64
     }
-}
-
-fn ack(line: &str) -> Option<&str> {
-    line.find("ACK ").map(|i| line[i + 4..].trim())
 }
 
 fn child(path: &str) -> ! {
@@ -123,60 +117,30 @@ fn kill9_while_spilling_transactions_write_and_commit() {
     let kills = scale(200, 2_000);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("k.wdb");
-    let exe = std::env::current_exe().unwrap();
     let mut rng = Rng::new(7);
     let mut head = 0u64;
     let mut next_visible = 0u64;
     let t0 = Instant::now();
     for round in 0..kills {
-        let mut ch = Command::new(&exe)
-            .args([
-                "--exact",
-                "kill9_while_spilling_transactions_write_and_commit",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(ROLE, "kill9-spill-child")
-            .env("WDB_RELIAB_DB", &path)
-            .env("WDB_SPILL_NAMED", if round % 2 == 0 { "1" } else { "0" })
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(dir.path().join("child.err")).unwrap())
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(ch.stdout.take().unwrap());
         // Wait for 0 to 2 acknowledgements, then up to 40 ms into the next transaction
         // (its fill, its spills, its commit's copy and sync).
         let wait_acks = rng.below(3);
-        let mut acked = head;
-        let mut line = String::new();
-        let mut seen = 0;
-        while seen < wait_acks {
-            line.clear();
-            if out.read_line(&mut line).unwrap() == 0 {
-                panic!(
-                    "round {round}: child exited early: {}",
-                    std::fs::read_to_string(dir.path().join("child.err")).unwrap_or_default()
-                );
-            }
-            if let Some(t) = ack(&line) {
-                acked = t.parse().unwrap();
-                seen += 1;
-            }
-        }
-        std::thread::sleep(Duration::from_micros(rng.below(40_000)));
-        ch.kill().unwrap();
-        ch.wait().unwrap();
-        let mut rest = String::new();
-        out.read_to_string(&mut rest).unwrap();
-        for l in rest.lines() {
-            if let Some(t) = ack(l) {
-                acked = t.parse().unwrap();
-            }
-        }
-        let ctx = format!(
-            "{round}: stderr {:?}",
-            std::fs::read_to_string(dir.path().join("child.err")).unwrap_or_default()
+        let delay = Duration::from_micros(rng.below(40_000));
+        let named = if round % 2 == 0 { "1" } else { "0" };
+        let k = kill_after_acks(
+            "kill9_while_spilling_transactions_write_and_commit",
+            &[
+                (ROLE, "kill9-spill-child".as_ref()),
+                ("WDB_RELIAB_DB", path.as_os_str()),
+                ("WDB_SPILL_NAMED", named.as_ref()),
+            ],
+            dir.path(),
+            head,
+            wait_acks,
+            delay,
         );
+        let acked = k.acked;
+        let ctx = format!("{round}: stderr {:?}", k.stderr);
         let h = check(&path, acked, &ctx);
         if h == acked + 1 {
             next_visible += 1;

@@ -9,6 +9,7 @@
 //! the same `Err` and recovers once space is freed.
 
 mod child_util;
+mod reliability_util;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -230,30 +231,14 @@ fn a_page_fault_whose_spill_fails_stops_the_process_naming_the_cause() {
     assert!(Db::fsck_path(&p).unwrap().is_clean());
 }
 
-/// Unmounts on drop.
-struct Mount(std::path::PathBuf);
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn a_full_filesystem_fails_the_spill_cleanly_until_space_is_freed() {
     let dir = tempfile::tempdir().unwrap();
-    let mnt = dir.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    let ok = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-        .arg(&mnt)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
+    let Some(m) = reliability_util::mount_tmpfs(dir.path(), "1m") else {
         eprintln!("SKIPPED: cannot mount a small tmpfs here (needs root); the injected faults cover ENOSPC");
         return;
-    }
-    let _m = Mount(mnt.clone());
+    };
+    let mnt = m.0.clone();
     let p = mnt.join("full.wdb");
     let db = Db::open_with(&p, opts()).unwrap();
     let tx = db.begin().unwrap();

@@ -124,6 +124,58 @@ impl VmShared {
     }
 }
 
+/// Start a background thread of `vm` (readahead, write-behind) running `run`, unless it
+/// runs, was stopped, or is not wanted: `flags` gives its `(started, stop)` flags in the
+/// VM state, or None when it is off; `slot` keeps its join handle. Called outside the
+/// fault handler: spawning allocates. When no thread can be made, the work it would do
+/// is done by the threads that need it.
+fn start_worker(
+    vm: &Arc<VmShared>,
+    slot: &Mutex<Option<std::thread::JoinHandle<()>>>,
+    flags: fn(&mut VmState) -> Option<(&mut bool, &mut bool)>,
+    name: &str,
+    run: fn(&VmShared),
+) {
+    let mut t = slot.lock();
+    {
+        let mut g = vm.state.lock();
+        match flags(&mut g) {
+            Some((started, stop)) if !*started && !*stop => *started = true,
+            _ => return,
+        }
+    }
+    let v = vm.clone();
+    match std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || run(&v))
+    {
+        Ok(j) => *t = Some(j),
+        Err(_) => {
+            if let Some((started, _)) = flags(&mut vm.state.lock()) {
+                *started = false;
+            }
+        }
+    }
+}
+
+/// Stop a background thread of `vm` (its stop flag set by `stop`, woken on `cv`) and
+/// wait for it — unless this is that thread: it dropped the last reference to the
+/// database, and exits when it is back in its loop.
+fn stop_worker(
+    vm: &VmShared,
+    slot: &Mutex<Option<std::thread::JoinHandle<()>>>,
+    cv: &Condvar,
+    stop: fn(&mut VmState),
+) {
+    stop(&mut vm.state.lock());
+    cv.notify_all();
+    if let Some(j) = slot.lock().take() {
+        if j.thread().id() != std::thread::current().id() {
+            let _ = j.join();
+        }
+    }
+}
+
 /// The RAM pages and LRU of one database, shared by its file handles.
 pub struct VirtMem {
     shared: Arc<VmShared>,

@@ -71,37 +71,21 @@ pub(super) fn kick(g: &mut VmState, vm: &VmShared) {
 }
 
 /// Start the thread of `vm` if write-behind is on and it does not run yet. Called
-/// outside the fault handler: spawning allocates.
+/// outside the fault handler: spawning allocates. (No thread: allocations spill by
+/// themselves, as without write-behind.)
 pub(super) fn start(vm: &Arc<VmShared>) {
-    let mut t = vm.wb_thread.lock();
-    {
-        let mut g = vm.state.lock();
-        if !g.wb.on || g.wb.started || g.wb.stop {
-            return;
-        }
-        g.wb.started = true;
-    }
-    let v = vm.clone();
-    match std::thread::Builder::new()
-        .name("wdb-writeback".into())
-        .spawn(move || run(&v))
-    {
-        Ok(j) => *t = Some(j),
-        // No thread: allocations spill by themselves, as without write-behind.
-        Err(_) => vm.state.lock().wb.started = false,
-    }
+    super::start_worker(
+        vm,
+        &vm.wb_thread,
+        |g| g.wb.on.then_some((&mut g.wb.started, &mut g.wb.stop)),
+        "wdb-writeback",
+        run,
+    );
 }
 
-/// Stop the thread of `vm` and wait for it (unless this is that thread: it dropped the
-/// last reference to the database, and exits when it is back in its loop).
+/// Stop the thread of `vm` and wait for it (unless this is that thread).
 pub(super) fn stop(vm: &VmShared) {
-    vm.state.lock().wb.stop = true;
-    vm.wb_cv.notify_all();
-    if let Some(j) = vm.wb_thread.lock().take() {
-        if j.thread().id() != std::thread::current().id() {
-            let _ = j.join();
-        }
-    }
+    super::stop_worker(vm, &vm.wb_thread, &vm.wb_cv, |g| g.wb.stop = true);
 }
 
 fn run(vm: &VmShared) {

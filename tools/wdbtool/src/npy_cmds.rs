@@ -16,7 +16,7 @@ use std::io::{BufReader, BufWriter, ErrorKind, Read, Write};
 use std::path::Path;
 
 use wdb::array::npy::{read_header, NpyHeader};
-use wdb::db::{ArrayOptions, Compression, Db, Transaction};
+use wdb::db::{ArrayOptions, Compression, Db};
 use wdb::{Error, Result};
 
 use crate::blocks::{dtype_of, open_ro, snapshot};
