@@ -18,7 +18,9 @@ use crate::store::encode::{self, check_spilled, Encoded, Payload};
 use crate::store::spill::SpillFile;
 use crate::{Error, Result};
 
-/// Most bytes of staged payloads a transaction keeps in memory, whatever its budget.
+/// Most bytes of staged payloads a transaction keeps in memory, whatever its budget:
+/// enough that a commit of a few blocks (W1's appends of up to 8 MiB touch up to five
+/// 2 MiB blocks) never creates a spill file, small beside any useful budget.
 pub const MAX_STAGED_RAM: u64 = 16 << 20;
 
 /// Bytes of staged payloads a transaction with RAM budget `budget` keeps in memory.
