@@ -1,5 +1,5 @@
-//! W2 on compressed blocks (issue 5, "W2 scan, zstd blocks ≥ 0.8× single-thread zstd
-//! decompression of the same blocks"): a scan — open, view, sum — of an array whose
+//! W2 on compressed blocks (docs/benchmarks.md; the target is ≥ 0.8× single-thread zstd
+//! decompression of the same blocks): a scan — open, view, sum — of an array whose
 //! blocks are stored zstd-compressed, beside a plain single-thread decompression of the
 //! same blocks (zstd level 3, the database default, one reused context, a reused
 //! buffer) in the same run. The data is a smooth f64 signal quantized to 1e-5

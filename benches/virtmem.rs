@@ -2,7 +2,7 @@
 //! plain memcpy of 2 MiB, and a scan of a 4 GiB mapping backed by a generating BigFile
 //! under a 256 MiB budget beside plain memcpy bandwidth.
 //!
-//! Fault overhead, as issue 3 defines it (excluding the BigFile's own work), is
+//! Fault overhead (wdb's work per fault, excluding the BigFile's own work) is
 //! `first_read_filled` (or `first_write_filled`, `read_then_write_filled`) minus
 //! `load_work_fill`: the generating file's `load_blk` writes every byte of the block, the
 //! same `fill` that `load_work_fill` times into a warm 2 MiB buffer. Each fault figure

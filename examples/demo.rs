@@ -27,7 +27,7 @@ struct Args {
     path: Option<PathBuf>,
 }
 
-/// Element `i` of the benchmark signal (../shared/workloads.md): a sine wave plus noise.
+/// Element `i` of the benchmark signal (docs/benchmarks.md): a sine wave plus noise.
 fn element(i: u64) -> f64 {
     let noise = ((i.wrapping_mul(2654435761) % (1 << 32)) as f64 / 4294967296.0) - 0.5;
     (2.0 * std::f64::consts::PI * i as f64 / 65536.0).sin() + 1e-3 * noise

@@ -1,5 +1,5 @@
-//! Open time against database size (issue 5 item 5: "Open costs the same for a 1 GiB
-//! and a 100 GiB database"). Makes two databases of one f64 array each, 1 GiB (512
+//! Open time against database size (the target: open costs the same for a 1 GiB
+//! and a 100 GiB database). Makes two databases of one f64 array each, 1 GiB (512
 //! blocks of 2 MiB) and 100 GiB (51,200 blocks), whose blocks hold a constant that
 //! zstd shrinks to a few bytes, so that the 100 GiB one fits on a small disk while its
 //! index has the 51,200 entries of a real 100 GiB array. Then times, 20 times each

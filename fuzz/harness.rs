@@ -17,7 +17,7 @@ pub fn decoders(data: &[u8]) {
         let _ = TxHeader::decode(b, 0);
         let _ = RecordHeader::decode(b, 0);
         let _ = TxEnd::decode(b, 0, None);
-        let _ = TxEnd::decode(b, 0, Some(crc32fast::Hasher::new()));
+        let _ = TxEnd::decode(b, 0, Some(wdb::verify::Crc32::new()));
         let _ = Checkpoint::decode(b);
         let _ = ArrayInfo::decode(b, 0);
         let mut dst = vec![0u8; 64 << 10];

@@ -10,6 +10,8 @@
 //!   log       virtmem   append-only file   |  reserved ranges, RAM pages, SIGSEGV, LRU
 //!     |         |
 //!   format    bigfile   bytes <-> records  |  the BigFile trait (block-addressed file)
+//!       \      /
+//!        verify         the CRC function and when a stored block's CRC is checked
 //! ```
 //!
 //! Lower layers never name upper ones. Unsafe code lives only in `virtmem::os`,
@@ -28,6 +30,7 @@ pub mod db;
 pub mod format;
 pub mod log;
 pub mod store;
+pub mod verify;
 pub mod virtmem;
 
 pub use error::{Error, Result};
@@ -39,4 +42,11 @@ pub use db::{
     Compression, Db, DbInfo, Durability, FsckReport, HistoryEntry, Options, Problem, Snapshot,
     Transaction,
 };
+pub use verify::Verify;
 pub use virtmem::VmStats;
+
+/// The code blocks of README.md, compiled and run as doc tests (`cargo test --doc`), so
+/// that the README's examples always build against this API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -1,16 +1,13 @@
 //! Backward compatibility: a small database written by format version 3
 //! (`tests/data/v3-small.wdb`: typed arrays, a record array, raw blocks with page CRC
 //! tables, zstd, hole and trimmed blocks, a delta chain, a deleted array) opens, reads
-//! back exactly at every tid and checks clean — forever. Regenerate (only when starting
-//! a new format version's file) with `WDB_WRITE_GOLDEN=1 cargo test --test
-//! format_golden_v3`; the content and the checks are shared with the other versions'
-//! golden files (`tests/golden_util`).
+//! back exactly at every tid and checks clean — forever. The content and the checks
+//! are shared with the other versions' golden files (`tests/golden_util`).
 
 mod golden_util;
 
 #[test]
 fn format_v3_database_reads_back() {
-    golden_util::regenerate_if_asked("v3-small.wdb");
     let bytes = golden_util::golden_bytes("v3-small.wdb", 3);
     // Raw blocks carry page CRC tables: some record header has flag bit 1 (page CRCs).
     assert!(

@@ -53,8 +53,11 @@ fn a_version_1_file_gets_full_blocks_until_compaction_upgrades_it() {
     assert!(db.fsck().unwrap().is_clean(), "{}", db.fsck().unwrap());
 
     db.compact().unwrap();
-    assert_eq!(header_version(&p), 3);
-    assert_eq!(db.info().unwrap().format_version, 3);
+    assert_eq!(header_version(&p), wdb::format::FORMAT_VERSION);
+    assert_eq!(
+        db.info().unwrap().format_version,
+        wdb::format::FORMAT_VERSION
+    );
     assert_eq!(change(&db, &mut block, 200), 1);
     assert!(db.fsck().unwrap().is_clean(), "{}", db.fsck().unwrap());
 }

@@ -329,7 +329,10 @@ fn compaction_folds_chains_and_pinned_snapshots_stay_readable() {
     drop(db);
     let db = Db::open(&p).unwrap();
     read(&db.snapshot().unwrap(), &blocks);
-    assert_eq!(db.info().unwrap().format_version, 3);
+    assert_eq!(
+        db.info().unwrap().format_version,
+        wdb::format::FORMAT_VERSION
+    );
 }
 
 #[test]

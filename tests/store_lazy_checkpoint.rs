@@ -64,6 +64,7 @@ fn writer(p: &Path, checkpoint_bytes: u64) -> Db {
         read_only: false,
         sync: false,
         checkpoint_bytes,
+        ..StoreOptions::default()
     };
     Db::from_store(
         Store::open(p, so).unwrap(),

@@ -1,4 +1,4 @@
-//! Readahead (issue 5 item 3): a sequential scan of raw blocks gets the blocks after it
+//! Readahead: a sequential scan of raw blocks gets the blocks after it
 //! mapped by a background thread (compressed blocks: decompressed into RAM pages),
 //! random reads get nothing ahead, a corrupt block is never shown even when the thread
 //! is the one that checks it, the RAM budget holds with readahead running, and the

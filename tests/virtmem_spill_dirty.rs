@@ -180,10 +180,6 @@ fn threads_writing_eight_times_the_budget_end_with_every_byte_stored() {
 #[test]
 fn write_behind_spills_ahead_once_dirty_data_outgrows_the_budget() {
     // 32 blocks of budget: the reserve write-behind keeps is 2 blocks (1/16).
-    if std::env::var_os("WDB_WRITE_BEHIND").is_some_and(|v| v == "0") {
-        eprintln!("SKIPPED: write-behind is off in this environment");
-        return;
-    }
     let (vm, f, h) = setup(32, false);
     vm.set_write_behind(true);
     let m = h.mmap(0, 64).unwrap();

@@ -1,4 +1,4 @@
-//! Zero-copy reads (issue 5 item 2): a clean raw block is mapped straight from the log
+//! Zero-copy reads: a clean raw block is mapped straight from the log
 //! file into a view (read-only, private) instead of being copied into a RAM page. The
 //! data reads right (zero tail included), a first write moves the block to RAM, mapped
 //! blocks are reclaimed under the budget, a corrupt payload is an `Err` from the

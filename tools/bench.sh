@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run every phase of shared/workloads.md on wdb and on the memmap2 baseline, in one go,
+# Run every phase of the benchmark workloads (docs/benchmarks.md) on wdb and on the memmap2 baseline, in one go,
 # and print each figure with its ratio wdb/baseline.
 #
 #   tools/bench.sh SIZE_BYTES [extra wdb flags, e.g. --compression none --ram-budget 268435456]

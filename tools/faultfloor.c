@@ -1,7 +1,8 @@
-/* The floor of wdb's read-fault cycle on anonymous huge-page slots (README, "Page faults
- * on RAM pages"), measured alone: the same system calls wdb makes per cycle, each timed
- * separately (medians of 3000 cycles), beside a 2 MiB memcpy and a 2 MiB fill, and the
- * round trip of one SIGSEGV whose handler makes one protection change.
+/* The floor of wdb's read-fault cycle on anonymous huge-page slots (docs/performance.md,
+ * "Page faults on RAM pages"), measured alone: the same system calls wdb makes per
+ * cycle, each timed separately (medians of 3000 cycles), beside a 2 MiB memcpy and a
+ * 2 MiB fill, and the round trip of one SIGSEGV whose handler makes one protection
+ * change.
  *
  *   cc -O2 -o /tmp/faultfloor tools/faultfloor.c && /tmp/faultfloor
  *

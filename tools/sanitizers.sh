@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs the unsafe-code checks of issue 7 item 9 (see README.md, "Reliability" →
-# "Sanitizers"): the tests that never need the SIGSEGV handler under Miri, and the
-# fault-handler (virtmem) tests under valgrind and AddressSanitizer.
+# Runs the unsafe-code checks (docs/sanitizers.md records the results): the tests that
+# never need the SIGSEGV handler under Miri, and the fault-handler (virtmem) tests under
+# valgrind and AddressSanitizer.
 #
 # Needs: a nightly toolchain with the `miri` and `rust-src` components
 # (`rustup +nightly component add miri rust-src`; `cargo miri setup` fetches the crates

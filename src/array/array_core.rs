@@ -154,6 +154,10 @@ impl BigFile for ZeroTail {
         self.inner.map_source(blk)
     }
 
+    fn claim_check(&self, src: &crate::bigfile::FileSlice) -> bool {
+        self.inner.claim_check(src)
+    }
+
     fn source_checked(&self, src: &crate::bigfile::FileSlice) {
         self.inner.source_checked(src)
     }

@@ -125,6 +125,14 @@ pub trait BigFile: Send + Sync + std::fmt::Debug {
             self.store_blk(blk, buf)
         })
     }
+    /// About to check the bytes of `src` (from [`BigFile::map_source`], with a CRC)
+    /// whole: `false` when they no longer need a check (another process checked them
+    /// meanwhile), `true` (the default) to check them. May wait briefly for another
+    /// process checking the same bytes. Called without the VM lock.
+    fn claim_check(&self, src: &FileSlice) -> bool {
+        let _ = src;
+        true
+    }
     /// The bytes of `src` (from [`BigFile::map_source`]) matched `src.crc`: later
     /// `map_source` calls for them may return `crc: None`. Called without the VM lock.
     fn source_checked(&self, src: &FileSlice) {

@@ -123,12 +123,16 @@ impl BigFile for ArrayFile {
     }
 
     fn map_source(&self, blk: u64) -> Result<Option<crate::bigfile::FileSlice>> {
-        if !crate::virtmem::zero_copy_enabled() {
-            return Ok(None);
-        }
         match &self.src {
             Source::Tx(t) => t.map_source(self.id, blk, self.block_size),
             Source::Snap(s) => s.map_source(self.id, blk, self.block_size),
+        }
+    }
+
+    fn claim_check(&self, src: &crate::bigfile::FileSlice) -> bool {
+        match &self.src {
+            Source::Tx(t) => t.claim_check(src),
+            Source::Snap(s) => s.gen.claim_check(src),
         }
     }
 

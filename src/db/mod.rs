@@ -26,6 +26,7 @@ use crate::store::encode::{self, Encoded};
 pub use crate::store::fsck::{FsckReport, Problem};
 use crate::store::spill::SpillFile;
 use crate::store::{is_tombstone, CommitRequest, Gen, Store, StoreOptions, Write};
+use crate::verify::{TablePlace, Verify};
 use crate::virtmem::{VirtMem, VmStats};
 use crate::{Error, Result, Tid};
 pub use arrays::{Array, ArrayMut};
@@ -62,6 +63,20 @@ pub struct Options {
     /// not wait for the spill writes. Off: each allocation that finds no room spills by
     /// itself.
     pub write_behind: bool,
+    /// When a stored block's CRC is checked before its bytes are shown (see
+    /// [`Verify`]).
+    pub verify: Verify,
+    /// Map raw blocks straight from the file into views (zero-copy reads); `false`
+    /// copies every block into RAM pages instead (for comparing the two paths).
+    pub zero_copy: bool,
+    /// Map the blocks ahead of a sequential scan on a background thread; `false` lets
+    /// every block fault on its own (for comparing).
+    pub readahead: bool,
+    /// Where the table of blocks checked since boot lives, and which boot this is
+    /// (`Verify::OncePerBoot`). Tests point it elsewhere to simulate a reboot or a
+    /// damaged table.
+    #[doc(hidden)]
+    pub verify_table: TablePlace,
 }
 
 impl Default for Options {
@@ -73,6 +88,10 @@ impl Default for Options {
             zstd_level: 3,
             block_size: 2 << 20,
             write_behind: true,
+            verify: Verify::default(),
+            zero_copy: true,
+            readahead: true,
+            verify_table: TablePlace::default(),
         }
     }
 }
@@ -106,6 +125,27 @@ impl Options {
     /// Set `write_behind`.
     pub fn write_behind(mut self, v: bool) -> Self {
         self.write_behind = v;
+        self
+    }
+    /// Set `verify`.
+    pub fn verify(mut self, v: Verify) -> Self {
+        self.verify = v;
+        self
+    }
+    /// Set `zero_copy`.
+    pub fn zero_copy(mut self, v: bool) -> Self {
+        self.zero_copy = v;
+        self
+    }
+    /// Set `readahead`.
+    pub fn readahead(mut self, v: bool) -> Self {
+        self.readahead = v;
+        self
+    }
+    /// Set `verify_table`.
+    #[doc(hidden)]
+    pub fn verify_table(mut self, v: TablePlace) -> Self {
+        self.verify_table = v;
         self
     }
 }
@@ -226,6 +266,8 @@ impl Db {
         let so = StoreOptions {
             read_only: o.read_only,
             sync: o.durability == Durability::Full,
+            verify: o.verify,
+            table: o.verify_table.clone(),
             ..StoreOptions::default()
         };
         let store = Store::open(path.as_ref(), so)?;
@@ -267,10 +309,13 @@ impl Db {
         let vm = VirtMem::new(self.inner.opts.ram_budget)?;
         // A transaction bigger than the budget spills on another core.
         vm.set_write_behind(self.inner.opts.write_behind);
+        vm.set_readahead(self.inner.opts.readahead);
         Ok(self.inner.vm.get_or_init(|| vm).clone())
     }
 
-    /// RAM used by array data: budget, bytes resident, bytes dirty, loads, evictions.
+    /// RAM used by array data: budget, bytes resident, bytes dirty, loads, evictions,
+    /// and what transactions bigger than the budget spilled (`spilled` bytes now in
+    /// spill files or staged, `spill_writes`).
     pub fn memory_stats(&self) -> Result<VmStats> {
         Ok(self.vm()?.stats())
     }
@@ -1000,15 +1045,34 @@ impl TxInner {
         blk: u64,
         block_size: usize,
     ) -> Result<Option<crate::bigfile::FileSlice>> {
+        if !self.db.inner.opts.zero_copy {
+            return Ok(None);
+        }
         if let Some(e) = self.state.lock().blocks.get(&(array_id, blk)) {
             // The transaction's own write: a raw payload in its spill file maps.
-            return Ok(staging::map_staged(e, block_size));
+            return Ok(staging::map_staged(
+                e,
+                block_size,
+                self.db.inner.opts.verify,
+            ));
         }
         let key = Key::Block {
             array: array_id,
             blk,
         };
         self.gen.map_block(&key, self.tid, block_size)
+    }
+    /// Zero-copy reads: about to check the bytes of `src` whole. A slice of this
+    /// transaction's spill file is checked here and now (no other process can see the
+    /// file, so there is nobody to share the check with); a slice of the log claims the
+    /// check in the per-boot table.
+    pub(crate) fn claim_check(&self, src: &crate::bigfile::FileSlice) -> bool {
+        if let Some(f) = &*self.spill.lock() {
+            if f.raw_fd() == src.fd {
+                return src.crc.is_some();
+            }
+        }
+        self.gen.claim_check(src)
     }
     /// Zero-copy reads: the bytes of a slice from `map_source` matched their CRC.
     pub(crate) fn source_checked(&self, src: &crate::bigfile::FileSlice) {
@@ -1018,7 +1082,7 @@ impl TxInner {
                 return;
             }
         }
-        self.gen.mark_checked(src.offset);
+        self.gen.mark_checked(src);
     }
 
     /// The tid of the version of a block this transaction would read, or None for a
@@ -1178,6 +1242,9 @@ impl SnapInner {
         blk: u64,
         block_size: usize,
     ) -> Result<Option<crate::bigfile::FileSlice>> {
+        if !self.db.inner.opts.zero_copy {
+            return Ok(None);
+        }
         let key = Key::Block {
             array: array_id,
             blk,
@@ -1186,7 +1253,7 @@ impl SnapInner {
     }
     /// Zero-copy reads: the bytes of a slice from `map_source` matched their CRC.
     pub(crate) fn source_checked(&self, src: &crate::bigfile::FileSlice) {
-        self.gen.mark_checked(src.offset);
+        self.gen.mark_checked(src);
     }
 
     /// The tid of the version of a block visible here (None: never written, zeros).

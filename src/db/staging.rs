@@ -16,6 +16,7 @@ use crate::bigfile::FileSlice;
 use crate::format::{Encoding, PAGE};
 use crate::store::encode::{self, check_spilled, Encoded, Payload};
 use crate::store::spill::SpillFile;
+use crate::verify::Verify;
 use crate::{Error, Result};
 
 /// Most bytes of staged payloads a transaction keeps in memory, whatever its budget:
@@ -149,8 +150,13 @@ pub(super) fn read_staged(e: &Encoded, buf: &mut [u8]) -> Result<()> {
 }
 
 /// Zero-copy reads of a staged block: a raw payload in a spill file maps into views
-/// like a raw block of the log (checked against its CRC the first time).
-pub(super) fn map_staged(e: &Encoded, block_size: usize) -> Option<FileSlice> {
+/// like a raw block of the log, under the same rule of `verify`: shown once checked
+/// against its CRC (once per process under both `OncePerBoot` and `OncePerProcess`,
+/// since no other process can open the unnamed spill file), or as stored under
+/// `Verify::Off`. The bytes were written by this process, but from there they went
+/// through the page cache and possibly the disk like any log block; the check is what
+/// vouches for them, as for the log (docs/verification.md).
+pub(super) fn map_staged(e: &Encoded, block_size: usize, verify: Verify) -> Option<FileSlice> {
     let Payload::Spilled(s) = &e.payload else {
         return None;
     };
@@ -164,7 +170,7 @@ pub(super) fn map_staged(e: &Encoded, block_size: usize) -> Option<FileSlice> {
         offset: s.offset(),
         len: s.len(),
         pages: None,
-        crc: (!s.checked()).then_some(e.data_crc),
+        crc: (verify != Verify::Off && !s.checked()).then_some(e.data_crc),
         page_crcs: None,
     })
 }

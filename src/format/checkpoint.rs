@@ -54,7 +54,8 @@ pub struct Version {
     pub encoding: Encoding,
     /// Record flags (`FLAG_DELETED`).
     pub flags: u8,
-    /// Pad between header and payload.
+    /// The record header's pad field: zero bytes between header (and page CRC table)
+    /// and payload, or 0 with `FLAG_ALIGNED` (see [`Version::payload_off`]).
     pub pad: u16,
     /// Logical length.
     pub logical_len: u32,
@@ -72,7 +73,12 @@ impl Version {
             rec_off,
             encoding: h.encoding,
             flags: h.flags,
-            pad: h.pad,
+            // < PAGE unless aligned (then 0 on disk), so it fits.
+            pad: if h.flags & super::FLAG_ALIGNED != 0 {
+                0
+            } else {
+                u16::try_from(h.pad).unwrap_or(u16::MAX)
+            },
             logical_len: h.logical_len,
             stored_len: h.stored_len,
             data_crc: h.data_crc,
@@ -80,7 +86,8 @@ impl Version {
     }
     /// File offset of the payload.
     pub fn payload_off(&self) -> u64 {
-        self.rec_off + self.table_rel() + self.table_len() + u64::from(self.pad)
+        let table_end = self.rec_off + self.table_rel() + self.table_len();
+        table_end + super::pad_of(self.flags, self.pad, table_end)
     }
     /// Offset of the page CRC table relative to the record (right after its header).
     pub fn table_rel(&self) -> u64 {
@@ -332,7 +339,7 @@ impl Checkpoint {
                 w.u32(v.data_crc);
             }
         }
-        let crc = crc32fast::hash(&w.buf);
+        let crc = crate::verify::crc32(&w.buf);
         w.u32(crc);
         Ok(w.buf)
     }
@@ -344,7 +351,7 @@ impl Checkpoint {
         }
         let body_len = b.len() - 4;
         let mut cr = Reader::new(&b[body_len..], body_len as u64);
-        if cr.u32("checkpoint crc")? != crc32fast::hash(&b[..body_len]) {
+        if cr.u32("checkpoint crc")? != crate::verify::crc32(&b[..body_len]) {
             return Err(Error::corruption(
                 body_len as u64,
                 "checkpoint CRC mismatch",
@@ -531,7 +538,7 @@ fn slot_offset(s: u64) -> u64 {
 /// CRC of page `p` whose bytes before the CRC are `body`: CRC-32 of the page number (u64)
 /// then the body, so that a page copied to another place does not pass.
 pub fn page_crc(p: u64, body: &[u8]) -> u32 {
-    let mut h = crc32fast::Hasher::new();
+    let mut h = crate::verify::Crc32::new();
     h.update(&p.to_le_bytes());
     h.update(body);
     h.finalize()
@@ -834,8 +841,8 @@ pub fn check_page(h: &Header3, p: u64, page: &[u8]) -> Result<()> {
                 };
                 let end = v
                     .rec_off
-                    .checked_add(RECORD_HEADER_SIZE as u64 + u64::from(v.pad))
-                    .and_then(|x| x.checked_add(u64::from(v.stored_len)));
+                    .checked_add(RECORD_HEADER_SIZE as u64 + v.table_len() + super::HUGE_ALIGN)
+                    .and_then(|_| v.payload_off().checked_add(u64::from(v.stored_len)));
                 if v.tid == Tid::ZERO
                     || v.tid > h.last_tid
                     || v.rec_off < FILE_HEADER_SIZE

@@ -15,7 +15,7 @@ use cursor::{Reader, Writer};
 /// Magic bytes at offset 0 of a log file.
 pub const MAGIC: [u8; 8] = *b"wdb-log\n";
 /// The format version this code writes (new files) and the newest it reads.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// The oldest format version this code reads. Older files are read and appended to in
 /// their own version (no record their version does not define is written into them);
 /// compaction upgrades them.
@@ -25,6 +25,13 @@ pub const DELTA_FORMAT_VERSION: u32 = 2;
 /// The first format version whose raw `B` records may carry a page CRC table
 /// ([`FLAG_PAGE_CRCS`], storage-format.md §2.7).
 pub const PAGE_CRC_FORMAT_VERSION: u32 = 3;
+/// The first format version whose raw `B` records may have their payload at a
+/// [`HUGE_ALIGN`]-aligned offset ([`FLAG_ALIGNED`], storage-format.md §2.8).
+pub const ALIGNED_FORMAT_VERSION: u32 = 4;
+/// Alignment of a [`FLAG_ALIGNED`] payload: 2 MiB, the size of the page cache's large
+/// folios and of a huge page, so that a view block (2 MiB-aligned in memory) and its
+/// file bytes are congruent and the kernel can map a whole folio with one entry.
+pub const HUGE_ALIGN: u64 = 2 << 20;
 /// Alignment of raw block payloads (and size of the file header): one OS page.
 pub const PAGE: u64 = 4096;
 /// The file header occupies the first page; the first transaction starts at `PAGE`.
@@ -85,6 +92,37 @@ pub const FLAG_DELETED: u8 = 1;
 /// Record flag: a page CRC table follows the record header (only on a raw `B` record,
 /// format version 3; storage-format.md §2.7).
 pub const FLAG_PAGE_CRCS: u8 = 2;
+/// Record flag: the payload starts at the next multiple of [`HUGE_ALIGN`] after the
+/// header and page CRC table (the header's pad field is 0; only on a raw `B` record
+/// whose stored length is a nonzero multiple of `HUGE_ALIGN`, format version 4;
+/// storage-format.md §2.8).
+pub const FLAG_ALIGNED: u8 = 4;
+
+/// The flags a writer adds to a record of `key`, `encoding` and `stored` bytes in a
+/// file of format `version`: [`FLAG_ALIGNED`] on raw blocks of whole 2 MiB units.
+pub fn layout_flags(version: u32, key: &Key, encoding: Encoding, stored: usize) -> u8 {
+    let huge = stored > 0 && stored as u64 % HUGE_ALIGN == 0;
+    if version >= ALIGNED_FORMAT_VERSION
+        && matches!(key, Key::Block { .. })
+        && encoding == Encoding::Raw
+        && huge
+    {
+        FLAG_ALIGNED
+    } else {
+        0
+    }
+}
+
+/// Zero bytes between the end of a record's header and page CRC table at file offset
+/// `table_end` and its payload: to the next multiple of `HUGE_ALIGN` with
+/// [`FLAG_ALIGNED`], else the header's pad.
+pub fn pad_of(flags: u8, disk_pad: u16, table_end: u64) -> u64 {
+    if flags & FLAG_ALIGNED != 0 {
+        table_end.next_multiple_of(HUGE_ALIGN) - table_end
+    } else {
+        u64::from(disk_pad)
+    }
+}
 
 /// Bytes of the page CRC table of a record with `flags` and stored length `stored`: one
 /// CRC-32 per 4096-byte page of the payload (the last page may be partial), then the
@@ -97,15 +135,18 @@ pub fn page_table_len(flags: u8, stored: u32) -> u64 {
 }
 
 /// The CRC-32 of each 4096-byte page of `payload` (the last one may be partial) and the
-/// CRC-32 of the whole payload, derived from them (`crc32fast::Hasher::combine`: one
+/// CRC-32 of the whole payload, derived from them (`crate::verify::Crc32::combine`: one
 /// pass over the bytes).
 pub fn page_crcs(payload: &[u8]) -> (Vec<u32>, u32) {
-    let mut whole = crc32fast::Hasher::new();
+    let mut whole = crate::verify::Crc32::new();
     let crcs = payload
         .chunks(PAGE as usize)
         .map(|p| {
-            let c = crc32fast::hash(p);
-            whole.combine(&crc32fast::Hasher::new_with_initial_len(c, p.len() as u64));
+            let c = crate::verify::crc32(p);
+            whole.combine(&crate::verify::Crc32::new_with_initial_len(
+                c,
+                p.len() as u64,
+            ));
             c
         })
         .collect();
@@ -114,11 +155,11 @@ pub fn page_crcs(payload: &[u8]) -> (Vec<u32>, u32) {
 
 /// The CRC-32 of the whole payload from its page CRCs, `stored` bytes in all.
 pub fn combine_page_crcs(crcs: &[u32], stored: u32) -> u32 {
-    let mut whole = crc32fast::Hasher::new();
+    let mut whole = crate::verify::Crc32::new();
     let mut left = u64::from(stored);
     for &c in crcs {
         let n = left.min(PAGE);
-        whole.combine(&crc32fast::Hasher::new_with_initial_len(c, n));
+        whole.combine(&crate::verify::Crc32::new_with_initial_len(c, n));
         left -= n;
     }
     whole.finalize()
@@ -130,7 +171,7 @@ pub fn encode_page_table(crcs: &[u32]) -> Vec<u8> {
     for &c in crcs {
         w.u32(c);
     }
-    let crc = crc32fast::hash(&w.buf);
+    let crc = crate::verify::crc32(&w.buf);
     w.u32(crc);
     w.buf
 }
@@ -141,7 +182,7 @@ pub fn encode_page_table(crcs: &[u32]) -> Vec<u8> {
 /// data CRC; without one, the data CRC over the payload.
 pub fn check_payload(rh: &RecordHeader, off: u64, table: &[u8], payload: &[u8]) -> Result<()> {
     if rh.flags & FLAG_PAGE_CRCS == 0 {
-        if crc32fast::hash(payload) != rh.data_crc {
+        if crate::verify::crc32(payload) != rh.data_crc {
             return Err(Error::corruption(
                 off + rh.payload_rel(),
                 format!("data CRC mismatch in the record of {:?}", rh.key),
@@ -189,7 +230,7 @@ pub fn decode_page_table(b: &[u8], stored: u32, off: u64) -> Result<Vec<u32>> {
         crc.try_into()
             .map_err(|_| Error::corruption(off, "table"))?,
     );
-    if crc32fast::hash(entries) != want {
+    if crate::verify::crc32(entries) != want {
         return Err(Error::corruption(
             off + RECORD_HEADER_SIZE as u64,
             "page CRC table CRC mismatch",
@@ -337,7 +378,7 @@ impl FileHeader {
         w.u64(self.base_tid.0);
         w.u64(0); // reserved
         w.u32(0); // reserved
-        let crc = crc32fast::hash(&w.buf);
+        let crc = crate::verify::crc32(&w.buf);
         w.u32(crc);
         debug_assert_eq!(w.buf.len(), FILE_HEADER_FIELDS);
         w.buf.resize(FILE_HEADER_FIELDS + FILE_HEADER_PADDING, 0);
@@ -375,7 +416,7 @@ impl FileHeader {
         r.zeros(12, "header reserved")?;
         let crc_at = r.pos();
         let crc = r.u32("header crc")?;
-        if crc != crc32fast::hash(&b[..crc_at]) {
+        if crc != crate::verify::crc32(&b[..crc_at]) {
             return Err(Error::corruption(crc_at as u64, "file header CRC mismatch"));
         }
         r.zeros(FILE_HEADER_PADDING, "header padding")?;
@@ -483,7 +524,7 @@ impl TxHeader {
             usize::try_from(self.desc_len).unwrap_or(usize::MAX),
             "description",
         )?;
-        let mut h = crc32fast::Hasher::new();
+        let mut h = crate::verify::Crc32::new();
         h.update(head);
         h.update(user);
         h.update(desc);
@@ -512,8 +553,10 @@ pub struct RecordHeader {
     pub encoding: Encoding,
     /// `FLAG_*` bits.
     pub flags: u8,
-    /// Zero bytes between the header and the payload (page-aligns raw payloads).
-    pub pad: u16,
+    /// Zero bytes between the header (and page CRC table) and the payload: page-aligns
+    /// raw payloads, 2 MiB-aligns them with [`FLAG_ALIGNED`] (then derived from the
+    /// record's offset; 0 on disk).
+    pub pad: u32,
     /// File offset of the previous version of the same key (0: none).
     pub prev_off: u64,
     /// Length of the value (a block: its trimmed length; zeros follow up to block size).
@@ -554,7 +597,12 @@ impl RecordHeader {
         w.u8(RECORD_VERSION);
         w.u8(self.encoding.disk_byte());
         w.u8(self.flags);
-        w.u16(self.pad);
+        // An aligned record's pad follows from its offset: 0 on disk.
+        w.u16(if self.flags & FLAG_ALIGNED != 0 {
+            0
+        } else {
+            u16::try_from(self.pad).unwrap_or(u16::MAX)
+        });
         w.u16(0);
         w.u64(array);
         w.u64(blk);
@@ -562,7 +610,7 @@ impl RecordHeader {
         w.u32(self.logical_len);
         w.u32(self.stored_len);
         w.u32(self.data_crc);
-        let crc = crc32fast::hash(&w.buf);
+        let crc = crate::verify::crc32(&w.buf);
         w.u32(crc);
         let mut out = [0u8; RECORD_HEADER_SIZE];
         out.copy_from_slice(&w.buf);
@@ -577,7 +625,7 @@ impl RecordHeader {
         let ver = r.u8("record version")?;
         let enc = r.u8("encoding")?;
         let flags = r.u8("record flags")?;
-        let pad = r.u16("pad")?;
+        let disk_pad = r.u16("pad")?;
         r.zeros(2, "record reserved")?;
         let array = r.u64("array id")?;
         let blk = r.u64("block index")?;
@@ -586,7 +634,7 @@ impl RecordHeader {
         let stored_len = r.u32("stored length")?;
         let data_crc = r.u32("data crc")?;
         let crc = r.u32("record header crc")?;
-        if crc != crc32fast::hash(&b[..RECORD_HEADER_CRC_AT]) {
+        if crc != crate::verify::crc32(&b[..RECORD_HEADER_CRC_AT]) {
             return Err(Error::corruption(off, "record header CRC mismatch"));
         }
         if ver != RECORD_VERSION {
@@ -615,7 +663,7 @@ impl RecordHeader {
         }
         let allowed_flags = match tag {
             TAG_META => FLAG_DELETED,
-            TAG_BLOCK if enc == Encoding::Raw.disk_byte() => FLAG_PAGE_CRCS,
+            TAG_BLOCK if enc == Encoding::Raw.disk_byte() => FLAG_PAGE_CRCS | FLAG_ALIGNED,
             _ => 0,
         };
         if flags & !allowed_flags != 0 {
@@ -635,6 +683,15 @@ impl RecordHeader {
                 format!("logical length {logical_len} > limit {max}"),
             ));
         }
+        let aligned = flags & FLAG_ALIGNED != 0;
+        if aligned && (disk_pad != 0 || stored_len == 0 || u64::from(stored_len) % HUGE_ALIGN != 0)
+        {
+            return Err(Error::corruption(
+                off + 3,
+                format!("aligned payload of {stored_len} bytes with pad {disk_pad}"),
+            ));
+        }
+        let pad = disk_pad;
         let ok = match encoding {
             Encoding::Hole => stored_len == 0 && pad == 0 && data_crc == 0,
             Encoding::Raw => stored_len == logical_len,
@@ -660,6 +717,11 @@ impl RecordHeader {
                 format!("delta record with back pointer {prev_off}: its base must precede it"),
             ));
         }
+        let table_end = off
+            .checked_add(RECORD_HEADER_SIZE as u64 + page_table_len(flags, stored_len))
+            .ok_or_else(|| Error::corruption(off, "record offset"))?;
+        let pad = u32::try_from(pad_of(flags, disk_pad, table_end))
+            .map_err(|_| Error::corruption(off, "pad"))?;
         Ok(RecordHeader {
             key,
             encoding,
@@ -689,7 +751,7 @@ pub struct TxEnd {
 impl TxEnd {
     /// Encode; `crc` must already include the header prefix and record headers;
     /// this adds the trailer's own fields.
-    pub fn encode(&self, mut crc: crc32fast::Hasher) -> [u8; TX_END_SIZE] {
+    pub fn encode(&self, mut crc: crate::verify::Crc32) -> [u8; TX_END_SIZE] {
         let mut w = Writer::new();
         w.u8(TAG_TX_END);
         w.u8(RECORD_VERSION);
@@ -707,7 +769,7 @@ impl TxEnd {
 
     /// Decode a trailer read at `off` (the tx CRC is checked by the caller, who has the
     /// running hash; `crc_so_far` is that hash before the trailer).
-    pub fn decode(b: &[u8], off: u64, crc_so_far: Option<crc32fast::Hasher>) -> Result<TxEnd> {
+    pub fn decode(b: &[u8], off: u64, crc_so_far: Option<crate::verify::Crc32>) -> Result<TxEnd> {
         let mut r = Reader::new(b, off);
         let tag = r.u8("trailer tag")?;
         if tag != TAG_TX_END {
@@ -970,43 +1032,61 @@ pub enum Part<'a> {
     /// A page CRC table, encoded by the append ([`encode_page_table`]): a big
     /// transaction's tables are not copied into memory all at once.
     Table(&'a [u32]),
-    /// Zero bytes (the padding that aligns a raw payload), written by the append.
-    Zeros(u64),
+    /// This many zero bytes of padding, whole pages, left as a hole (not written: the
+    /// file reads zeros there once the bytes after it are written).
+    Hole(u64),
 }
 
 impl Part<'_> {
-    /// The bytes, if they are in memory as such (`None` for [`Part::Copy`] and
-    /// [`Part::Table`]).
+    /// The bytes, if they are in memory as such (`None` for [`Part::Copy`],
+    /// [`Part::Table`] and [`Part::Hole`]).
     pub fn bytes(&self) -> Option<&[u8]> {
         match self {
             Part::Own(v) => Some(v),
             Part::Borrowed(b) => Some(b),
-            Part::Copy(_) | Part::Table(_) | Part::Zeros(_) => None,
+            Part::Copy(_) | Part::Table(_) | Part::Hole(_) => None,
         }
     }
-    /// Length in bytes.
+
+    /// Its length in the file.
     pub fn len(&self) -> u64 {
         match self {
             Part::Own(v) => v.len() as u64,
             Part::Borrowed(b) => b.len() as u64,
             Part::Copy(r) => u64::from(r.len),
             Part::Table(c) => 4 * c.len() as u64 + 4,
-            Part::Zeros(n) => *n,
+            Part::Hole(n) => *n,
         }
     }
-    /// No bytes?
+
+    /// Has it no bytes?
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
 
-    /// The bytes of a part in memory (an encoded table); empty for [`Part::Copy`],
-    /// whose bytes are in another file.
-    pub fn to_vec(&self) -> Vec<u8> {
-        match self {
-            Part::Table(c) => encode_page_table(c),
-            Part::Zeros(n) => vec![0; usize::try_from(*n).unwrap_or(0)],
-            p => p.bytes().map(<[u8]>::to_vec).unwrap_or_default(),
+/// Bytes the parts cover in the file.
+fn total_of(parts: &[Part<'_>]) -> u64 {
+    parts.iter().map(Part::len).sum()
+}
+
+impl EncodedTx<'_> {
+    /// The whole transaction as it reads back from the file (holes as zeros), for a
+    /// transaction whose payloads are all in memory: a [`Part::Copy`] reads as zeros
+    /// here, its bytes being in another file.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::new();
+        for p in &self.parts {
+            match p {
+                Part::Table(c) => v.extend_from_slice(&encode_page_table(c)),
+                Part::Hole(_) | Part::Copy(_) => {
+                    v.resize(v.len() + usize::try_from(p.len()).unwrap_or(0), 0)
+                }
+                Part::Own(b) => v.extend_from_slice(b),
+                Part::Borrowed(b) => v.extend_from_slice(b),
+            }
         }
+        v
     }
 }
 
@@ -1079,12 +1159,15 @@ pub fn encode_tx<'a>(
             None => rec.flags & !FLAG_PAGE_CRCS,
         };
         let table = page_table_len(flags, stored_len);
-        let pad = if rec.encoding == Encoding::Raw {
-            let p = (PAGE - (pos + RECORD_HEADER_SIZE as u64 + table) % PAGE) % PAGE;
-            u16::try_from(p).map_err(|_| Error::InvalidArgument("pad".into()))?
+        let table_end = pos + RECORD_HEADER_SIZE as u64 + table;
+        let pad = if flags & FLAG_ALIGNED != 0 {
+            pad_of(flags, 0, table_end)
+        } else if rec.encoding == Encoding::Raw {
+            (PAGE - table_end % PAGE) % PAGE
         } else {
             0
         };
+        let pad = u32::try_from(pad).map_err(|_| Error::InvalidArgument("pad".into()))?;
         let rh = RecordHeader {
             key: rec.key,
             encoding: rec.encoding,
@@ -1115,7 +1198,7 @@ pub fn encode_tx<'a>(
     w.u16(user_len);
     w.u16(0);
     w.u32(desc_len);
-    let mut hc = crc32fast::Hasher::new();
+    let mut hc = crate::verify::Crc32::new();
     hc.update(&w.buf);
     hc.update(user.as_bytes());
     hc.update(desc.as_bytes());
@@ -1126,7 +1209,7 @@ pub fn encode_tx<'a>(
     let prefix =
         usize::try_from(h.prefix_len()).map_err(|_| Error::InvalidArgument("prefix".into()))?;
     w.zeros(prefix - w.buf.len());
-    let mut txcrc = crc32fast::Hasher::new();
+    let mut txcrc = crate::verify::Crc32::new();
     txcrc.update(&w.buf);
 
     let mut parts = Vec::new();
@@ -1139,9 +1222,16 @@ pub fn encode_tx<'a>(
             parts.push(Part::Own(std::mem::take(&mut cur)));
             parts.push(Part::Table(c));
         }
-        if rh.pad > 0 {
+        // Padding: zeros to the next page, then whole pages as a hole (never written:
+        // an aligned payload's padding takes no disk blocks).
+        let at = start + total_of(&parts) + cur.len() as u64;
+        let zeros = (PAGE - at % PAGE) % PAGE;
+        let zeros = zeros.min(u64::from(rh.pad));
+        cur.resize(cur.len() + usize::try_from(zeros).unwrap_or(0), 0);
+        let hole = u64::from(rh.pad) - zeros;
+        if hole > 0 {
             parts.push(Part::Own(std::mem::take(&mut cur)));
-            parts.push(Part::Zeros(u64::from(rh.pad)));
+            parts.push(Part::Hole(hole));
         }
         if !rec.payload.is_empty() {
             parts.push(Part::Own(std::mem::take(&mut cur)));
@@ -1163,7 +1253,7 @@ pub fn encode_tx<'a>(
     let end = TxEnd::decode(&eb, pos, None)?;
     cur.extend_from_slice(&eb);
     parts.push(Part::Own(cur));
-    debug_assert_eq!(parts.iter().map(Part::len).sum::<u64>(), total_len);
+    debug_assert_eq!(total_of(&parts), total_len);
     Ok(EncodedTx {
         parts,
         total_len,
@@ -1252,14 +1342,14 @@ mod tests {
                 prev_off: 0,
                 logical_len: 5000,
                 payload: PayloadSrc::Mem(&data),
-                data_crc: crc32fast::hash(&data),
+                data_crc: crate::verify::crc32(&data),
                 page_crcs: None,
             },
         ];
         let tx = encode_tx(4096, Tid(1), 0, "u", "d", &recs).unwrap();
         let off = tx.record_offsets[1] + tx.headers[1].payload_rel();
         assert_eq!(off % PAGE, 0);
-        let bytes: Vec<u8> = tx.parts.iter().flat_map(|p| p.to_vec()).collect();
+        let bytes: Vec<u8> = tx.to_bytes();
         assert_eq!(bytes.len() as u64, tx.total_len);
         let h = TxHeader::decode(&bytes, 4096).unwrap();
         assert_eq!(h.tid, Tid(1));
@@ -1359,7 +1449,7 @@ mod tests {
         for len in [0usize, 100, 4096, 4097, 3 * 4096, 2 << 20] {
             let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 4096) as u8).collect();
             let (crcs, whole) = page_crcs(&data);
-            assert_eq!(whole, crc32fast::hash(&data), "len {len}");
+            assert_eq!(whole, crate::verify::crc32(&data), "len {len}");
             assert_eq!(combine_page_crcs(&crcs, len as u32), whole);
             assert_eq!(crcs.len() as u64, (len as u64).div_ceil(PAGE));
             let t = encode_page_table(&crcs);
@@ -1390,7 +1480,7 @@ mod tests {
             page_crcs: Some(&crcs),
         }];
         let tx = encode_tx(4096, Tid(1), 1, "u", "d", &recs).unwrap();
-        let bytes: Vec<u8> = tx.parts.iter().flat_map(|p| p.to_vec()).collect();
+        let bytes: Vec<u8> = tx.to_bytes();
         let rh = tx.headers[0];
         assert_eq!(rh.flags, FLAG_PAGE_CRCS);
         let at = (tx.record_offsets[0] - 4096) as usize;
@@ -1428,7 +1518,7 @@ mod tests {
             let _ = FileHeader::decode(&b);
             let _ = TxHeader::decode(&b, 0);
             let _ = RecordHeader::decode(&b, 0);
-            let _ = TxEnd::decode(&b, 0, Some(crc32fast::Hasher::new()));
+            let _ = TxEnd::decode(&b, 0, Some(crate::verify::Crc32::new()));
             let _ = DeltaPayload::decode(&b, 0);
         }
     }

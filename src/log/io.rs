@@ -40,6 +40,12 @@ pub trait LogIo: Send + Sync + std::fmt::Debug {
     fn copy_from(&self, src: &File, src_off: u64, len: u64, off: u64) -> io::Result<()> {
         copy_through_buffer(src, src_off, len, |b, at| self.write_at(b, off + at))
     }
+    /// The parts of `[off, off + len)` that may hold data, ascending: holes (ranges
+    /// never written, which read as zeros and take no disk blocks) may be left out.
+    /// Default: the whole range.
+    fn data_ranges(&self, off: u64, len: u64) -> io::Result<Vec<(u64, u64)>> {
+        Ok(vec![(off, len)])
+    }
 }
 
 /// Largest buffer [`LogIo::copy_from`] reads through when it cannot copy in the kernel.
@@ -126,6 +132,30 @@ impl LogIo for FileIo {
             }
         }
         Ok(())
+    }
+    fn data_ranges(&self, off: u64, len: u64) -> io::Result<Vec<(u64, u64)>> {
+        use rustix::fs::{seek, SeekFrom};
+        let end = off + len;
+        let mut out = Vec::new();
+        let mut at = off;
+        while at < end {
+            // SEEK_DATA/SEEK_HOLE move the file position, which positional I/O ignores.
+            let data = match seek(&self.0, SeekFrom::Data(at)) {
+                Ok(d) => d,
+                Err(rustix::io::Errno::NXIO) => break, // only a hole up to the end
+                Err(rustix::io::Errno::INVAL | rustix::io::Errno::OPNOTSUPP) => {
+                    return Ok(vec![(off, len)])
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if data >= end {
+                break;
+            }
+            let hole = seek(&self.0, SeekFrom::Hole(data))?.min(end);
+            out.push((data, hole - data));
+            at = hole;
+        }
+        Ok(out)
     }
 }
 
@@ -247,5 +277,8 @@ impl<I: LogIo> LogIo for FaultyIo<I> {
     }
     fn truncate(&self, len: u64) -> io::Result<()> {
         self.inner.truncate(len)
+    }
+    fn data_ranges(&self, off: u64, len: u64) -> io::Result<Vec<(u64, u64)>> {
+        self.inner.data_ranges(off, len)
     }
 }

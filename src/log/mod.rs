@@ -58,6 +58,8 @@ pub struct Log {
     path: PathBuf,
     header: FileHeader,
     file_id: (u64, u64),
+    /// Birth time of the file at open (ns; 0 if unknown): part of its identity.
+    birth_ns: u64,
 }
 
 fn now_ns() -> u64 {
@@ -181,11 +183,13 @@ impl Log {
         })?;
         let header = FileHeader::decode(&hb)?;
         let md = std::fs::metadata(path)?;
+        let (dev, ino, birth_ns) = crate::verify::inode_of(&md);
         Ok(Log {
             io,
             path: path.to_path_buf(),
             header,
-            file_id: (md.dev(), md.ino()),
+            file_id: (dev, ino),
+            birth_ns,
         })
     }
 
@@ -211,6 +215,18 @@ impl Log {
     /// switched files.
     pub fn file_id(&self) -> (u64, u64) {
         self.file_id
+    }
+    /// What tells this file from every other, for the per-boot table of checked
+    /// versions (`verify`); None when the log is not a real file.
+    pub fn identity(&self) -> Option<crate::verify::FileIdentity> {
+        self.io.raw_fd()?;
+        Some(crate::verify::FileIdentity {
+            dev: self.file_id.0,
+            ino: self.file_id.1,
+            birth_ns: self.birth_ns,
+            uuid: self.header.uuid,
+            created_ns: self.header.created_ns,
+        })
     }
     /// Has the path been switched to another file (by compaction) since we opened it?
     pub fn path_switched(&self) -> bool {
@@ -272,7 +288,7 @@ impl Log {
         let mut prefix = vec![0u8; prefix_len];
         self.read_exact_at(&mut prefix, off)?;
         let (user, desc) = header.check_prefix(&prefix, off)?;
-        let mut crc = crc32fast::Hasher::new();
+        let mut crc = crate::verify::Crc32::new();
         crc.update(&prefix);
         let end_off = off + header.total_len - format::TX_END_SIZE as u64;
         let mut pos = off + header.prefix_len();
@@ -311,6 +327,17 @@ impl Log {
                     ),
                 ));
             }
+            if rh.flags & format::FLAG_ALIGNED != 0
+                && self.header.version < format::ALIGNED_FORMAT_VERSION
+            {
+                return Err(Error::corruption(
+                    pos + 3,
+                    format!(
+                        "aligned payload in a format version {} file",
+                        self.header.version
+                    ),
+                ));
+            }
             crc.update(&rb);
             if pos + rh.span() > end_off {
                 return Err(Error::corruption(
@@ -322,25 +349,7 @@ impl Log {
                 ));
             }
             if verify_data {
-                let body = usize::try_from(rh.span())
-                    .map_err(|_| Error::corruption(pos, "record span"))?
-                    - format::RECORD_HEADER_SIZE;
-                scratch.clear();
-                scratch.resize(body, 0);
-                self.read_exact_at(scratch, pos + format::RECORD_HEADER_SIZE as u64)?;
-                let table = usize::try_from(rh.table_len())
-                    .map_err(|_| Error::corruption(pos, "page CRC table length"))?;
-                let pad = table + usize::from(rh.pad);
-                let stored = usize::try_from(rh.stored_len)
-                    .map_err(|_| Error::corruption(pos, "stored length"))?;
-                if scratch[table..pad]
-                    .iter()
-                    .chain(&scratch[pad + stored..])
-                    .any(|&b| b != 0)
-                {
-                    return Err(Error::corruption(pos, "nonzero padding in a record"));
-                }
-                format::check_payload(&rh, pos, &scratch[..table], &scratch[pad..pad + stored])?;
+                self.check_record_bytes(pos, &rh, scratch)?;
             }
             records.push((pos, rh));
             pos += rh.span();
@@ -497,6 +506,48 @@ impl Log {
         Ok(Some(side))
     }
 
+    /// Check every stored byte of the record at `pos` (header `rh`): the page CRC table,
+    /// zero padding — except where the file has a hole, which reads as zeros and holds
+    /// no byte (storage-format.md §2.8) — and the payload against its CRCs.
+    fn check_record_bytes(&self, pos: u64, rh: &RecordHeader, scratch: &mut Vec<u8>) -> Result<()> {
+        let len = |x: u64, what: &str| {
+            usize::try_from(x).map_err(|_| Error::corruption(pos, what.to_string()))
+        };
+        let table = len(rh.table_len(), "page CRC table length")?;
+        let stored = len(u64::from(rh.stored_len), "stored length")?;
+        let tail = len(
+            rh.span() - rh.payload_rel() - u64::from(rh.stored_len),
+            "record span",
+        )?;
+        let table_at = pos + format::RECORD_HEADER_SIZE as u64;
+        let pad_at = table_at + table as u64;
+        let payload_at = pos + rh.payload_rel();
+        // Padding: the data parts of it are read and must be zero.
+        let ranges = self.io.data_ranges(pad_at, u64::from(rh.pad))?;
+        for (at, n) in ranges {
+            let mut done = 0;
+            while done < n {
+                let k = (n - done).min(1 << 20);
+                scratch.clear();
+                scratch.resize(len(k, "pad")?, 0);
+                self.read_exact_at(scratch, at + done)?;
+                if scratch.iter().any(|&b| b != 0) {
+                    return Err(Error::corruption(pos, "nonzero padding in a record"));
+                }
+                done += k;
+            }
+        }
+        // Table, then payload and its tail padding.
+        scratch.clear();
+        scratch.resize(table + stored + tail, 0);
+        self.read_exact_at(&mut scratch[..table], table_at)?;
+        self.read_exact_at(&mut scratch[table..], payload_at)?;
+        if scratch[table + stored..].iter().any(|&b| b != 0) {
+            return Err(Error::corruption(pos, "nonzero padding in a record"));
+        }
+        format::check_payload(rh, pos, &scratch[..table], &scratch[table..table + stored])
+    }
+
     /// Append an encoded transaction at `at` (the end of the last committed one), then
     /// fdatasync if `sync`. An error leaves a torn tail that recovery cuts; the caller
     /// must poison the writer (a failed fsync is never retried).
@@ -540,11 +591,11 @@ impl Log {
                     pending.extend_from_slice(&t);
                     pos += t.len() as u64;
                 }
-                Part::Zeros(n) => {
-                    let n = usize::try_from(*n)
-                        .map_err(|_| Error::InvalidArgument("padding length".into()))?;
-                    pending.resize(pending.len() + n, 0);
-                    pos += n as u64;
+                Part::Hole(n) => {
+                    // Skipped: the bytes after it extend the file over it, as a hole.
+                    flush(&mut pending, pending_at)?;
+                    pos += n;
+                    pending_at = pos;
                 }
                 Part::Own(_) | Part::Borrowed(_) => {
                     let b = p.bytes().unwrap_or_default();
@@ -570,10 +621,11 @@ impl Log {
         if let Some(p) = last {
             match p {
                 Part::Copy(r) => self.io.copy_from(r.file, r.off, u64::from(r.len), pos)?,
+                Part::Table(c) => self.io.write_at(&format::encode_page_table(c), pos)?,
+                Part::Hole(_) => {}
                 Part::Own(_) | Part::Borrowed(_) => {
                     self.io.write_at(p.bytes().unwrap_or_default(), pos)?
                 }
-                _ => self.io.write_at(&p.to_vec(), pos)?,
             }
             pos += p.len();
         }
@@ -617,7 +669,7 @@ mod tests {
             prev_off: 0,
             logical_len: 10000,
             payload: format::PayloadSrc::Mem(&data),
-            data_crc: crc32fast::hash(&data),
+            data_crc: crate::verify::crc32(&data),
             page_crcs: None,
         }];
         let tx = encode_tx(4096, Tid(1), 1, "", "", &recs).unwrap();

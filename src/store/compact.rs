@@ -55,6 +55,16 @@ struct Kept {
     from_log: Option<(u64, u32)>,
 }
 
+impl Kept {
+    /// Length of the payload as stored in the new file.
+    fn stored_len(&self) -> usize {
+        match self.from_log {
+            Some((_, len)) => len as usize,
+            None => self.value.payload.len(),
+        }
+    }
+}
+
 /// Copy `items` (all of one tid) as one transaction into `dst` at `*end`. Payloads are
 /// checked against their CRC one at a time and copied from the source log by the
 /// append (in the kernel where both are plain files); folded deltas are encoded here and
@@ -116,7 +126,7 @@ fn copy_tx(
         let (page_crcs, crc) = if v.encoding == Encoding::Raw && matches!(k, Key::Block { .. }) {
             format::page_crcs(&scratch)
         } else {
-            (Vec::new(), crc32fast::hash(&scratch))
+            (Vec::new(), crate::verify::crc32(&scratch))
         };
         if crc != v.data_crc {
             return Err(Error::corruption(
@@ -149,7 +159,9 @@ fn copy_tx(
         .map(|((k, v), p)| RecordIn {
             key: *k,
             encoding: p.value.encoding,
-            flags: v.flags,
+            // The new file is of the current version: its own layout flags.
+            flags: (v.flags & !format::FLAG_ALIGNED)
+                | format::layout_flags(format::FORMAT_VERSION, k, p.value.encoding, p.stored_len()),
             prev_off: new_off.get(k).copied().unwrap_or(0),
             logical_len: p.value.logical_len,
             payload: match (p.from_log, src_file) {
@@ -344,11 +356,8 @@ impl Store {
             let new_log = Log::open(self.path(), false)?;
             self.lock_file().publish(new_log.header().uuid, nix.end)?;
             let new_size = new_log.len()?;
-            *self.gen.write() = Arc::new(Gen {
-                log: new_log,
-                index: parking_lot::RwLock::new(nix),
-                verified: Default::default(),
-            });
+            let (verify, table) = self.verify_with();
+            *self.gen.write() = Arc::new(Gen::new(new_log, nix, verify, table));
             Ok(CompactReport {
                 old_size,
                 new_size,

@@ -92,7 +92,7 @@ impl Payload {
 
 /// A spilled payload read back must match the CRC computed when it was encoded.
 pub fn check_spilled(s: &SpillSlot, bytes: &[u8], crc: u32) -> Result<()> {
-    let got = crc32fast::hash(bytes);
+    let got = crate::verify::crc32(bytes);
     if got != crc {
         return Err(Error::corruption(
             s.offset(),
@@ -139,7 +139,7 @@ pub fn encode_block_with(
         .transpose()?
         .flatten()
     {
-        let data_crc = crc32fast::hash(&out);
+        let data_crc = crate::verify::crc32(&out);
         return Ok(Encoded {
             encoding: Encoding::Zstd,
             logical_len,
@@ -260,7 +260,7 @@ pub fn encode_delta_pages(
         .transpose()?
         .flatten()
     {
-        let data_crc = crc32fast::hash(&out);
+        let data_crc = crate::verify::crc32(&out);
         return Ok(Encoded {
             encoding: Encoding::DeltaZstd,
             logical_len,
@@ -269,7 +269,7 @@ pub fn encode_delta_pages(
             page_crcs: Vec::new(),
         });
     }
-    let data_crc = crc32fast::hash(&payload);
+    let data_crc = crate::verify::crc32(&payload);
     Ok(Encoded {
         encoding: Encoding::DeltaRaw,
         logical_len,
@@ -296,7 +296,7 @@ pub fn encode_plain(data: &[u8]) -> Result<Encoded> {
         encoding: Encoding::Raw,
         logical_len,
         payload: Payload::Mem(data.to_vec()),
-        data_crc: crc32fast::hash(data),
+        data_crc: crate::verify::crc32(data),
         page_crcs: Vec::new(),
     })
 }

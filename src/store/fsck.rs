@@ -116,7 +116,7 @@ fn check_delta_payload(log: &Log, off: u64, rh: &format::RecordHeader) -> Result
     let at = off + rh.payload_rel();
     let mut s = vec![0u8; usize::try_from(rh.stored_len).unwrap_or(0)];
     log.read_exact_at(&mut s, at)?;
-    if crc32fast::hash(&s) != rh.data_crc {
+    if crate::verify::crc32(&s) != rh.data_crc {
         return Err(Error::corruption(at, "data CRC mismatch in a delta record"));
     }
     let payload = if rh.encoding == Encoding::DeltaZstd {
@@ -178,7 +178,7 @@ fn durable_end(path: &Path, log: &Log) -> u64 {
     }
 }
 
-/// Check an open log; `durable_end` as from [`durable_end`].
+/// Check an open log; `durable_end` as computed by this module's `durable_end` function.
 pub fn check_log(log: &Log, durable_end: u64, rep: &mut FsckReport) -> Result<()> {
     let file_len = log.len()?;
     rep.file_len = file_len;

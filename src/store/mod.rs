@@ -53,6 +53,7 @@ use crate::format::{self, Encoding, Key, RecordIn, FLAG_DELETED};
 use crate::log::io::LogIo;
 use crate::log::lock::{LockFile, ReaderSlot};
 use crate::log::{Log, ScannedTx};
+use crate::verify::{self, BootTable, Checked, Stored, TablePlace, Verify};
 use crate::{Error, Result, Tid};
 use ckpt::LazyCheckpoint;
 pub use encode::Encoded;
@@ -73,6 +74,10 @@ pub struct StoreOptions {
     pub sync: bool,
     /// Write a checkpoint when this many log bytes are not covered by the last one.
     pub checkpoint_bytes: u64,
+    /// When a stored raw block's CRC is checked before it is shown.
+    pub verify: Verify,
+    /// Where the table of versions checked this boot lives (`Verify::OncePerBoot`).
+    pub table: TablePlace,
 }
 
 impl Default for StoreOptions {
@@ -81,6 +86,8 @@ impl Default for StoreOptions {
             read_only: false,
             sync: true,
             checkpoint_bytes: 64 << 20,
+            verify: Verify::default(),
+            table: TablePlace::default(),
         }
     }
 }
@@ -514,6 +521,15 @@ pub fn delta_pages(v: &Version) -> u64 {
         / format::DELTA_PAGE_COST as u64
 }
 
+/// The stored payload of version `v`, as `verify` names it.
+fn stored_of(v: &Version) -> Stored {
+    Stored {
+        offset: v.payload_off(),
+        len: u64::from(v.stored_len),
+        crc: v.data_crc,
+    }
+}
+
 /// One log file and its index.
 #[derive(Debug)]
 pub struct Gen {
@@ -521,12 +537,23 @@ pub struct Gen {
     pub log: Log,
     /// Its index.
     pub index: RwLock<Index>,
-    /// Payload offsets of raw versions whose CRC this process checked through a
-    /// memory mapping of the file (zero-copy reads: checked once per process).
-    pub verified: parking_lot::Mutex<std::collections::HashSet<u64>>,
+    /// When stored versions of this file need a CRC check, and which this process
+    /// (or, `Verify::OncePerBoot`, this boot) already checked.
+    checked: Checked,
 }
 
 impl Gen {
+    /// The generation of `log` with index `index`, checking raw versions as `verify`
+    /// says (sharing what was checked through `table` under `Verify::OncePerBoot`).
+    pub fn new(log: Log, index: Index, verify: Verify, table: Option<Arc<BootTable>>) -> Gen {
+        let checked = Checked::new(verify, log.identity(), table);
+        Gen {
+            log,
+            index: RwLock::new(index),
+            checked,
+        }
+    }
+
     /// Run `f` on the index (under its read lock). If the index's checkpoint part turns
     /// out damaged (a page fails its CRC or holds impossible values, or cannot be read),
     /// rebuild the index from the log and run `f` again on that: a damaged checkpoint
@@ -612,7 +639,8 @@ impl Gen {
         let (base, deltas) = chain
             .split_first()
             .ok_or_else(|| Error::InvalidArgument("empty chain".into()))?;
-        self.read_version(base, buf)?;
+        // A raw base is trusted under `Verify::Off`; what deltas add is checked.
+        self.read_full(base, buf, self.checked.mode() != Verify::Off)?;
         let mut cur = usize::try_from(base.logical_len)
             .map_err(|_| Error::corruption(base.rec_off, "logical length"))?;
         let mut prev = base.rec_off;
@@ -683,7 +711,7 @@ impl Gen {
                 ),
             ));
         }
-        if crc32fast::hash(&b[hs..]) != rh.data_crc {
+        if crate::verify::crc32(&b[hs..]) != rh.data_crc {
             return Err(Error::corruption(
                 d.payload_off(),
                 format!("data CRC mismatch (delta of tid {})", d.tid),
@@ -786,41 +814,29 @@ impl Gen {
             .map_err(|_| Error::corruption(base.rec_off, "stored length"))?;
         let logical = usize::try_from(base.logical_len)
             .map_err(|_| Error::corruption(base.rec_off, "logical length"))?;
-        let fd = self.log.raw_fd();
-        let os_page = rustix::param::page_size() as u64;
-        let checked = self.verified.lock().contains(&base.payload_off());
-        match (base.encoding, fd) {
-            (Encoding::Hole, _) => {
+        match base.encoding {
+            Encoding::Hole => {
                 for (k, _) in from_base {
                     out[k * page..(k + 1) * page].fill(0);
                 }
             }
-            (Encoding::Raw, fd)
-                if (base.has_page_crcs() && !checked)
-                    || (fd.is_some() && base.payload_off() % os_page == 0) =>
-            {
-                // Read only the pages asked, checked: against the page CRC table
-                // (storage-format.md §2.7) when the payload has one, or else by the
-                // whole payload's CRC once per process, through the file.
+            Encoding::Raw => {
+                // Read only the pages asked, checked: not at all when the payload is
+                // known checked (or trusted), else against the page CRC table
+                // (storage-format.md §2.7) when it has one, else by the whole
+                // payload's CRC, read through the file and recorded.
                 let off = base.payload_off();
-                let table = match (checked, fd) {
-                    (true, _) => None,
-                    (false, _) if base.has_page_crcs() => Some(
+                let sv = stored_of(base);
+                let table = if !self.checked.needs_check(&sv) {
+                    None
+                } else if base.has_page_crcs() {
+                    Some(
                         self.page_table(base)?
                             .ok_or_else(|| Error::corruption(base.rec_off, "page CRC table"))?,
-                    ),
-                    (false, Some(fd)) => {
-                        let crc = crate::virtmem::crc_of_file_range(fd, off, stored)?;
-                        if crc != base.data_crc {
-                            return Err(Error::corruption(
-                                off,
-                                format!("data CRC mismatch (version of tid {})", base.tid),
-                            ));
-                        }
-                        self.verified.lock().insert(off);
-                        None
-                    }
-                    (false, None) => unreachable!("the arm's guard: a table or a file"),
+                    )
+                } else {
+                    self.check_range(&sv)?;
+                    None
                 };
                 for (k, i) in from_base {
                     let dst = &mut out[k * page..(k + 1) * page];
@@ -833,8 +849,7 @@ impl Gen {
                         // Pages past the stored bytes are zeros (n == 0); a stored
                         // page is checked against its table entry.
                         if let Some(table) = &table {
-                            let want = table.get(at / page).copied();
-                            if want != Some(crc32fast::hash(&dst[..n.min(stored - at)])) {
+                            if verify::check_pages(&dst[..n], &table[at / page..]).is_some() {
                                 return Err(Error::corruption(
                                     off + at as u64,
                                     format!(
@@ -850,7 +865,7 @@ impl Gen {
                 }
             }
             _ => {
-                // Compressed, or not a mappable file: read (and check) the value whole.
+                // Compressed: read (and check) the value whole.
                 let mut buf = vec![0u8; logical];
                 self.read_version(base, &mut buf)?;
                 for (k, i) in from_base {
@@ -918,15 +933,9 @@ impl Gen {
         }
         idx.sort_unstable();
         idx.dedup();
-        if !self.verified.lock().contains(&off) {
-            let crc = crate::virtmem::crc_of_file_range(fd, off, stored as usize)?;
-            if crc != base.data_crc {
-                return Err(Error::corruption(
-                    off,
-                    format!("data CRC mismatch (version of tid {})", base.tid),
-                ));
-            }
-            self.verified.lock().insert(off);
+        let sv = stored_of(base);
+        if self.checked.needs_check(&sv) {
+            self.check_range(&sv)?;
         }
         let psz = format::PAGE as usize;
         let mut bytes = vec![0u8; idx.len() * psz];
@@ -1009,7 +1018,10 @@ impl Gen {
         {
             return Ok(None);
         }
-        let crc = (!self.verified.lock().contains(&off)).then_some(v.data_crc);
+        let crc = self
+            .checked
+            .needs_check(&stored_of(&v))
+            .then_some(v.data_crc);
         let page_crcs = match crc {
             Some(_) => self.page_table(&v)?.map(Arc::from),
             None => None,
@@ -1039,14 +1051,60 @@ impl Gen {
         format::decode_page_table(&b, v.stored_len, v.rec_off).map(Some)
     }
 
-    /// The payload at file offset `off` matched its data CRC in this process.
-    pub fn mark_checked(&self, off: u64) {
-        self.verified.lock().insert(off);
+    /// The mapped bytes of `src` (from [`Gen::map_source`] or [`Gen::map_chain`])
+    /// matched their CRC: record it (`verify`).
+    pub fn mark_checked(&self, src: &crate::bigfile::FileSlice) {
+        if let Some(crc) = src.crc {
+            self.checked.record(&Stored {
+                offset: src.offset,
+                len: src.len as u64,
+                crc,
+            });
+        }
     }
 
-    /// Read one full version into `buf` (which must be at least its logical length).
-    /// A delta version is read with [`Gen::load`] or [`Gen::read_chain`].
+    /// About to check the mapped bytes of `src` whole: `false` if another process
+    /// checked them meanwhile ([`Checked::claim`]).
+    pub fn claim_check(&self, src: &crate::bigfile::FileSlice) -> bool {
+        match src.crc {
+            Some(crc) => self.checked.claim(&Stored {
+                offset: src.offset,
+                len: src.len as u64,
+                crc,
+            }),
+            None => false,
+        }
+    }
+
+    /// Check the whole stored payload `v` read through the file (in pieces) against
+    /// its CRC, and record the match.
+    fn check_range(&self, v: &Stored) -> Result<()> {
+        let got = verify::crc_of_range(|b, o| self.log.read_exact_at(b, o), v.offset, v.len)?;
+        if got != v.crc {
+            return Err(Error::corruption(
+                v.offset,
+                format!("data CRC mismatch ({got:#010x}, recorded {:#010x})", v.crc),
+            ));
+        }
+        self.checked.record(v);
+        Ok(())
+    }
+
+    /// The verification mode of this file's reads.
+    pub fn verify_mode(&self) -> Verify {
+        self.checked.mode()
+    }
+
+    /// Read one full version into `buf` (which must be at least its logical length),
+    /// its CRC checked whatever the verification mode (compaction, the catalog). A
+    /// delta version is read with [`Gen::load`] or [`Gen::read_chain`].
     pub fn read_version(&self, v: &Version, buf: &mut [u8]) -> Result<()> {
+        self.read_full(v, buf, true)
+    }
+
+    /// [`Gen::read_version`]; `check_raw`: check a raw payload's CRC (compressed ones
+    /// are always checked, as they are decompressed).
+    fn read_full(&self, v: &Version, buf: &mut [u8], check_raw: bool) -> Result<()> {
         let logical = usize::try_from(v.logical_len)
             .map_err(|_| Error::corruption(v.rec_off, "logical length"))?;
         if logical > buf.len() {
@@ -1071,7 +1129,7 @@ impl Gen {
             Encoding::Raw => {
                 self.log
                     .read_exact_at(&mut buf[..stored], v.payload_off())?;
-                if crc32fast::hash(&buf[..stored]) != v.data_crc {
+                if check_raw && crate::verify::crc32(&buf[..stored]) != v.data_crc {
                     return Err(Error::corruption(
                         v.payload_off(),
                         format!("data CRC mismatch (version of tid {})", v.tid),
@@ -1088,7 +1146,7 @@ impl Gen {
                     s.clear();
                     s.resize(stored, 0);
                     self.log.read_exact_at(&mut s, v.payload_off())?;
-                    if crc32fast::hash(&s) != v.data_crc {
+                    if crate::verify::crc32(&s) != v.data_crc {
                         return Err(Error::corruption(
                             v.payload_off(),
                             format!("data CRC mismatch (version of tid {})", v.tid),
@@ -1166,6 +1224,8 @@ pub struct Store {
     refresh_lock: Mutex<()>,
     /// Wraps the I/O of new spill files (tests inject faults this way).
     spill_io: spill::SpillIoHook,
+    /// The per-boot table of checked versions (`Verify::OncePerBoot`, when usable).
+    table: Option<Arc<BootTable>>,
 }
 
 /// The index a checkpoint of `log` gives, if there is one and it matches the log
@@ -1256,7 +1316,11 @@ impl Store {
     }
 
     fn open_log(path: &Path, log: Log, lock: Arc<LockFile>, opts: StoreOptions) -> Result<Store> {
-        let gen = Store::load_gen(log, &lock, opts.read_only)?;
+        let table = match opts.verify {
+            Verify::OncePerBoot => verify::boot_table(&opts.table),
+            _ => None,
+        };
+        let gen = Store::load_gen(log, &lock, opts.read_only, (opts.verify, table.clone()))?;
         if !opts.read_only {
             spill::remove_leftovers(path);
         }
@@ -1268,12 +1332,18 @@ impl Store {
             poisoned: Mutex::new(None),
             refresh_lock: Mutex::new(()),
             spill_io: spill::SpillIoHook::default(),
+            table,
         })
     }
 
     /// Build the index of `log`: from the checkpoint when it matches, then the tail,
     /// fully verified (data CRCs too). A torn tail is cut under the writer lock.
-    fn load_gen(log: Log, lock: &LockFile, read_only: bool) -> Result<Gen> {
+    fn load_gen(
+        log: Log,
+        lock: &LockFile,
+        read_only: bool,
+        (verify, table): (Verify, Option<Arc<BootTable>>),
+    ) -> Result<Gen> {
         let mut ix = load_checkpoint(log.path(), &log).unwrap_or_else(Index::empty);
         let scan = log.scan(ix.end, ix.last_tid, true)?;
         for tx in &scan.txs {
@@ -1300,16 +1370,16 @@ impl Store {
                 lock.publish(log.header().uuid, ix.end)?;
             }
         }
-        Ok(Gen {
-            log,
-            index: RwLock::new(ix),
-            verified: Default::default(),
-        })
+        Ok(Gen::new(log, ix, verify, table))
     }
 
     /// The database path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+    /// The verification mode and per-boot table a new generation is made with.
+    fn verify_with(&self) -> (Verify, Option<Arc<BootTable>>) {
+        (self.opts.verify, self.table.clone())
     }
     /// The lock file.
     pub fn lock_file(&self) -> &Arc<LockFile> {
@@ -1341,7 +1411,7 @@ impl Store {
         let gen = self.current();
         if gen.log.path_switched() {
             let log = Log::open(&self.path, self.opts.read_only)?;
-            let new = Arc::new(Store::load_gen(log, &self.lock, true)?);
+            let new = Arc::new(Store::load_gen(log, &self.lock, true, self.verify_with())?);
             *self.gen.write() = new.clone();
             return Ok(new);
         }
@@ -1499,7 +1569,14 @@ impl Store {
             .map(|(w, l)| RecordIn {
                 key: w.key,
                 encoding: w.value.encoding,
-                flags: w.flags,
+                // Version 4 files get 2 MiB-aligned raw payloads (§2.8).
+                flags: w.flags
+                    | format::layout_flags(
+                        gen.log.header().version,
+                        &w.key,
+                        w.value.encoding,
+                        w.value.payload.len(),
+                    ),
                 prev_off: l.map(|v| v.rec_off).unwrap_or(0),
                 logical_len: w.value.logical_len,
                 payload: w.value.payload.src(),

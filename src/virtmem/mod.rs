@@ -44,16 +44,9 @@ use std::sync::{Arc, Weak};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use self::fault::{FaultTarget, InWdb};
-pub(crate) use self::os::crc_of_file_range;
 use self::state::{HandleId, HandleState, MapId, VmState};
 use crate::bigfile::BigFile;
 
-/// Zero-copy reads of raw blocks (`BigFile::map_source`) are on unless the environment
-/// sets `WDB_ZERO_COPY=0` (for measuring the copy path beside it). Read once.
-pub(crate) fn zero_copy_enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var_os("WDB_ZERO_COPY").is_none_or(|v| v != "0"))
-}
 use crate::{Error, Result};
 
 /// Largest mapping, in bytes (2^46 = 64 TiB: well inside the 47-bit user address space).
@@ -245,14 +238,19 @@ impl VirtMem {
     }
 
     /// Spill ahead of need on a background thread once dirty blocks outgrow the budget
-    /// (`writeback.rs`; off by default, and whatever this says when the environment
-    /// sets `WDB_WRITE_BEHIND=0`). Takes effect for mappings made from now on.
+    /// (`writeback.rs`; off by default). Takes effect for mappings made from now on.
     pub fn set_write_behind(&self, on: bool) {
         let mut g = self.shared.state.lock();
-        g.wb.on = on && writeback::enabled();
+        g.wb.on = on;
         if !g.wb.on {
             g.wb.armed = false;
         }
+    }
+
+    /// Turn the readahead of sequential scans (`readahead.rs`) on (the default) or off
+    /// (every block then faults on its own; for comparing).
+    pub fn set_readahead(&self, on: bool) {
+        self.shared.state.lock().ra.off = !on;
     }
 
     /// Budget, RAM in use, dirty bytes, loads, stores, evictions, spills.

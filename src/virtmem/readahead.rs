@@ -38,7 +38,8 @@
 //!   around `map_source` and the fetch (invariant 8), and touches neither a
 //!   handle's nor a mapping's in-flight counts: it copes with either going away.
 //!
-//! `WDB_READAHEAD=0` in the environment turns readahead off (for measuring without it).
+//! [`VirtMem::set_readahead`](super::VirtMem::set_readahead) turns it off (for measuring
+//! without it; `Options::readahead` of the database).
 
 use std::sync::Arc;
 
@@ -61,13 +62,15 @@ pub(super) struct RaState {
     pub(super) started: bool,
     /// A request was made since the thread was last woken ([`kick`]).
     kick: bool,
+    /// Readahead is turned off: no request is made, no thread started.
+    pub(super) off: bool,
 }
 
 impl RaState {
     /// A scan of view `mid` is at block `blk`: map the blocks after it. The caller
     /// wakes the thread with [`kick`] once its fault is served.
     pub(super) fn want(&mut self, mid: MapId, blk: u64) {
-        if enabled() {
+        if !self.off {
             self.request = Some((mid, blk));
             self.kick = true;
         }
@@ -83,12 +86,6 @@ pub(super) fn kick(g: &mut state::VmState, vm: &VmShared) {
     }
 }
 
-/// Readahead is on unless the environment sets `WDB_READAHEAD=0`. Read once.
-pub(super) fn enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var_os("WDB_READAHEAD").is_none_or(|v| v != "0"))
-}
-
 /// Blocks mapped ahead of a scan: `AHEAD_BYTES`, at most a quarter of the budget, at
 /// least one block.
 pub(super) fn window(budget: u64, bs: u64) -> u64 {
@@ -101,7 +98,13 @@ pub(super) fn start(vm: &Arc<VmShared>) {
     super::start_worker(
         vm,
         &vm.ra_thread,
-        |g| enabled().then_some((&mut g.ra.started, &mut g.ra.stop)),
+        |g| {
+            if g.ra.off {
+                None
+            } else {
+                Some((&mut g.ra.started, &mut g.ra.stop))
+            }
+        },
         "wdb-readahead",
         run,
     );

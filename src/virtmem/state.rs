@@ -81,7 +81,9 @@
 //!     fetched (`fetch_file`): then it has one `Loading`/`LoadingInvalidated` user and
 //!     the fetcher maps the bytes at a staging address no view shows, checks their CRC
 //!     there without the lock, and moves that mapping into one view block; a mismatch
-//!     frees the page, so unchecked bytes are never shown. A `Loaded` file page is in
+//!     frees the page, so unchecked bytes are never shown. Bytes that need no check
+//!     (`FileSlice::crc` is None) are mapped straight into the view, and a read fault on
+//!     such a block maps its neighbours that need none either (`filemap.rs`). A `Loaded` file page is in
 //!     the LRU, counts its block size in `used` like a RAM page (from the fetch on), is
 //!     never in the content cache, never moved (`at_view` is None) and never mapped
 //!     writable. Eviction maps the views `PROT_NONE` again, as for a RAM page. A
@@ -175,9 +177,12 @@ use parking_lot::{Condvar, MutexGuard};
 use super::os::{self, Pool};
 use crate::bigfile::{BigFile, FileSlice};
 use crate::{Error, Result};
+use filemap::map_neighbours;
 pub(super) use spill::spill_ahead;
 pub(super) use subpage::{store_patch, write_patch, Patches};
 
+#[path = "filemap.rs"]
+mod filemap;
 #[path = "spill.rs"]
 mod spill;
 #[path = "subpage.rs"]
@@ -952,7 +957,8 @@ impl VmState {
         let seq = blk > m.first_blk && m.mapped.contains_key(&(blk - 1));
         let pool = self.pages[p as usize].pool;
         let slot = self.pages[p as usize].slot;
-        if let Some(src) = self.pages[p as usize].file.clone() {
+        if let Some(src) = self.pages[p as usize].file.as_ref() {
+            let src = src.clone();
             // A file page (invariant 10): mapped read-only from the file in every view.
             debug_assert!(!writable, "inv 10: a file page is never writable");
             if cur.map(|e| e.0) == Some(p) {
@@ -966,17 +972,7 @@ impl VmState {
                         self.home(q);
                     }
                 }
-                let bs = self.pools[pool].os.slot_size();
-                os::map_file(addr, bs, &src, seq)?;
-                let m = self.maps.get_mut(&mid).expect("checked");
-                m.armed.remove(&blk);
-                m.untidy.remove(&blk);
-                self.counters.file_maps += 1;
-                self.maps
-                    .get_mut(&mid)
-                    .expect("checked above")
-                    .mapped
-                    .insert(blk, (p, false));
+                self.map_file_page(mid, blk, p, &src, seq)?;
             }
             return Ok(());
         }
@@ -1700,8 +1696,19 @@ pub(super) fn ensure(
                 };
                 // Clean raw bytes in a file: map them, no RAM page, no copy (inv 10).
                 if let Some(src) = src {
-                    if src.crc.is_none() && (!seq || src.pages.is_some()) {
-                        // Checked before, read at random, or a delta chain (checked by
+                    if src.crc.is_none() && src.pages.is_none() && !write {
+                        // Needs no check (`filemap.rs`): map it straight from the file,
+                        // and its neighbours that need none either.
+                        let r = g.map_checked(mid, (h, blk), pi, src, (false, seq));
+                        if VmState::alloc_or_wait(g, cv, r)?.is_none() {
+                            continue;
+                        }
+                        map_neighbours(g, mid, blk, seq);
+                        g.assert_invariants();
+                        return Ok(());
+                    }
+                    if src.crc.is_none() {
+                        // Checked before and written to, or a delta chain (checked by
                         // `map_source`; its pages go over the view's mapping in
                         // `map_view`): map it now, page tables on touch.
                         let r = g.alloc_file(pi, src);
@@ -1812,7 +1819,9 @@ thread_local! {
 /// page and show it in view `mid` (invariant 10): `Empty` → `Loading` → `Loaded`. The
 /// bytes are mapped, their page tables filled, at a staging address without the lock
 /// and checked against `src.crc` there, then the same mapping is moved into the view
-/// (with readahead's marker if `arm`). Returns `Ok(false)` if the block was invalidated
+/// (with readahead's marker if `arm`). Bytes that need no check (`src.crc` is None)
+/// are mapped straight into the view instead (`filemap.rs`). Returns `Ok(false)` if the
+/// block was invalidated
 /// (or its handle closed) meanwhile; an error (a CRC mismatch, an I/O error) leaves the
 /// block `Empty`, never shown. A fault holds its mapping, so its handle and view stay
 /// alive; the readahead thread holds neither and copes with both going away.
@@ -1829,27 +1838,25 @@ pub(super) fn fetch_file(
     let hs = &g.handles[&h];
     let (pi, file) = (hs.pool, hs.file.clone());
     let bs = g.pools[pi].os.slot_size();
+    if src.crc.is_none() {
+        // Nothing to check: straight into the view, page tables filled (`filemap.rs`).
+        let r = g.map_checked(mid, (h, blk), pi, src, (arm, true));
+        cv.notify_all();
+        g.assert_invariants();
+        return r.map(|_| true);
+    }
     let page = g.alloc_file(pi, src.clone())?;
     g.pages[page as usize].users.push((h, blk));
     g.set_state(h, blk, BlockState::Loading { page });
     g.assert_invariants();
     let res = MutexGuard::unlocked(g, || {
         let st = os::Staged::new(&src, bs)?;
-        if let Some(want) = src.crc {
-            let got = crc32fast::hash(st.bytes());
-            if got != want {
-                return Err(Error::corruption(
-                    src.offset,
-                    format!(
-                        "data CRC mismatch in a raw block ({got:#010x}, recorded {want:#010x})"
-                    ),
-                ));
-            }
+        // Another process may be checking the same bytes: wait for it (briefly).
+        if let Some(want) = src.crc.filter(|_| file.claim_check(&src)) {
+            crate::verify::check_crc(st.bytes(), want, src.offset, "a raw block")?;
             file.source_checked(&src);
-        } else {
-            st.touch();
         }
-        Ok(st)
+        Ok::<_, Error>(st)
     });
     if !g.handles.contains_key(&h) {
         // Closed meanwhile: `close_handle` left the page to us.

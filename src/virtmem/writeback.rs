@@ -19,8 +19,6 @@
 //! - **Lifetime.** Started with the first mapping of a `VirtMem` that has it on
 //!   ([`VirtMem::set_write_behind`](super::VirtMem::set_write_behind)), stopped and
 //!   joined when the `VirtMem` is dropped. It holds the VM lock except around the store.
-//!
-//! `WDB_WRITE_BEHIND=0` in the environment turns it off (for measuring without it).
 
 use std::sync::Arc;
 
@@ -30,7 +28,7 @@ use super::VmShared;
 /// The write-behind thread's state, under the VM lock.
 #[derive(Debug, Default)]
 pub(super) struct WbState {
-    /// Write-behind is on for this `VirtMem` (and in the environment).
+    /// Write-behind is on for this `VirtMem`.
     pub(super) on: bool,
     /// An allocation had to spill and dirty bytes have not fallen under half the
     /// budget since.
@@ -39,12 +37,6 @@ pub(super) struct WbState {
     pub(super) started: bool,
     /// Set when the `VirtMem` is dropped: the thread exits.
     pub(super) stop: bool,
-}
-
-/// Write-behind is on unless the environment sets `WDB_WRITE_BEHIND=0`. Read once.
-pub(super) fn enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var_os("WDB_WRITE_BEHIND").is_none_or(|v| v != "0"))
 }
 
 /// Bytes the thread keeps free or clean under the budget: 1/16 of it, at most 32 MiB.

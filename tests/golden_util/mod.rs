@@ -89,14 +89,54 @@ pub fn expect_signal(tid: u64, i: u64) -> f64 {
     }
 }
 
-/// Rewrite golden file `name` with this build's writer when `WDB_WRITE_GOLDEN` is set.
-/// Only the newest format version's test calls it (when that version's file is started):
-/// an older version's file is never rewritten.
-pub fn regenerate_if_asked(name: &str) {
+/// Block size of the array "wide" that version-4 files add (tid 4): one whole 2 MiB
+/// raw block, the payload that version 4 aligns to 2 MiB.
+pub const WIDE_BS: u32 = 2 << 20;
+
+/// Element `i` of "wide" (simple enough that the golden file packs small in git).
+pub fn wide(i: u64) -> u32 {
+    (i % 1000) as u32
+}
+
+/// The content every version from 4 on adds: tid 4 creates "wide" (u32, one full raw
+/// 2 MiB block, then 10 elements of a trimmed second block).
+pub fn write_wide(p: &Path) {
+    let db = Db::open(p).unwrap();
+    let raw = ArrayOptions::default()
+        .block_size(WIDE_BS)
+        .compression(Compression::None);
+    let tx = db.begin().unwrap();
+    let n = u64::from(WIDE_BS) / 4 + 10;
+    let mut a = tx.create_array_with::<u32>("wide", &[0], raw).unwrap();
+    let v: Vec<u32> = (0..n).map(wide).collect();
+    a.append(&v).unwrap();
+    drop(a);
+    tx.commit_with("golden", "a wide array").unwrap();
+}
+
+/// Check the content [`write_wide`] adds.
+pub fn check_wide(db: &Db) {
+    let s = db.snapshot_at(Tid(4)).unwrap();
+    let a = s.array::<u32>("wide").unwrap();
+    let got = a.to_vec(..).unwrap();
+    assert_eq!(got.len() as u64, u64::from(WIDE_BS) / 4 + 10);
+    assert!(got.iter().enumerate().all(|(i, &x)| x == wide(i as u64)));
+    let stats = s.array_stats("wide").unwrap();
+    assert_eq!(stats.raw_blocks, 2, "{stats:?}");
+}
+
+/// Rewrite golden file `name` with this build's writer when `WDB_WRITE_GOLDEN` is set
+/// (with the content of version 4 on when `wide`). Only the newest format version's
+/// test calls it (when that version's file is started): an older version's file is
+/// never rewritten.
+pub fn regenerate_if_asked(name: &str, wide: bool) {
     if std::env::var_os("WDB_WRITE_GOLDEN").is_some() {
         let tmp = tempfile::tempdir().unwrap();
         let p = tmp.path().join("g.wdb");
         write(&p);
+        if wide {
+            write_wide(&p);
+        }
         std::fs::copy(&p, golden(name)).unwrap();
     }
 }
@@ -115,12 +155,20 @@ pub fn golden_bytes(name: &str, version: u32) -> Vec<u8> {
 /// Open a copy of golden file `name` read-only and check every array at every tid, the
 /// block kinds it holds, and that fsck finds it clean.
 pub fn check_reads_back(name: &str) {
+    check_reads_back_with(name, false)
+}
+
+/// [`check_reads_back`]; `wide`: the file also holds what [`write_wide`] adds.
+pub fn check_reads_back_with(name: &str, wide: bool) {
     // Work on a copy: opening creates a lock file and may write a checkpoint.
     let tmp = tempfile::tempdir().unwrap();
     let p = tmp.path().join("g.wdb");
     std::fs::copy(golden(name), &p).unwrap();
     let db = Db::open_with(&p, Options::default().read_only(true)).unwrap();
-    assert_eq!(db.last_tid().unwrap(), Tid(3));
+    assert_eq!(db.last_tid().unwrap(), Tid(if wide { 4 } else { 3 }));
+    if wide {
+        check_wide(&db);
+    }
     for tid in 1..=3u64 {
         let s = db.snapshot_at(Tid(tid)).unwrap();
         let a = s.array::<f64>("signal").unwrap();

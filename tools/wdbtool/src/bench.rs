@@ -58,6 +58,27 @@ pub enum Comp {
     Zstd,
 }
 
+/// When wdb checks a stored block's CRC before it shows it ([`wdb::Verify`]).
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VerifyArg {
+    /// Once per machine and boot: blocks another process checked are shown unchecked.
+    OncePerBoot,
+    /// Each process checks every block it shows.
+    OncePerProcess,
+    /// Raw blocks are trusted as stored.
+    Off,
+}
+
+impl From<VerifyArg> for wdb::Verify {
+    fn from(v: VerifyArg) -> Self {
+        match v {
+            VerifyArg::OncePerBoot => wdb::Verify::OncePerBoot,
+            VerifyArg::OncePerProcess => wdb::Verify::OncePerProcess,
+            VerifyArg::Off => wdb::Verify::Off,
+        }
+    }
+}
+
 /// Arguments of `wdbtool bench`.
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
@@ -87,6 +108,9 @@ pub struct BenchArgs {
     /// Run the phase on a plain memmap2 mapping of DIR/baseline.raw instead of wdb.
     #[arg(long)]
     pub baseline: bool,
+    /// When wdb checks a stored block's CRC before it shows it.
+    #[arg(long, value_enum, default_value = "once-per-boot")]
+    pub verify: VerifyArg,
     /// scan: keep the array mapped this many milliseconds after printing the figures
     /// (for a harness that measures the memory of concurrent scans, tools/procs.sh).
     #[arg(long, value_name = "MS", default_value_t = 0)]
@@ -228,6 +252,25 @@ impl Out {
     }
 }
 
+/// The process's `FilePmdMapped` (file bytes mapped by 2 MiB page-table entries) and
+/// `Rss`, in KiB, from /proc/self/smaps_rollup: a note for stderr after a scan.
+fn pmd_note() -> String {
+    let s = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
+    let kb = |k: &str| {
+        s.lines()
+            .find(|l| l.starts_with(k))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap_or("?")
+            .to_string()
+    };
+    format!(
+        "FilePmdMapped {} kB, Rss {} kB, CRC-checked {} bytes",
+        kb("FilePmdMapped:"),
+        kb("Rss:"),
+        wdb::verify::bytes_checked()
+    )
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -336,7 +379,9 @@ mod wdbpeer {
     use super::*;
 
     fn options(a: &BenchArgs) -> Options {
-        Options::default().ram_budget(a.ram_budget.unwrap_or_else(default_ram_budget))
+        Options::default()
+            .ram_budget(a.ram_budget.unwrap_or_else(default_ram_budget))
+            .verify(a.verify.into())
     }
 
     fn path(a: &BenchArgs) -> PathBuf {
@@ -503,7 +548,11 @@ mod wdbpeer {
             .ok_or_else(|| BenchError("the view of a 1-D array is not contiguous".into()))?;
         let total = sum(slice);
         let s = t.elapsed().as_secs_f64();
-        eprintln!("wdb scan: {} bytes in {s:.3} s", a.size_bytes);
+        eprintln!(
+            "wdb scan: {} bytes in {s:.3} s; {}",
+            a.size_bytes,
+            pmd_note()
+        );
         if let Ok(st) = db.memory_stats() {
             eprintln!("wdb scan: {st:?}");
         }
@@ -709,7 +758,11 @@ mod baseline {
         let map = unsafe { Mmap::map(&f) }.map_err(io_ctx("mmap", &p))?;
         let total = sum(as_f64(&map));
         let s = t.elapsed().as_secs_f64();
-        eprintln!("memmap2 scan: {} bytes in {s:.3} s", a.size_bytes);
+        eprintln!(
+            "memmap2 scan: {} bytes in {s:.3} s; {}",
+            a.size_bytes,
+            pmd_note()
+        );
         out.fig("W2", "scan_GBps", a.size_bytes as f64 / 1e9 / s, "GB/s")?;
         out.fig("W2", "sum", total, "")?;
         std::thread::sleep(Duration::from_millis(a.hold_ms));

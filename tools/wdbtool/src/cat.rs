@@ -9,6 +9,7 @@
 
 use std::io::{ErrorKind, Write};
 use std::path::Path;
+use std::process::ExitCode;
 
 use wdb::db::Order;
 use wdb::{Error, Result};
@@ -63,8 +64,14 @@ pub fn parse_range(s: Option<&str>, len: u64) -> Result<(u64, u64)> {
     Ok((start, end))
 }
 
+/// The command.
+pub fn run(db: &Path, array: &str, range: Option<&str>, at: Option<u64>) -> Result<ExitCode> {
+    cat(db, array, range, at)?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Print `range` of array `name` to stdout. A closed pipe (`| head`) ends quietly.
-pub fn cat(db_path: &Path, name: &str, range: Option<&str>, at: Option<u64>) -> Result<()> {
+fn cat(db_path: &Path, name: &str, range: Option<&str>, at: Option<u64>) -> Result<()> {
     let db = open_ro(db_path)?;
     let snap = snapshot(&db, at)?;
     let info = snap.array_info(name)?;

@@ -1,6 +1,6 @@
 //! `wdbtool bench` through the built binary: every phase of both peers (wdb and the
 //! memmap2 baseline) on a small array prints well-formed JSON lines with the workload
-//! and metric names of shared/workloads.md, the W2 sum is the sum of the formula's
+//! and metric names of docs/benchmarks.md, the W2 sum is the sum of the formula's
 //! elements, and bad arguments give a message and a non-zero exit, never a panic.
 
 use std::collections::BTreeMap;

@@ -1,10 +1,5 @@
-//! `wdbtool export` and `wdbtool import`: arrays ⇄ NumPy `.npy` files, streamed.
-//!
-//! An array's bytes in its own order are exactly the data section of a `.npy` file with
-//! the same shape and `fortran_order` (see `blocks.rs`), so both commands copy bytes
-//! block by block and hold one block in memory. That works for every element type the
-//! catalog can hold — scalars and records (structured dtypes) alike — with no per-type
-//! code, and for arrays bigger than RAM.
+//! `wdbtool import DB ARRAY FILE`: create an array from a NumPy `.npy` file, streamed
+//! (see `npy_io.rs`): any size, C or F order, structured dtypes as records.
 //!
 //! Import is one transaction, whatever the file's size: `NAME` appears whole or not at
 //! all, and an error or a crash leaves nothing. The transaction keeps a share of its
@@ -12,98 +7,51 @@
 //! `wdb::db::ram_share`), which the commit copies into the log.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, ErrorKind, Read, Write};
+use std::io::{BufReader, ErrorKind, Read};
 use std::path::Path;
+use std::process::ExitCode;
 
 use wdb::array::npy::{read_header, NpyHeader};
 use wdb::db::{ArrayOptions, Compression, Db};
 use wdb::{Error, Result};
 
-use crate::blocks::{dtype_of, open_ro, snapshot};
+use crate::npy_io::{file_err, IO_BUF};
+use crate::output::{human, Progress, BYTES};
 
-/// Buffer size of the file reader and writer.
-const IO_BUF: usize = 1 << 20;
-
-/// An I/O error that names the file.
-fn file_err(path: &Path, what: &str, e: std::io::Error) -> Error {
-    Error::Io(std::io::Error::new(
-        e.kind(),
-        format!("{what} {}: {e}", path.display()),
-    ))
-}
-
-/// What `export` did.
-#[derive(Debug)]
-pub struct ExportReport {
-    /// The header as written.
-    pub header: NpyHeader,
-    /// Bytes written (header and data).
-    pub file_bytes: u64,
-    /// The tid exported.
-    pub tid: u64,
-}
-
-/// Write array `name` of database `db_path` (at tid `at`, default the latest) to the
-/// `.npy` file `out`. A partly written file is removed on error.
-pub fn export(
-    db_path: &Path,
-    name: &str,
-    out: &Path,
-    at: Option<u64>,
-    progress: &mut dyn FnMut(u64, u64),
-) -> Result<ExportReport> {
-    let db = open_ro(db_path)?;
-    let snap = snapshot(&db, at)?;
-    let info = snap.array_info(name)?;
-    let dtype = dtype_of(&info)?;
-    let header = NpyHeader::new(dtype, &info.shape, info.order);
-    let head = header.to_bytes().map_err(|e| match e {
-        Error::InvalidArgument(m) => Error::InvalidArgument(format!(
-            "array {name:?} ({}) cannot be written as .npy: {m}",
-            info.dtype_name
-        )),
-        e => e,
+/// The command: check the options, import, then print what was created.
+pub fn run(
+    db: &Path,
+    array: &str,
+    file: &Path,
+    block_size: Option<u64>,
+    compression: Compression,
+) -> Result<ExitCode> {
+    let block_size = block_size
+        .map(|b| {
+            u32::try_from(b).map_err(|_| {
+                Error::InvalidArgument(format!("block size {b} is too large (at most 1G)"))
+            })
+        })
+        .transpose()?;
+    let opts = ImportOptions {
+        block_size,
+        compression,
+    };
+    let bar = Progress::new("importing", BYTES);
+    let rep = import(db, array, file, opts, &mut |done, total| {
+        bar.update(done, total)
     })?;
-    let data_len = header.data_len()?;
-    let f = File::create(out).map_err(|e| file_err(out, "cannot create", e))?;
-    let mut w = BufWriter::with_capacity(IO_BUF, f);
-    let r = (|| -> Result<()> {
-        w.write_all(&head)
-            .map_err(|e| file_err(out, "cannot write", e))?;
-        let bs = u64::from(info.block_size);
-        let mut buf = vec![
-            0u8;
-            usize::try_from(info.block_size)
-                .map_err(|_| Error::OutOfRange("block size".into()))?
-        ];
-        let mut done = 0u64;
-        let mut blk = 0u64;
-        while done < data_len {
-            let n = bs.min(data_len - done);
-            snap.read_block(info.id, blk, &mut buf)?;
-            let n_us = usize::try_from(n).map_err(|_| Error::OutOfRange("block".into()))?;
-            w.write_all(&buf[..n_us])
-                .map_err(|e| file_err(out, "cannot write", e))?;
-            done += n;
-            blk += 1;
-            progress(done, data_len);
-        }
-        w.flush().map_err(|e| file_err(out, "cannot write", e))?;
-        Ok(())
-    })();
-    if let Err(e) = r {
-        drop(w);
-        let _ = std::fs::remove_file(out);
-        return Err(e);
-    }
-    let file_bytes = u64::try_from(head.len())
-        .unwrap_or(u64::MAX)
-        .saturating_add(data_len);
-    Ok(ExportReport {
-        header,
-        file_bytes,
-        tid: snap.tid().get(),
-    })
+    bar.finish();
+    println!(
+        "imported {} as {array:?} at tid {} (one transaction, {} through its spill file): {}, shape {:?}, order {}",
+        file.display(),
+        rep.tid,
+        human(rep.spilled),
+        rep.header.dtype,
+        rep.header.shape,
+        if rep.header.fortran_order { "F" } else { "C" },
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// How to import.
