@@ -11,8 +11,8 @@
 #   SEED       default 42
 #   PHASES     the phases after ingest (default "scan randread sparse small bigtx"; scan
 #              runs twice, cold then warm; bigtx runs last, alone, in a fresh directory of
-#              its own per peer, removed right after: it needs SIZE_BYTES of disk more, and
-#              wdb up to twice that while its spill file and its log coexist)
+#              its own per peer, removed right after: it needs SIZE_BYTES of disk more (wdb
+#              about that too: its spill file shrinks as the commit copies it into the log)
 #   REPEAT     run everything this many times (default 1); the table shows medians and,
 #              with REPEAT > 1, the min..max of the wdb/baseline ratio over the runs
 #

@@ -798,6 +798,9 @@ impl TxInner {
                 .map_err(|_| Error::OutOfRange("block size".into()))?;
             staging::spill(&file, &mut e, bs)?;
         }
+        if matches!(e.payload, encode::Payload::Spilled(_)) && !e.page_crcs.is_empty() {
+            staging::spill_table(&self.spill_file()?, &mut e)?;
+        }
         let mut st = self.state.lock();
         // The array may have been deleted by another thread meanwhile.
         st.catalog.get_id(info.id)?;

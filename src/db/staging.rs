@@ -115,6 +115,21 @@ pub(super) fn spill(file: &Arc<SpillFile>, e: &mut Encoded, block_size: usize) -
     Ok(())
 }
 
+/// Move the page CRC table of `e`, a block whose payload is in `file`, there too: a
+/// transaction bigger than RAM then holds no per-page state in memory (its tables are
+/// 4 bytes per 4 KiB written, 16 MiB for 16 GiB). The commit copies the encoded table
+/// into the log in front of the payload, as it copies the payload.
+pub(super) fn spill_table(file: &Arc<SpillFile>, e: &mut Encoded) -> Result<()> {
+    if e.page_crcs.is_empty() || !matches!(e.payload, Payload::Spilled(_)) {
+        return Ok(());
+    }
+    let table = crate::format::encode_page_table(&e.page_crcs);
+    let slot = file.write(&table, crate::store::compact::spill_slot_size(table.len()))?;
+    e.page_table = Some(slot);
+    e.page_crcs = Vec::new();
+    Ok(())
+}
+
 /// Read a staged full block into `buf` (a staged delta is read with its base, by
 /// `TxInner::read_staged_delta`): a spilled payload is read back and checked against
 /// its CRC.

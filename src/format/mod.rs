@@ -966,7 +966,7 @@ pub struct RecordIn<'a> {
     pub data_crc: u32,
     /// The page CRCs of a raw block payload ([`page_crcs`]): written as its page CRC
     /// table, with [`FLAG_PAGE_CRCS`] set. Only in format version 3 files.
-    pub page_crcs: Option<&'a [u32]>,
+    pub page_crcs: Option<TableSrc<'a>>,
 }
 
 /// Bytes `[off, off + len)` of another open file (a transaction's spill file, or the
@@ -983,6 +983,39 @@ pub struct FileRange<'a> {
     /// The source bytes are not needed after the copy: the append may give their disk
     /// space back (a spill file's range, never a log's).
     pub release: bool,
+}
+
+/// Where a record's page CRC table comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum TableSrc<'a> {
+    /// The page CRCs, encoded by the append ([`encode_page_table`]).
+    Crcs(&'a [u32]),
+    /// The table of this many page CRCs, already encoded ([`encode_page_table`]), in
+    /// another file (a spilled block's, so that a transaction bigger than RAM does not
+    /// hold its tables in memory): copied like a payload.
+    File(FileRange<'a>, usize),
+}
+
+impl TableSrc<'_> {
+    /// Number of page CRCs.
+    pub fn n(&self) -> usize {
+        match self {
+            TableSrc::Crcs(c) => c.len(),
+            TableSrc::File(_, n) => *n,
+        }
+    }
+}
+
+impl<'a> From<&'a [u32]> for TableSrc<'a> {
+    fn from(c: &'a [u32]) -> Self {
+        TableSrc::Crcs(c)
+    }
+}
+
+impl<'a> From<&'a Vec<u32>> for TableSrc<'a> {
+    fn from(c: &'a Vec<u32>) -> Self {
+        TableSrc::Crcs(c)
+    }
 }
 
 /// Where a record's payload is: in memory, or a range of another file.
@@ -1148,10 +1181,12 @@ pub fn encode_tx<'a>(
             .map_err(|_| Error::InvalidArgument("payload too long".into()))?;
         let flags = match rec.page_crcs {
             Some(c) => {
-                if c.len() as u64 != u64::from(stored_len).div_ceil(PAGE) {
+                let bad_file =
+                    matches!(c, TableSrc::File(r, n) if u64::from(r.len) != 4 * n as u64 + 4);
+                if c.n() as u64 != u64::from(stored_len).div_ceil(PAGE) || bad_file {
                     return Err(Error::InvalidArgument(format!(
                         "{} page CRCs for a payload of {stored_len} bytes",
-                        c.len()
+                        c.n()
                     )));
                 }
                 rec.flags | FLAG_PAGE_CRCS
@@ -1220,7 +1255,10 @@ pub fn encode_tx<'a>(
         cur.extend_from_slice(&hb);
         if let Some(c) = rec.page_crcs {
             parts.push(Part::Own(std::mem::take(&mut cur)));
-            parts.push(Part::Table(c));
+            parts.push(match c {
+                TableSrc::Crcs(c) => Part::Table(c),
+                TableSrc::File(r, _) => Part::Copy(r),
+            });
         }
         // Padding: zeros to the next page, then whole pages as a hole (never written:
         // an aligned payload's padding takes no disk blocks).
@@ -1477,7 +1515,7 @@ mod tests {
             logical_len: data.len() as u32,
             payload: PayloadSrc::Mem(&data),
             data_crc: whole,
-            page_crcs: Some(&crcs),
+            page_crcs: Some(TableSrc::Crcs(&crcs)),
         }];
         let tx = encode_tx(4096, Tid(1), 1, "u", "d", &recs).unwrap();
         let bytes: Vec<u8> = tx.to_bytes();
@@ -1503,7 +1541,7 @@ mod tests {
         assert!(e.contains("table"), "{e}");
         // A wrong number of page CRCs is refused by the writer; the flag only on raw B.
         let mut r2 = recs.clone();
-        r2[0].page_crcs = Some(&crcs[..2]);
+        r2[0].page_crcs = Some(TableSrc::Crcs(&crcs[..2]));
         assert!(encode_tx(4096, Tid(1), 1, "", "", &r2).is_err());
         let mut h = rh;
         h.encoding = Encoding::Zstd;

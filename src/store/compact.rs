@@ -148,6 +148,7 @@ fn copy_tx(
                 payload: Payload::Mem(payload),
                 data_crc: v.data_crc,
                 page_crcs,
+                page_table: None,
             },
             from_log,
         });
@@ -174,7 +175,7 @@ fn copy_tx(
                 _ => p.value.payload.src(),
             },
             data_crc: p.value.data_crc,
-            page_crcs: (!p.value.page_crcs.is_empty()).then_some(&p.value.page_crcs[..]),
+            page_crcs: p.value.table_src(),
         })
         .collect();
     let enc = format::encode_tx(*end, tid, wall, &user, &desc, &recs)?;

@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 use super::spill::SpillSlot;
-use crate::format::{Encoding, PayloadSrc, PAGE};
+use crate::format::{Encoding, PayloadSrc, TableSrc, PAGE};
 use crate::{Error, Result};
 
 /// A value encoded for storage (staged in a transaction until commit).
@@ -22,6 +22,19 @@ pub struct Encoded {
     /// CRC32 of each 4096-byte page of a raw payload (empty for other encodings):
     /// the page CRC table of format version 3 (storage-format.md §2.7).
     pub page_crcs: Vec<u32>,
+    /// The page CRC table, encoded, in a slot of a spill file instead of `page_crcs`
+    /// (a spilled raw block's: the commit copies it into the log like the payload).
+    pub page_table: Option<Arc<SpillSlot>>,
+}
+
+impl Encoded {
+    /// Where a commit takes the page CRC table from (None: the value has none).
+    pub fn table_src(&self) -> Option<TableSrc<'_>> {
+        match &self.page_table {
+            Some(t) => Some(TableSrc::File(t.range(), t.len().saturating_sub(4) / 4)),
+            None => (!self.page_crcs.is_empty()).then_some(TableSrc::Crcs(&self.page_crcs)),
+        }
+    }
 }
 
 /// Where the stored bytes of an [`Encoded`] value are.
@@ -129,6 +142,7 @@ pub fn encode_block_with(
             payload: Payload::Mem(Vec::new()),
             data_crc: 0,
             page_crcs: Vec::new(),
+            page_table: None,
         });
     };
     let body = &data[..trimmed];
@@ -146,6 +160,7 @@ pub fn encode_block_with(
             payload: Payload::Mem(out),
             data_crc,
             page_crcs: Vec::new(),
+            page_table: None,
         });
     }
     let (page_crcs, data_crc) = crate::format::page_crcs(body);
@@ -155,6 +170,7 @@ pub fn encode_block_with(
         payload: raw(body)?,
         data_crc,
         page_crcs,
+        page_table: None,
     })
 }
 
@@ -267,6 +283,7 @@ pub fn encode_delta_pages(
             payload: Payload::Mem(out),
             data_crc,
             page_crcs: Vec::new(),
+            page_table: None,
         });
     }
     let data_crc = crate::verify::crc32(&payload);
@@ -276,6 +293,7 @@ pub fn encode_delta_pages(
         payload: Payload::Mem(payload),
         data_crc,
         page_crcs: Vec::new(),
+        page_table: None,
     })
 }
 
@@ -290,6 +308,7 @@ pub fn encode_plain(data: &[u8]) -> Result<Encoded> {
             payload: Payload::Mem(Vec::new()),
             data_crc: 0,
             page_crcs: Vec::new(),
+            page_table: None,
         });
     }
     Ok(Encoded {
@@ -298,6 +317,7 @@ pub fn encode_plain(data: &[u8]) -> Result<Encoded> {
         payload: Payload::Mem(data.to_vec()),
         data_crc: crate::verify::crc32(data),
         page_crcs: Vec::new(),
+        page_table: None,
     })
 }
 

@@ -1583,11 +1583,11 @@ impl Store {
                 data_crc: w.value.data_crc,
                 // A file keeps its format version (storage-format.md §2.7): only
                 // version 3 files get page CRC tables.
-                page_crcs: (!w.value.page_crcs.is_empty()
-                    && matches!(w.key, Key::Block { .. })
-                    && w.value.encoding == Encoding::Raw
-                    && gen.log.header().version >= format::PAGE_CRC_FORMAT_VERSION)
-                    .then_some(&w.value.page_crcs[..]),
+                page_crcs: w.value.table_src().filter(|_| {
+                    matches!(w.key, Key::Block { .. })
+                        && w.value.encoding == Encoding::Raw
+                        && gen.log.header().version >= format::PAGE_CRC_FORMAT_VERSION
+                }),
             })
             .collect();
         let enc = format::encode_tx(end, tid, wall, req.user, req.desc, &recs)?;

@@ -348,6 +348,15 @@ impl SpillSlot {
     }
 }
 
+/// Slots are equal only to themselves (two slots never share bytes).
+impl PartialEq for SpillSlot {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self, other)
+    }
+}
+
+impl Eq for SpillSlot {}
+
 impl Drop for SpillSlot {
     fn drop(&mut self) {
         let mut a = self.file.alloc.lock();
