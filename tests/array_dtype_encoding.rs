@@ -81,6 +81,10 @@ fn scalar_descr_both_ways() {
         (Scalar::U64, "'<u8'"),
         (Scalar::F32, "'<f4'"),
         (Scalar::F64, "'<f8'"),
+        (Scalar::Bool, "'|b1'"),
+        (Scalar::F16, "'<f2'"),
+        (Scalar::C64, "'<c8'"),
+        (Scalar::C128, "'<c16'"),
     ];
     for (s, text) in cases {
         assert_eq!(DType::Scalar(s).to_descr().unwrap(), text);
@@ -95,12 +99,13 @@ fn scalar_descr_both_ways() {
     ));
     for bad in [
         "'>f8'",
-        "'<c16'",
-        "'|b1'",
+        "'>c16'",
+        "'<c4'",
+        "'|b2'",
         "'|O'",
         "'<U8'",
         "'|S2'",
-        "'<f2'",
+        "'<M8[ns]'",
         "'<i16'",
         "''",
         "3",
@@ -196,7 +201,7 @@ fn hostile_bytes_are_corruption() {
         Err(Error::Corruption { offset: 0, .. })
     ));
     assert!(matches!(
-        DType::decode(&[1, 1, 12]),
+        DType::decode(&[1, 1, 16]),
         Err(Error::Corruption { .. })
     ));
     assert!(matches!(
@@ -275,4 +280,41 @@ fn format_value_prints_elements_without_the_rust_type() {
             .unwrap(),
         "{a: 7, b: 9}"
     );
+}
+
+#[test]
+fn numpy_only_scalars_encode_and_format() {
+    let rec = DType::record(
+        32,
+        vec![
+            Field::new("ok", 0, DType::Scalar(Scalar::Bool)),
+            Field::new("h", 2, DType::Scalar(Scalar::F16)),
+            Field::new("z", 8, DType::Scalar(Scalar::C64)),
+            Field::new("w", 16, DType::Scalar(Scalar::C128)),
+        ],
+    )
+    .unwrap();
+    assert_eq!(DType::decode(&rec.encode().unwrap()).unwrap(), rec);
+    assert_eq!(rec.to_string(), "{ok: bool, h: f16, z: c64, w: c128}");
+    let mut b = vec![0u8; 32];
+    b[0] = 1;
+    b[2..4].copy_from_slice(&0x3e00u16.to_le_bytes()); // 1.5 in binary16
+    b[8..12].copy_from_slice(&1.5f32.to_le_bytes());
+    b[12..16].copy_from_slice(&(-2.0f32).to_le_bytes());
+    b[16..24].copy_from_slice(&0.25f64.to_le_bytes());
+    b[24..32].copy_from_slice(&4.0f64.to_le_bytes());
+    assert_eq!(
+        rec.format_value(&b).unwrap(),
+        "{ok: true, h: 1.5, z: (1.5-2j), w: (0.25+4j)}"
+    );
+    // Subnormal and special halves.
+    let h = DType::Scalar(Scalar::F16);
+    assert_eq!(
+        h.format_value(&1u16.to_le_bytes()).unwrap(),
+        "0.000000059604645"
+    );
+    assert_eq!(h.format_value(&0xfc00u16.to_le_bytes()).unwrap(), "-inf");
+    assert_eq!(h.format_value(&0x8000u16.to_le_bytes()).unwrap(), "-0");
+    // No Rust type is any of these: typed access is a type mismatch.
+    assert!(DType::Scalar(Scalar::Bool).check::<u8>("a").is_err());
 }

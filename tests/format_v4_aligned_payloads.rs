@@ -72,7 +72,7 @@ fn whole_2mib_payloads_are_aligned_behind_holes_and_fsck_checks_the_rest() {
     assert_eq!(
         pl[3].0 % 4096,
         0,
-        "a trimmed payload is page-aligned as before"
+        "a trimmed payload is page-aligned, as in version 3"
     );
     let md = std::fs::metadata(&p).unwrap();
     let allocated = md.blocks() * 512;

@@ -74,7 +74,7 @@ fn compaction_shrinks_the_file_and_pinned_snapshots_stay_readable() {
     assert!(after * 3 < before, "{before} → {after}");
     assert!(rep.versions_dropped >= 16);
 
-    // The pinned snapshot (holding the old file) reads as before.
+    // The pinned snapshot (holding the old file) reads what it read.
     assert_eq!(read(&pinned, id, 0), fill(3));
     assert_eq!(read(&pinned, id, 1), fill(103));
     let head = db.snapshot().unwrap();

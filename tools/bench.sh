@@ -73,8 +73,10 @@ run() {
     else
         out=$("$WDBTOOL" bench --phase "$phase" --dir "$dir" --size-bytes "$SIZE" --seed "$SEED" "$@")
     fi
+    # Disk blocks used, not apparent size: holes (the alignment padding of raw payloads,
+    # storage-format.md §2.8) take no disk.
     local disk
-    disk=$(du -sb "$dir" | cut -f1)
+    disk=$(du -s --block-size=1 "$dir" | cut -f1)
     grep '^{' <<<"$out" | jq -c --arg cond "$cond" --argjson rss "$rss" --argjson disk "$disk" \
         --argjson rep "$REP" '. + {cond: $cond, rss_kb: $rss, disk_bytes: $disk, rep: $rep}' >>"$RES"
 }

@@ -57,7 +57,7 @@ use super::layout::{Layout, Order};
 use super::npy::NpyHeader;
 use super::view::{mapping_bytes, mapping_bytes_mut, mapping_view, mapping_view_mut};
 use crate::bigfile::BigFile;
-use crate::virtmem::{FileHandle, Mapping, VirtMem, MAX_MAPPING_LEN};
+use crate::virtmem::{FileHandle, Mapping, MappingGuard, VirtMem, MAX_MAPPING_LEN};
 use crate::{Error, Result};
 
 /// Smallest reservation, in blocks: small arrays can grow a little without a remap.
@@ -239,6 +239,39 @@ impl<T: Element> ArrayCore<T> {
             expose_limit: MAX_EXPOSE_INVALIDATIONS,
             _elem: PhantomData,
         })
+    }
+
+    /// Address range of the current mapping, kept reserved and served for as long as
+    /// the guard lives, even after the core remaps (resize, append) or is dropped. Row 0
+    /// starts at `guard.as_ptr()`; the array's bytes are `layout().byte_range(..)` of
+    /// it. Reading through the guard's pointer follows the rules of the views; for
+    /// bindings whose arrays hold raw pointers with a lifetime of their own.
+    pub fn mapping_guard(&self) -> MappingGuard {
+        self.map.guard()
+    }
+
+    /// Never replace the file handle: a grow that re-exposes many blocks a shrink cut
+    /// off invalidates them one by one instead of starting a fresh handle (see
+    /// [`ArrayCore::resize`]), so that every [`MappingGuard`] handed out keeps showing
+    /// the core's current data.
+    pub fn pin_handle(&mut self) {
+        self.expose_limit = u64::MAX;
+    }
+
+    /// Make every byte past the end of the array read as zero again and drop every
+    /// page of the blocks past it, whatever was written there through a
+    /// [`MappingGuard`] taken before a shrink (invariants 2 and 3 for bindings). Costs
+    /// one check of the last partial block and one invalidation per reserved block
+    /// past the end.
+    pub fn clear_past_end(&mut self) -> Result<()> {
+        let end = self.layout.byte_size();
+        self.clear_tail(end, to_u64(self.map.len()))?;
+        let bs = to_u64(self.block_size());
+        for blk in end.div_ceil(bs)..self.map.n_blks() {
+            self.handle.invalidate(blk);
+        }
+        self.stale_end = 0;
+        Ok(())
     }
 
     /// The shape.
@@ -560,6 +593,56 @@ impl<T: Element> ArrayCore<T> {
     pub fn handle_mut(&mut self) -> &FileHandle {
         &self.handle
     }
+}
+
+impl ArrayCore<u8> {
+    /// Open an array of any element type as bytes, for code that knows the element
+    /// type only at run time (bindings): the core's layout is `shape` with one more
+    /// axis, the `stored.size()` bytes of an element — last in C order, first in F
+    /// order — so that rows, append (whole rows of bytes) and resize work as for the
+    /// typed core and the bytes are the same. [`ArrayCore::dtype`] is `stored`.
+    pub fn open_bytes(
+        vm: &Arc<VirtMem>,
+        file: Arc<dyn BigFile>,
+        stored: &DType,
+        shape: &[u64],
+        order: Order,
+    ) -> Result<Self> {
+        stored.validate()?;
+        let mut core = ArrayCore::<u8>::open(
+            vm,
+            file,
+            &DType::Scalar(super::dtype::Scalar::U8),
+            &bytes_shape(shape, order, stored.size())?,
+            order,
+        )?;
+        core.dtype = stored.clone();
+        Ok(core)
+    }
+}
+
+/// The shape of an array of `elem_size`-byte elements seen as bytes: one more axis of
+/// length `elem_size`, last in C order and first in F order (so it is never the major
+/// axis and every row keeps its bytes).
+pub fn bytes_shape(shape: &[u64], order: Order, elem_size: usize) -> Result<Vec<u64>> {
+    let e = u64::try_from(elem_size).map_err(|_| Error::OutOfRange("element size".into()))?;
+    if shape.is_empty() {
+        return Err(Error::InvalidArgument(
+            "an array has at least one dimension".into(),
+        ));
+    }
+    let mut v = Vec::with_capacity(shape.len() + 1);
+    match order {
+        Order::C => {
+            v.extend_from_slice(shape);
+            v.push(e);
+        }
+        Order::F => {
+            v.push(e);
+            v.extend_from_slice(shape);
+        }
+    }
+    Ok(v)
 }
 
 /// Blocks to reserve for an extent of `need` blocks: the next power of two, at least

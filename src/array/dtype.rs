@@ -81,10 +81,19 @@ pub enum Scalar {
     F32,
     /// `f64`
     F64,
+    /// A NumPy `bool` (one byte, 0 or 1; no Rust element type: any byte is not a valid
+    /// `bool`, so typed views refuse it; the byte-level API and bindings handle it)
+    Bool,
+    /// IEEE half precision, NumPy `float16` (no Rust element type)
+    F16,
+    /// Two `f32` (real, imaginary), NumPy `complex64` (no Rust element type)
+    C64,
+    /// Two `f64` (real, imaginary), NumPy `complex128` (no Rust element type)
+    C128,
 }
 
 /// All scalars, in the order of their on-disk codes (see [`Scalar::code`]).
-const SCALARS: [Scalar; 12] = [
+const SCALARS: [Scalar; 16] = [
     Scalar::I8,
     Scalar::I16,
     Scalar::I32,
@@ -97,17 +106,21 @@ const SCALARS: [Scalar; 12] = [
     Scalar::U128,
     Scalar::F32,
     Scalar::F64,
+    Scalar::Bool,
+    Scalar::F16,
+    Scalar::C64,
+    Scalar::C128,
 ];
 
 impl Scalar {
     /// Size in bytes.
     pub fn size(self) -> usize {
         match self {
-            Scalar::I8 | Scalar::U8 => 1,
-            Scalar::I16 | Scalar::U16 => 2,
+            Scalar::I8 | Scalar::U8 | Scalar::Bool => 1,
+            Scalar::I16 | Scalar::U16 | Scalar::F16 => 2,
             Scalar::I32 | Scalar::U32 | Scalar::F32 => 4,
-            Scalar::I64 | Scalar::U64 | Scalar::F64 => 8,
-            Scalar::I128 | Scalar::U128 => 16,
+            Scalar::I64 | Scalar::U64 | Scalar::F64 | Scalar::C64 => 8,
+            Scalar::I128 | Scalar::U128 | Scalar::C128 => 16,
         }
     }
 
@@ -126,6 +139,10 @@ impl Scalar {
             Scalar::U128 => "u128",
             Scalar::F32 => "f32",
             Scalar::F64 => "f64",
+            Scalar::Bool => "bool",
+            Scalar::F16 => "f16",
+            Scalar::C64 => "c64",
+            Scalar::C128 => "c128",
         }
     }
 
@@ -144,6 +161,10 @@ impl Scalar {
             Scalar::U128 => 9,
             Scalar::F32 => 10,
             Scalar::F64 => 11,
+            Scalar::Bool => 12,
+            Scalar::F16 => 13,
+            Scalar::C64 => 14,
+            Scalar::C128 => 15,
         }
     }
 
@@ -151,12 +172,14 @@ impl Scalar {
         SCALARS.get(usize::from(code)).copied()
     }
 
-    /// NumPy kind character: `i`, `u` or `f`.
+    /// NumPy kind character: `i`, `u`, `f`, `b` or `c`.
     fn numpy_kind(self) -> char {
         match self {
             Scalar::I8 | Scalar::I16 | Scalar::I32 | Scalar::I64 | Scalar::I128 => 'i',
             Scalar::U8 | Scalar::U16 | Scalar::U32 | Scalar::U64 | Scalar::U128 => 'u',
-            Scalar::F32 | Scalar::F64 => 'f',
+            Scalar::F16 | Scalar::F32 | Scalar::F64 => 'f',
+            Scalar::Bool => 'b',
+            Scalar::C64 | Scalar::C128 => 'c',
         }
     }
 
@@ -167,12 +190,13 @@ impl Scalar {
                 "{} has no NumPy equivalent",
                 self.name()
             ))),
-            Scalar::I8 | Scalar::U8 => Ok(format!("|{}1", self.numpy_kind())),
+            Scalar::I8 | Scalar::U8 | Scalar::Bool => Ok(format!("|{}1", self.numpy_kind())),
             _ => Ok(format!("<{}{}", self.numpy_kind(), self.size())),
         }
     }
 
-    /// Parse a NumPy type string such as `<f8`, `|i1`, `=u4`, `i8`. Little-endian only.
+    /// Parse a NumPy type string such as `<f8`, `|i1`, `=u4`, `i8`, `|b1`, `<f2`, `<c16`.
+    /// Little-endian only.
     pub fn from_numpy_typestr(s: &str) -> Result<Scalar> {
         let unsupported =
             |why: &str| Error::InvalidArgument(format!("NumPy type {s:?} is not supported: {why}"));
@@ -191,8 +215,16 @@ impl Scalar {
         let scalar = SCALARS
             .iter()
             .copied()
-            .find(|sc| sc.numpy_kind() == kind && sc.size() == size && sc.size() < 16)
-            .ok_or_else(|| unsupported("only signed/unsigned integers of 1..8 bytes, f4, f8"))?;
+            .find(|sc| {
+                sc.numpy_kind() == kind
+                    && sc.size() == size
+                    && !matches!(sc, Scalar::I128 | Scalar::U128)
+            })
+            .ok_or_else(|| {
+                unsupported(
+                    "only bool, signed/unsigned integers of 1..8 bytes, f2, f4, f8, c8, c16",
+                )
+            })?;
         // Byte order matters only for multi-byte types; NumPy writes `|` for 1-byte ones.
         // wdb stores little-endian data and runs on little-endian targets only.
         if size > 1 && order == '>' {
@@ -508,6 +540,20 @@ impl DType {
                     Scalar::U128 => write!(out, "{}", u128::from_le_bytes(a)),
                     Scalar::F32 => write!(out, "{}", f32::from_le_bytes(b4)),
                     Scalar::F64 => write!(out, "{}", f64::from_le_bytes(b8)),
+                    Scalar::Bool => write!(out, "{}", a0 != 0),
+                    Scalar::F16 => write!(out, "{}", f16_to_f32(u16::from_le_bytes(b2))),
+                    Scalar::C64 => {
+                        let [_, _, _, _, i0, i1, i2, i3, ..] = a;
+                        let (re, im) =
+                            (f32::from_le_bytes(b4), f32::from_le_bytes([i0, i1, i2, i3]));
+                        write!(out, "({re}{im:+}j)")
+                    }
+                    Scalar::C128 => {
+                        let mut im = [0u8; 8];
+                        im.copy_from_slice(&a[8..16]);
+                        let (re, im) = (f64::from_le_bytes(b8), f64::from_le_bytes(im));
+                        write!(out, "({re}{im:+}j)")
+                    }
                 }
             }
             DType::Record { fields, .. } => {
@@ -545,10 +591,11 @@ impl DType {
         DType::from_descr_value(&value)
     }
 
-    /// Convert a parsed `descr` value. Supported: little-endian integer and float type
-    /// strings, and lists of `(name, descr)` pairs (nested lists for nested records,
-    /// `('', '|Vn')` for padding). Subarray fields, titles, strings, bools, complex and
-    /// object types are [`Error::InvalidArgument`].
+    /// Convert a parsed `descr` value. Supported: little-endian bool, integer, float
+    /// (2, 4, 8 bytes) and complex (8, 16 bytes) type strings, and lists of
+    /// `(name, descr)` pairs (nested lists for nested records, `('', '|Vn')` for
+    /// padding). Subarray fields, titles, strings, dates and object types are
+    /// [`Error::InvalidArgument`].
     pub(crate) fn from_descr_value(value: &super::pylit::Value) -> Result<DType> {
         let d = descr_node(value, 0)?;
         d.validate()?;
@@ -612,6 +659,24 @@ fn descr_node(value: &super::pylit::Value, depth: usize) -> Result<DType> {
         }
         _ => Err(bad("expected a type string or a list of fields".into())),
     }
+}
+
+/// An IEEE half (binary16) as f32, exactly (every half is an f32).
+fn f16_to_f32(h: u16) -> f32 {
+    let sign = u32::from(h >> 15) << 31;
+    let exp = u32::from((h >> 10) & 0x1f);
+    let man = u32::from(h & 0x3ff);
+    let bits = match (exp, man) {
+        (0, 0) => sign,
+        // Subnormal: man * 2^-24, exactly representable as an f32.
+        (0, m) => {
+            let v = m as f32 / 16_777_216.0;
+            return if sign != 0 { -v } else { v };
+        }
+        (0x1f, m) => sign | 0x7f80_0000 | (m << 13),
+        (e, m) => sign | ((e + 127 - 15) << 23) | (m << 13),
+    };
+    f32::from_bits(bits)
 }
 
 impl fmt::Display for DType {

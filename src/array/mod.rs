@@ -17,7 +17,9 @@ pub mod npy;
 mod pylit;
 pub mod view;
 
-pub use array_core::{ArrayCore, ZeroTail, MAX_EXPOSE_INVALIDATIONS, MIN_RESERVE_BLKS};
+pub use array_core::{
+    bytes_shape, ArrayCore, ZeroTail, MAX_EXPOSE_INVALIDATIONS, MIN_RESERVE_BLKS,
+};
 pub use dtype::{element_dtype, DType, Element, Field, Scalar};
 pub use layout::{Layout, Order};
 pub use npy::{read_header, write_header, NpyHeader};

@@ -1,4 +1,4 @@
-//! The public transaction and snapshot handles: the contract of design.md, with the
+//! The public transaction and snapshot handles (README's concepts), with the
 //! typed array API on top of the block-level state in [`TxInner`] / [`SnapInner`].
 
 use std::sync::Arc;
@@ -270,6 +270,11 @@ impl Transaction {
     pub fn db(&self) -> &Db {
         self.inner.db()
     }
+
+    /// The shared state its arrays' files read and stage into.
+    pub(crate) fn inner(&self) -> &Arc<TxInner> {
+        &self.inner
+    }
 }
 
 /// A read-only view of one commit: keeps reading the same data whatever is committed,
@@ -334,5 +339,10 @@ impl Snapshot {
     /// The database it belongs to.
     pub fn db(&self) -> &Db {
         self.inner.db()
+    }
+
+    /// The shared state its arrays' files read.
+    pub(crate) fn inner(&self) -> &Arc<SnapInner> {
+        &self.inner
     }
 }

@@ -8,7 +8,9 @@
 mod arrays;
 pub mod catalog;
 mod handles;
+pub mod owned;
 mod staging;
+mod url;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -63,6 +65,16 @@ pub struct Options {
     /// not wait for the spill writes. Off: each allocation that finds no room spills by
     /// itself.
     pub write_behind: bool,
+    /// Object-store databases: root of the local cache of fetched objects (None: a
+    /// directory under the user's cache directory, named after the URL).
+    pub cache_dir: Option<PathBuf>,
+    /// Object-store databases: bytes the local cache may hold.
+    pub cache_size: u64,
+    /// Object-store databases: how old a data object that no commit names (its writer
+    /// died before committing) must be before compaction deletes it. A writer gives up
+    /// a commit that takes longer than half of it, so that a slow live writer is never
+    /// robbed. Default: one hour.
+    pub gc_grace: std::time::Duration,
     /// When a stored block's CRC is checked before its bytes are shown (see
     /// [`Verify`]).
     pub verify: Verify,
@@ -88,6 +100,9 @@ impl Default for Options {
             zstd_level: 3,
             block_size: 2 << 20,
             write_behind: true,
+            cache_dir: None,
+            cache_size: 4 << 30,
+            gc_grace: std::time::Duration::from_secs(3600),
             verify: Verify::default(),
             zero_copy: true,
             readahead: true,
@@ -125,6 +140,21 @@ impl Options {
     /// Set `write_behind`.
     pub fn write_behind(mut self, v: bool) -> Self {
         self.write_behind = v;
+        self
+    }
+    /// Set `cache_dir` (the local cache of an object-store database).
+    pub fn cache_dir(mut self, v: impl Into<PathBuf>) -> Self {
+        self.cache_dir = Some(v.into());
+        self
+    }
+    /// Set `cache_size` (bytes the local cache of an object-store database may hold).
+    pub fn cache_size(mut self, v: u64) -> Self {
+        self.cache_size = v;
+        self
+    }
+    /// Set `gc_grace` (object-store databases).
+    pub fn gc_grace(mut self, v: std::time::Duration) -> Self {
+        self.gc_grace = v;
         self
     }
     /// Set `verify`.
@@ -473,7 +503,7 @@ impl Db {
 
     /// Check every byte of the database file.
     pub fn fsck(&self) -> Result<FsckReport> {
-        crate::store::fsck::check_path(self.path())
+        self.inner.store.fsck()
     }
 
     /// Check the database file at `path` without opening it as a database (works on

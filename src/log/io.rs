@@ -40,6 +40,19 @@ pub trait LogIo: Send + Sync + std::fmt::Debug {
     fn copy_from(&self, src: &File, src_off: u64, len: u64, off: u64) -> io::Result<()> {
         copy_through_buffer(src, src_off, len, |b, at| self.write_at(b, off + at))
     }
+    /// Zero-copy reads: a file that holds the log's bytes `off..off + len` at the same
+    /// offsets, and what keeps its descriptor open (None: the log itself does). Cheap:
+    /// no I/O. Default: the log file itself ([`LogIo::raw_fd`]). A log that is not one
+    /// file (object storage) returns the local cache file of those bytes, if cached.
+    fn map_fd(&self, off: u64, len: u64) -> Option<(std::os::fd::RawFd, Option<Keep>)> {
+        let _ = (off, len);
+        self.raw_fd().map(|fd| (fd, None))
+    }
+    /// Snapshots below this tid are gone, when the log says so other than by its file
+    /// header (retention of a log in object storage). Default: None (the header's).
+    fn base_tid(&self) -> Option<crate::Tid> {
+        None
+    }
     /// The parts of `[off, off + len)` that may hold data, ascending: holes (ranges
     /// never written, which read as zeros and take no disk blocks) may be left out.
     /// Default: the whole range.
@@ -69,6 +82,8 @@ fn copy_through_buffer(
     }
     Ok(())
 }
+/// Keeps a file descriptor open (see [`LogIo::map_fd`]).
+pub type Keep = Arc<dyn Send + Sync>;
 
 /// The real file.
 #[derive(Debug)]

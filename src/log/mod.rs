@@ -193,6 +193,36 @@ impl Log {
         })
     }
 
+    /// Open a log that is not a local file (object storage) over `io`; `name` names it
+    /// in messages. Its header is read from `io` and checked as a file's.
+    pub fn open_virtual(name: &Path, io: Box<dyn LogIo>) -> Result<Log> {
+        let mut hb = vec![0u8; usize::try_from(format::FILE_HEADER_SIZE).unwrap_or(4096)];
+        io.read_at(&mut hb, 0)?;
+        let header = FileHeader::decode(&hb)?;
+        Ok(Log {
+            io,
+            path: name.to_path_buf(),
+            header,
+            file_id: (0, 0),
+            birth_ns: 0,
+        })
+    }
+
+    /// The I/O under the log.
+    pub fn io(&self) -> &dyn LogIo {
+        &*self.io
+    }
+
+    /// Zero-copy reads of the log's bytes `off..off + len`: see [`LogIo::map_fd`].
+    pub fn map_fd(&self, off: u64, len: u64) -> Option<(std::os::fd::RawFd, Option<io::Keep>)> {
+        self.io.map_fd(off, len)
+    }
+
+    /// Snapshots below this tid are not complete (compaction or retention dropped them).
+    pub fn base_tid(&self) -> Tid {
+        self.io.base_tid().unwrap_or(self.header.base_tid)
+    }
+
     /// The file header.
     pub fn header(&self) -> &FileHeader {
         &self.header
@@ -230,6 +260,9 @@ impl Log {
     }
     /// Has the path been switched to another file (by compaction) since we opened it?
     pub fn path_switched(&self) -> bool {
+        if self.file_id == (0, 0) {
+            return false;
+        }
         match std::fs::metadata(&self.path) {
             Ok(m) => (m.dev(), m.ino()) != self.file_id,
             Err(_) => false,
@@ -251,6 +284,15 @@ impl Log {
                 off,
                 format!("{} bytes needed past the end of the file", buf.len()),
             ),
+            // A log that is not a file reports wdb errors (corruption naming an
+            // object, a snapshot gone) through io::Error.
+            _ if e.get_ref().is_some_and(|r| r.is::<Error>()) => {
+                match e.into_inner().map(|r| r.downcast::<Error>()) {
+                    Some(Ok(w)) => *w,
+                    Some(Err(r)) => Error::Io(std::io::Error::other(r)),
+                    None => Error::Io(std::io::Error::other("I/O error")),
+                }
+            }
             _ => Error::Io(e),
         })
     }

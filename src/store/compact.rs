@@ -34,7 +34,13 @@ pub struct CompactReport {
     pub base_tid: Tid,
 }
 
-fn needed(t: Tid, next: Option<Tid>, head: Tid, readers: &[Tid], keep: Option<Tid>) -> bool {
+pub(crate) fn needed(
+    t: Tid,
+    next: Option<Tid>,
+    head: Tid,
+    readers: &[Tid],
+    keep: Option<Tid>,
+) -> bool {
     let visible = |s: Tid| t <= s && next.is_none_or(|n| s < n);
     visible(head)
         || readers.iter().any(|&r| visible(r))
@@ -222,6 +228,9 @@ impl Store {
             return Err(Error::ReadOnly("the database was opened read-only".into()));
         }
         self.check_poisoned()?;
+        if let Some(r) = self.storage() {
+            return r.compact(self, keep_history, progress);
+        }
         let _c = self.lock_file().try_compaction()?;
         let gen = self.refresh()?;
         let old_size = gen.log.len()?;

@@ -134,7 +134,7 @@ pub fn encode_block_with(
     level: Option<i32>,
     raw: impl FnOnce(&[u8]) -> Result<Payload>,
 ) -> Result<Encoded> {
-    // Trim to whole pages, so a raw payload also ends on a page boundary (issue 5 maps it).
+    // Trim to whole pages, so a raw payload also ends on a page boundary (so that a view maps it).
     let Some(trimmed) = trimmed_len(data) else {
         return Ok(Encoded {
             encoding: Encoding::Hole,

@@ -70,7 +70,7 @@ impl std::fmt::Display for FsckReport {
     }
 }
 
-fn problem_of(e: Error, record: String) -> Problem {
+pub(crate) fn problem_of(e: Error, record: String) -> Problem {
     match e {
         Error::Corruption { offset, what } => Problem {
             offset,

@@ -40,7 +40,10 @@ pub mod ckpt;
 pub mod compact;
 pub mod encode;
 pub mod fsck;
+#[cfg(feature = "s3")]
+pub mod object;
 pub mod spill;
+pub mod storage;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -88,6 +91,17 @@ impl Default for StoreOptions {
             checkpoint_bytes: 64 << 20,
             verify: Verify::default(),
             table: TablePlace::default(),
+        }
+    }
+}
+
+impl StoreOptions {
+    /// The per-boot table of checked versions a store opened with these options shares
+    /// (`Verify::OncePerBoot`, when the table is usable).
+    pub fn boot_table(&self) -> Option<Arc<BootTable>> {
+        match self.verify {
+            Verify::OncePerBoot => verify::boot_table(&self.table),
+            _ => None,
         }
     }
 }
@@ -903,12 +917,12 @@ impl Gen {
             Some((b, d)) if !d.is_empty() && b.encoding == Encoding::Raw => (b, d),
             _ => return Ok(None),
         };
-        let Some(fd) = self.log.raw_fd() else {
-            return Ok(None);
-        };
         let page = rustix::param::page_size() as u64;
         let off = base.payload_off();
         let stored = u64::from(base.stored_len);
+        let Some((fd, keep)) = self.log.map_fd(off, stored) else {
+            return Ok(None);
+        };
         if page != format::PAGE
             || off % page != 0
             || stored % page != 0
@@ -947,7 +961,7 @@ impl Gen {
             .collect();
         Ok(Some(crate::bigfile::FileSlice {
             fd,
-            keep: self.clone(),
+            keep: keep.unwrap_or_else(|| self.clone()),
             offset: off,
             len: stored as usize,
             pages: Some(pages.into()),
@@ -1004,12 +1018,12 @@ impl Gen {
         if v.encoding != Encoding::Raw {
             return Ok(None);
         }
-        let Some(fd) = self.log.raw_fd() else {
-            return Ok(None);
-        };
         let page = rustix::param::page_size() as u64;
         let off = v.payload_off();
         let stored = u64::from(v.stored_len);
+        let Some((fd, keep)) = self.log.map_fd(off, stored) else {
+            return Ok(None);
+        };
         if off % page != 0
             || stored % page != 0
             || stored > block_size as u64
@@ -1028,7 +1042,7 @@ impl Gen {
         };
         Ok(Some(crate::bigfile::FileSlice {
             fd,
-            keep: self.clone(),
+            keep: keep.unwrap_or_else(|| self.clone()),
             offset: off,
             len: stored as usize,
             pages: None,
@@ -1167,7 +1181,7 @@ impl Gen {
 
     /// Oldest tid whose snapshot is complete in this file.
     pub fn base_tid(&self) -> Tid {
-        self.log.header().base_tid
+        self.log.base_tid()
     }
 }
 
@@ -1224,6 +1238,11 @@ pub struct Store {
     refresh_lock: Mutex<()>,
     /// Wraps the I/O of new spill files (tests inject faults this way).
     spill_io: spill::SpillIoHook,
+    /// Spill files are created beside this path: the database file, or for a database
+    /// in object storage, its local cache (beside the cache's lock file).
+    spill_at: PathBuf,
+    /// Where the log lives when it is not the local file at `path` (None: the file).
+    remote: Option<Arc<dyn storage::Storage>>,
     /// The per-boot table of checked versions (`Verify::OncePerBoot`, when usable).
     table: Option<Arc<BootTable>>,
 }
@@ -1316,10 +1335,7 @@ impl Store {
     }
 
     fn open_log(path: &Path, log: Log, lock: Arc<LockFile>, opts: StoreOptions) -> Result<Store> {
-        let table = match opts.verify {
-            Verify::OncePerBoot => verify::boot_table(&opts.table),
-            _ => None,
-        };
+        let table = opts.boot_table();
         let gen = Store::load_gen(log, &lock, opts.read_only, (opts.verify, table.clone()))?;
         if !opts.read_only {
             spill::remove_leftovers(path);
@@ -1332,8 +1348,51 @@ impl Store {
             poisoned: Mutex::new(None),
             refresh_lock: Mutex::new(()),
             spill_io: spill::SpillIoHook::default(),
+            spill_at: path.to_path_buf(),
+            remote: None,
             table,
         })
+    }
+
+    /// A store whose log lives in `remote` (named `name` in messages and `Db::path`),
+    /// opened at `gen` (made with `table`, from [`StoreOptions::boot_table`]); `lock` is
+    /// a local lock file (its reader table lists this machine's snapshots).
+    pub fn with_storage(
+        name: &Path,
+        (gen, table): (Gen, Option<Arc<BootTable>>),
+        lock: Arc<LockFile>,
+        remote: Arc<dyn storage::Storage>,
+        opts: StoreOptions,
+    ) -> Store {
+        let spill_at = lock.path().with_extension("");
+        if !opts.read_only {
+            spill::remove_leftovers(&spill_at);
+        }
+        Store {
+            path: name.to_path_buf(),
+            opts,
+            lock,
+            gen: RwLock::new(Arc::new(gen)),
+            poisoned: Mutex::new(None),
+            refresh_lock: Mutex::new(()),
+            spill_io: spill::SpillIoHook::default(),
+            spill_at,
+            remote: Some(remote),
+            table,
+        }
+    }
+
+    /// The storage of a store whose log is not a local file.
+    pub fn storage(&self) -> Option<&Arc<dyn storage::Storage>> {
+        self.remote.as_ref()
+    }
+
+    /// Check everything stored ([`fsck::check_path`] for a log file).
+    pub fn fsck(&self) -> Result<fsck::FsckReport> {
+        match &self.remote {
+            Some(r) => r.fsck(self),
+            None => fsck::check_path(&self.path),
+        }
     }
 
     /// Build the index of `log`: from the checkpoint when it matches, then the tail,
@@ -1409,6 +1468,10 @@ impl Store {
     fn refresh_inner(&self, locked: bool) -> Result<Arc<Gen>> {
         let _r = self.refresh_lock.lock();
         let gen = self.current();
+        if let Some(r) = &self.remote {
+            r.refresh(&gen)?;
+            return Ok(gen);
+        }
         if gen.log.path_switched() {
             let log = Log::open(&self.path, self.opts.read_only)?;
             let new = Arc::new(Store::load_gen(log, &self.lock, true, self.verify_with())?);
@@ -1446,7 +1509,7 @@ impl Store {
     /// A new spill file beside the database, for a transaction's staged payloads that
     /// do not fit in RAM (or for compaction's).
     pub fn create_spill(&self) -> Result<Arc<spill::SpillFile>> {
-        spill::SpillFile::create(&self.path, self.spill_io.0.lock().as_ref())
+        spill::SpillFile::create(&self.spill_at, self.spill_io.0.lock().as_ref())
     }
 
     /// Wrap the I/O of spill files created from now on (`None`: the plain file). For
@@ -1478,6 +1541,9 @@ impl Store {
             return Err(Error::ReadOnly("the database was opened read-only".into()));
         }
         self.check_poisoned()?;
+        if let Some(r) = &self.remote {
+            return r.commit(self, req, name);
+        }
         let _w = self.lock.writer()?;
         self.check_poisoned()?;
         let gen = self.refresh_inner(true)?;
@@ -1505,92 +1571,8 @@ impl Store {
                 gen.log.cut_tail(end)?;
             }
         }
-        let wall = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-            .unwrap_or(0);
-        // The newest version of each key written and of each array that must exist: the
-        // checkpoint part is needed too, not only for back pointers — a snapshot may
-        // predate the checkpoint of a file that compaction switched to since.
-        let (latest, metas, last_tid, end) = gen.with_index(|ix| {
-            let latest = req
-                .writes
-                .iter()
-                .map(|w| ix.latest(&w.key))
-                .collect::<Result<Vec<_>>>()?;
-            let metas = req
-                .must_exist
-                .iter()
-                .map(|&a| ix.latest(&Key::Meta { array: a }))
-                .collect::<Result<Vec<_>>>()?;
-            Ok((latest, metas, ix.last_tid, ix.end))
-        })?;
-        for (w, l) in req.writes.iter().zip(&latest) {
-            if let Some(v) = l {
-                if v.tid > req.snapshot {
-                    return Err(Error::Conflict {
-                        what: name(&w.key),
-                        snapshot: req.snapshot,
-                        by: v.tid,
-                    });
-                }
-            }
-            // A delta was computed against the version at the snapshot, which is
-            // (no conflict) the newest one, and becomes its back pointer below.
-            if w.value.encoding.is_delta()
-                && (gen.log.header().version < format::DELTA_FORMAT_VERSION || l.is_none())
-            {
-                return Err(Error::InvalidArgument(format!(
-                    "delta record for {} without a base version in a format version {} file",
-                    name(&w.key),
-                    gen.log.header().version
-                )));
-            }
-        }
-        for (&a, m) in req.must_exist.iter().zip(&metas) {
-            if let Some(v) = m {
-                if v.tid > req.snapshot && is_tombstone(v) {
-                    return Err(Error::Conflict {
-                        what: format!("{} (deleted)", name(&Key::Meta { array: a })),
-                        snapshot: req.snapshot,
-                        by: v.tid,
-                    });
-                }
-            }
-        }
-        let tid = Tid(last_tid
-            .0
-            .checked_add(1)
-            .ok_or_else(|| Error::OutOfRange("tid space exhausted".into()))?);
-        let recs: Vec<RecordIn<'_>> = req
-            .writes
-            .iter()
-            .zip(&latest)
-            .map(|(w, l)| RecordIn {
-                key: w.key,
-                encoding: w.value.encoding,
-                // Version 4 files get 2 MiB-aligned raw payloads (§2.8).
-                flags: w.flags
-                    | format::layout_flags(
-                        gen.log.header().version,
-                        &w.key,
-                        w.value.encoding,
-                        w.value.payload.len(),
-                    ),
-                prev_off: l.map(|v| v.rec_off).unwrap_or(0),
-                logical_len: w.value.logical_len,
-                payload: w.value.payload.src(),
-                data_crc: w.value.data_crc,
-                // A file keeps its format version (storage-format.md §2.7): only
-                // version 3 files get page CRC tables.
-                page_crcs: w.value.table_src().filter(|_| {
-                    matches!(w.key, Key::Block { .. })
-                        && w.value.encoding == Encoding::Raw
-                        && gen.log.header().version >= format::PAGE_CRC_FORMAT_VERSION
-                }),
-            })
-            .collect();
-        let enc = format::encode_tx(end, tid, wall, req.user, req.desc, &recs)?;
+        let wall = now_ns();
+        let (tid, enc) = encode_commit(&gen, req, name, wall)?;
         let start = gen.index.read().end;
         if let Err(e) = gen.log.append(start, &enc, self.opts.sync) {
             self.poison(&e);
@@ -1651,6 +1633,9 @@ impl Store {
             return Ok(());
         }
         let gen = self.current();
+        if let Some(r) = &self.remote {
+            return r.checkpoint(&gen, true);
+        }
         let (c, end) =
             gen.with_index(|ix| Ok((ix.to_checkpoint(gen.log.header().uuid)?, ix.end)))?;
         let bytes = c.encode()?;
@@ -1699,12 +1684,122 @@ impl Store {
     }
 }
 
+/// Nanoseconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The middle of every commit, whatever the storage: against the index of `gen` (which
+/// the caller brought up to date with everything committed), fail with `Conflict` if a
+/// written key has a version newer than the snapshot (or an array written to was deleted
+/// since), then encode the transaction with the next tid at the end of the log, back
+/// pointers to the keys' newest versions. `name` renders a key for the conflict message.
+pub(crate) fn encode_commit<'a>(
+    gen: &Gen,
+    req: &'a CommitRequest<'a>,
+    name: &dyn Fn(&Key) -> String,
+    wall: u64,
+) -> Result<(Tid, format::EncodedTx<'a>)> {
+    // The newest version of each key written and of each array that must exist: the
+    // checkpoint part is needed too, not only for back pointers — a snapshot may
+    // predate the checkpoint of a file that compaction switched to since.
+    let (latest, metas, last_tid, end) = gen.with_index(|ix| {
+        let latest = req
+            .writes
+            .iter()
+            .map(|w| ix.latest(&w.key))
+            .collect::<Result<Vec<_>>>()?;
+        let metas = req
+            .must_exist
+            .iter()
+            .map(|&a| ix.latest(&Key::Meta { array: a }))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((latest, metas, ix.last_tid, ix.end))
+    })?;
+    for (w, l) in req.writes.iter().zip(&latest) {
+        if let Some(v) = l {
+            if v.tid > req.snapshot {
+                return Err(Error::Conflict {
+                    what: name(&w.key),
+                    snapshot: req.snapshot,
+                    by: v.tid,
+                });
+            }
+        }
+        // A delta was computed against the version at the snapshot, which is
+        // (no conflict) the newest one, and becomes its back pointer below.
+        if w.value.encoding.is_delta()
+            && (gen.log.header().version < format::DELTA_FORMAT_VERSION || l.is_none())
+        {
+            return Err(Error::InvalidArgument(format!(
+                "delta record for {} without a base version in a format version {} file",
+                name(&w.key),
+                gen.log.header().version
+            )));
+        }
+    }
+    for (&a, m) in req.must_exist.iter().zip(&metas) {
+        if let Some(v) = m {
+            if v.tid > req.snapshot && is_tombstone(v) {
+                return Err(Error::Conflict {
+                    what: format!("{} (deleted)", name(&Key::Meta { array: a })),
+                    snapshot: req.snapshot,
+                    by: v.tid,
+                });
+            }
+        }
+    }
+    let tid = Tid(last_tid
+        .0
+        .checked_add(1)
+        .ok_or_else(|| Error::OutOfRange("tid space exhausted".into()))?);
+    let recs: Vec<RecordIn<'_>> = req
+        .writes
+        .iter()
+        .zip(&latest)
+        .map(|(w, l)| RecordIn {
+            key: w.key,
+            encoding: w.value.encoding,
+            // Version 4 files get 2 MiB-aligned raw payloads (§2.8).
+            flags: w.flags
+                | format::layout_flags(
+                    gen.log.header().version,
+                    &w.key,
+                    w.value.encoding,
+                    w.value.payload.len(),
+                ),
+            prev_off: l.map(|v| v.rec_off).unwrap_or(0),
+            logical_len: w.value.logical_len,
+            payload: w.value.payload.src(),
+            data_crc: w.value.data_crc,
+            // A file keeps its format version (storage-format.md §2.7): only
+            // version 3 files get page CRC tables.
+            page_crcs: w.value.table_src().filter(|_| {
+                matches!(w.key, Key::Block { .. })
+                    && w.value.encoding == Encoding::Raw
+                    && gen.log.header().version >= format::PAGE_CRC_FORMAT_VERSION
+            }),
+        })
+        .collect();
+    let enc = format::encode_tx(end, tid, wall, req.user, req.desc, &recs)?;
+    Ok((tid, enc))
+}
+
 impl Drop for Store {
     fn drop(&mut self) {
         if self.opts.read_only || self.poisoned.lock().is_some() {
             return;
         }
         let gen = self.current();
+        if let Some(r) = &self.remote {
+            if let Err(e) = r.checkpoint(&gen, false) {
+                tracing::warn!(error = %e, "could not write the index checkpoint on close");
+            }
+            return;
+        }
         let stale = {
             let ix = gen.index.read();
             ix.end != ix.checkpointed_end

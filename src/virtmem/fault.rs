@@ -6,8 +6,22 @@
 //!   live in a fixed-size table of seqlock-protected slots ([`TABLE`]), written under
 //!   [`REGISTRY`] outside the handler and read with atomics inside it.
 //! - **Faults that are not ours are chained** to the handler that was installed before
-//!   ours (Rust's stack-overflow handler, or the default action), so a real segfault
-//!   still kills the process and a stack overflow still prints Rust's message.
+//!   ours (Rust's stack-overflow handler, Python's `faulthandler`, or the default
+//!   action), so a real segfault still kills the process and a stack overflow still
+//!   prints Rust's message. Only faults the kernel raised for an access can be ours:
+//!   a `SIGSEGV` sent with `kill`/`raise` (`si_code <= 0`) carries no address and is
+//!   always chained.
+//! - **Ours stays on top**: another library may install its own `SIGSEGV` handler after
+//!   ours (Python's `faulthandler.enable()` does), which would then see wdb's ordinary
+//!   page faults first and take them for crashes. [`ensure_installed`], run whenever a
+//!   range is registered (and by bindings before they hand out memory), puts ours back
+//!   on top and chains to the displacing handler. Such a handler usually chains to
+//!   what it displaced (ours) by reinstalling it and re-raising the signal; so the
+//!   handlers ours found below it form a stack ([`PREV`]), and a non-wdb fault that
+//!   comes back into our handler while the same thread is already chaining it
+//!   (`CHAIN_DEPTH`) goes one level further down, as if each displacing handler sat
+//!   between ours and the one below it. A real segfault thus runs each handler once,
+//!   newest first, and ends in the default action.
 //! - **No lock the faulting thread can already hold**: every wdb code path that takes
 //!   the VM lock or [`REGISTRY`], or runs a `BigFile` load or store, sets the
 //!   thread-local [`IN_WDB`] counter. A fault on a wdb range while it is set (a load
@@ -28,7 +42,7 @@ use std::cell::{Cell, UnsafeCell};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::mem::MaybeUninit;
-use std::sync::atomic::{fence, AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Once, Weak};
 
 use parking_lot::Mutex;
@@ -151,7 +165,7 @@ pub(super) fn register(
     len: usize,
     target: Weak<dyn FaultTarget>,
 ) -> Result<()> {
-    install()?;
+    ensure_installed()?;
     let _w = InWdb::enter();
     let mut reg = REGISTRY.lock();
     let Some(idx) = (0..MAX_RANGES).find(|&i| TABLE[i].end.load(Ordering::Relaxed) == 0) else {
@@ -217,41 +231,128 @@ fn lookup(addr: usize) -> Option<u64> {
     None
 }
 
-/// The handler that was installed before ours, written once before ours is installed.
-struct OldAction(UnsafeCell<MaybeUninit<libc::sigaction>>);
-// SAFETY: written once inside `INSTALL` before the handler that reads it is installed,
-// read-only afterwards.
-unsafe impl Sync for OldAction {}
-static OLD: OldAction = OldAction(UnsafeCell::new(MaybeUninit::uninit()));
-static INSTALL: Once = Once::new();
-static INSTALLED: AtomicBool = AtomicBool::new(false);
+/// Most handlers [`PREV`] records: the one found at the first installation, then one
+/// per displacement.
+const MAX_PREV: usize = 16;
+/// No slot (below the oldest).
+const NO_SLOT: usize = usize::MAX;
 
-fn install() -> Result<()> {
-    INSTALL.call_once(|| {
-        // SAFETY: sigaction with valid pointers; OLD is written before our handler can
-        // run (it is installed by the second call), and never again.
-        unsafe {
-            let old = (*OLD.0.get()).as_mut_ptr();
-            if libc::sigaction(libc::SIGSEGV, std::ptr::null(), old) != 0 {
-                return;
-            }
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = handler as *const () as usize;
-            // SA_NODEFER: a fault inside the service (a load touching managed memory)
-            // reaches this handler, which reports it, instead of the kernel killing the
-            // process silently because SIGSEGV is blocked.
-            sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_NODEFER;
-            libc::sigemptyset(&mut sa.sa_mask);
-            if libc::sigaction(libc::SIGSEGV, &sa, std::ptr::null_mut()) == 0 {
-                INSTALLED.store(true, Ordering::Release);
-            }
+/// The handlers found installed where ours went, one slot per (re)installation: slot 0
+/// what was there when wdb first installed its handler, each later slot the handler
+/// that had displaced ours when [`ensure_installed`] put ours back on top. A slot is
+/// written once, before [`PREV_TOP`] names it, and never again; `below[i]` is the slot
+/// a fault chained through slot `i` continues to.
+struct PrevActions {
+    actions: [UnsafeCell<MaybeUninit<libc::sigaction>>; MAX_PREV],
+    below: [AtomicUsize; MAX_PREV],
+}
+// SAFETY: each slot of `actions` is written once under INSTALL_LOCK before PREV_TOP
+// (release) makes it reachable, and only read (after an acquire of PREV_TOP) afterwards.
+unsafe impl Sync for PrevActions {}
+#[allow(clippy::declare_interior_mutable_const)]
+const NO_ACTION: UnsafeCell<MaybeUninit<libc::sigaction>> = UnsafeCell::new(MaybeUninit::uninit());
+#[allow(clippy::declare_interior_mutable_const)]
+const NO_BELOW: AtomicUsize = AtomicUsize::new(NO_SLOT);
+static PREV: PrevActions = PrevActions {
+    actions: [NO_ACTION; MAX_PREV],
+    below: [NO_BELOW; MAX_PREV],
+};
+/// 1 + the newest slot of [`PREV`] (the handler ours chains to first); 0 before the
+/// first installation.
+static PREV_TOP: AtomicUsize = AtomicUsize::new(0);
+/// Slots of [`PREV`] written (changed only under [`INSTALL_LOCK`]).
+static PREV_LEN: AtomicUsize = AtomicUsize::new(0);
+/// Serialises installations (never taken in the handler).
+static INSTALL_LOCK: Mutex<()> = Mutex::new(());
+
+thread_local! {
+    /// How many times this thread's fault is being chained right now: a non-wdb fault
+    /// that re-enters the handler from a chained handler goes one slot further down
+    /// (const-initialised, no destructor: safe in a signal handler).
+    static CHAIN_DEPTH: Cell<u32> = const { Cell::new(0) };
+}
+
+fn our_action() -> libc::sigaction {
+    // SAFETY: an all-zero sigaction is a valid value (no handler, no flags); the
+    // fields that matter are set below.
+    let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+    sa.sa_sigaction = handler as *const () as usize;
+    // SA_NODEFER: a fault inside the service (a load touching managed memory) reaches
+    // this handler, which reports it, instead of the kernel killing the process
+    // silently because SIGSEGV is blocked; a chained handler that re-raises the signal
+    // reaches it again too.
+    sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_NODEFER;
+    // SAFETY: sa_mask is a valid sigset_t owned by `sa`.
+    unsafe { libc::sigemptyset(&mut sa.sa_mask) };
+    sa
+}
+
+/// Install wdb's `SIGSEGV` handler, or put it back on top if another handler displaced
+/// it since, chaining faults that are not wdb's to that handler (see the module docs).
+/// Cheap when ours is on top: one `sigaction` call. [`Error::Busy`] after
+/// `MAX_PREV - 1` displacements; [`Error::Io`] if the system refuses.
+pub(crate) fn ensure_installed() -> Result<()> {
+    let ours = handler as *const () as usize;
+    let query = || {
+        // SAFETY: an all-zero sigaction is a valid out-buffer.
+        let mut cur: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: querying the current action into a valid buffer.
+        if unsafe { libc::sigaction(libc::SIGSEGV, std::ptr::null(), &mut cur) } != 0 {
+            return Err(Error::Io(std::io::Error::last_os_error()));
         }
-    });
-    if INSTALLED.load(Ordering::Acquire) {
-        Ok(())
-    } else {
-        Err(Error::Io(std::io::Error::last_os_error()))
+        Ok(cur)
+    };
+    // The common case without the lock: ours is on top (it is recorded before it is
+    // installed, so PREV_TOP > 0 then).
+    if query()?.sa_sigaction == ours && PREV_TOP.load(Ordering::Acquire) > 0 {
+        return Ok(());
     }
+    let _w = InWdb::enter();
+    let _g = INSTALL_LOCK.lock();
+    let mut cur = query()?;
+    let top = PREV_TOP.load(Ordering::Acquire);
+    if cur.sa_sigaction == ours && top > 0 {
+        return Ok(());
+    }
+    let n = PREV_LEN.load(Ordering::Relaxed);
+    if n >= MAX_PREV {
+        return Err(Error::Busy(format!(
+            "the SIGSEGV handler was replaced by other code {} times; wdb cannot serve \
+             its page faults any more",
+            MAX_PREV - 1
+        )));
+    }
+    if cur.sa_sigaction == ours {
+        // Installed by an earlier copy of this code that did not record what it found
+        // (cannot happen in one binary): chain to the default action.
+        cur.sa_sigaction = libc::SIG_DFL;
+    }
+    // The slot below the new one: the current top, unless the displacing handler is
+    // recorded already (it was removed and installed again): then the one below that
+    // record, skipping the stale slots above it.
+    let mut below = top.checked_sub(1).unwrap_or(NO_SLOT);
+    let mut i = below;
+    while i != NO_SLOT {
+        // SAFETY: slot i was reached from PREV_TOP, so it was written (once) before.
+        let a = unsafe { (*PREV.actions[i].get()).assume_init_ref() };
+        if a.sa_sigaction == cur.sa_sigaction && cur.sa_sigaction != libc::SIG_DFL {
+            below = PREV.below[i].load(Ordering::Relaxed);
+            break;
+        }
+        i = PREV.below[i].load(Ordering::Relaxed);
+    }
+    // SAFETY: slot n is not reachable yet (PREV_TOP <= n), so no handler reads it, and
+    // INSTALL_LOCK keeps other writers out.
+    unsafe { (*PREV.actions[n].get()).write(cur) };
+    PREV.below[n].store(below, Ordering::Relaxed);
+    PREV_LEN.store(n + 1, Ordering::Relaxed);
+    PREV_TOP.store(n + 1, Ordering::Release);
+    let sa = our_action();
+    // SAFETY: installing a valid action; the handler it names reads PREV_TOP, set above.
+    if unsafe { libc::sigaction(libc::SIGSEGV, &sa, std::ptr::null_mut()) } != 0 {
+        return Err(Error::Io(std::io::Error::last_os_error()));
+    }
+    Ok(())
 }
 
 /// A message buffer on the stack: formatting into it never allocates; text past its
@@ -295,8 +396,9 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
     // SAFETY: errno_ptr is valid for this thread.
     let saved_errno = unsafe { *errno_ptr() };
     // SAFETY: the kernel passes a valid siginfo for a SA_SIGINFO handler.
-    let addr = unsafe { (*info).si_addr() } as usize;
-    let ours = lookup(addr).filter(|_| {
+    let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
+    // si_code <= 0: sent by kill/raise/sigqueue, not an access; si_addr is not set.
+    let ours = (code > 0).then(|| lookup(addr)).flatten().filter(|_| {
         // PID was cached by `register` before any range was (a child of fork has its
         // own id there); getpid is async-signal-safe for the uncached case.
         let pid = match PID.load(Ordering::Relaxed) {
@@ -386,13 +488,13 @@ fn serve(job: &mut Job) {
 /// alternate signal stack, else directly.
 ///
 /// Which stack the handler runs on is read from its own stack pointer, not asked of the
-/// kernel (`sigaltstack` was a system call in every fault): without a switch the kernel
+/// kernel (`sigaltstack` would be a system call in every fault): without a switch the kernel
 /// builds the signal frame right below the interrupted stack pointer (past the red
 /// zone), so this function's frame lies less than [`FRAME_MAX`] below it; on an
 /// alternate stack it lies elsewhere (an alternate stack in the free space just below
 /// the interrupted code's stack pointer would be overwritten by that code's own calls,
 /// so none is there). A handler interrupting code that already ran on the alternate
-/// stack finds itself just below it, and runs there, as before.
+/// stack finds itself just below it, and runs there.
 ///
 /// # Safety
 /// `ctx` is the ucontext of the current signal.
@@ -542,14 +644,31 @@ unsafe fn is_write(ctx: *mut libc::c_void) -> bool {
     }
 }
 
-/// Hand a fault that is not ours to the handler installed before ours.
+/// Hand a fault that is not ours to the handler installed below ours: the newest one in
+/// [`PREV`] or, when this thread is already chaining a fault (the handler we chained to
+/// re-raised it into ours), the one below that, and so on (see the module docs).
 ///
 /// # Safety
 /// The arguments are the current signal's.
 unsafe fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
-    // SAFETY: OLD was written before our handler was installed.
-    let old = unsafe { (*OLD.0.get()).assume_init_ref() };
-    let h = old.sa_sigaction;
+    let depth = CHAIN_DEPTH.with(|c| c.get());
+    let mut slot = PREV_TOP
+        .load(Ordering::Acquire)
+        .checked_sub(1)
+        .unwrap_or(NO_SLOT);
+    for _ in 0..depth {
+        if slot == NO_SLOT {
+            break;
+        }
+        slot = PREV.below[slot].load(Ordering::Relaxed);
+    }
+    let old = if slot == NO_SLOT {
+        None
+    } else {
+        // SAFETY: slot was reached from PREV_TOP (acquire): written before, never again.
+        Some(unsafe { (*PREV.actions[slot].get()).assume_init_ref() })
+    };
+    let h = old.map_or(libc::SIG_DFL, |o| o.sa_sigaction);
     if h == libc::SIG_DFL || h == libc::SIG_IGN {
         // Restore the default action and return: the instruction faults again and the
         // kernel applies it (core dump, death by SIGSEGV), as without wdb.
@@ -559,7 +678,11 @@ unsafe fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_
             dfl.sa_sigaction = libc::SIG_DFL;
             libc::sigaction(sig, &dfl, std::ptr::null_mut());
         }
-    } else if old.sa_flags & libc::SA_SIGINFO != 0 {
+        return;
+    }
+    let siginfo = old.is_some_and(|o| o.sa_flags & libc::SA_SIGINFO != 0);
+    CHAIN_DEPTH.with(|c| c.set(depth + 1));
+    if siginfo {
         // SAFETY: the previous handler was installed with SA_SIGINFO, so it has this
         // signature.
         let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
@@ -570,4 +693,5 @@ unsafe fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_
         let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(h) };
         f(sig)
     }
+    CHAIN_DEPTH.with(|c| c.set(depth));
 }

@@ -49,6 +49,16 @@ use crate::bigfile::BigFile;
 
 use crate::{Error, Result};
 
+/// Make sure wdb's `SIGSEGV` handler is installed and on top: if other code installed
+/// its own handler since (Python's `faulthandler.enable()`, a JVM, another engine), put
+/// wdb's back on top, chaining the faults that are not wdb's to that handler (see
+/// `fault.rs`). Mapping a view does this by itself; bindings call it before they hand
+/// out memory of an existing mapping, since a handler installed in between would take
+/// wdb's page faults for crashes. One `sigaction` call when nothing changed.
+pub fn ensure_fault_handler() -> Result<()> {
+    fault::ensure_installed()
+}
+
 /// Largest mapping, in bytes (2^46 = 64 TiB: well inside the 47-bit user address space).
 pub const MAX_MAPPING_LEN: u64 = 1 << 46;
 
@@ -490,6 +500,43 @@ impl Drop for MapShared {
     }
 }
 
+/// Keeps a [`Mapping`]'s address range reserved and served by the fault handler after
+/// the `Mapping` itself is dropped or replaced, for as long as any clone of the guard
+/// lives: for memory handed to code that holds raw pointers with a lifetime of its own
+/// (a Python `numpy.ndarray`). The range keeps showing its file handle's blocks (the
+/// handle's pages, its dirty blocks, loads through its `BigFile`); the guard gives no
+/// access to the bytes itself. `Send + Sync`, cheap to clone.
+#[derive(Clone)]
+pub struct MappingGuard {
+    shared: Arc<MapShared>,
+}
+
+impl std::fmt::Debug for MappingGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MappingGuard")
+            .field("addr", &(self.shared.base as *const u8))
+            .field("len", &self.shared.len)
+            .finish()
+    }
+}
+
+impl MappingGuard {
+    /// Start of the range.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.shared.base as *mut u8
+    }
+
+    /// Length of the range in bytes.
+    pub fn len(&self) -> usize {
+        self.shared.len
+    }
+
+    /// Never true (a mapping has at least one block).
+    pub fn is_empty(&self) -> bool {
+        self.shared.len == 0
+    }
+}
+
 /// A reserved address range showing blocks `[first_blk, first_blk + n)` of a file
 /// handle. Views are sub-slices of it. `Send + Sync`. Dropping it unmaps the range; the
 /// handle keeps its dirty blocks.
@@ -608,6 +655,14 @@ impl Mapping {
         );
         writeback::kick(&mut g, vm);
         r
+    }
+
+    /// A guard that keeps this range reserved and served after the `Mapping` is gone
+    /// (see [`MappingGuard`]).
+    pub fn guard(&self) -> MappingGuard {
+        MappingGuard {
+            shared: self.shared.clone(),
+        }
     }
 
     /// Unmap now. Refused with `Error::Busy` (the mapping is given back) while a load

@@ -145,7 +145,7 @@
 //!     anonymous slot moved home from there left its own entry-less `PROT_NONE` mapping
 //!     (`Pool::move_home`), not inherited by `fork` (the pool's flags), which faults
 //!     like the reserved space around it but is a kernel mapping of its own. It is not
-//!     reset when the slot leaves — that `mremap` was a third of a read fault cycle's
+//!     reset when the slot leaves — that `mremap` would be a third of a read fault cycle's
 //!     system calls — but replaced by the next page mapped there (mapping removes the
 //!     block from `untidy`) or reset with one call per run of adjacent blocks
 //!     ([`VmState::tidy`]): when the view has more than `UNTIDY_MAX` of them, which
@@ -274,7 +274,7 @@ struct Page {
 }
 
 /// Bytes a random read fault on a block with page CRCs checks and shows (invariant 15).
-/// Measured on W3 (random 4 KiB reads, shared/workloads.md): 16 KiB gave the lowest
+/// Measured on W3 (random 4 KiB reads, docs/benchmarks.md): 16 KiB gave the lowest
 /// median and p99 of 4, 16, 64, 256 and 512 KiB; below that, a fault's fixed cost
 /// dominates and more reads fault, above it the check does. More than one 4 KiB page,
 /// so that a scan through a block (faults on a window's first page) can be told from
@@ -1328,7 +1328,7 @@ impl VmState {
                 u32::from(!pg.in_use),
                 "inv 2: free list"
             );
-            // 11
+            // 9
             if pg.slot != NO_SLOT {
                 let os = &self.pools[pg.pool].os;
                 assert_eq!(os.is_away(pg.slot), pg.at_view.is_some(), "inv 9: moved");
@@ -1450,7 +1450,7 @@ impl VmState {
         self.check_spill();
         // 5
         for (&mid, m) in &self.maps {
-            // 15
+            // 16
             assert!(m.untidy.len() <= UNTIDY_MAX, "inv 16: untidy bound");
             for blk in &m.untidy {
                 assert!(

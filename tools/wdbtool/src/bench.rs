@@ -1,4 +1,4 @@
-//! `wdbtool bench`: the workloads of `shared/workloads.md`, one phase per call, on wdb or
+//! `wdbtool bench`: the workloads of docs/benchmarks.md, one phase per call, on wdb or
 //! (with `--baseline`) on a plain `memmap2` mapping of a raw file.
 //!
 //! Every figure goes to stdout as one JSON object per line; human text goes to stderr.
@@ -115,6 +115,13 @@ pub struct BenchArgs {
     /// (for a harness that measures the memory of concurrent scans, tools/procs.sh).
     #[arg(long, value_name = "MS", default_value_t = 0)]
     pub hold_ms: u64,
+    /// Object storage (`--dir s3://bucket/prefix`): the local cache's directory (an
+    /// empty one for a cold run) [default: under the user's cache directory].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Object storage: bytes the local cache may hold [default: 4 GiB].
+    #[arg(long, value_name = "BYTES")]
+    pub cache_size: Option<u64>,
 }
 
 /// An error of the benchmark: bad arguments or a failed call.
@@ -133,9 +140,9 @@ impl From<wdb::Error> for BenchError {
     }
 }
 
-type R<T> = Result<T, BenchError>;
+pub(crate) type R<T> = Result<T, BenchError>;
 
-fn err<T>(msg: impl Into<String>) -> R<T> {
+pub(crate) fn err<T>(msg: impl Into<String>) -> R<T> {
     Err(BenchError(msg.into()))
 }
 
@@ -247,12 +254,12 @@ pub fn sum(x: &[f64]) -> f64 {
 // ---------------------------------------------------------------------------------------
 // Figures
 
-struct Out {
-    peer: &'static str,
+pub(crate) struct Out {
+    pub(crate) peer: &'static str,
 }
 
 impl Out {
-    fn fig(&self, workload: &str, metric: &str, value: f64, unit: &str) -> R<()> {
+    pub(crate) fn fig(&self, workload: &str, metric: &str, value: f64, unit: &str) -> R<()> {
         if !value.is_finite() {
             return err(format!(
                 "{workload} {metric} is not a finite number: {value}"
@@ -352,7 +359,8 @@ pub fn run(a: &BenchArgs) -> R<()> {
             READ_ELEMS * 8
         ));
     }
-    if !a.dir.is_dir() {
+    let url = crate::blocks::is_url(&a.dir);
+    if !url && !a.dir.is_dir() {
         return err(format!(
             "--dir {}: not an existing directory",
             a.dir.display()
@@ -371,6 +379,12 @@ pub fn run(a: &BenchArgs) -> R<()> {
     let n = a.size_bytes / 8;
     if usize::try_from(a.size_bytes).is_err() {
         return err("--size-bytes does not fit in this machine's address space");
+    }
+    if a.baseline && url {
+        #[cfg(feature = "s3")]
+        return crate::bench_s3::run(a, n);
+        #[cfg(not(feature = "s3"))]
+        return err("--baseline on an s3:// --dir needs wdbtool built with the s3 feature");
     }
     if a.baseline {
         baseline::run(a, n)
@@ -398,9 +412,34 @@ mod wdbpeer {
     use super::*;
 
     fn options(a: &BenchArgs) -> Options {
-        Options::default()
+        let mut o = Options::default()
             .ram_budget(a.ram_budget.unwrap_or_else(default_ram_budget))
-            .verify(a.verify.into())
+            .verify(a.verify.into());
+        if let Some(c) = &a.cache_dir {
+            o = o.cache_dir(c);
+        }
+        if let Some(c) = a.cache_size {
+            o = o.cache_size(c);
+        }
+        o
+    }
+
+    /// Does the database exist? (On object storage: does it hold the array?)
+    fn exists(a: &BenchArgs, p: &Path) -> bool {
+        if !crate::blocks::is_url(p) {
+            return p.exists();
+        }
+        open_db(p, options(a).read_only(true))
+            .and_then(|d| d.snapshot()?.array::<f64>(ARRAY).map(|_| ()))
+            .is_ok()
+    }
+
+    fn open_db(p: &Path, o: Options) -> wdb::Result<Db> {
+        Db::open_url(
+            p.to_str()
+                .ok_or_else(|| wdb::Error::InvalidArgument("path is not UTF-8".into()))?,
+            o,
+        )
     }
 
     fn path(a: &BenchArgs) -> PathBuf {
@@ -420,13 +459,13 @@ mod wdbpeer {
     /// Open an existing benchmark database and check the array's length.
     fn open(a: &BenchArgs, n: u64, read_only: bool) -> R<Db> {
         let p = path(a);
-        if !p.exists() {
+        if !exists(a, &p) {
             return err(format!(
                 "{} does not exist: run `wdbtool bench --phase ingest` on this --dir first",
                 p.display()
             ));
         }
-        let db = Db::open_with(&p, options(a).read_only(read_only))?;
+        let db = open_db(&p, options(a).read_only(read_only))?;
         {
             let s = db.snapshot()?;
             let arr = s.array::<f64>(ARRAY).map_err(|e| array_err(e, &p))?;
@@ -467,7 +506,7 @@ mod wdbpeer {
 
     fn ingest(a: &BenchArgs, n: u64, out: &Out) -> R<()> {
         let p = path(a);
-        if p.exists() {
+        if exists(a, &p) {
             return err(format!(
                 "{} already exists: ingest needs an empty --dir",
                 p.display()
@@ -477,7 +516,7 @@ mod wdbpeer {
         let mut buf = vec![0.0f64; chunk_elems(6) as usize];
         let mut timed = Duration::ZERO;
         let t = Instant::now();
-        let db = Db::open_with(&p, options(a))?;
+        let db = open_db(&p, options(a))?;
         timed += t.elapsed();
         let (mut lo, mut k) = (0u64, 0u64);
         while lo < n {
@@ -552,14 +591,14 @@ mod wdbpeer {
 
     fn scan(a: &BenchArgs, n: u64, out: &Out) -> R<()> {
         let p = path(a);
-        if !p.exists() {
+        if !exists(a, &p) {
             return err(format!(
                 "{} does not exist: run `wdbtool bench --phase ingest` on this --dir first",
                 p.display()
             ));
         }
         let t = Instant::now();
-        let db = Db::open_with(&p, options(a).read_only(true))?;
+        let db = open_db(&p, options(a).read_only(true))?;
         let snap = db.snapshot()?;
         let arr = snap.array::<f64>(ARRAY).map_err(|e| array_err(e, &p))?;
         if arr.len() != n {
@@ -847,7 +886,7 @@ mod baseline {
         append4k_fdatasync(a, pos.len(), out)
     }
 
-    /// The yardstick of issue 6 for W5: one 4 KiB append + fdatasync to a plain file,
+    /// The yardstick for W5: one 4 KiB append + fdatasync to a plain file,
     /// as many times as W5 commits (median). The file is removed afterwards.
     fn append4k_fdatasync(a: &BenchArgs, count: usize, out: &Out) -> R<()> {
         let p = a.dir.join("append4k.tmp");

@@ -14,10 +14,34 @@ use wdb::{Error, Result, Tid};
 
 /// Open an existing database read-only (a missing file is `NotFound`, not created).
 pub fn open_ro(p: &Path) -> Result<Db> {
-    if !p.exists() {
+    if !exists(p) {
         return Err(Error::NotFound(format!("database {}", p.display())));
     }
-    Db::open_with(p, Options::default().read_only(true))
+    Db::open_url(url_of(p)?, Options::default().read_only(true))
+}
+
+/// Open (or create) the database at `p` (a path or a URL) for writing.
+pub fn open_rw(p: &Path) -> Result<Db> {
+    Db::open_url(url_of(p)?, Options::default())
+}
+
+/// Is `p` a URL (`s3://…`, `file://…`) rather than a path?
+pub fn is_url(p: &Path) -> bool {
+    p.to_str().is_some_and(|s| s.contains("://"))
+}
+
+/// Does the database at `p` exist? (A URL is asked when it is opened.)
+pub fn exists(p: &Path) -> bool {
+    if let Some(f) = p.to_str().and_then(|s| s.strip_prefix("file://")) {
+        return Path::new(f).exists();
+    }
+    is_url(p) || p.exists()
+}
+
+fn url_of(p: &Path) -> Result<&str> {
+    p.to_str().ok_or_else(|| {
+        Error::InvalidArgument(format!("database path {} is not UTF-8", p.display()))
+    })
 }
 
 /// The latest snapshot, or the one at `at`.

@@ -1,22 +1,24 @@
 //! `wdbtool compact DB [--keep-history TID] [--keep-age AGE]`: rewrite the file keeping
 //! only the block versions still needed — by the latest snapshot, by live readers, and
-//! by the snapshots the options ask to keep.
+//! by the snapshots the options ask to keep. On an `s3://` URL: retention (the
+//! snapshots asked for and the head are kept; there is no reader table across
+//! machines) and garbage collection of objects no commit names.
 
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use wdb::db::{CompactOptions, Db};
+use wdb::db::CompactOptions;
 use wdb::{Error, Result, Tid};
 
 use crate::output::{human, Progress};
 
 /// The command.
 pub fn run(db: &Path, keep_history: Option<u64>, keep_age: Option<Duration>) -> Result<ExitCode> {
-    if !db.exists() {
+    if !crate::blocks::exists(db) {
         return Err(Error::NotFound(format!("database {}", db.display())));
     }
-    let d = Db::open(db)?;
+    let d = crate::blocks::open_rw(db)?;
     let keep_history = match keep_age {
         None => keep_history,
         Some(age) => {

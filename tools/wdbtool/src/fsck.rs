@@ -1,6 +1,7 @@
 //! `wdbtool fsck DB [--repair]`: check every byte of the file; exit 0 when clean, 1
 //! when not. `--repair` cuts a torn tail (and only that), saving the cut bytes to a
-//! side file, then checks again.
+//! side file, then checks again. On an `s3://` URL it checks every object (commit
+//! objects, the virtual log, the payloads of the kept versions).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -10,10 +11,17 @@ use wdb::{Error, Result};
 
 /// The command.
 pub fn run(db: &Path, repair: bool) -> Result<ExitCode> {
-    if !db.exists() {
+    if !crate::blocks::exists(db) {
         return Err(Error::NotFound(format!("database {}", db.display())));
     }
-    let rep = if repair {
+    let rep = if crate::blocks::is_url(db) {
+        if repair {
+            return Err(Error::InvalidArgument(
+                "--repair cuts a torn tail of a local file; an object-store database has none (each commit is a whole object)".into(),
+            ));
+        }
+        crate::blocks::open_ro(db)?.fsck()?
+    } else if repair {
         let (rep, cut) = Db::repair_path(db)?;
         match cut {
             Some((at, side)) => {

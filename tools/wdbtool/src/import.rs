@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use wdb::array::npy::{read_header, NpyHeader};
-use wdb::db::{ArrayOptions, Compression, Db};
+use wdb::db::{ArrayOptions, Compression};
 use wdb::{Error, Result};
 
 use crate::npy_io::{file_err, IO_BUF};
@@ -156,7 +156,7 @@ pub fn import(
     }
     let data_len = header.data_len()?;
 
-    let db = Db::open(db_path)?;
+    let db = crate::blocks::open_rw(db_path)?;
     match db.snapshot()?.array_info(name) {
         Ok(_) => {
             return Err(Error::AlreadyExists(format!(

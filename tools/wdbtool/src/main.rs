@@ -4,7 +4,8 @@
 //!
 //! This file holds the command line (clap) and the dispatch; each command lives in the
 //! module of its name (`info.rs`, `ls.rs`, `log.rs`, `fsck.rs`, `compact.rs`, `cat.rs`,
-//! `export.rs`, `import.rs`, `bench.rs`).
+//! `export.rs`, `import.rs`, `copy.rs`, `bench.rs`). Wherever a command takes a database
+//! it takes a path, a `file://` URL or an `s3://bucket/prefix` URL (object storage).
 //!
 //! Exit codes, the same for every command:
 //! - 0: success (`fsck`: the file is clean; `--help`, `--version`);
@@ -19,9 +20,12 @@ use clap::{Parser, Subcommand};
 use wdb::db::Compression;
 
 mod bench;
+#[cfg(feature = "s3")]
+mod bench_s3;
 mod blocks;
 mod cat;
 mod compact;
+mod copy;
 mod export;
 mod fsck;
 mod import;
@@ -48,23 +52,23 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Format version, file size, first and last tid, arrays, live readers.
     Info {
-        /// Database file.
+        /// Database file (or file:// or s3:// URL).
         db: PathBuf,
     },
     /// Each array: element type (and record fields), shape, order, logical size,
     /// stored size, compression ratio.
     Ls {
-        /// Database file.
+        /// Database file (or file:// or s3:// URL).
         db: PathBuf,
     },
     /// The commit history: tid, time, size, arrays touched.
     Log {
-        /// Database file.
+        /// Database file (or file:// or s3:// URL).
         db: PathBuf,
     },
     /// Check every byte of the file; exit 0 when clean, 1 when not.
     Fsck {
-        /// Database file.
+        /// Database file (or file:// or s3:// URL).
         db: PathBuf,
         /// Cut a torn tail (only that), saving the cut bytes to a side file.
         #[arg(long)]
@@ -72,7 +76,7 @@ enum Cmd {
     },
     /// Rewrite the file keeping only the versions still needed.
     Compact {
-        /// Database file.
+        /// Database file (or file:// or s3:// URL).
         db: PathBuf,
         /// Also keep every snapshot at or after this tid.
         #[arg(long, value_name = "TID")]
@@ -81,10 +85,26 @@ enum Cmd {
         #[arg(long, value_name = "AGE", value_parser = compact::parse_age)]
         keep_age: Option<std::time::Duration>,
     },
+    /// Copy one snapshot of a database to another location, consistently, while
+    /// writers keep committing (file → s3://, s3:// → file, file → file, s3:// → s3://).
+    /// DST (created if missing) shows the whole copy at once.
+    Copy {
+        /// Source database (path, file:// or s3:// URL).
+        src: PathBuf,
+        /// Destination database (path, file:// or s3:// URL).
+        dst: PathBuf,
+        /// Copy the snapshot at this tid instead of the latest.
+        #[arg(long, value_name = "TID")]
+        at: Option<u64>,
+        /// Commit after staging this many MiB of blocks (the arrays appear under their
+        /// names only at the last commit).
+        #[arg(long, value_name = "MIB", default_value_t = 64)]
+        commit_mib: u64,
+    },
     /// Print rows of an array (RANGE over the major axis: 10..20, 10.., ..3, 5, 2..=4;
     /// default the first 10 rows).
     Cat {
-        /// Database file.
+        /// Database file (or file:// or s3:// URL).
         db: PathBuf,
         /// Array name.
         array: String,
@@ -96,7 +116,7 @@ enum Cmd {
     },
     /// Write an array to a NumPy .npy file (streamed: any size).
     Export {
-        /// Database file.
+        /// Database file (or file:// or s3:// URL).
         db: PathBuf,
         /// Array name.
         array: String,
@@ -109,7 +129,7 @@ enum Cmd {
     /// Create an array from a NumPy .npy file (streamed: any size; C or F order;
     /// structured dtypes become records).
     Import {
-        /// Database file (created if missing).
+        /// Database file or URL (created if missing).
         db: PathBuf,
         /// Name of the new array.
         array: String,
@@ -144,6 +164,12 @@ fn run(cli: Cli) -> wdb::Result<ExitCode> {
             keep_history,
             keep_age,
         } => compact::run(&db, keep_history, keep_age),
+        Cmd::Copy {
+            src,
+            dst,
+            at,
+            commit_mib,
+        } => copy::run(&src, &dst, at, commit_mib),
         Cmd::Cat {
             db,
             array,

@@ -1,0 +1,807 @@
+//! A database in an S3-compatible object store: the same MVCC, index, record codecs
+//! and read paths as a local log, over a *virtual log* assembled from immutable
+//! objects ([`vlog`]), with commits ordered by create-if-absent of numbered commit
+//! objects and no lock service. Layout and protocol: storage-format.md §12 (normative)
+//! and docs/object-storage.md.
+//!
+//! Commit (one writer, any number of machines):
+//! ```text
+//!   refresh (LIST c/ after the last known) ─► conflict check ─► PUT data objects
+//!        ▲                                                         │
+//!        │ lost: another writer made commit t                      ▼
+//!        └──────────── PUT c/<t> If-None-Match: * ◄── encode tx at the log's end (t = last + 1)
+//!                            │ created
+//!                            ▼
+//!                        committed: in the index, visible to every next refresh
+//! ```
+//! Invariants:
+//! 1. Commit object `t` exists only if commit objects `1..t` exist, and its transaction
+//!    starts where commit `t − 1`'s ends (a writer creates `t` only after reading `t − 1`).
+//! 2. Every data object a commit object names was completely written before the commit
+//!    object was created; objects are never rewritten (keys are unique per writer).
+//! 3. A writer re-encodes (never re-uploads data) when it loses a number, and checks
+//!    conflicts against every commit up to the number it tries.
+//! 4. Data objects are deleted only by compaction: those no kept snapshot needs, and
+//!    those no commit names that are older than the grace period (a writer gives up a
+//!    commit that takes longer than half of it).
+
+pub mod cache;
+pub mod layout;
+pub mod remote;
+pub mod vlog;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use object_store::ObjectStore;
+use parking_lot::Mutex;
+
+use super::compact::CompactReport;
+use super::encode::Payload;
+use super::fsck::{FsckReport, Problem};
+use super::storage::Storage;
+use super::{encode_commit, now_ns, CommitRequest, Gen, Index, Store, StoreOptions};
+use crate::format::{self, FileHeader, Key, Part};
+use crate::log::lock::LockFile;
+use crate::log::Log;
+use crate::{Error, Result, Tid};
+use cache::Cache;
+use layout::{CommitObject, Segment};
+use remote::{Created, Remote};
+use vlog::{Loaded, Shared, VirtualLog};
+
+/// A checkpoint object is written after this many commits it does not cover.
+const CHECKPOINT_EVERY: u64 = 64;
+/// Checkpoint objects kept (older ones are deleted when a new one is written).
+const CHECKPOINTS_KEPT: usize = 3;
+
+/// How to open an object-store database.
+#[derive(Debug, Clone)]
+pub struct ObjectOptions {
+    /// No commits; a missing database is `NotFound`.
+    pub read_only: bool,
+    /// Root of the local cache (a slot directory under it is taken per process).
+    pub cache_dir: PathBuf,
+    /// Bytes the cache may hold.
+    pub cache_size: u64,
+    /// Data objects no commit names are collected by compaction only when older than
+    /// this; a commit that takes longer than half of it gives up.
+    pub gc_grace: Duration,
+}
+
+/// `s3://bucket/prefix` → (bucket, prefix: empty or ending in `/`).
+pub fn parse_s3_url(url: &str) -> Result<(String, String)> {
+    let rest = url
+        .strip_prefix("s3://")
+        .ok_or_else(|| Error::InvalidArgument(format!("{url:?} is not an s3:// URL")))?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        return Err(Error::InvalidArgument(format!("{url:?}: no bucket")));
+    }
+    let prefix = prefix.trim_matches('/');
+    if prefix.split('/').any(|s| s == "." || s == "..") {
+        return Err(Error::InvalidArgument(format!("{url:?}: bad prefix")));
+    }
+    let prefix = if prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{prefix}/")
+    };
+    Ok((bucket.to_string(), prefix))
+}
+
+/// The default cache root of database `url`: `$XDG_CACHE_HOME/wdb/<name>` (or
+/// `~/.cache/wdb/<name>`), `<name>` made of the URL and the endpoint.
+pub fn default_cache_dir(url: &str) -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    let endpoint = std::env::var("AWS_ENDPOINT")
+        .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
+        .unwrap_or_default();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in endpoint.bytes().chain([0]).chain(url.bytes()) {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let readable: String = url
+        .trim_start_matches("s3://")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .take(48)
+        .collect();
+    base.join("wdb").join(format!("{readable}-{h:016x}"))
+}
+
+/// Open (or create) the database at `url` (`s3://bucket/prefix`), the store's endpoint
+/// and credentials from the `AWS_*` environment (`AmazonS3Builder::from_env`).
+pub fn open_s3(url: &str, o: &ObjectOptions, so: StoreOptions) -> Result<Store> {
+    let (bucket, prefix) = parse_s3_url(url)?;
+    let s3 = object_store::aws::AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        .build()
+        .map_err(|e| Error::InvalidArgument(format!("{url}: {e}")))?;
+    open_store(url, Arc::new(s3), &prefix, o, so)
+}
+
+/// Open (or create) the database under `prefix` of `store` (tests pass an in-memory
+/// store or a fault-injecting wrapper). `name` names it in messages.
+pub fn open_store(
+    name: &str,
+    store: Arc<dyn ObjectStore>,
+    prefix: &str,
+    o: &ObjectOptions,
+    so: StoreOptions,
+) -> Result<Store> {
+    let remote = Remote::new(store)?;
+    let cache = Cache::open(&o.cache_dir, o.cache_size)?;
+    let hkey = layout::header_key(prefix);
+    // The header never changes: a cached copy (checked like a fetched one) saves a request.
+    let hentry = format!("h-{:016x}", fnv(name.as_bytes()));
+    let cached = cache
+        .read(&hentry)
+        .filter(|b| FileHeader::decode(b).is_ok());
+    let header = match cached {
+        Some(b) => b,
+        None => {
+            let b = match remote.get(&hkey)? {
+                Some(b) => b.to_vec(),
+                None if o.read_only => return Err(Error::NotFound(format!("database {name}"))),
+                None => create_header(&remote, &hkey)?,
+            };
+            if FileHeader::decode(&b).is_ok() {
+                let _ = cache.insert(&hentry, b.len() as u64, |f| {
+                    std::os::unix::fs::FileExt::write_all_at(f, &b, 0)
+                });
+            }
+            b
+        }
+    };
+    let fh = FileHeader::decode(&header)
+        .map_err(|e| Error::corruption(0, format!("object {hkey}: {e}")))?;
+    let lock = Arc::new(LockFile::open(&cache.dir().join("db"), false)?);
+    let sh = Arc::new(Shared::new(
+        remote,
+        prefix.to_string(),
+        cache,
+        header,
+        fh.uuid,
+    ));
+
+    // The newest checkpoint of this log — one already in the cache if there is one (an
+    // older checkpoint only means more commit objects to read after it) — then the
+    // commits after it.
+    let mut ix = Index::empty();
+    let mut ck_tid = Tid::ZERO;
+    let local: Vec<String> = sh
+        .cache
+        .names_with_prefix(&format!("k-{:016x}-", fh.uuid))
+        .into_iter()
+        .filter_map(|n| {
+            let stem = n.strip_suffix(".idx")?.get(19..)?.to_string();
+            Some(format!("{}{stem}", layout::checkpoint_dir(prefix)))
+        })
+        .collect();
+    let ckpts = if local.is_empty() {
+        sh.remote
+            .list(&layout::checkpoint_dir(prefix), None)?
+            .into_iter()
+            .map(|l| l.key)
+            .collect()
+    } else {
+        local
+    };
+    for key in ckpts.iter().rev() {
+        let Some((tid, base)) = layout::parse_checkpoint_name(key) else {
+            continue;
+        };
+        match load_checkpoint(&sh, key, tid) {
+            Ok(Some(c)) => {
+                ix = c;
+                ck_tid = tid;
+                sh.known_tid.store(tid.0, Ordering::Release);
+                sh.base.store(base.0, Ordering::Release);
+                *sh.ckpt.write() = ix.ckpt.clone();
+                sh.end.store(ix.end, Ordering::Release);
+                break;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, key = %key, "skipping a checkpoint object"),
+        }
+    }
+    let log = Log::open_virtual(Path::new(name), Box::new(VirtualLog(sh.clone())))?;
+    let table = so.boot_table();
+    let gen = Gen::new(log, ix, so.verify, table.clone());
+    let storage = Arc::new(ObjectStorage {
+        sh,
+        writer: crate::log::new_uuid(),
+        seq: AtomicU64::new(0),
+        nonce: AtomicU64::new(0),
+        read_only: o.read_only,
+        grace: o.gc_grace,
+        ckpt_tid: AtomicU64::new(ck_tid.0),
+        commit_lock: Mutex::new(()),
+        refresh_lock: Mutex::new(()),
+    });
+    storage.refresh_gen(&gen)?;
+    let so = StoreOptions {
+        read_only: o.read_only,
+        ..so
+    };
+    Ok(Store::with_storage(
+        Path::new(name),
+        (gen, table),
+        lock,
+        storage,
+        so,
+    ))
+}
+
+/// FNV-1a of `b`.
+fn fnv(b: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &x in b {
+        h = (h ^ u64::from(x)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Create the header object of a new database (or read the one another process
+/// created meanwhile).
+fn create_header(remote: &Remote, hkey: &str) -> Result<Vec<u8>> {
+    let h = FileHeader {
+        version: format::FORMAT_VERSION,
+        align: u32::try_from(format::PAGE).unwrap_or(4096),
+        uuid: crate::log::new_uuid(),
+        created_ns: now_ns(),
+        base_tid: Tid::ZERO,
+    };
+    let b = h.encode();
+    match remote.put_create(hkey, Bytes::from(b.clone()))? {
+        Created::Yes => Ok(b),
+        Created::AlreadyExists => Ok(remote
+            .get(hkey)?
+            .ok_or_else(|| Error::corruption(0, format!("object {hkey} vanished")))?
+            .to_vec()),
+    }
+}
+
+/// Checkpoint object `key` (covering commits up to `tid`) as the index it gives, via
+/// the cache. None if it is not a checkpoint of this log.
+fn load_checkpoint(sh: &Shared, key: &str, tid: Tid) -> Result<Option<Index>> {
+    let entry = format!(
+        "k-{:016x}-{}.idx",
+        sh.uuid,
+        key.rsplit('/').next().unwrap_or("x")
+    );
+    if sh.cache.get(&entry).is_none() {
+        let b = sh
+            .remote
+            .get(key)?
+            .ok_or_else(|| Error::corruption(0, format!("object {key} vanished")))?;
+        if sh
+            .cache
+            .insert(&entry, b.len() as u64, |f| {
+                std::os::unix::fs::FileExt::write_all_at(f, &b, 0)
+            })?
+            .is_none()
+        {
+            return Ok(None);
+        }
+    }
+    let p = sh.cache.entry_path(&entry);
+    let db = p.with_extension("");
+    let Some(super::ckpt::Opened::Lazy(c)) = super::ckpt::open(&db) else {
+        sh.cache.remove(&entry);
+        return Err(Error::corruption(
+            0,
+            format!("object {key}: not a checkpoint"),
+        ));
+    };
+    if c.h.log_uuid != sh.uuid || c.h.last_tid != tid {
+        return Ok(None);
+    }
+    Ok(Some(Index::from_lazy(c)))
+}
+
+/// What became of a commit object this writer tried to create.
+enum Outcome {
+    Won,
+    Lost,
+    NotThere,
+}
+
+/// The [`Storage`] of an object-store database.
+#[derive(Debug)]
+pub struct ObjectStorage {
+    sh: Arc<Shared>,
+    /// This process's writer id (data object keys, commit objects).
+    writer: u64,
+    seq: AtomicU64,
+    nonce: AtomicU64,
+    read_only: bool,
+    grace: Duration,
+    /// Tid covered by the newest checkpoint object known.
+    ckpt_tid: AtomicU64,
+    commit_lock: Mutex<()>,
+    refresh_lock: Mutex<()>,
+}
+
+impl ObjectStorage {
+    /// The local cache.
+    pub fn cache(&self) -> &Cache {
+        &self.sh.cache
+    }
+
+    /// Read the commit objects after the index's last tid and apply them.
+    fn refresh_gen(&self, gen: &Gen) -> Result<()> {
+        let _r = self.refresh_lock.lock();
+        let last = gen.last_tid();
+        let p = &self.sh.prefix;
+        let listed = self
+            .sh
+            .remote
+            .list(&layout::commit_dir(p), Some(&layout::commit_key(p, last)))?;
+        let tids: Vec<Tid> = listed
+            .iter()
+            .filter_map(|l| layout::parse_commit_name(&l.key))
+            .filter(|&t| t > last)
+            .collect();
+        if tids.is_empty() {
+            return self.apply_new(gen);
+        }
+        for (i, t) in tids.iter().enumerate() {
+            if t.0 != last.0 + 1 + i as u64 {
+                return Err(Error::corruption(
+                    0,
+                    format!(
+                        "object {}: commit objects {}..{} are missing",
+                        layout::commit_key(p, *t),
+                        last.0 + 1 + i as u64,
+                        t.0
+                    ),
+                ));
+            }
+        }
+        // Commit objects never change: cached ones are read locally, the others fetched
+        // four at a time (a whole commit holds its payloads: this bounds the memory) and
+        // cached; a large blob is then dropped from memory (the cache file holds it).
+        let mut got: HashMap<Tid, Arc<Loaded>> = HashMap::new();
+        let missing: Vec<Tid> = tids
+            .iter()
+            .copied()
+            .filter(|&t| match self.sh.cached_commit(t) {
+                Some(o) => {
+                    got.insert(t, Arc::new(Loaded::new(o, true)));
+                    false
+                }
+                None => true,
+            })
+            .collect();
+        for batch in missing.chunks(4) {
+            let keys: Vec<String> = batch.iter().map(|&t| layout::commit_key(p, t)).collect();
+            let store = self.sh.remote.store().clone();
+            let fetched = self.sh.remote.run(async move {
+                futures::future::join_all(keys.iter().map(|k| remote::get_async(&store, k))).await
+            })?;
+            for (&t, b) in batch.iter().zip(fetched) {
+                let key = layout::commit_key(p, t);
+                let b = b?.ok_or_else(|| Error::corruption(0, format!("object {key} vanished")))?;
+                let (b, o) = match self.sh.check_commit(&b, t, &key) {
+                    Ok(o) => (b, o),
+                    // Cut in transit? Fetch it again before calling it corrupt.
+                    Err(_) => self.sh.fetch_commit(t, &key)?,
+                };
+                let in_cache = self.sh.cache_commit(&o, &b);
+                got.insert(t, Arc::new(Loaded::new(o, in_cache)));
+            }
+        }
+        let mut end = gen.index.read().end;
+        for t in &tids {
+            let key = layout::commit_key(p, *t);
+            let l = got
+                .remove(t)
+                .ok_or_else(|| Error::corruption(0, format!("object {key}: not read")))?;
+            let o = &l.obj;
+            if o.start != end {
+                return Err(Error::corruption(
+                    o.start,
+                    format!(
+                        "object {key}: starts at {}, the previous commit ends at {end}",
+                        o.start
+                    ),
+                ));
+            }
+            end = o.end();
+            self.sh.add_commit(l);
+        }
+        self.apply_new(gen)
+    }
+
+    /// Apply to `gen`'s index the transactions of the commits known past its end.
+    fn apply_new(&self, gen: &Gen) -> Result<()> {
+        let (end, last) = {
+            let ix = gen.index.read();
+            (ix.end, ix.last_tid)
+        };
+        let vend = self.sh.end.load(Ordering::Acquire);
+        if vend <= end {
+            return Ok(());
+        }
+        let scan = gen.log.scan_to(end, last, false, vend)?;
+        if let Some(e) = scan.stop {
+            return Err(e);
+        }
+        let commits = self.sh.commits.read();
+        let mut ix = gen.index.write();
+        for tx in &scan.txs {
+            let c = commits.get(&tx.off).map(|c| c.obj.tid);
+            if c != Some(tx.header.tid)
+                || tx.off + tx.header.total_len != commits[&tx.off].obj.end()
+            {
+                return Err(Error::corruption(
+                    tx.off,
+                    format!(
+                        "object {}: holds transaction {} of another length or tid",
+                        layout::commit_key(&self.sh.prefix, tx.header.tid),
+                        tx.header.tid
+                    ),
+                ));
+            }
+            if tx.header.tid > ix.last_tid && tx.off == ix.end {
+                ix.apply(tx);
+            }
+        }
+        Ok(())
+    }
+
+    /// Upload `payloads` as new data objects, 8 at a time; returns (writer, seq) of each.
+    fn upload(&self, payloads: &[&[u8]]) -> Result<Vec<(u64, u64)>> {
+        let mut out = Vec::with_capacity(payloads.len());
+        for batch in payloads.chunks(8) {
+            let items: Vec<(String, Bytes, u64)> = batch
+                .iter()
+                .map(|p| {
+                    let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+                    (
+                        layout::data_key(&self.sh.prefix, self.writer, seq),
+                        Bytes::from(layout::encode_data(p)),
+                        seq,
+                    )
+                })
+                .collect();
+            out.extend(items.iter().map(|(_, _, s)| (self.writer, *s)));
+            let store = self.sh.remote.store().clone();
+            let r = self.sh.remote.run(async move {
+                futures::future::join_all(items.into_iter().map(|(k, b, _)| {
+                    let store = store.clone();
+                    async move { remote::put_async(&store, &k, b).await }
+                }))
+                .await
+            })?;
+            for x in r {
+                x?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Best effort: delete data objects of a commit that did not happen.
+    fn discard(&self, data: &[(u64, u64)]) {
+        let keys = data
+            .iter()
+            .map(|&(w, s)| layout::data_key(&self.sh.prefix, w, s))
+            .collect();
+        if let Err(e) = self.sh.remote.delete(keys) {
+            tracing::warn!(error = %e, "could not delete the data objects of a failed commit (compaction collects them)");
+        }
+    }
+
+    /// Is commit object `key` the one this writer made with `nonce`?
+    fn whose(&self, key: &str, nonce: u64) -> Result<Outcome> {
+        match self.sh.remote.get(key)? {
+            None => Ok(Outcome::NotThere),
+            Some(b) => {
+                let o = CommitObject::decode(&b, key)?;
+                Ok(if o.writer == self.writer && o.nonce == nonce {
+                    Outcome::Won
+                } else {
+                    Outcome::Lost
+                })
+            }
+        }
+    }
+
+    fn commit_inner(
+        &self,
+        store: &Store,
+        req: &CommitRequest<'_>,
+        name: &dyn Fn(&Key) -> String,
+        base_tid: Tid,
+    ) -> Result<Tid> {
+        if self.read_only {
+            return Err(Error::ReadOnly("the database was opened read-only".into()));
+        }
+        let _c = self.commit_lock.lock();
+        let gen = store.current();
+        // No refresh first: the create of the next number fails if another commit took
+        // it, and only then are the new commits read (one request saved per commit;
+        // `begin` refreshed already). Conflicts known now fail before any upload.
+        let wall = now_ns();
+        encode_commit(&gen, req, name, wall)?;
+        let started = Instant::now();
+        // A commit of small payloads is one object (one PUT); a larger one puts its
+        // payloads of 64 KiB or more in data objects first (retention deletes those of
+        // dropped versions) and keeps only the small parts in its commit object, which
+        // is then cheap to make again under another number.
+        let payloads: u64 = req
+            .writes
+            .iter()
+            .map(|w| w.value.payload.len() as u64)
+            .sum();
+        let whole = payloads <= layout::WHOLE_MAX;
+        let big: Vec<&[u8]> = req
+            .writes
+            .iter()
+            .filter_map(|w| w.value.payload.in_memory())
+            .filter(|p| !whole && p.len() >= layout::INLINE_MAX)
+            .collect();
+        let mut uploaded = self.upload(&big)?;
+        let by_ptr: HashMap<(usize, usize), (u64, u64)> = big
+            .iter()
+            .map(|p| (p.as_ptr() as usize, p.len()))
+            .zip(uploaded.iter().copied())
+            .collect();
+        // Payloads in the transaction's spill file: read back (checked against their
+        // CRC) and uploaded one at a time, so that memory holds one block whatever the
+        // size of the transaction.
+        let mut by_slot: HashMap<(u64, u32), (u64, u64)> = HashMap::new();
+        for w in req.writes.iter() {
+            if let Payload::Spilled(slot) = &w.value.payload {
+                if whole || slot.len() < layout::INLINE_MAX {
+                    continue;
+                }
+                let up = w
+                    .value
+                    .payload
+                    .to_vec(w.value.data_crc)
+                    .and_then(|b| self.upload(&[&b[..]]));
+                match up {
+                    Ok(u) => {
+                        by_slot.insert((slot.offset(), slot.len() as u32), u[0]);
+                        uploaded.extend(u);
+                    }
+                    Err(e) => {
+                        self.discard(&uploaded);
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        let mut failures = 0;
+        let mut first = true;
+        let (tid, obj, bytes) = loop {
+            if !first {
+                if let Err(e) = self.refresh_gen(&gen) {
+                    self.discard(&uploaded);
+                    return Err(e);
+                }
+            }
+            first = false;
+            if started.elapsed() > self.grace / 2 {
+                self.discard(&uploaded);
+                return Err(Error::Io(std::io::Error::other(format!(
+                    "commit gave up after {:?}: its data objects would become collectable (grace period {:?})",
+                    started.elapsed(),
+                    self.grace
+                ))));
+            }
+            let (tid, enc) = match encode_commit(&gen, req, name, wall) {
+                Ok(x) => x,
+                Err(e) => {
+                    self.discard(&uploaded);
+                    return Err(e);
+                }
+            };
+            let start = gen.index.read().end;
+            let mut segments = Vec::new();
+            let mut blob = Vec::new();
+            for p in &enc.parts {
+                match p {
+                    Part::Own(b) if whole => layout::push_inline(&mut segments, &mut blob, b),
+                    Part::Own(b) => layout::push_own(&mut segments, &mut blob, b),
+                    Part::Borrowed(b) => match by_ptr.get(&(b.as_ptr() as usize, b.len())) {
+                        Some(&(writer, seq)) if b.len() >= layout::INLINE_MAX => {
+                            segments.push(Segment::Data {
+                                writer,
+                                seq,
+                                len: b.len() as u64,
+                            })
+                        }
+                        _ => layout::push_inline(&mut segments, &mut blob, b),
+                    },
+                    // Alignment padding (storage-format.md §2.8): zeros, no bytes stored.
+                    Part::Hole(n) => segments.push(Segment::Zeros { len: *n }),
+                    Part::Table(c) => {
+                        layout::push_own(&mut segments, &mut blob, &format::encode_page_table(c))
+                    }
+                    // A spilled payload (uploaded above) or a spilled page CRC table
+                    // (small: read back and kept in the commit object).
+                    Part::Copy(r) => match by_slot.get(&(r.off, r.len)) {
+                        Some(&(writer, seq)) => segments.push(Segment::Data {
+                            writer,
+                            seq,
+                            len: u64::from(r.len),
+                        }),
+                        None => {
+                            let mut b = vec![0u8; r.len as usize];
+                            if let Err(e) =
+                                std::os::unix::fs::FileExt::read_exact_at(r.file, &mut b, r.off)
+                            {
+                                self.discard(&uploaded);
+                                return Err(e.into());
+                            }
+                            if whole {
+                                layout::push_inline(&mut segments, &mut blob, &b)
+                            } else {
+                                layout::push_own(&mut segments, &mut blob, &b)
+                            }
+                        }
+                    },
+                }
+            }
+            let obj = CommitObject {
+                uuid: self.sh.uuid,
+                tid,
+                start,
+                total_len: enc.total_len,
+                base_tid,
+                writer: self.writer,
+                nonce: self.nonce.fetch_add(1, Ordering::Relaxed),
+                segments,
+                blob,
+            };
+            let bytes = obj.encode()?;
+            let key = layout::commit_key(&self.sh.prefix, tid);
+            let outcome = match self.sh.remote.put_create(&key, Bytes::from(bytes.clone())) {
+                Ok(Created::Yes) => Outcome::Won,
+                Ok(Created::AlreadyExists) => self.whose(&key, obj.nonce)?,
+                Err(e) => match self.whose(&key, obj.nonce) {
+                    Ok(Outcome::NotThere) => {
+                        failures += 1;
+                        if failures >= 3 {
+                            self.discard(&uploaded);
+                            return Err(e);
+                        }
+                        Outcome::NotThere
+                    }
+                    Ok(o) => o,
+                    Err(e2) => {
+                        // Neither the create nor a read of its key answered: the commit
+                        // may or may not have landed. Refuse further commits.
+                        let e = Error::Io(std::io::Error::other(format!(
+                            "commit {tid}: outcome unknown ({e}; then {e2}); reopen the database"
+                        )));
+                        store.poison(&e);
+                        return Err(e);
+                    }
+                },
+            };
+            match outcome {
+                Outcome::Won => break (tid, obj, bytes),
+                Outcome::Lost | Outcome::NotThere => continue,
+            }
+        };
+        let in_cache = self.sh.cache_commit(&obj, &bytes);
+        self.sh.add_commit(Arc::new(Loaded::new(obj, in_cache)));
+        self.apply_new(&gen)?;
+        if let Err(e) = self.checkpoint(&gen, false) {
+            tracing::warn!(error = %e, "could not write a checkpoint object");
+        }
+        Ok(tid)
+    }
+
+    /// Every commit object from 1 to `last`, loaded (compaction and fsck walk them).
+    fn all_commits(&self, last: Tid) -> Result<Vec<Arc<Loaded>>> {
+        let mut out = Vec::new();
+        let known: HashMap<Tid, Arc<Loaded>> = self
+            .sh
+            .commits
+            .read()
+            .values()
+            .map(|l| (l.obj.tid, l.clone()))
+            .collect();
+        for t in 1..=last.0 {
+            match known.get(&Tid(t)) {
+                Some(l) => out.push(l.clone()),
+                None => out.push(self.sh.load_commit(Tid(t))?),
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Storage for ObjectStorage {
+    fn refresh(&self, gen: &Arc<Gen>) -> Result<()> {
+        self.refresh_gen(gen)
+    }
+
+    fn commit(
+        &self,
+        store: &Store,
+        req: &CommitRequest<'_>,
+        name: &dyn Fn(&Key) -> String,
+    ) -> Result<Tid> {
+        self.commit_inner(store, req, name, Tid::ZERO)
+    }
+
+    fn checkpoint(&self, gen: &Gen, force: bool) -> Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        let last = gen.last_tid();
+        let covered = self.ckpt_tid.load(Ordering::Acquire);
+        if last.0 <= covered || (!force && last.0 - covered < CHECKPOINT_EVERY) {
+            return Ok(());
+        }
+        let c = gen.with_index(|ix| ix.to_checkpoint(self.sh.uuid))?;
+        let bytes = c.encode()?;
+        let base = Tid(self.sh.base.load(Ordering::Acquire));
+        let p = &self.sh.prefix;
+        let key = layout::checkpoint_key(p, last, base);
+        self.sh.remote.put_create(&key, Bytes::from(bytes))?;
+        self.ckpt_tid.fetch_max(last.0, Ordering::AcqRel);
+        let all = self.sh.remote.list(&layout::checkpoint_dir(p), None)?;
+        let old: Vec<String> = all
+            .iter()
+            .filter(|l| layout::parse_checkpoint_name(&l.key).is_some())
+            .map(|l| l.key.clone())
+            .rev()
+            .skip(CHECKPOINTS_KEPT)
+            .collect();
+        if !old.is_empty() {
+            self.sh.remote.delete(old)?;
+        }
+        Ok(())
+    }
+
+    fn compact(
+        &self,
+        store: &Store,
+        keep_history: Option<Tid>,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<CompactReport> {
+        gc::compact(self, store, keep_history, progress)
+    }
+
+    fn fsck(&self, store: &Store) -> Result<FsckReport> {
+        gc::fsck(self, store)
+    }
+}
+
+mod gc;
+
+/// The problems of a report as text lines (for tests and tools).
+pub fn problems_text(r: &FsckReport) -> Vec<String> {
+    r.problems.iter().map(Problem::to_string).collect()
+}
+
+/// Keys of every data object named by `commits`, with the virtual range each holds.
+fn data_refs(prefix: &str, commits: &[Arc<Loaded>]) -> Vec<(String, u64, u64, Tid)> {
+    let mut out = Vec::new();
+    for c in commits {
+        let mut at = c.obj.start;
+        for s in &c.obj.segments {
+            if let Segment::Data { writer, seq, len } = *s {
+                out.push((layout::data_key(prefix, writer, seq), at, len, c.obj.tid));
+            }
+            at += s.len();
+        }
+    }
+    out
+}
