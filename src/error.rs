@@ -62,8 +62,10 @@ pub enum Error {
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
 
-    /// The RAM budget is used up by dirty blocks, which cannot be reclaimed.
-    #[error("RAM budget exhausted: budget {budget} bytes, {dirty} bytes dirty; commit or abort to free RAM, or raise ram_budget")]
+    /// The RAM budget cannot hold the pages one access needs at once: nothing is left
+    /// to reclaim (clean pages), to spill (dirty blocks are stored through their file
+    /// to make room) or to wait for (pages other threads load or store).
+    #[error("RAM budget exhausted: budget {budget} bytes, {dirty} bytes dirty, and no page can be reclaimed or spilled; raise ram_budget")]
     RamExhausted {
         /// The configured budget in bytes.
         budget: u64,

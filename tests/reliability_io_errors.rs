@@ -223,32 +223,16 @@ fn eio_enospc_and_torn_writes_at_every_write_and_sync_of_a_commit() {
     eprintln!("io_errors LogIo: {cases} injected faults");
 }
 
-/// Unmounts on drop.
-struct Mount(std::path::PathBuf);
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn a_full_filesystem_fails_commits_cleanly_until_space_is_freed() {
     let dir = tempfile::tempdir().unwrap();
-    let mnt = dir.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    let ok = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-        .arg(&mnt)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
+    let Some(m) = mount_tmpfs(dir.path(), "1m") else {
         eprintln!(
             "SKIPPED: cannot mount a small tmpfs here (needs root); the LogIo test covers ENOSPC"
         );
         return;
-    }
-    let _m = Mount(mnt.clone());
+    };
+    let mnt = m.0.clone();
     let p = mnt.join("full.wdb");
     let filler = mnt.join("filler");
     std::fs::write(&filler, vec![1u8; 300 << 10]).unwrap();

@@ -9,8 +9,6 @@
 
 mod reliability_util;
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reliability_util::*;
@@ -36,12 +34,6 @@ fn content(t: u64, blk: u64) -> Vec<u8> {
 /// The elements commit `t` appends to the typed array "t".
 fn typed_rows(t: u64) -> [f64; 3] {
     [t as f64, t as f64 + 0.5, -(t as f64)]
-}
-
-/// The tid of an `ACK <tid>` line. The first one shares its line with libtest's
-/// `test <name> ... `, which has no newline.
-fn ack(line: &str) -> Option<&str> {
-    line.find("ACK ").map(|i| line[i + 4..].trim())
 }
 
 fn child(path: &str) -> ! {
@@ -132,26 +124,11 @@ fn kill9_during_commits_and_compactions() {
     let kills = scale(200, 10_000);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("k.wdb");
-    let exe = std::env::current_exe().unwrap();
     let mut rng = Rng::new(42);
     let mut head = 0u64;
     let (mut next_visible, mut compactions) = (0u64, 0u64);
     let t0 = Instant::now();
     for round in 0..kills {
-        let mut ch = Command::new(&exe)
-            .args([
-                "--exact",
-                "kill9_during_commits_and_compactions",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(ROLE, "kill9-child")
-            .env("WDB_RELIAB_DB", &path)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(dir.path().join("child.err")).unwrap())
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(ch.stdout.take().unwrap());
         // Wait for a random number of acknowledgements (0 = kill during open or the
         // first commit), then a random delay of up to 3 ms inside the next commit.
         let wait_acks = if rng.chance(20) {
@@ -159,44 +136,24 @@ fn kill9_during_commits_and_compactions() {
         } else {
             rng.below(4)
         };
-        let mut acked = head;
-        let mut line = String::new();
-        let mut seen = 0;
-        while seen < wait_acks {
-            line.clear();
-            if out.read_line(&mut line).unwrap() == 0 {
-                panic!("round {round}: child exited early");
-            }
-            if let Some(t) = ack(&line) {
-                acked = t.parse().unwrap();
-                seen += 1;
-            }
-            if line.contains("COMPACTED") {
-                compactions += 1;
-            }
-        }
         let spin = Duration::from_micros(rng.below(3000));
-        let s = Instant::now();
-        while s.elapsed() < spin {
-            std::hint::spin_loop();
-        }
-        ch.kill().unwrap();
-        ch.wait().unwrap();
-        // Everything the child acknowledged before it died is in the pipe.
-        let mut rest = String::new();
-        out.read_to_string(&mut rest).unwrap();
-        for l in rest.lines() {
-            if let Some(t) = ack(l) {
-                acked = t.parse().unwrap();
-            }
-            if l.contains("COMPACTED") {
-                compactions += 1;
-            }
-        }
+        let k = kill_after_acks(
+            "kill9_during_commits_and_compactions",
+            &[
+                (ROLE, "kill9-child".as_ref()),
+                ("WDB_RELIAB_DB", path.as_os_str()),
+            ],
+            dir.path(),
+            head,
+            wait_acks,
+            spin,
+        );
+        let acked = k.acked;
+        compactions += k.lines.iter().filter(|l| l.contains("COMPACTED")).count() as u64;
         let ctx = format!(
             "{round}: child stdout tail {:?}, stderr {:?}",
-            rest.lines().rev().take(4).collect::<Vec<_>>(),
-            std::fs::read_to_string(dir.path().join("child.err")).unwrap_or_default()
+            k.lines.iter().rev().take(4).collect::<Vec<_>>(),
+            k.stderr
         );
         let h = check(&path, acked, &ctx);
         if h == acked + 1 {

@@ -9,8 +9,10 @@
 #   BENCH_DIR  where to put the two working directories (default: a new dir under /tmp);
 #              removed at the end unless KEEP=1
 #   SEED       default 42
-#   PHASES     the phases after ingest (default "scan randread sparse small"; scan runs
-#              twice, cold then warm)
+#   PHASES     the phases after ingest (default "scan randread sparse small bigtx"; scan
+#              runs twice, cold then warm; bigtx runs last, alone, in a fresh directory of
+#              its own per peer, removed right after: it needs SIZE_BYTES of disk more (wdb
+#              about that too: its spill file shrinks as the commit copies it into the log)
 #   REPEAT     run everything this many times (default 1); the table shows medians and,
 #              with REPEAT > 1, the min..max of the wdb/baseline ratio over the runs
 #
@@ -30,9 +32,9 @@ shift
 EXTRA=("$@")
 SEED=${SEED:-42}
 REPEAT=${REPEAT:-1}
-PHASES=${PHASES:-scan randread sparse small}
+PHASES=${PHASES:-scan randread sparse small bigtx}
 for p in $PHASES; do
-    case $p in scan | randread | sparse | small) ;;
+    case $p in scan | randread | sparse | small | bigtx) ;;
     *) echo "PHASES: unknown phase $p" >&2; exit 2 ;;
     esac
 done
@@ -57,11 +59,11 @@ drop_caches() {
     return 1
 }
 
-# run PEER COND PHASE FLAGS...
+# run PEER COND PHASE FLAGS... (in $BENCH_DIR/PEER, or $RUN_DIR when set)
 run() {
     local peer=$1 cond=$2 phase=$3
     shift 3
-    local dir=$BENCH_DIR/$peer
+    local dir=${RUN_DIR:-$BENCH_DIR/$peer}
     local out rss=0
     local tf=$BENCH_DIR/time.txt
     if [[ -n $TIME ]]; then
@@ -92,6 +94,7 @@ for REP in $(seq 1 "$REPEAT"); do
         mkdir -p "$BENCH_DIR/$peer"
     done
     for p in ingest $PHASES; do
+        [[ $p == bigtx ]] && continue
         for peer in "${PEERS[@]}"; do
             # shellcheck disable=SC2046
             flags=($(peer_flags "$peer"))
@@ -114,6 +117,21 @@ for REP in $(seq 1 "$REPEAT"); do
             done
         fi
     done
+    if [[ " $PHASES " == *" bigtx "* ]]; then
+        # W7 alone: the other peers' files are gone first, each peer gets a fresh
+        # directory, removed as soon as its figure is taken.
+        for peer in "${PEERS[@]}"; do
+            rm -rf "${BENCH_DIR:?}/$peer"
+        done
+        for peer in "${PEERS[@]}"; do
+            flags=($(peer_flags "$peer"))
+            echo "== run $REP, $peer: bigtx" >&2
+            d=$BENCH_DIR/$peer-bigtx
+            rm -rf "$d" && mkdir -p "$d"
+            RUN_DIR=$d run "$peer" "" bigtx "${flags[@]}"
+            rm -rf "$d"
+        done
+    fi
 done
 
 echo "size: $SIZE bytes; seed $SEED; runs: $REPEAT; wdb flags: ${EXTRA[*]:-(none)}; cold page cache: $COLD"

@@ -27,7 +27,8 @@
 //!    (`writeout`) and replaces the handle by a fresh one, which holds no pages at all
 //!    (so `store_blk` may be called before commit; the db stages it). Dirty pages of
 //!    blocks cut off are dropped at the shrink itself (they must not be written out),
-//!    found through `dirty_blocks()`, which is bounded by the RAM budget.
+//!    found through `dirty_blocks()` (blocks spilled through the file included: the
+//!    zero tail hides what the file holds of them, and commit stages holes over it).
 //! 4. **Holes**: `holes_from` is `None` until a shrink; then `Some(b)`, the lowest block
 //!    a shrink cut off. In this core's version of the file, every block `>= b` that was
 //!    not written since (not dirty, not stored through `writeout`) is all zeros; the db
@@ -335,8 +336,9 @@ impl<T: Element> ArrayCore<T> {
         Ok((rows, to_usize(b.start)?..to_usize(b.end)?))
     }
 
-    /// Load `rows` ahead, returning load errors (and `RamExhausted`) as `Err` rather than
-    /// stopping the process in a fault. With more rows than the RAM budget holds, early
+    /// Load `rows` ahead, returning load errors (and spill errors: a dirty block that
+    /// could not be stored to make room) as `Err` rather than stopping the process in a
+    /// fault. With more rows than the RAM budget holds, early
     /// blocks may be reclaimed again.
     pub fn load(&self, rows: impl RangeBounds<u64>) -> Result<()> {
         let (_, b) = self.bytes_of(rows)?;
@@ -544,17 +546,16 @@ impl<T: Element> ArrayCore<T> {
                 mapping_bytes_mut(&mut self.map, r)?.fill(0);
             }
         }
+        // The changes of the blocks cut off go first, a spill of one of them in flight
+        // on another thread included (it would store the block through the file after
+        // the zero tail is set, and `stored` would show it again).
+        self.handle.discard_from(first_whole);
         let zf = &self.file.zero_from;
         zf.store(
             zf.load(Ordering::Acquire).min(first_whole),
             Ordering::Release,
         );
         self.file.stored.lock().retain(|&b| b < first_whole);
-        for blk in self.handle.dirty_blocks() {
-            if blk >= first_whole {
-                self.handle.invalidate(blk);
-            }
-        }
         self.stale_end = self.stale_end.max(to.div_ceil(bs));
         Ok(())
     }

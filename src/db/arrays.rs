@@ -131,7 +131,7 @@ impl BigFile for ArrayFile {
 
     fn claim_check(&self, src: &crate::bigfile::FileSlice) -> bool {
         match &self.src {
-            Source::Tx(t) => t.gen.claim_check(src),
+            Source::Tx(t) => t.claim_check(src),
             Source::Snap(s) => s.gen.claim_check(src),
         }
     }

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use super::arrays::{check_shape, check_shape_of, snap_file, tx_file, Array, ArrayMut, Registry};
-use super::{ArrayInfo, ArraySpec, ArrayStats, Compression, Db, Order, SnapInner, TxInner};
+use super::{
+    ArrayInfo, ArraySpec, ArrayStats, Compression, Db, Order, SnapInner, StagedBytes, TxInner,
+};
 use crate::array::{element_dtype, DType, Element};
 use crate::{Error, Result, Tid};
 
@@ -213,6 +215,14 @@ impl Transaction {
 
     /// Drop every change (the same as dropping the transaction).
     pub fn abort(self) {}
+
+    /// Where its staged blocks are: bytes held in memory (at most a share of the RAM
+    /// budget, [`crate::db::ram_share`]) and bytes written to its spill file, beside
+    /// the database, removed at commit or abort. Dirty blocks of open arrays are staged
+    /// when they are spilled to make room, and at commit.
+    pub fn staged_bytes(&self) -> StagedBytes {
+        self.inner.staged_bytes()
+    }
 
     /// Does this transaction have changes to commit? (Dirty blocks of open arrays count
     /// only once they are written out at commit; this reports catalog changes and

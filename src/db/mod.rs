@@ -9,6 +9,7 @@ mod arrays;
 pub mod catalog;
 mod handles;
 pub mod owned;
+mod staging;
 mod url;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -25,6 +26,7 @@ use crate::log::lock::ReaderSlot;
 pub use crate::store::compact::CompactReport;
 use crate::store::encode::{self, Encoded};
 pub use crate::store::fsck::{FsckReport, Problem};
+use crate::store::spill::SpillFile;
 use crate::store::{is_tombstone, CommitRequest, Gen, Store, StoreOptions, Write};
 use crate::verify::{TablePlace, Verify};
 use crate::virtmem::{VirtMem, VmStats};
@@ -32,6 +34,7 @@ use crate::{Error, Result, Tid};
 pub use arrays::{Array, ArrayMut};
 pub use catalog::{ArrayInfo, ArraySpec, Catalog, Compression};
 pub use handles::{ArrayOptions, Snapshot, Transaction};
+pub use staging::{ram_share, MAX_STAGED_RAM};
 
 /// When a commit is durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -57,6 +60,11 @@ pub struct Options {
     pub zstd_level: i32,
     /// Default block size for new arrays.
     pub block_size: u32,
+    /// When a transaction's dirty blocks outgrow `ram_budget`, spill them on a
+    /// background thread ahead of need (write-behind), so that the writing thread does
+    /// not wait for the spill writes. Off: each allocation that finds no room spills by
+    /// itself.
+    pub write_behind: bool,
     /// Object-store databases: root of the local cache of fetched objects (None: a
     /// directory under the user's cache directory, named after the URL).
     pub cache_dir: Option<PathBuf>,
@@ -94,6 +102,7 @@ impl Default for Options {
             durability: Durability::Full,
             zstd_level: 3,
             block_size: 2 << 20,
+            write_behind: true,
             cache_dir: None,
             cache_size: 4 << 30,
             gc_grace: std::time::Duration::from_secs(3600),
@@ -129,6 +138,11 @@ impl Options {
     /// Set `block_size`.
     pub fn block_size(mut self, v: u32) -> Self {
         self.block_size = v;
+        self
+    }
+    /// Set `write_behind`.
+    pub fn write_behind(mut self, v: bool) -> Self {
+        self.write_behind = v;
         self
     }
     /// Set `cache_dir` (the local cache of an object-store database).
@@ -237,6 +251,16 @@ pub struct ArrayStats {
     pub delta_blocks: u64,
 }
 
+/// Where a transaction's staged blocks are ([`Transaction::staged_bytes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StagedBytes {
+    /// Bytes of staged payloads held in memory: at most [`ram_share`] of the budget
+    /// (plus the one being staged by each thread).
+    pub in_memory: u64,
+    /// Bytes written to the transaction's spill file so far (the rest).
+    pub spill_file: u64,
+}
+
 /// Options of [`Db::compact_with`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CompactOptions {
@@ -321,11 +345,15 @@ impl Db {
             return Ok(vm.clone());
         }
         let vm = VirtMem::new(self.inner.opts.ram_budget)?;
+        // A transaction bigger than the budget spills on another core.
+        vm.set_write_behind(self.inner.opts.write_behind);
         vm.set_readahead(self.inner.opts.readahead);
         Ok(self.inner.vm.get_or_init(|| vm).clone())
     }
 
-    /// RAM used by array data: budget, bytes resident, bytes dirty, loads, evictions.
+    /// RAM used by array data: budget, bytes resident, bytes dirty, loads, evictions,
+    /// and what transactions bigger than the budget spilled (`spilled` bytes now in
+    /// spill files or staged, `spill_writes`).
     pub fn memory_stats(&self) -> Result<VmStats> {
         Ok(self.vm()?.stats())
     }
@@ -405,6 +433,7 @@ impl Db {
                 next_id,
                 ..TxState::default()
             }),
+            spill: Mutex::new(None),
         }))
     }
 
@@ -553,8 +582,9 @@ struct TxState {
     names_changed: bool,
     /// Arrays whose catalog entry changed (value: Some = new entry, None = deleted).
     meta_changed: BTreeMap<u64, Option<Arc<ArrayInfo>>>,
-    /// Staged blocks.
-    blocks: BTreeMap<(u64, u64), Encoded>,
+    /// Staged blocks (payloads in memory up to the transaction's share of RAM, then in
+    /// its spill file).
+    blocks: staging::Staging,
     /// Next array id to hand out.
     next_id: u64,
 }
@@ -567,33 +597,13 @@ pub(crate) struct TxInner {
     tid: Tid,
     _slot: Option<ReaderSlot>,
     state: Mutex<TxState>,
+    /// The spill file of staged payloads past the transaction's share of RAM, created
+    /// on first use.
+    spill: Mutex<Option<Arc<SpillFile>>>,
 }
 
 /// Deltas of fewer pages than this, built from small writes, are not compressed.
 const SMALL_DELTA_PAGES: usize = 16;
-
-/// Read a staged full block into `buf` (a staged delta is read by
-/// [`TxInner::read_staged_delta`]).
-fn read_staged(e: &Encoded, buf: &mut [u8]) -> Result<()> {
-    let n = usize::try_from(e.logical_len).map_err(|_| Error::OutOfRange("length".into()))?;
-    match e.encoding {
-        Encoding::DeltaRaw | Encoding::DeltaZstd => {
-            return Err(Error::InvalidArgument(
-                "a staged delta needs its base".into(),
-            ))
-        }
-        Encoding::Hole => buf.fill(0),
-        Encoding::Raw => {
-            buf[..n].copy_from_slice(&e.payload);
-            buf[n..].fill(0);
-        }
-        Encoding::Zstd => {
-            encode::decompress_into(&e.payload, &mut buf[..n], 0)?;
-            buf[n..].fill(0);
-        }
-    }
-    Ok(())
-}
 
 fn check_buf(info: &ArrayInfo, len: usize) -> Result<()> {
     if u64::try_from(len).ok() != Some(u64::from(info.block_size)) {
@@ -685,7 +695,7 @@ impl TxInner {
         let info = st.catalog.get(name)?;
         st.catalog.remove(info.id);
         st.meta_changed.insert(info.id, None);
-        st.blocks.retain(|(a, _), _| *a != info.id);
+        st.blocks.remove_array(info.id);
         st.names_changed = true;
         Ok(())
     }
@@ -720,7 +730,7 @@ impl TxInner {
             check_buf(&info, buf.len())?;
             match st.blocks.get(&(array_id, blk)) {
                 Some(e) if e.encoding.is_delta() => e.clone(),
-                Some(e) => return read_staged(e, buf),
+                Some(e) => return staging::read_staged(e, buf),
                 None => {
                     drop(st);
                     self.gen.load(
@@ -754,16 +764,17 @@ impl TxInner {
             self.tid,
             buf,
         )?;
+        let stored = e.payload.to_vec(e.data_crc)?;
         let payload = if e.encoding == Encoding::DeltaZstd {
             let mut out = vec![
                 0u8;
                 usize::try_from(e.logical_len)
                     .map_err(|_| Error::OutOfRange("length".into()))?
             ];
-            encode::decompress_into(&e.payload, &mut out, 0)?;
+            encode::decompress_into(&stored, &mut out, 0)?;
             out
         } else {
-            e.payload.clone()
+            stored.into_owned()
         };
         let dp = crate::format::DeltaPayload::decode(&payload, 0)?;
         // `load` zero-filled the block past the base's value.
@@ -784,19 +795,74 @@ impl TxInner {
         };
         let e = match self.encode_as_delta(array_id, blk, data, level) {
             Ok(Some(d)) => d,
-            Ok(None) => encode::encode_block(data, level)?,
+            Ok(None) => self.encode_full(&info, data, level)?,
             // A full block does not need the old version: a damaged or unreadable base
             // costs this block its delta, not the commit.
             Err(e) => {
                 tracing::warn!(error = %e, array_id, blk, "cannot read the block's previous version; storing it whole");
-                encode::encode_block(data, level)?
+                self.encode_full(&info, data, level)?
             }
         };
+        self.stage(&info, blk, e)
+    }
+
+    /// `encode_block`, a raw payload written straight from `data` to the spill file
+    /// when it would not stay in memory ([`TxInner::stage`]).
+    fn encode_full(&self, info: &ArrayInfo, data: &[u8], level: Option<i32>) -> Result<Encoded> {
+        let share = ram_share(self.db.inner.opts.ram_budget);
+        encode::encode_block_with(data, level, |body| {
+            if !self.state.lock().blocks.over(body.len(), share) {
+                return Ok(encode::Payload::Mem(body.to_vec()));
+            }
+            let bs = usize::try_from(info.block_size)
+                .map_err(|_| Error::OutOfRange("block size".into()))?;
+            let slot = self
+                .spill_file()?
+                .write(body, crate::store::compact::spill_slot_size(bs))?;
+            Ok(encode::Payload::Spilled(slot))
+        })
+    }
+
+    /// Stage `e` as block `blk` of array `info`: in memory while the transaction's
+    /// staged payloads stay within its share of RAM ([`ram_share`]), else first written
+    /// to its spill file (without the state lock). An error (the spill file cannot be
+    /// created or written) stages nothing; the transaction stays usable.
+    fn stage(&self, info: &ArrayInfo, blk: u64, mut e: Encoded) -> Result<()> {
+        let share = ram_share(self.db.inner.opts.ram_budget);
+        let len = e.payload.len();
+        if len > 0 && self.state.lock().blocks.over(len, share) {
+            let file = self.spill_file()?;
+            let bs = usize::try_from(info.block_size)
+                .map_err(|_| Error::OutOfRange("block size".into()))?;
+            staging::spill(&file, &mut e, bs)?;
+        }
+        if matches!(e.payload, encode::Payload::Spilled(_)) && !e.page_crcs.is_empty() {
+            staging::spill_table(&self.spill_file()?, &mut e)?;
+        }
         let mut st = self.state.lock();
         // The array may have been deleted by another thread meanwhile.
-        st.catalog.get_id(array_id)?;
-        st.blocks.insert((array_id, blk), e);
+        st.catalog.get_id(info.id)?;
+        st.blocks.insert((info.id, blk), e);
         Ok(())
+    }
+
+    /// The transaction's spill file, created on first use.
+    fn spill_file(&self) -> Result<Arc<SpillFile>> {
+        let mut g = self.spill.lock();
+        if let Some(f) = &*g {
+            return Ok(f.clone());
+        }
+        let f = self.db.inner.store.create_spill()?;
+        *g = Some(f.clone());
+        Ok(f)
+    }
+
+    /// Bytes of staged payloads in memory, and bytes written to the spill file so far.
+    pub(crate) fn staged_bytes(&self) -> StagedBytes {
+        StagedBytes {
+            in_memory: self.state.lock().blocks.ram(),
+            spill_file: self.spill.lock().as_ref().map_or(0, |f| f.bytes_written()),
+        }
     }
 
     /// Small writes: 4 KiB pages `pages` of block `blk` as this transaction sees it
@@ -915,7 +981,7 @@ impl TxInner {
                 self.write_block(array_id, blk, buf)
             });
         };
-        let mut st = self.state.lock();
+        let st = self.state.lock();
         // The array may have been deleted by another thread meanwhile.
         st.catalog.get_id(array_id)?;
         if st.blocks.contains_key(&(array_id, blk)) {
@@ -928,8 +994,8 @@ impl TxInner {
                 self.write_block(array_id, blk, buf)
             });
         }
-        st.blocks.insert((array_id, blk), e);
-        Ok(())
+        drop(st);
+        self.stage(&info, blk, e)
     }
 
     /// The commit-time comparison: `data` as a delta on the block's version at the
@@ -1020,9 +1086,16 @@ impl TxInner {
         blk: u64,
         block_size: usize,
     ) -> Result<Option<crate::bigfile::FileSlice>> {
-        if !self.db.inner.opts.zero_copy || self.state.lock().blocks.contains_key(&(array_id, blk))
-        {
+        if !self.db.inner.opts.zero_copy {
             return Ok(None);
+        }
+        if let Some(e) = self.state.lock().blocks.get(&(array_id, blk)) {
+            // The transaction's own write: a raw payload in its spill file maps.
+            return Ok(staging::map_staged(
+                e,
+                block_size,
+                self.db.inner.opts.verify,
+            ));
         }
         let key = Key::Block {
             array: array_id,
@@ -1030,8 +1103,26 @@ impl TxInner {
         };
         self.gen.map_block(&key, self.tid, block_size)
     }
+    /// Zero-copy reads: about to check the bytes of `src` whole. A slice of this
+    /// transaction's spill file is checked here and now (no other process can see the
+    /// file, so there is nobody to share the check with); a slice of the log claims the
+    /// check in the per-boot table.
+    pub(crate) fn claim_check(&self, src: &crate::bigfile::FileSlice) -> bool {
+        if let Some(f) = &*self.spill.lock() {
+            if f.raw_fd() == src.fd {
+                return src.crc.is_some();
+            }
+        }
+        self.gen.claim_check(src)
+    }
     /// Zero-copy reads: the bytes of a slice from `map_source` matched their CRC.
     pub(crate) fn source_checked(&self, src: &crate::bigfile::FileSlice) {
+        if let Some(f) = &*self.spill.lock() {
+            if f.raw_fd() == src.fd {
+                f.mark_checked(src.offset);
+                return;
+            }
+        }
         self.gen.mark_checked(src);
     }
 
@@ -1062,11 +1153,7 @@ impl TxInner {
             Err(_) => 0,
         };
         let mut st = self.state.lock();
-        let staged_end = st
-            .blocks
-            .range((array_id, from)..=(array_id, u64::MAX))
-            .next_back()
-            .map_or(0, |((_, b), _)| b + 1);
+        let staged_end = st.blocks.end_from(array_id, from);
         let hole = encode::encode_plain(&[])?;
         for blk in from..at_snapshot.max(staged_end) {
             if keep.binary_search(&blk).is_ok() {
@@ -1125,7 +1212,7 @@ impl TxInner {
             });
         }
         let mut must_exist: Vec<u64> = Vec::new();
-        for ((a, b), e) in st.blocks {
+        for ((a, b), e) in st.blocks.into_blocks() {
             if must_exist.last() != Some(&a) {
                 must_exist.push(a);
             }

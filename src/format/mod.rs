@@ -963,13 +963,97 @@ pub struct RecordIn<'a> {
     pub prev_off: u64,
     /// Logical length.
     pub logical_len: u32,
-    /// The stored bytes.
-    pub payload: &'a [u8],
+    /// The stored bytes, in memory or in another file.
+    pub payload: PayloadSrc<'a>,
     /// CRC32 of `payload` (computed once when the block was staged).
     pub data_crc: u32,
     /// The page CRCs of a raw block payload ([`page_crcs`]): written as its page CRC
     /// table, with [`FLAG_PAGE_CRCS`] set. Only in format version 3 files.
-    pub page_crcs: Option<&'a [u32]>,
+    pub page_crcs: Option<TableSrc<'a>>,
+}
+
+/// Bytes `[off, off + len)` of another open file (a transaction's spill file, or the
+/// file being compacted): a payload the append copies into the log without bringing it
+/// into memory (`Part::Copy`). Only a descriptor and numbers: nothing here reads it.
+#[derive(Debug, Clone, Copy)]
+pub struct FileRange<'a> {
+    /// The file, open for reading.
+    pub file: &'a std::fs::File,
+    /// Offset of the first byte.
+    pub off: u64,
+    /// Length in bytes.
+    pub len: u32,
+    /// The source bytes are not needed after the copy: the append may give their disk
+    /// space back (a spill file's range, never a log's).
+    pub release: bool,
+}
+
+/// Where a record's page CRC table comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum TableSrc<'a> {
+    /// The page CRCs, encoded by the append ([`encode_page_table`]).
+    Crcs(&'a [u32]),
+    /// The table of this many page CRCs, already encoded ([`encode_page_table`]), in
+    /// another file (a spilled block's, so that a transaction bigger than RAM does not
+    /// hold its tables in memory): copied like a payload.
+    File(FileRange<'a>, usize),
+}
+
+impl TableSrc<'_> {
+    /// Number of page CRCs.
+    pub fn n(&self) -> usize {
+        match self {
+            TableSrc::Crcs(c) => c.len(),
+            TableSrc::File(_, n) => *n,
+        }
+    }
+}
+
+impl<'a> From<&'a [u32]> for TableSrc<'a> {
+    fn from(c: &'a [u32]) -> Self {
+        TableSrc::Crcs(c)
+    }
+}
+
+impl<'a> From<&'a Vec<u32>> for TableSrc<'a> {
+    fn from(c: &'a Vec<u32>) -> Self {
+        TableSrc::Crcs(c)
+    }
+}
+
+/// Where a record's payload is: in memory, or a range of another file.
+#[derive(Debug, Clone, Copy)]
+pub enum PayloadSrc<'a> {
+    /// Bytes in memory.
+    Mem(&'a [u8]),
+    /// Bytes of another file, copied by the append.
+    File(FileRange<'a>),
+}
+
+impl PayloadSrc<'_> {
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            PayloadSrc::Mem(b) => b.len(),
+            PayloadSrc::File(r) => r.len as usize,
+        }
+    }
+    /// No bytes?
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<'a> From<&'a [u8]> for PayloadSrc<'a> {
+    fn from(b: &'a [u8]) -> Self {
+        PayloadSrc::Mem(b)
+    }
+}
+
+impl<'a> From<&'a Vec<u8>> for PayloadSrc<'a> {
+    fn from(b: &'a Vec<u8>) -> Self {
+        PayloadSrc::Mem(b)
+    }
 }
 
 /// A piece of an encoded transaction, written in order.
@@ -979,26 +1063,35 @@ pub enum Part<'a> {
     Own(Vec<u8>),
     /// A payload, borrowed to avoid a copy.
     Borrowed(&'a [u8]),
+    /// A payload in another file, copied into the log by the append.
+    Copy(FileRange<'a>),
+    /// A page CRC table, encoded by the append ([`encode_page_table`]): a big
+    /// transaction's tables are not copied into memory all at once.
+    Table(&'a [u32]),
     /// This many zero bytes of padding, whole pages, left as a hole (not written: the
     /// file reads zeros there once the bytes after it are written).
     Hole(u64),
 }
 
 impl Part<'_> {
-    /// The bytes (none for a hole).
-    pub fn bytes(&self) -> &[u8] {
+    /// The bytes, if they are in memory as such (`None` for [`Part::Copy`],
+    /// [`Part::Table`] and [`Part::Hole`]).
+    pub fn bytes(&self) -> Option<&[u8]> {
         match self {
-            Part::Own(v) => v,
-            Part::Borrowed(b) => b,
-            Part::Hole(_) => &[],
+            Part::Own(v) => Some(v),
+            Part::Borrowed(b) => Some(b),
+            Part::Copy(_) | Part::Table(_) | Part::Hole(_) => None,
         }
     }
 
     /// Its length in the file.
     pub fn len(&self) -> u64 {
         match self {
+            Part::Own(v) => v.len() as u64,
+            Part::Borrowed(b) => b.len() as u64,
+            Part::Copy(r) => u64::from(r.len),
+            Part::Table(c) => 4 * c.len() as u64 + 4,
             Part::Hole(n) => *n,
-            p => p.bytes().len() as u64,
         }
     }
 
@@ -1015,14 +1108,20 @@ fn total_of(parts: &[Part<'_>]) -> u64 {
 }
 
 impl EncodedTx<'_> {
-    /// The whole transaction as it reads back from the file (holes as zeros).
+    /// The whole transaction as it reads back from the file (holes as zeros), for a
+    /// transaction whose payloads are all in memory: a [`Part::Copy`] reads as zeros
+    /// here, its bytes being in another file.
     #[cfg(any(test, feature = "internals"))]
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut v = Vec::new();
         for p in &self.parts {
             match p {
-                Part::Hole(n) => v.resize(v.len() + usize::try_from(*n).unwrap_or(0), 0),
-                p => v.extend_from_slice(p.bytes()),
+                Part::Table(c) => v.extend_from_slice(&encode_page_table(c)),
+                Part::Hole(_) | Part::Copy(_) => {
+                    v.resize(v.len() + usize::try_from(p.len()).unwrap_or(0), 0)
+                }
+                Part::Own(b) => v.extend_from_slice(b),
+                Part::Borrowed(b) => v.extend_from_slice(b),
             }
         }
         v
@@ -1087,10 +1186,12 @@ pub fn encode_tx<'a>(
             .map_err(|_| Error::InvalidArgument("payload too long".into()))?;
         let flags = match rec.page_crcs {
             Some(c) => {
-                if c.len() as u64 != u64::from(stored_len).div_ceil(PAGE) {
+                let bad_file =
+                    matches!(c, TableSrc::File(r, n) if u64::from(r.len) != 4 * n as u64 + 4);
+                if c.n() as u64 != u64::from(stored_len).div_ceil(PAGE) || bad_file {
                     return Err(Error::InvalidArgument(format!(
                         "{} page CRCs for a payload of {stored_len} bytes",
-                        c.len()
+                        c.n()
                     )));
                 }
                 rec.flags | FLAG_PAGE_CRCS
@@ -1158,7 +1259,11 @@ pub fn encode_tx<'a>(
         txcrc.update(&hb);
         cur.extend_from_slice(&hb);
         if let Some(c) = rec.page_crcs {
-            cur.extend_from_slice(&encode_page_table(c));
+            parts.push(Part::Own(std::mem::take(&mut cur)));
+            parts.push(match c {
+                TableSrc::Crcs(c) => Part::Table(c),
+                TableSrc::File(r, _) => Part::Copy(r),
+            });
         }
         // Padding: zeros to the next page, then whole pages as a hole (never written:
         // an aligned payload's padding takes no disk blocks).
@@ -1173,7 +1278,10 @@ pub fn encode_tx<'a>(
         }
         if !rec.payload.is_empty() {
             parts.push(Part::Own(std::mem::take(&mut cur)));
-            parts.push(Part::Borrowed(rec.payload));
+            parts.push(match rec.payload {
+                PayloadSrc::Mem(b) => Part::Borrowed(b),
+                PayloadSrc::File(r) => Part::Copy(r),
+            });
         }
         let tail = rh.span() - rh.payload_rel() - u64::from(rh.stored_len);
         cur.resize(cur.len() + usize::try_from(tail).unwrap_or(0), 0);
@@ -1266,7 +1374,7 @@ mod tests {
                 flags: 0,
                 prev_off: 0,
                 logical_len: 0,
-                payload: &[],
+                payload: PayloadSrc::Mem(&[]),
                 data_crc: 0,
                 page_crcs: None,
             },
@@ -1276,7 +1384,7 @@ mod tests {
                 flags: 0,
                 prev_off: 0,
                 logical_len: 5000,
-                payload: &data,
+                payload: PayloadSrc::Mem(&data),
                 data_crc: crate::verify::crc32(&data),
                 page_crcs: None,
             },
@@ -1410,9 +1518,9 @@ mod tests {
             flags: 0,
             prev_off: 0,
             logical_len: data.len() as u32,
-            payload: &data,
+            payload: PayloadSrc::Mem(&data),
             data_crc: whole,
-            page_crcs: Some(&crcs),
+            page_crcs: Some(TableSrc::Crcs(&crcs)),
         }];
         let tx = encode_tx(4096, Tid(1), 1, "u", "d", &recs).unwrap();
         let bytes: Vec<u8> = tx.to_bytes();
@@ -1438,7 +1546,7 @@ mod tests {
         assert!(e.contains("table"), "{e}");
         // A wrong number of page CRCs is refused by the writer; the flag only on raw B.
         let mut r2 = recs.clone();
-        r2[0].page_crcs = Some(&crcs[..2]);
+        r2[0].page_crcs = Some(TableSrc::Crcs(&crcs[..2]));
         assert!(encode_tx(4096, Tid(1), 1, "", "", &r2).is_err());
         let mut h = rh;
         h.encoding = Encoding::Zstd;

@@ -31,6 +31,17 @@ pub trait LogIo: Send + Sync + std::fmt::Debug {
     fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
         None
     }
+    /// The real file, if these bytes are one (another file's append may copy from it
+    /// in the kernel, `copy_file_range`). Default: None.
+    fn as_file(&self) -> Option<&File> {
+        None
+    }
+    /// Write `len` bytes read at `src_off` of `src` (another file) at `off`. Default:
+    /// read and [`LogIo::write_at`] through a buffer of at most [`COPY_CHUNK`] bytes, so
+    /// that a wrapper's write faults apply; [`FileIo`] copies in the kernel instead.
+    fn copy_from(&self, src: &File, src_off: u64, len: u64, off: u64) -> io::Result<()> {
+        copy_through_buffer(src, src_off, len, |b, at| self.write_at(b, off + at))
+    }
     /// Zero-copy reads: a file that holds the log's bytes `off..off + len` at the same
     /// offsets, and what keeps its descriptor open (None: the log itself does). Cheap:
     /// no I/O. Default: the log file itself ([`LogIo::raw_fd`]). A log that is not one
@@ -52,6 +63,27 @@ pub trait LogIo: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// Largest buffer [`LogIo::copy_from`] reads through when it cannot copy in the kernel.
+pub const COPY_CHUNK: u64 = 1 << 20;
+
+/// Read `len` bytes of `src` at `src_off` in chunks of [`COPY_CHUNK`] and hand each to
+/// `write(bytes, offset from the start)`.
+fn copy_through_buffer(
+    src: &File,
+    src_off: u64,
+    len: u64,
+    mut write: impl FnMut(&[u8], u64) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut buf = vec![0u8; usize::try_from(len.min(COPY_CHUNK)).unwrap_or(1 << 20)];
+    let mut done = 0u64;
+    while done < len {
+        let n = usize::try_from((len - done).min(COPY_CHUNK)).unwrap_or(buf.len());
+        src.read_exact_at(&mut buf[..n], src_off + done)?;
+        write(&buf[..n], done)?;
+        done += n as u64;
+    }
+    Ok(())
+}
 /// Keeps a file descriptor open (see [`LogIo::map_fd`]).
 pub type Keep = Arc<dyn Send + Sync>;
 
@@ -77,6 +109,46 @@ impl LogIo for FileIo {
     }
     fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
         Some(std::os::fd::AsRawFd::as_raw_fd(&self.0))
+    }
+    fn as_file(&self) -> Option<&File> {
+        Some(&self.0)
+    }
+    /// `copy_file_range`: the kernel copies between the two files' page caches (or
+    /// shares blocks where the filesystem can), nothing passes through user memory.
+    /// Falls back to a buffered copy where the kernel refuses (other filesystems,
+    /// older kernels).
+    fn copy_from(&self, src: &File, src_off: u64, len: u64, off: u64) -> io::Result<()> {
+        let mut done = 0u64;
+        while done < len {
+            let (mut si, mut di) = (src_off + done, off + done);
+            let want = usize::try_from((len - done).min(1 << 30)).unwrap_or(1 << 30);
+            match rustix::fs::copy_file_range(src, Some(&mut si), &self.0, Some(&mut di), want) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("the source file ends before byte {}", src_off + len),
+                    ))
+                }
+                Ok(n) => done += n as u64,
+                Err(e) if e == rustix::io::Errno::INTR => {}
+                Err(e)
+                    if done == 0
+                        && [
+                            rustix::io::Errno::XDEV,
+                            rustix::io::Errno::NOSYS,
+                            rustix::io::Errno::INVAL,
+                            rustix::io::Errno::OPNOTSUPP,
+                        ]
+                        .contains(&e) =>
+                {
+                    return copy_through_buffer(src, src_off, len, |b, at| {
+                        self.write_at(b, off + at)
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
     fn data_ranges(&self, off: u64, len: u64) -> io::Result<Vec<(u64, u64)>> {
         use rustix::fs::{seek, SeekFrom};
@@ -170,6 +242,15 @@ impl<I: LogIo> FaultyIo<I> {
             },
             plan,
         )
+    }
+}
+
+#[cfg(any(test, feature = "internals"))]
+impl<I: LogIo> FaultyIo<I> {
+    /// Wrap `inner` under an existing plan (files made later, such as spill files,
+    /// armed by a test that holds the plan).
+    pub fn with_plan(inner: I, plan: Arc<FaultPlan>) -> Self {
+        FaultyIo { inner, plan }
     }
 }
 

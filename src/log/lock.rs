@@ -143,7 +143,7 @@ impl LockFile {
     }
 
     /// Path of this lock file.
-    #[cfg(any(test, feature = "internals"))]
+    #[cfg(any(test, feature = "internals", feature = "s3"))]
     pub fn path(&self) -> &Path {
         &self.path
     }

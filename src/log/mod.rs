@@ -78,6 +78,19 @@ pub fn new_uuid() -> u64 {
     h.finish() | 1
 }
 
+/// Give back the disk space of bytes `[off, off + len)` of `file` (a hole that reads as
+/// zeros): a copied range of a spill file that nothing reads again. Best effort: a
+/// filesystem that cannot punch holes keeps the bytes until the file is closed.
+pub fn release_range(file: &File, off: u64, len: u64) {
+    use rustix::fs::FallocateFlags;
+    let _ = rustix::fs::fallocate(
+        file,
+        FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+        off,
+        len,
+    );
+}
+
 /// fsync the directory holding `path`, so a create or rename in it is durable.
 pub fn sync_dir(path: &Path) -> Result<()> {
     let dir = match path.parent() {
@@ -216,7 +229,12 @@ impl Log {
     pub fn header(&self) -> &FileHeader {
         &self.header
     }
-    /// The path it was opened at.
+    /// The real file under the log, if it is one (compaction copies payloads from it
+    /// in the kernel).
+    pub fn file(&self) -> Option<&File> {
+        self.io.as_file()
+    }
+    /// The file descriptor, if the log is a real file.
     #[cfg(any(test, feature = "internals"))]
     pub fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
         self.io.raw_fd()
@@ -580,37 +598,83 @@ impl Log {
     /// Append an encoded transaction at `at` (the end of the last committed one), then
     /// fdatasync if `sync`. An error leaves a torn tail that recovery cuts; the caller
     /// must poison the writer (a failed fsync is never retried).
+    ///
+    /// Order of the writes: the parts in memory first (coalesced into large writes),
+    /// then the payloads copied from other files, the last one first, then the final
+    /// part, which ends with the trailer. The trailer is written after every other byte
+    /// of the transaction, so a process that dies during the append never leaves a
+    /// trailer behind bytes it did not write (a committer of another process checks the
+    /// headers and the trailer, not the payloads, of a transaction it reads under the
+    /// writer lock). The copies go last-first because the last-spilled payloads are the
+    /// likeliest to be still unwritten in the page cache: copied and released first,
+    /// the kernel never writes them to the spill file's disk blocks.
     pub fn append(&self, at: u64, tx: &EncodedTx<'_>, sync: bool) -> Result<()> {
+        let (last, body) = match tx.parts.split_last() {
+            Some((l, b)) => (Some(l), b),
+            None => (None, &tx.parts[..]),
+        };
         let mut pos = at;
-        // Coalesce small parts so a transaction is a few large writes.
+        // Small parts are coalesced: `pending` holds the bytes from `pending_at` on.
         let mut pending: Vec<u8> = Vec::new();
-        for p in &tx.parts {
-            if let Part::Hole(n) = p {
-                // Skipped: the bytes after it extend the file over it, as a hole.
-                if !pending.is_empty() {
-                    self.io.write_at(&pending, pos)?;
-                    pos += pending.len() as u64;
-                    pending.clear();
-                }
-                pos += n;
-                continue;
-            }
-            let b = p.bytes();
-            if b.len() < (64 << 10) {
-                pending.extend_from_slice(b);
-                continue;
-            }
+        let mut pending_at = pos;
+        let mut copies = Vec::new();
+        let flush = |pending: &mut Vec<u8>, pending_at: u64| -> Result<()> {
             if !pending.is_empty() {
-                self.io.write_at(&pending, pos)?;
-                pos += pending.len() as u64;
+                self.io.write_at(pending, pending_at)?;
                 pending.clear();
             }
-            self.io.write_at(b, pos)?;
-            pos += b.len() as u64;
+            Ok(())
+        };
+        for p in body {
+            match p {
+                Part::Copy(r) => {
+                    flush(&mut pending, pending_at)?;
+                    copies.push((r, pos));
+                    pos += u64::from(r.len);
+                    pending_at = pos;
+                }
+                Part::Table(c) => {
+                    let t = format::encode_page_table(c);
+                    pending.extend_from_slice(&t);
+                    pos += t.len() as u64;
+                }
+                Part::Hole(n) => {
+                    // Skipped: the bytes after it extend the file over it, as a hole.
+                    flush(&mut pending, pending_at)?;
+                    pos += n;
+                    pending_at = pos;
+                }
+                Part::Own(_) | Part::Borrowed(_) => {
+                    let b = p.bytes().unwrap_or_default();
+                    if b.len() < (64 << 10) {
+                        pending.extend_from_slice(b);
+                    } else {
+                        flush(&mut pending, pending_at)?;
+                        self.io.write_at(b, pos)?;
+                        pending_at = pos + b.len() as u64;
+                    }
+                    pos += b.len() as u64;
+                }
+            }
         }
-        if !pending.is_empty() {
-            self.io.write_at(&pending, pos)?;
-            pos += pending.len() as u64;
+        flush(&mut pending, pending_at)?;
+        for (r, off) in copies.into_iter().rev() {
+            let len = u64::from(r.len);
+            self.io.copy_from(r.file, r.off, len, off)?;
+            if r.release {
+                release_range(r.file, r.off, len);
+            }
+        }
+        if let Some(p) = last {
+            match p {
+                Part::Copy(r) => self.io.copy_from(r.file, r.off, u64::from(r.len), pos)?,
+                Part::Table(c) => self.io.write_at(&format::encode_page_table(c), pos)?,
+                Part::Hole(_) => {}
+                Part::Own(_) | Part::Borrowed(_) => {
+                    self.io.write_at(p.bytes().unwrap_or_default(), pos)?
+                }
+            }
+            pos += p.len();
         }
         debug_assert_eq!(pos - at, tx.total_len);
         if sync {
@@ -651,7 +715,7 @@ mod tests {
             flags: 0,
             prev_off: 0,
             logical_len: 10000,
-            payload: &data,
+            payload: format::PayloadSrc::Mem(&data),
             data_crc: crate::verify::crc32(&data),
             page_crcs: None,
         }];

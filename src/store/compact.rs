@@ -11,10 +11,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use super::encode::{self, Encoded};
+use super::encode::{self, Encoded, Payload};
+use super::spill::SpillFile;
 use super::{checkpoint_path, is_tombstone, write_atomically, Gen, Index, Store};
 use crate::format::checkpoint::Version;
-use crate::format::{self, Encoding, Key, RecordIn};
+use crate::format::{self, Encoding, FileRange, Key, PayloadSrc, RecordIn};
 use crate::log::Log;
 use crate::{Error, Result, Tid};
 
@@ -46,9 +47,38 @@ pub(crate) fn needed(
         || keep.is_some_and(|k| next.is_none_or(|n| n > k))
 }
 
-/// Copy `items` (all of one tid) as one transaction into `dst` at `*end`.
+/// Folded delta payloads of one transaction kept in memory up to this many bytes; past
+/// it they go to a spill file, so that compacting a transaction bigger than RAM holds a
+/// block or two in memory, not the transaction.
+const FOLD_RAM: usize = 32 << 20;
+
+/// One kept version, ready to be written: its encoded value, and where its payload
+/// comes from when that is the source log itself.
+struct Kept {
+    value: Encoded,
+    /// `(offset, length)` of the verified payload in the source log, copied from there
+    /// by the append (the value's own payload is then empty).
+    from_log: Option<(u64, u32)>,
+}
+
+impl Kept {
+    /// Length of the payload as stored in the new file.
+    fn stored_len(&self) -> usize {
+        match self.from_log {
+            Some((_, len)) => len as usize,
+            None => self.value.payload.len(),
+        }
+    }
+}
+
+/// Copy `items` (all of one tid) as one transaction into `dst` at `*end`. Payloads are
+/// checked against their CRC one at a time and copied from the source log by the
+/// append (in the kernel where both are plain files); folded deltas are encoded here and
+/// spilled past [`FOLD_RAM`]. So memory holds a block at a time, whatever the size of
+/// the transaction.
 #[allow(clippy::too_many_arguments)]
 fn copy_tx(
+    store: &Store,
     src: &Gen,
     dst: &Log,
     end: &mut u64,
@@ -65,24 +95,44 @@ fn copy_tx(
         }
         None => (String::new(), String::new(), 0),
     };
-    let mut payloads = Vec::with_capacity(items.len());
+    let src_file = src.log.file();
+    let mut spill: Option<Arc<SpillFile>> = None;
+    let mut in_ram = 0usize;
+    let mut kept = Vec::with_capacity(items.len());
     for (k, v) in items {
         if v.encoding.is_delta() {
-            payloads.push(fold(src, k, v)?);
+            let mut e = fold(src, k, v)?;
+            if in_ram + e.payload.len() > FOLD_RAM {
+                let file = match &spill {
+                    Some(f) => f.clone(),
+                    None => spill.insert(store.create_spill()?).clone(),
+                };
+                let bytes = e.payload.to_vec(e.data_crc)?;
+                let slot = file.write(&bytes, spill_slot_size(bytes.len()))?;
+                drop(bytes);
+                e.payload = Payload::Spilled(slot);
+            } else {
+                in_ram += e.payload.len();
+            }
+            kept.push(Kept {
+                value: e,
+                from_log: None,
+            });
             continue;
         }
-        let mut p = vec![
-            0u8;
+        scratch.clear();
+        scratch.resize(
             usize::try_from(v.stored_len)
-                .map_err(|_| Error::corruption(v.rec_off, "stored length"))?
-        ];
-        src.log.read_exact_at(&mut p, v.payload_off())?;
+                .map_err(|_| Error::corruption(v.rec_off, "stored length"))?,
+            0,
+        );
+        src.log.read_exact_at(&mut scratch, v.payload_off())?;
         // A raw block gets its page CRC table in the new (current version) file: the
         // page CRCs are computed in the pass that checks the data CRC.
         let (page_crcs, crc) = if v.encoding == Encoding::Raw && matches!(k, Key::Block { .. }) {
-            format::page_crcs(&p)
+            format::page_crcs(&scratch)
         } else {
-            (Vec::new(), crate::verify::crc32(&p))
+            (Vec::new(), crate::verify::crc32(&scratch))
         };
         if crc != v.data_crc {
             return Err(Error::corruption(
@@ -93,28 +143,45 @@ fn copy_tx(
                 ),
             ));
         }
-        payloads.push(Encoded {
-            encoding: v.encoding,
-            logical_len: v.logical_len,
-            payload: p,
-            data_crc: v.data_crc,
-            page_crcs,
+        let (payload, from_log) = match src_file {
+            Some(_) => (Vec::new(), Some((v.payload_off(), v.stored_len))),
+            None => (scratch.clone(), None),
+        };
+        kept.push(Kept {
+            value: Encoded {
+                encoding: v.encoding,
+                logical_len: v.logical_len,
+                payload: Payload::Mem(payload),
+                data_crc: v.data_crc,
+                page_crcs,
+                page_table: None,
+            },
+            from_log,
         });
     }
+    drop(scratch);
     let recs: Vec<RecordIn<'_>> = items
         .iter()
-        .zip(&payloads)
+        .zip(&kept)
         .map(|((k, v), p)| RecordIn {
             key: *k,
-            encoding: p.encoding,
+            encoding: p.value.encoding,
             // The new file is of the current version: its own layout flags.
             flags: (v.flags & !format::FLAG_ALIGNED)
-                | format::layout_flags(format::FORMAT_VERSION, k, p.encoding, p.payload.len()),
+                | format::layout_flags(format::FORMAT_VERSION, k, p.value.encoding, p.stored_len()),
             prev_off: new_off.get(k).copied().unwrap_or(0),
-            logical_len: p.logical_len,
-            payload: &p.payload,
-            data_crc: p.data_crc,
-            page_crcs: (!p.page_crcs.is_empty()).then_some(&p.page_crcs[..]),
+            logical_len: p.value.logical_len,
+            payload: match (p.from_log, src_file) {
+                (Some((off, len)), Some(file)) => PayloadSrc::File(FileRange {
+                    file,
+                    off,
+                    len,
+                    release: false,
+                }),
+                _ => p.value.payload.src(),
+            },
+            data_crc: p.value.data_crc,
+            page_crcs: p.value.table_src(),
         })
         .collect();
     let enc = format::encode_tx(*end, tid, wall, &user, &desc, &recs)?;
@@ -124,6 +191,11 @@ fn copy_tx(
     }
     *end += enc.total_len;
     Ok(())
+}
+
+/// The spill slot for a payload of `len` bytes: the next power of two, at least a page.
+pub(crate) fn spill_slot_size(len: usize) -> u64 {
+    (len as u64).max(format::PAGE).next_power_of_two()
 }
 
 /// Fold the delta version `v` of `key` into a full block: resolve its chain in `src`
@@ -228,7 +300,16 @@ impl Store {
             let mut new_off: HashMap<Key, u64> = HashMap::new();
             let (mut done, total) = (0u64, kept);
             for (tid, items) in &by_tid {
-                copy_tx(&gen, &dst, &mut end, *tid, items, &mut new_off, &src_txs)?;
+                copy_tx(
+                    self,
+                    &gen,
+                    &dst,
+                    &mut end,
+                    *tid,
+                    items,
+                    &mut new_off,
+                    &src_txs,
+                )?;
                 done += items.len() as u64;
                 progress(done, total);
             }
@@ -253,7 +334,16 @@ impl Store {
                     .iter()
                     .map(|(off, rh)| (rh.key, Version::from_header(t.tid, *off, rh)))
                     .collect();
-                copy_tx(&gen2, &dst, &mut end, t.tid, &items, &mut new_off, &src_txs)?;
+                copy_tx(
+                    self,
+                    &gen2,
+                    &dst,
+                    &mut end,
+                    t.tid,
+                    &items,
+                    &mut new_off,
+                    &src_txs,
+                )?;
                 caught += items.len() as u64;
             }
             dst.sync()?;

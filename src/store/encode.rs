@@ -2,8 +2,10 @@
 //! where it saves at least 1/8, raw otherwise. zstd contexts are per thread and reused.
 
 use std::cell::RefCell;
+use std::sync::Arc;
 
-use crate::format::{Encoding, PAGE};
+use super::spill::SpillSlot;
+use crate::format::{Encoding, PayloadSrc, TableSrc, PAGE};
 use crate::{Error, Result};
 
 /// A value encoded for storage (staged in a transaction until commit).
@@ -13,13 +15,105 @@ pub struct Encoded {
     pub encoding: Encoding,
     /// Bytes up to the last page holding a nonzero byte (zeros follow up to the block size).
     pub logical_len: u32,
-    /// The stored bytes (empty for a hole).
-    pub payload: Vec<u8>,
+    /// The stored bytes (empty for a hole), in memory or in a spill file.
+    pub payload: Payload,
     /// CRC32 of `payload`.
     pub data_crc: u32,
     /// CRC32 of each 4096-byte page of a raw payload (empty for other encodings):
     /// the page CRC table of format version 3 (storage-format.md §2.7).
     pub page_crcs: Vec<u32>,
+    /// The page CRC table, encoded, in a slot of a spill file instead of `page_crcs`
+    /// (a spilled raw block's: the commit copies it into the log like the payload).
+    pub page_table: Option<Arc<SpillSlot>>,
+}
+
+impl Encoded {
+    /// Where a commit takes the page CRC table from (None: the value has none).
+    pub fn table_src(&self) -> Option<TableSrc<'_>> {
+        match &self.page_table {
+            Some(t) => Some(TableSrc::File(t.range(), t.len().saturating_sub(4) / 4)),
+            None => (!self.page_crcs.is_empty()).then_some(TableSrc::Crcs(&self.page_crcs)),
+        }
+    }
+}
+
+/// Where the stored bytes of an [`Encoded`] value are.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    /// In memory.
+    Mem(Vec<u8>),
+    /// In a slot of a transaction's spill file (`spill.rs`).
+    Spilled(Arc<SpillSlot>),
+}
+
+impl PartialEq for Payload {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Payload::Mem(a), Payload::Mem(b)) => a == b,
+            (Payload::Spilled(a), Payload::Spilled(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Payload {}
+
+impl Payload {
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            Payload::Mem(b) => b.len(),
+            Payload::Spilled(s) => s.len(),
+        }
+    }
+
+    /// No bytes?
+    #[cfg(any(test, feature = "internals"))]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes, if they are in memory.
+    pub fn in_memory(&self) -> Option<&[u8]> {
+        match self {
+            Payload::Mem(b) => Some(b),
+            Payload::Spilled(_) => None,
+        }
+    }
+
+    /// Where a commit takes the bytes from.
+    pub fn src(&self) -> PayloadSrc<'_> {
+        match self {
+            Payload::Mem(b) => PayloadSrc::Mem(b),
+            Payload::Spilled(s) => PayloadSrc::File(s.range()),
+        }
+    }
+
+    /// The bytes, read back from the spill file if they are there (checked against
+    /// `crc`, the value's data CRC).
+    pub fn to_vec(&self, crc: u32) -> Result<std::borrow::Cow<'_, [u8]>> {
+        match self {
+            Payload::Mem(b) => Ok(std::borrow::Cow::Borrowed(b)),
+            Payload::Spilled(s) => {
+                let mut v = vec![0u8; s.len()];
+                s.read(&mut v)?;
+                check_spilled(s, &v, crc)?;
+                Ok(std::borrow::Cow::Owned(v))
+            }
+        }
+    }
+}
+
+/// A spilled payload read back must match the CRC computed when it was encoded.
+pub fn check_spilled(s: &SpillSlot, bytes: &[u8], crc: u32) -> Result<()> {
+    let got = crate::verify::crc32(bytes);
+    if got != crc {
+        return Err(Error::corruption(
+            s.offset(),
+            format!("data CRC mismatch in a payload read back from a spill file ({got:#010x}, written {crc:#010x})"),
+        ));
+    }
+    Ok(())
 }
 
 thread_local! {
@@ -30,14 +124,26 @@ thread_local! {
 /// Encode a block: all zeros → hole; else trim trailing zero pages; then zstd at `level`
 /// (when `Some`) if the result is at most 7/8 of the trimmed length, else raw.
 pub fn encode_block(data: &[u8], level: Option<i32>) -> Result<Encoded> {
+    encode_block_with(data, level, |body| Ok(Payload::Mem(body.to_vec())))
+}
+
+/// [`encode_block`], with the payload of a raw block made by `raw` from the trimmed
+/// bytes (a transaction writes it straight to its spill file, without a copy in
+/// memory).
+pub fn encode_block_with(
+    data: &[u8],
+    level: Option<i32>,
+    raw: impl FnOnce(&[u8]) -> Result<Payload>,
+) -> Result<Encoded> {
     // Trim to whole pages, so a raw payload also ends on a page boundary (so that a view maps it).
     let Some(trimmed) = trimmed_len(data) else {
         return Ok(Encoded {
             encoding: Encoding::Hole,
             logical_len: 0,
-            payload: Vec::new(),
+            payload: Payload::Mem(Vec::new()),
             data_crc: 0,
             page_crcs: Vec::new(),
+            page_table: None,
         });
     };
     let body = &data[..trimmed];
@@ -52,18 +158,20 @@ pub fn encode_block(data: &[u8], level: Option<i32>) -> Result<Encoded> {
         return Ok(Encoded {
             encoding: Encoding::Zstd,
             logical_len,
-            payload: out,
+            payload: Payload::Mem(out),
             data_crc,
             page_crcs: Vec::new(),
+            page_table: None,
         });
     }
     let (page_crcs, data_crc) = crate::format::page_crcs(body);
     Ok(Encoded {
         encoding: Encoding::Raw,
         logical_len,
-        payload: body.to_vec(),
+        payload: raw(body)?,
         data_crc,
         page_crcs,
+        page_table: None,
     })
 }
 
@@ -173,18 +281,20 @@ pub fn encode_delta_pages(
         return Ok(Encoded {
             encoding: Encoding::DeltaZstd,
             logical_len,
-            payload: out,
+            payload: Payload::Mem(out),
             data_crc,
             page_crcs: Vec::new(),
+            page_table: None,
         });
     }
     let data_crc = crate::verify::crc32(&payload);
     Ok(Encoded {
         encoding: Encoding::DeltaRaw,
         logical_len,
-        payload,
+        payload: Payload::Mem(payload),
         data_crc,
         page_crcs: Vec::new(),
+        page_table: None,
     })
 }
 
@@ -196,17 +306,19 @@ pub fn encode_plain(data: &[u8]) -> Result<Encoded> {
         return Ok(Encoded {
             encoding: Encoding::Hole,
             logical_len: 0,
-            payload: Vec::new(),
+            payload: Payload::Mem(Vec::new()),
             data_crc: 0,
             page_crcs: Vec::new(),
+            page_table: None,
         });
     }
     Ok(Encoded {
         encoding: Encoding::Raw,
         logical_len,
-        payload: data.to_vec(),
+        payload: Payload::Mem(data.to_vec()),
         data_crc: crate::verify::crc32(data),
         page_crcs: Vec::new(),
+        page_table: None,
     })
 }
 
@@ -250,7 +362,7 @@ mod tests {
         let c = encode_block(&vec![9u8; 1 << 16], Some(3)).unwrap();
         assert_eq!(c.encoding, Encoding::Zstd);
         let mut back = vec![0u8; 1 << 16];
-        decompress_into(&c.payload, &mut back, 0).unwrap();
+        decompress_into(c.payload.in_memory().unwrap(), &mut back, 0).unwrap();
         assert!(back.iter().all(|&b| b == 9));
         // Incompressible data is stored raw.
         let mut x = 0x1234_5678u32;

@@ -42,6 +42,7 @@ pub mod encode;
 pub mod fsck;
 #[cfg(feature = "s3")]
 pub mod object;
+pub mod spill;
 pub mod storage;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -1238,6 +1239,11 @@ pub struct Store {
     gen: RwLock<Arc<Gen>>,
     poisoned: Mutex<Option<String>>,
     refresh_lock: Mutex<()>,
+    /// Wraps the I/O of new spill files (tests inject faults this way).
+    spill_io: spill::SpillIoHook,
+    /// Spill files are created beside this path: the database file, or for a database
+    /// in object storage, its local cache (beside the cache's lock file).
+    spill_at: PathBuf,
     /// Where the log lives when it is not the local file at `path` (None: the file).
     remote: Option<Arc<dyn storage::Storage>>,
     /// The per-boot table of checked versions (`Verify::OncePerBoot`, when usable).
@@ -1335,6 +1341,9 @@ impl Store {
     fn open_log(path: &Path, log: Log, lock: Arc<LockFile>, opts: StoreOptions) -> Result<Store> {
         let table = opts.boot_table();
         let gen = Store::load_gen(log, &lock, opts.read_only, (opts.verify, table.clone()))?;
+        if !opts.read_only {
+            spill::remove_leftovers(path);
+        }
         Ok(Store {
             path: path.to_path_buf(),
             opts,
@@ -1342,6 +1351,8 @@ impl Store {
             gen: RwLock::new(Arc::new(gen)),
             poisoned: Mutex::new(None),
             refresh_lock: Mutex::new(()),
+            spill_io: spill::SpillIoHook::default(),
+            spill_at: path.to_path_buf(),
             remote: None,
             table,
         })
@@ -1358,6 +1369,10 @@ impl Store {
         remote: Arc<dyn storage::Storage>,
         opts: StoreOptions,
     ) -> Store {
+        let spill_at = lock.path().with_extension("");
+        if !opts.read_only {
+            spill::remove_leftovers(&spill_at);
+        }
         Store {
             path: name.to_path_buf(),
             opts,
@@ -1365,6 +1380,8 @@ impl Store {
             gen: RwLock::new(Arc::new(gen)),
             poisoned: Mutex::new(None),
             refresh_lock: Mutex::new(()),
+            spill_io: spill::SpillIoHook::default(),
+            spill_at,
             remote: Some(remote),
             table,
         }
@@ -1492,6 +1509,19 @@ impl Store {
     /// Register a reader at `tid` in the lock file's reader table.
     pub fn register_reader(&self, tid: Tid) -> Result<Option<ReaderSlot>> {
         self.lock.register_reader(tid)
+    }
+
+    /// A new spill file beside the database, for a transaction's staged payloads that
+    /// do not fit in RAM (or for compaction's).
+    pub fn create_spill(&self) -> Result<Arc<spill::SpillFile>> {
+        spill::SpillFile::create(&self.spill_at, self.spill_io.0.lock().as_ref())
+    }
+
+    /// Wrap the I/O of spill files created from now on (`None`: the plain file). For
+    /// tests that inject faults into spill writes and reads.
+    #[cfg(any(test, feature = "internals"))]
+    pub fn set_spill_io(&self, f: Option<spill::SpillIoFactory>) {
+        *self.spill_io.0.lock() = f;
     }
 
     /// Fail if poisoned.
@@ -1749,15 +1779,15 @@ pub(crate) fn encode_commit<'a>(
                 ),
             prev_off: l.map(|v| v.rec_off).unwrap_or(0),
             logical_len: w.value.logical_len,
-            payload: &w.value.payload,
+            payload: w.value.payload.src(),
             data_crc: w.value.data_crc,
             // A file keeps its format version (storage-format.md §2.7): only
             // version 3 files get page CRC tables.
-            page_crcs: (!w.value.page_crcs.is_empty()
-                && matches!(w.key, Key::Block { .. })
-                && w.value.encoding == Encoding::Raw
-                && gen.log.header().version >= format::PAGE_CRC_FORMAT_VERSION)
-                .then_some(&w.value.page_crcs[..]),
+            page_crcs: w.value.table_src().filter(|_| {
+                matches!(w.key, Key::Block { .. })
+                    && w.value.encoding == Encoding::Raw
+                    && gen.log.header().version >= format::PAGE_CRC_FORMAT_VERSION
+            }),
         })
         .collect();
     let enc = format::encode_tx(end, tid, wall, req.user, req.desc, &recs)?;

@@ -1,6 +1,7 @@
 //! The userspace virtual memory manager: file handles over [`BigFile`]s, views as
 //! reserved address ranges, RAM pages from a memfd, the SIGSEGV handler, dirty
-//! tracking and LRU reclaim of clean pages under a RAM budget.
+//! tracking, LRU reclaim of clean pages under a RAM budget, and spilling of the least
+//! recently used dirty blocks through their file when only dirty blocks are left.
 //!
 //! - [`VirtMem`] — one per `Db`: the RAM pages (one memfd pool per block size, slots
 //!   reused, never freed and re-allocated) and the LRU, under `ram_budget`.
@@ -18,7 +19,7 @@
 //! costs no page faults beyond the load's own.
 //!
 //! The page states, their transitions and the numbered invariants are in `state.rs`;
-//! the fault handler in `fault.rs`; the system calls in `os.rs`; the thread that maps
+//! spilling in `spill.rs`; the fault handler in `fault.rs`; the system calls in `os.rs`; the thread that maps
 //! file blocks ahead of a sequential scan in `readahead.rs`.
 //!
 //! **Lock order**: `VmShared::state` (the VM lock) → the fault handler's registry lock.
@@ -35,6 +36,7 @@ mod fault;
 mod os;
 mod readahead;
 mod state;
+mod writeback;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -86,6 +88,13 @@ pub struct VmStats {
     /// Blocks mapped straight from a file into a view (zero-copy reads of raw blocks;
     /// each view maps on its own, so one block may count once per view).
     pub file_maps: u64,
+    /// Bytes of dirty blocks spilled (stored through their file to free RAM, because
+    /// the budget was full and only dirty blocks were left) and not loaded back since.
+    /// Not part of `ram_used` or `dirty`.
+    pub spilled: u64,
+    /// Spill writes made: dirty blocks (and small-write patches) stored through their
+    /// file to make room.
+    pub spill_writes: u64,
 }
 
 struct VmShared {
@@ -100,6 +109,10 @@ struct VmShared {
     ra_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// The readahead thread waits on this one, with the VM lock.
     ra_cv: Condvar,
+    /// The write-behind thread, once started (taken before the VM lock, never inside it).
+    wb_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The write-behind thread waits on this one, with the VM lock.
+    wb_cv: Condvar,
 }
 
 impl VmShared {
@@ -113,6 +126,58 @@ impl VmShared {
         }
         let w = InWdb::enter();
         Ok((w, self.state.lock()))
+    }
+}
+
+/// Start a background thread of `vm` (readahead, write-behind) running `run`, unless it
+/// runs, was stopped, or is not wanted: `flags` gives its `(started, stop)` flags in the
+/// VM state, or None when it is off; `slot` keeps its join handle. Called outside the
+/// fault handler: spawning allocates. When no thread can be made, the work it would do
+/// is done by the threads that need it.
+fn start_worker(
+    vm: &Arc<VmShared>,
+    slot: &Mutex<Option<std::thread::JoinHandle<()>>>,
+    flags: fn(&mut VmState) -> Option<(&mut bool, &mut bool)>,
+    name: &str,
+    run: fn(&VmShared),
+) {
+    let mut t = slot.lock();
+    {
+        let mut g = vm.state.lock();
+        match flags(&mut g) {
+            Some((started, stop)) if !*started && !*stop => *started = true,
+            _ => return,
+        }
+    }
+    let v = vm.clone();
+    match std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || run(&v))
+    {
+        Ok(j) => *t = Some(j),
+        Err(_) => {
+            if let Some((started, _)) = flags(&mut vm.state.lock()) {
+                *started = false;
+            }
+        }
+    }
+}
+
+/// Stop a background thread of `vm` (its stop flag set by `stop`, woken on `cv`) and
+/// wait for it — unless this is that thread: it dropped the last reference to the
+/// database, and exits when it is back in its loop.
+fn stop_worker(
+    vm: &VmShared,
+    slot: &Mutex<Option<std::thread::JoinHandle<()>>>,
+    cv: &Condvar,
+    stop: fn(&mut VmState),
+) {
+    stop(&mut vm.state.lock());
+    cv.notify_all();
+    if let Some(j) = slot.lock().take() {
+        if j.thread().id() != std::thread::current().id() {
+            let _ = j.join();
+        }
     }
 }
 
@@ -142,6 +207,8 @@ impl VirtMem {
                 pid: fault::process_id(),
                 ra_thread: Mutex::new(None),
                 ra_cv: Condvar::new(),
+                wb_thread: Mutex::new(None),
+                wb_cv: Condvar::new(),
             }),
         }))
     }
@@ -182,13 +249,23 @@ impl VirtMem {
         })
     }
 
+    /// Spill ahead of need on a background thread once dirty blocks outgrow the budget
+    /// (`writeback.rs`; off by default). Takes effect for mappings made from now on.
+    pub fn set_write_behind(&self, on: bool) {
+        let mut g = self.shared.state.lock();
+        g.wb.on = on;
+        if !g.wb.on {
+            g.wb.armed = false;
+        }
+    }
+
     /// Turn the readahead of sequential scans (`readahead.rs`) on (the default) or off
     /// (every block then faults on its own; for comparing).
     pub fn set_readahead(&self, on: bool) {
         self.shared.state.lock().ra.off = !on;
     }
 
-    /// Budget, RAM in use, dirty bytes, loads, stores, evictions.
+    /// Budget, RAM in use, dirty bytes, loads, stores, evictions, spills.
     pub fn stats(&self) -> VmStats {
         let g = self.shared.state.lock();
         VmStats {
@@ -199,6 +276,8 @@ impl VirtMem {
             stores: g.counters.stores,
             evictions: g.counters.evictions,
             file_maps: g.counters.file_maps,
+            spilled: g.spilled,
+            spill_writes: g.counters.spill_writes,
         }
     }
 }
@@ -208,6 +287,7 @@ impl Drop for VirtMem {
         // Handles and mappings may outlive the VirtMem: they fault without readahead.
         if std::process::id() == self.shared.pid {
             readahead::stop(&self.shared);
+            writeback::stop(&self.shared);
         }
     }
 }
@@ -269,6 +349,7 @@ impl FileHandle {
         // Checked before reserving anything (forked child).
         drop(vm.lock()?);
         readahead::start(vm);
+        writeback::start(vm);
         let base = os::reserve(len, os::align_for(self.inner.bs))?;
         let id = next_id();
         let shared = Arc::new(MapShared {
@@ -293,6 +374,7 @@ impl FileHandle {
     }
 
     /// Dirty blocks, ascending (none in a forked child).
+    #[cfg(any(test, feature = "internals"))]
     pub fn dirty_blocks(&self) -> Vec<u64> {
         match self.inner.vm.lock() {
             Ok((_w, g)) => g.dirty_blocks(self.inner.id),
@@ -309,13 +391,27 @@ impl FileHandle {
         state::writeout(&mut g, &vm.cv, self.inner.id)
     }
 
-    /// Drop every dirty block: the next access reloads it from the file. (Does nothing
-    /// in a forked child.)
+    /// Drop every dirty block: the next access reloads it from the file. A block already
+    /// spilled is in the file: it is not taken back (a file whose stores are not final,
+    /// like the db's transaction, drops them itself). (Does nothing in a forked child.)
     #[cfg(any(test, feature = "internals"))]
     pub fn discard(&self) {
         let vm = &self.inner.vm;
         if let Ok((_w, mut g)) = vm.lock() {
             g.discard(&vm.cv, self.inner.id);
+        }
+    }
+
+    /// Drop the changes of every block at or after `first_blk` (dirty, patched or
+    /// spilled): the next access reloads them from the file. A spill of one of them in
+    /// flight on another thread is waited for first, so that no store of such a block
+    /// reaches the file after this returns (the caller may then treat what the file holds
+    /// past `first_blk` as it likes: `ArrayCore`'s shrink hides it). (Does nothing in a
+    /// forked child.)
+    pub fn discard_from(&self, first_blk: u64) {
+        let vm = &self.inner.vm;
+        if let Ok((_w, mut g)) = vm.lock() {
+            state::discard_from(&mut g, &vm.cv, self.inner.id, first_blk);
         }
     }
 
@@ -389,6 +485,7 @@ impl FaultTarget for MapShared {
         let off = (addr - self.base) % self.handle.bs;
         let r = state::ensure(&mut g, &vm.cv, self.id, blk, write, Some(off));
         readahead::kick(&mut g, vm);
+        writeback::kick(&mut g, vm);
         r.map(|()| true)
     }
 }
@@ -495,9 +592,10 @@ impl Mapping {
     }
 
     /// Checked load: make bytes `[off, off+len)` of the mapping resident (and writable
-    /// if `write`, which marks their blocks dirty), returning load errors and
-    /// `RamExhausted` as `Err` instead of faulting. With a range larger than the
-    /// budget, early blocks may be reclaimed again by the later ones.
+    /// if `write`, which marks their blocks dirty), returning load errors and spill
+    /// errors (the file could not store a dirty block spilled to make room) as `Err`
+    /// instead of faulting. With a range larger than the budget, early blocks may be
+    /// reclaimed, or spilled, again by the later ones.
     pub fn load(&self, off: usize, len: usize, write: bool) -> Result<()> {
         let end = off
             .checked_add(len)
@@ -517,6 +615,7 @@ impl Mapping {
         for blk in self.shared.blk_of(off)..=self.shared.blk_of(end - 1) {
             r = state::ensure(&mut g, &vm.cv, self.shared.id, blk, write, None);
             readahead::kick(&mut g, vm);
+            writeback::kick(&mut g, vm);
             if r.is_err() {
                 break;
             }
@@ -556,14 +655,16 @@ impl Mapping {
         }
         let vm = &self.shared.handle.vm;
         let (_w, mut g) = vm.lock()?;
-        state::write_patch(
+        let r = state::write_patch(
             &mut g,
             &vm.cv,
             self.shared.id,
             self.shared.blk_of(off),
             off % bs,
             data,
-        )
+        );
+        writeback::kick(&mut g, vm);
+        r
     }
 
     /// A guard that keeps this range reserved and served after the `Mapping` is gone

@@ -95,35 +95,25 @@ pub(super) fn window(budget: u64, bs: u64) -> u64 {
 /// Start the thread of `vm` unless it runs (or the `VirtMem` is gone, or readahead is
 /// off). Called outside the fault handler: spawning allocates.
 pub(super) fn start(vm: &Arc<VmShared>) {
-    let mut t = vm.ra_thread.lock();
-    {
-        let mut g = vm.state.lock();
-        if g.ra.started || g.ra.stop || g.ra.off {
-            return;
-        }
-        g.ra.started = true;
-    }
-    let v = vm.clone();
-    match std::thread::Builder::new()
-        .name("wdb-readahead".into())
-        .spawn(move || run(&v))
-    {
-        Ok(j) => *t = Some(j),
-        // No thread: no readahead, scans fault block by block.
-        Err(_) => vm.state.lock().ra.started = false,
-    }
+    super::start_worker(
+        vm,
+        &vm.ra_thread,
+        |g| {
+            if g.ra.off {
+                None
+            } else {
+                Some((&mut g.ra.started, &mut g.ra.stop))
+            }
+        },
+        "wdb-readahead",
+        run,
+    );
 }
 
 /// Stop the thread of `vm` and wait for it (unless this is that thread: it dropped the
 /// last reference to the database, and exits when it is back in its loop).
 pub(super) fn stop(vm: &VmShared) {
-    vm.state.lock().ra.stop = true;
-    vm.ra_cv.notify_all();
-    if let Some(j) = vm.ra_thread.lock().take() {
-        if j.thread().id() != std::thread::current().id() {
-            let _ = j.join();
-        }
-    }
+    super::stop_worker(vm, &vm.ra_thread, &vm.ra_cv, |g| g.ra.stop = true);
 }
 
 fn run(vm: &VmShared) {

@@ -1,6 +1,6 @@
 //! The page-state machine of the virtual memory: every transition of a block's state
-//! happens in this file or its child module `subpage.rs` (small writes), under the VM
-//! lock.
+//! happens in this file or its child modules `subpage.rs` (small writes) and
+//! `spill.rs` (spilling dirty blocks), under the VM lock.
 //!
 //! ## States of a (file handle, block)
 //!
@@ -19,6 +19,13 @@
 //!     │                │    from the file into a RAM page)   │ writeout
 //!     │                └────────── store ok ─────────── Storing ───┘
 //!     └──────────── invalidate / discard (Dirty, Storing: changes dropped) ───┘
+//!
+//!   Spilling (spill.rs, invariant 17): no clean page left to reclaim:
+//!   Dirty (head of the dirty LRU) ──views reset──▶ Storing ──store ok──▶ Spilled (no
+//!                                                     │        page: the file holds it)
+//!                                                     └──store error──▶ Dirty
+//!   Spilled ──access──▶ Empty ──▶ Loading ──▶ Loaded (the spilled content)
+//!   Spilled ──invalidate / discard / writeout / close──▶ Empty
 //!
 //!   Small writes (subpage.rs, invariants 11 and 12):
 //!   Loaded (file page, the handle's one view) ──view write fault──▶ PartDirty
@@ -48,7 +55,8 @@
 //! 5. A view block records the page mapped there: `mapped[blk] = (page, writable)` means
 //!    the handle's entry for `blk` refers to `page`, and `writable` implies `Dirty`.
 //!    Every other block of a view is `PROT_NONE` reserved space.
-//! 6. `dirty` = the sum of the block sizes of `Dirty` and `Storing` entries.
+//! 6. `dirty` = the sum of the block sizes of `Dirty` and `Storing` entries. `Spilled`
+//!    entries hold no page and count in neither `used` nor `dirty` (invariant 17).
 //! 7. `cache[(blk, key)] == p` iff `pages[p].key == Some((blk, key))`; such a page is
 //!    clean and holds block `blk` of a file whose `content_key(blk)` is `key`.
 //! 8. The VM lock is never held across a `BigFile` call (`load_blk`, `store_blk`,
@@ -144,6 +152,22 @@
 //!     bounds the process's kernel mappings (`vm.max_map_count`), and before a slot
 //!     leaves a block beside one (`VmState::tidy_beside`: the kernel would merge the
 //!     two mappings and split them again).
+//!
+//! 17. *Spilling* (`spill.rs`): the *dirty LRU* lists exactly the pages of `Dirty`
+//!     entries (each has one user), ordered by when the block became dirty or was last
+//!     faulted on; [`VmState::set_state`] keeps it. An allocation that finds the budget
+//!     full and the clean LRU empty spills its head: the block's views are reset (a slot
+//!     living in a view comes home), it is `Storing` while `BigFile::store_blk` runs
+//!     without the lock, then `Spilled` and its page freed — or `Dirty` again if the
+//!     store failed, and the error is the allocation's. With no dirty page left, a
+//!     patch or partly dirty block is stored instead (`store_patch`). A `Spilled` entry
+//!     has no page, no patch, is mapped in no view, and `spilled` is the sum of their
+//!     block sizes; it is listed by `dirty_blocks` (a change of the handle, in the file
+//!     now) and becomes `Empty` on any access (then loads from the file), invalidate,
+//!     discard, writeout or close. So `used <= budget` holds at every step, and an
+//!     allocation fails with `RamExhausted` only when nothing is clean, dirty or in
+//!     flight to give room. A `Storing` page of a closed or invalidated handle has no
+//!     user; its spiller frees it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -154,10 +178,13 @@ use super::os::{self, Pool};
 use crate::bigfile::{BigFile, FileSlice};
 use crate::{Error, Result};
 use filemap::map_neighbours;
+pub(super) use spill::spill_ahead;
 pub(super) use subpage::{store_patch, write_patch, Patches};
 
 #[path = "filemap.rs"]
 mod filemap;
+#[path = "spill.rs"]
+mod spill;
 #[path = "subpage.rs"]
 mod subpage;
 
@@ -190,6 +217,10 @@ pub(super) enum BlockState {
     /// Some 4 KiB pages written through the one view, which maps the rest from the file
     /// (invariant 12, `subpage.rs`); never reclaimed.
     PartDirty,
+    /// Written, then stored through the file to free its page when only dirty blocks
+    /// were left under the budget (a *spill*, `spill.rs`, invariant 17): no page; the
+    /// file holds the block's content, and the next access loads it from there.
+    Spilled,
 }
 
 impl BlockState {
@@ -197,7 +228,7 @@ impl BlockState {
     #[cfg_attr(not(debug_assertions), allow(dead_code))]
     fn page(self) -> Option<PageId> {
         match self {
-            BlockState::Empty | BlockState::PartDirty => None,
+            BlockState::Empty | BlockState::PartDirty | BlockState::Spilled => None,
             BlockState::Loading { page }
             | BlockState::LoadingInvalidated { page }
             | BlockState::Loaded { page }
@@ -235,6 +266,11 @@ struct Page {
     /// A partial file page (invariant 15): one bit per [`PART_WINDOW`] of its file
     /// bytes, set when that window was checked and made readable.
     part: Option<Box<[u64]>>,
+    /// Links of the dirty LRU (invariant 17): the pages of `Dirty` entries, least
+    /// recently made dirty or faulted on first.
+    dlru_prev: PageId,
+    dlru_next: PageId,
+    in_dlru: bool,
 }
 
 /// Bytes a random read fault on a block with page CRCs checks and shows (invariant 15).
@@ -319,6 +355,8 @@ pub(super) struct Counters {
     pub(super) evictions: u64,
     /// Blocks mapped from a file into a view (zero-copy reads).
     pub(super) file_maps: u64,
+    /// Dirty blocks (and patches) stored through their file to make room (spills).
+    pub(super) spill_writes: u64,
 }
 
 /// Everything the VM lock protects.
@@ -341,8 +379,15 @@ pub(super) struct VmState {
     pub(super) counters: Counters,
     /// Checked windows of all partial file pages (invariant 15).
     part_windows: u64,
+    /// The dirty LRU (invariant 17).
+    dlru_head: PageId,
+    dlru_tail: PageId,
+    /// Bytes of `Spilled` entries (invariant 17).
+    pub(super) spilled: u64,
     /// The readahead thread's work (`readahead.rs`).
     pub(super) ra: super::readahead::RaState,
+    /// The write-behind thread's state (`writeback.rs`).
+    pub(super) wb: super::writeback::WbState,
 }
 
 type Guard<'a> = MutexGuard<'a, VmState>;
@@ -364,7 +409,11 @@ impl VmState {
             maps: HashMap::new(),
             counters: Counters::default(),
             part_windows: 0,
+            dlru_head: NIL,
+            dlru_tail: NIL,
+            spilled: 0,
             ra: Default::default(),
+            wb: Default::default(),
         }
     }
 
@@ -396,35 +445,11 @@ impl VmState {
         }
     }
 
-    /// Is a page being loaded or fetched right now (a `Loading` user)? Its loader soon
-    /// frees it or makes it clean and reclaimable, so an allocation that found every
-    /// page taken can wait for it instead of failing: more threads faulting at once
-    /// than the budget has blocks is not RAM exhaustion. Scans the pages: only called
-    /// when an allocation failed.
-    fn loads_in_flight(&self) -> bool {
-        self.pages.iter().any(|pg| {
-            pg.in_use
-                && pg.users.iter().any(|&(h, b)| {
-                    matches!(
-                        self.state(h, b),
-                        BlockState::Loading { .. } | BlockState::LoadingInvalidated { .. }
-                    )
-                })
-        })
-    }
-
-    /// `r`, an allocation's result, unless it failed for want of a page while loads are
-    /// in flight: then `None`, after waiting for one of them to end (the caller looks
-    /// at the block's state again).
+    /// `r`, an allocation's result, unless it failed for want of a page and room could
+    /// be made (a dirty block spilled, or a page in flight waited for, `spill.rs`): then
+    /// `None`, and the caller looks at the block's state again.
     fn alloc_or_wait<T>(g: &mut Guard<'_>, cv: &Condvar, r: Result<T>) -> Result<Option<T>> {
-        match r {
-            Ok(v) => Ok(Some(v)),
-            Err(Error::RamExhausted { .. }) if g.loads_in_flight() => {
-                cv.wait(g);
-                Ok(None)
-            }
-            Err(e) => Err(e),
-        }
+        spill::or_make_way(g, cv, r)
     }
 
     pub(super) fn state(&self, h: HandleId, blk: u64) -> BlockState {
@@ -434,15 +459,31 @@ impl VmState {
             .unwrap_or(BlockState::Empty)
     }
 
+    /// The one place a block entry changes: it also keeps the dirty LRU and `spilled`
+    /// (invariant 17).
     fn set_state(&mut self, h: HandleId, blk: u64, s: BlockState) {
         let hs = self
             .handles
             .get_mut(&h)
             .expect("handle of a live block entry");
-        if s == BlockState::Empty {
-            hs.blocks.remove(&blk);
+        let bs = self.pools[hs.pool].os.slot_size() as u64;
+        let old = if s == BlockState::Empty {
+            hs.blocks.remove(&blk)
         } else {
-            hs.blocks.insert(blk, s);
+            hs.blocks.insert(blk, s)
+        };
+        if old == Some(s) {
+            return;
+        }
+        match old {
+            Some(BlockState::Dirty { page }) => self.dlru_remove(page),
+            Some(BlockState::Spilled) => self.spilled -= bs,
+            _ => {}
+        }
+        match s {
+            BlockState::Dirty { page } => self.dlru_touch(page),
+            BlockState::Spilled => self.spilled += bs,
+            _ => {}
         }
     }
 
@@ -533,6 +574,9 @@ impl VmState {
                         at_view: None,
                         file: None,
                         part: None,
+                        dlru_prev: NIL,
+                        dlru_next: NIL,
+                        in_dlru: false,
                     });
                     self.used += bs;
                     self.resident += bs;
@@ -602,6 +646,9 @@ impl VmState {
             at_view: None,
             file: Some(src),
             part,
+            dlru_prev: NIL,
+            dlru_next: NIL,
+            in_dlru: false,
         });
         Ok(id)
     }
@@ -1081,6 +1128,7 @@ impl VmState {
         self.drop_patch(h, blk);
         match self.state(h, blk) {
             BlockState::Empty | BlockState::LoadingInvalidated { .. } => {}
+            BlockState::Spilled => self.set_state(h, blk, BlockState::Empty),
             BlockState::PartDirty => {
                 self.drop_part(h, blk);
                 self.set_state(h, blk, BlockState::Empty);
@@ -1121,7 +1169,8 @@ impl VmState {
         }
     }
 
-    /// Blocks of `h` that are dirty whole or patched (invariant 11), ascending.
+    /// Blocks of `h` that are dirty whole, patched (invariant 11) or spilled (invariant
+    /// 17), ascending.
     pub(super) fn dirty_blocks(&self, h: HandleId) -> Vec<u64> {
         let mut v: Vec<u64> = self.handles[&h]
             .blocks
@@ -1129,7 +1178,10 @@ impl VmState {
             .filter(|(_, s)| {
                 matches!(
                     s,
-                    BlockState::Dirty { .. } | BlockState::Storing { .. } | BlockState::PartDirty
+                    BlockState::Dirty { .. }
+                        | BlockState::Storing { .. }
+                        | BlockState::PartDirty
+                        | BlockState::Spilled
                 )
             })
             .map(|(&b, _)| b)
@@ -1152,10 +1204,18 @@ impl VmState {
         }
         for (blk, s) in blocks {
             match s {
-                BlockState::Dirty { page } | BlockState::Storing { page } => {
+                BlockState::Dirty { page } => {
                     self.dirty -= self.bs(page);
+                    self.set_state(h, blk, BlockState::Empty);
                     self.detach(page, h, blk);
                 }
+                // Only a spill stores a block of a handle without holding the handle: it
+                // still reads the page, and frees it when the store returns.
+                BlockState::Storing { page } => {
+                    self.dirty -= self.bs(page);
+                    self.pages[page as usize].users.retain(|&u| u != (h, blk));
+                }
+                BlockState::Spilled => self.set_state(h, blk, BlockState::Empty),
                 BlockState::Loaded { page } => self.detach(page, h, blk),
                 // Only readahead loads without holding the handle: its page is left to
                 // it (the slot is still being written), and freed when it returns.
@@ -1387,6 +1447,8 @@ impl VmState {
         assert_eq!(dirty + self.patch_bytes(), self.dirty, "inv 6: dirty");
         // 11
         self.check_patches();
+        // 17
+        self.check_spill();
         // 5
         for (&mid, m) in &self.maps {
             // 16
@@ -1537,7 +1599,13 @@ pub(super) fn ensure(
             BlockState::PartDirty => {
                 let own = if write {
                     match at {
-                        Some(off) => g.extend_part(mid, h, blk, off)?,
+                        Some(off) => {
+                            let r = g.extend_part(mid, h, blk, off);
+                            match VmState::alloc_or_wait(g, cv, r)? {
+                                Some(own) => own,
+                                None => continue,
+                            }
+                        }
                         None => false,
                     }
                 } else {
@@ -1555,12 +1623,14 @@ pub(super) fn ensure(
                 // shows it checks one more window; anything else completes it first.
                 let shown_here = g.maps[&mid].mapped.get(&blk) == Some(&(page, false));
                 if let (false, false, true, Some(off)) = (write, scan, shown_here, at) {
-                    if add_window(g, cv, mid, (h, blk), page, off, scan_on)? {
+                    let r = add_window(g, cv, mid, (h, blk), page, off, scan_on);
+                    if VmState::alloc_or_wait(g, cv, r)? == Some(true) {
                         g.assert_invariants();
                         return Ok(());
                     }
                 } else {
-                    complete_file(g, cv, h, blk, page)?;
+                    let r = complete_file(g, cv, h, blk, page);
+                    VmState::alloc_or_wait(g, cv, r)?;
                 }
             }
             BlockState::Loaded { page } => {
@@ -1575,7 +1645,10 @@ pub(super) fn ensure(
                     }
                 }
                 if write {
-                    let p = g.make_dirty(h, blk, page)?;
+                    let r = g.make_dirty(h, blk, page);
+                    let Some(p) = VmState::alloc_or_wait(g, cv, r)? else {
+                        continue;
+                    };
                     g.map_view(mid, blk, p, true)?;
                 } else {
                     g.lru_touch(page);
@@ -1585,9 +1658,14 @@ pub(super) fn ensure(
                 return Ok(());
             }
             BlockState::Dirty { page } => {
+                g.dlru_touch(page);
                 g.map_view(mid, blk, page, true)?;
                 g.assert_invariants();
                 return Ok(());
+            }
+            BlockState::Spilled => {
+                // The file holds its content (invariant 17): load it like any block.
+                g.set_state(h, blk, BlockState::Empty);
             }
             BlockState::Empty => {
                 let inval = g.handles[&h].invalidations;
@@ -2075,7 +2153,10 @@ pub(super) fn load_ahead(
     blk: u64,
     pos: u64,
 ) -> Result<bool> {
-    let hs = &g.handles[&h];
+    // Readahead asked `map_source` without the lock: the handle may be closed since.
+    let Some(hs) = g.handles.get(&h) else {
+        return Ok(false);
+    };
     let (pi, file, inval) = (hs.pool, hs.file.clone(), hs.invalidations);
     let bs = g.pools[pi].os.slot_size() as u64;
     let key = MutexGuard::unlocked(g, || file.content_key(blk));
@@ -2194,8 +2275,33 @@ fn load_slot(pool: &Pool, slot: usize, zero: bool, file: &dyn BigFile, blk: u64)
     file.load_blk(blk, pool.slot_mut(slot))
 }
 
-/// Store every dirty block of `h` in ascending order, then mark it clean and read-only.
-/// A store error leaves that block (and the later ones) dirty and returns the error.
+/// Drop the changes of the blocks of `h` at or after `first`, once no store of one of
+/// them is in flight (a spill by another thread, invariant 17): the lock is held from
+/// the last wait to the end, so no new store of them starts meanwhile.
+pub(super) fn discard_from(g: &mut Guard<'_>, cv: &Condvar, h: HandleId, first: u64) {
+    let in_flight = |g: &VmState| {
+        g.handles.get(&h).is_some_and(|hs| {
+            hs.blocks
+                .range(first..)
+                .any(|(_, s)| matches!(s, BlockState::Storing { .. }))
+        })
+    };
+    while in_flight(g) {
+        cv.wait(g);
+    }
+    let blocks: Vec<u64> = g
+        .dirty_blocks(h)
+        .into_iter()
+        .filter(|&b| b >= first)
+        .collect();
+    for blk in blocks {
+        g.invalidate(cv, h, blk);
+    }
+}
+
+/// Store every dirty block of `h` in ascending order, then mark it clean and read-only
+/// (a spilled block was stored by its spill: it is marked clean only). A store error
+/// leaves that block (and the later ones) dirty and returns the error.
 pub(super) fn writeout(g: &mut Guard<'_>, cv: &Condvar, h: HandleId) -> Result<()> {
     let blocks = g.dirty_blocks(h);
     for blk in blocks {
@@ -2207,6 +2313,10 @@ pub(super) fn writeout(g: &mut Guard<'_>, cv: &Condvar, h: HandleId) -> Result<(
             }
         };
         let Some(page) = page else {
+            if g.state(h, blk) == BlockState::Spilled {
+                // Stored by its spill already: clean now, like the blocks stored here.
+                g.set_state(h, blk, BlockState::Empty);
+            }
             store_patch(g, cv, h, blk)?;
             continue;
         };

@@ -72,6 +72,24 @@ pub(in crate::virtmem) struct Patches {
 
 const PP: u64 = PATCH_PAGE as u64;
 
+impl Patches {
+    /// A block with a patch or partly dirty, if there is one (a spill's victim when no
+    /// whole dirty block is left).
+    pub(in crate::virtmem) fn first_block(&self) -> Option<u64> {
+        self.blocks
+            .keys()
+            .next()
+            .or_else(|| self.parts.keys().next())
+            .copied()
+    }
+
+    /// Does block `blk` have a patch or written pages?
+    #[cfg_attr(not(debug_assertions), allow(dead_code))]
+    pub(in crate::virtmem) fn holds(&self, blk: u64) -> bool {
+        self.blocks.contains_key(&blk) || self.parts.contains_key(&blk)
+    }
+}
+
 impl VmState {
     pub(in crate::virtmem) fn has_patch(&self, h: HandleId, blk: u64) -> bool {
         self.handles
@@ -366,8 +384,9 @@ impl VmState {
                 match self.state(h, blk) {
                     BlockState::Dirty { .. }
                     | BlockState::Storing { .. }
-                    | BlockState::PartDirty => {
-                        panic!("inv 11: patched block {blk} is dirty whole")
+                    | BlockState::PartDirty
+                    | BlockState::Spilled => {
+                        panic!("inv 11: patched block {blk} is dirty whole or spilled")
                     }
                     BlockState::Loaded { page } => {
                         let pg = &self.pages[page as usize];
@@ -430,6 +449,11 @@ pub(in crate::virtmem) fn write_patch(
             BlockState::Dirty { .. } => return Ok(false),
             BlockState::PartDirty => {
                 g.demote_part(h, blk);
+                continue;
+            }
+            BlockState::Spilled => {
+                // Its content is the file's again (invariant 17): patch over that.
+                g.set_state(h, blk, BlockState::Empty);
                 continue;
             }
             BlockState::Empty | BlockState::Loaded { .. } => {}
@@ -512,7 +536,12 @@ pub(in crate::virtmem) fn write_patch(
             g.reset_views(h, blk);
             g.detach(page, h, blk);
         }
-        g.reserve_patch(new.len() as u64 * PP)?;
+        let r = g.reserve_patch(new.len() as u64 * PP);
+        if super::spill::or_make_way(g, cv, r)?.is_none() {
+            // Room was made by a spill (the lock was dropped): look again.
+            fetched = None;
+            continue;
+        }
         let hs = g.handles.get_mut(&h).expect("live");
         let patch = hs.patches.blocks.entry(blk).or_default();
         let mut base = base.chunks_exact(PATCH_PAGE);
@@ -558,8 +587,16 @@ pub(in crate::virtmem) fn store_patch(
     hs.inflight += 1;
     let file = hs.file.clone();
     let refs: Vec<(u32, &[u8])> = pages.iter().map(|(i, b)| (*i, &b[..])).collect();
-    let res = MutexGuard::unlocked(g, || file.store_pages(blk, &refs));
-    g.handles.get_mut(&h).expect("live").inflight -= 1;
+    // The file is dropped without the lock (see `spill_one`).
+    let res = MutexGuard::unlocked(g, move || {
+        let r = file.store_pages(blk, &refs);
+        drop(file);
+        r
+    });
+    // A spill may store a patch of a handle that is closed meanwhile.
+    if let Some(hs) = g.handles.get_mut(&h) {
+        hs.inflight -= 1;
+    }
     g.counters.stores += 1;
     cv.notify_all();
     res?;

@@ -598,3 +598,106 @@ pub fn tx_ends(path: &Path) -> Vec<u64> {
     v.extend(scan.txs.iter().map(|t| t.off + t.header.total_len));
     v
 }
+
+/// A small tmpfs mounted for a test, unmounted on drop.
+pub struct Mount(pub std::path::PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Mount a tmpfs of `size` (mount's syntax: `1m`) at `dir/mnt`, or None when this
+/// process may not (the test then says it skipped that part).
+pub fn mount_tmpfs(dir: &Path, size: &str) -> Option<Mount> {
+    let mnt = dir.join("mnt");
+    std::fs::create_dir(&mnt).ok()?;
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(&mnt)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then_some(Mount(mnt))
+}
+
+/// What one kill -9 round saw of its child ([`kill_after_acks`]).
+pub struct Killed {
+    /// The last `ACK <n>` the child printed (or the `acked` passed in).
+    pub acked: u64,
+    /// Every line it printed.
+    pub lines: Vec<String>,
+    /// Its standard error.
+    pub stderr: String,
+}
+
+/// The number of an `ACK <n>` line. The first one shares its line with libtest's
+/// `test <name> ... `, which has no newline.
+pub fn ack_of(line: &str) -> Option<u64> {
+    line.find("ACK ")
+        .and_then(|i| line[i + 4..].trim().parse().ok())
+}
+
+/// Run test `test` of this test binary as a child with `env`, wait until it printed
+/// `wait_acks` lines `ACK <n>`, wait `delay` more (spinning when it is short, so that
+/// the kill lands inside a short operation), kill -9 it, and return what it acknowledged and printed.
+pub fn kill_after_acks(
+    test: &str,
+    env: &[(&str, &std::ffi::OsStr)],
+    dir: &Path,
+    acked: u64,
+    wait_acks: u64,
+    delay: std::time::Duration,
+) -> Killed {
+    use std::io::{BufRead, BufReader, Read};
+    let err_path = dir.join("child.err");
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&err_path).unwrap());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut ch = cmd.spawn().unwrap();
+    let mut out = BufReader::new(ch.stdout.take().unwrap());
+    let (mut acked, mut lines, mut seen) = (acked, Vec::new(), 0);
+    while seen < wait_acks {
+        let mut line = String::new();
+        if out.read_line(&mut line).unwrap() == 0 {
+            panic!(
+                "the child exited early: {}",
+                std::fs::read_to_string(&err_path).unwrap_or_default()
+            );
+        }
+        if let Some(t) = ack_of(&line) {
+            acked = t;
+            seen += 1;
+        }
+        lines.push(line);
+    }
+    if delay > std::time::Duration::from_millis(2) {
+        std::thread::sleep(delay);
+    } else {
+        let s = std::time::Instant::now();
+        while s.elapsed() < delay {
+            std::hint::spin_loop();
+        }
+    }
+    ch.kill().unwrap();
+    ch.wait().unwrap();
+    // Everything the child acknowledged before it died is in the pipe.
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    for l in rest.lines() {
+        if let Some(t) = ack_of(l) {
+            acked = t;
+        }
+        lines.push(l.to_string());
+    }
+    Killed {
+        acked,
+        lines,
+        stderr: std::fs::read_to_string(&err_path).unwrap_or_default(),
+    }
+}

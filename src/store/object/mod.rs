@@ -41,6 +41,7 @@ use object_store::ObjectStore;
 use parking_lot::Mutex;
 
 use super::compact::CompactReport;
+use super::encode::Payload;
 use super::fsck::FsckReport;
 use super::storage::Storage;
 use super::{encode_commit, now_ns, CommitRequest, Gen, Index, Store, StoreOptions};
@@ -542,20 +543,41 @@ impl ObjectStorage {
         let big: Vec<&[u8]> = req
             .writes
             .iter()
-            .map(|w| &w.value.payload[..])
+            .filter_map(|w| w.value.payload.in_memory())
             .filter(|p| !whole && p.len() >= layout::INLINE_MAX)
             .collect();
-        let uploaded = match self.upload(&big) {
-            Ok(u) => u,
-            Err(e) => {
-                return Err(e);
-            }
-        };
+        let mut uploaded = self.upload(&big)?;
         let by_ptr: HashMap<(usize, usize), (u64, u64)> = big
             .iter()
             .map(|p| (p.as_ptr() as usize, p.len()))
             .zip(uploaded.iter().copied())
             .collect();
+        // Payloads in the transaction's spill file: read back (checked against their
+        // CRC) and uploaded one at a time, so that memory holds one block whatever the
+        // size of the transaction.
+        let mut by_slot: HashMap<(u64, u32), (u64, u64)> = HashMap::new();
+        for w in req.writes.iter() {
+            if let Payload::Spilled(slot) = &w.value.payload {
+                if whole || slot.len() < layout::INLINE_MAX {
+                    continue;
+                }
+                let up = w
+                    .value
+                    .payload
+                    .to_vec(w.value.data_crc)
+                    .and_then(|b| self.upload(&[&b[..]]));
+                match up {
+                    Ok(u) => {
+                        by_slot.insert((slot.offset(), slot.len() as u32), u[0]);
+                        uploaded.extend(u);
+                    }
+                    Err(e) => {
+                        self.discard(&uploaded);
+                        return Err(e);
+                    }
+                }
+            }
+        }
         let mut failures = 0;
         let mut first = true;
         let (tid, obj, bytes) = loop {
@@ -600,6 +622,32 @@ impl ObjectStorage {
                     },
                     // Alignment padding (storage-format.md §2.8): zeros, no bytes stored.
                     Part::Hole(n) => segments.push(Segment::Zeros { len: *n }),
+                    Part::Table(c) => {
+                        layout::push_own(&mut segments, &mut blob, &format::encode_page_table(c))
+                    }
+                    // A spilled payload (uploaded above) or a spilled page CRC table
+                    // (small: read back and kept in the commit object).
+                    Part::Copy(r) => match by_slot.get(&(r.off, r.len)) {
+                        Some(&(writer, seq)) => segments.push(Segment::Data {
+                            writer,
+                            seq,
+                            len: u64::from(r.len),
+                        }),
+                        None => {
+                            let mut b = vec![0u8; r.len as usize];
+                            if let Err(e) =
+                                std::os::unix::fs::FileExt::read_exact_at(r.file, &mut b, r.off)
+                            {
+                                self.discard(&uploaded);
+                                return Err(e.into());
+                            }
+                            if whole {
+                                layout::push_inline(&mut segments, &mut blob, &b)
+                            } else {
+                                layout::push_own(&mut segments, &mut blob, &b)
+                            }
+                        }
+                    },
                 }
             }
             let obj = CommitObject {

@@ -43,6 +43,10 @@ pub enum Phase {
     Sparse,
     /// W5: 100 times one element write and a commit.
     Small,
+    /// W7: in a fresh DIR, one transaction creates the array and writes every element
+    /// through one `view_mut` over the whole array, then commits (a transaction bigger
+    /// than `--ram-budget` when N is).
+    Bigtx,
 }
 
 /// How the array's blocks are compressed (chosen at creation, in `ingest`).
@@ -78,7 +82,8 @@ impl From<VerifyArg> for wdb::Verify {
 /// Arguments of `wdbtool bench`.
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// ingest, scan, randread, sparse or small (run in that order on one DIR).
+    /// ingest, scan, randread, sparse or small (run in that order on one DIR); bigtx
+    /// alone, on its own DIR.
     #[arg(long, value_enum)]
     pub phase: Phase,
     /// Directory holding everything (DIR/wdb.db, or DIR/baseline.raw with --baseline).
@@ -161,6 +166,25 @@ pub fn fill_elements(lo: u64, out: &mut [f64]) {
     for (k, v) in out.iter_mut().enumerate() {
         *v = element(lo + k as u64);
     }
+}
+
+/// Seconds that computing the `n` elements of the data formula takes, measured on the
+/// first 2²⁵ (256 MiB) into a 1 MiB buffer and scaled to `n`.
+pub fn generation_secs(n: u64) -> f64 {
+    let sample = n.min(1 << 25);
+    if sample == 0 {
+        return 0.0;
+    }
+    let mut buf = vec![0.0f64; 1 << 17];
+    let t = std::time::Instant::now();
+    let mut lo = 0;
+    while lo < sample {
+        let k = (sample - lo).min(buf.len() as u64) as usize;
+        fill_elements(lo, &mut buf[..k]);
+        std::hint::black_box(&buf);
+        lo += k as u64;
+    }
+    t.elapsed().as_secs_f64() * n as f64 / sample as f64
 }
 
 /// `splitmix64(seed, count)`: for k = 1..=count, `z = seed + k·0x9E3779B97F4A7C15`,
@@ -464,7 +488,20 @@ mod wdbpeer {
             Phase::Randread => randread(a, n, &out),
             Phase::Sparse => sparse(a, n, &out),
             Phase::Small => small(a, n, &out),
+            Phase::Bigtx => bigtx(a, n, &out),
         }
+    }
+
+    /// The array options of `--compression` and `--block-size`.
+    fn array_options(a: &BenchArgs) -> ArrayOptions {
+        let mut opts = ArrayOptions::default().compression(match a.compression {
+            Comp::None => Compression::None,
+            Comp::Zstd => Compression::Zstd { level: 0 },
+        });
+        if let Some(b) = a.block_size {
+            opts = opts.block_size(b);
+        }
+        opts
     }
 
     fn ingest(a: &BenchArgs, n: u64, out: &Out) -> R<()> {
@@ -475,13 +512,7 @@ mod wdbpeer {
                 p.display()
             ));
         }
-        let mut opts = ArrayOptions::default().compression(match a.compression {
-            Comp::None => Compression::None,
-            Comp::Zstd => Compression::Zstd { level: 0 },
-        });
-        if let Some(b) = a.block_size {
-            opts = opts.block_size(b);
-        }
+        let opts = array_options(a);
         let mut buf = vec![0.0f64; chunk_elems(6) as usize];
         let mut timed = Duration::ZERO;
         let t = Instant::now();
@@ -514,6 +545,48 @@ mod wdbpeer {
         eprintln!("wdb ingest: {n} elements in {k} commits, {s:.3} s");
         out.fig("W1", "ingest_MBps", a.size_bytes as f64 / 1e6 / s, "MB/s")?;
         out.fig("W1", "ingest_s", s, "s")
+    }
+
+    /// W7: open, create the array in one transaction, write element `i` at `i` through
+    /// one `view_mut` over the whole array, commit; everything from open to the end of
+    /// the commit is timed (the data formula included: it is computed in place).
+    fn bigtx(a: &BenchArgs, n: u64, out: &Out) -> R<()> {
+        let p = path(a);
+        if p.exists() {
+            return err(format!(
+                "{} already exists: bigtx needs an empty --dir",
+                p.display()
+            ));
+        }
+        let opts = array_options(a);
+        let t = Instant::now();
+        let db = Db::open_with(&p, options(a))?;
+        let tx = db.begin()?;
+        {
+            let mut arr = tx.create_array_with::<f64>(ARRAY, &[n], opts)?;
+            let mut view = arr.view_mut(..)?;
+            let slice = view
+                .as_slice_mut()
+                .ok_or_else(|| BenchError("the view of a 1-D array is not contiguous".into()))?;
+            fill_elements(0, slice);
+        }
+        let stats = db.memory_stats()?;
+        let filled = t.elapsed().as_secs_f64();
+        tx.commit()?;
+        let s = t.elapsed().as_secs_f64();
+        eprintln!(
+            "wdb bigtx: {n} elements in one transaction, {s:.3} s ({filled:.3} s to fill, {:.3} s to commit); before commit: {} bytes spilled in {} spill writes, {} bytes dirty, budget {}",
+            s - filled, stats.spilled, stats.spill_writes, stats.dirty, stats.budget
+        );
+        // The timed fill computes the elements (W1 times only wdb calls): what computing
+        // them costs alone, from the first 256 MiB in a buffer of 1 MiB, scaled to n.
+        let gen = generation_secs(n);
+        eprintln!(
+            "wdb bigtx: computing the elements alone takes about {gen:.3} s; without it {:.3} s",
+            s - gen
+        );
+        out.fig("W7", "bigtx_MBps", a.size_bytes as f64 / 1e6 / s, "MB/s")?;
+        out.fig("W7", "bigtx_s", s, "s")
     }
 
     fn scan(a: &BenchArgs, n: u64, out: &Out) -> R<()> {
@@ -667,7 +740,37 @@ mod baseline {
             Phase::Randread => randread(a, n, &out),
             Phase::Sparse => sparse(a, n, &out),
             Phase::Small => small(a, n, &out),
+            Phase::Bigtx => bigtx(a, n, &out),
         }
+    }
+
+    /// W7 on a plain file: create it at its size, map it, write element `i` at `i`,
+    /// msync; timed from the create to the end of the msync.
+    fn bigtx(a: &BenchArgs, n: u64, out: &Out) -> R<()> {
+        let p = path(a);
+        if p.exists() {
+            return err(format!(
+                "{} already exists: bigtx needs an empty --dir",
+                p.display()
+            ));
+        }
+        let t = Instant::now();
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&p)
+            .map_err(io_ctx("create", &p))?;
+        f.set_len(a.size_bytes).map_err(io_ctx("set_len", &p))?;
+        // SAFETY: nothing else maps or writes the file during the phase.
+        let mut map = unsafe { MmapMut::map_mut(&f) }.map_err(io_ctx("mmap", &p))?;
+        fill_elements(0, as_f64_mut(&mut map));
+        map.flush().map_err(io_ctx("msync", &p))?;
+        drop(map);
+        let s = t.elapsed().as_secs_f64();
+        eprintln!("memmap2 bigtx: {n} elements, {s:.3} s");
+        out.fig("W7", "bigtx_MBps", a.size_bytes as f64 / 1e6 / s, "MB/s")?;
+        out.fig("W7", "bigtx_s", s, "s")
     }
 
     /// The same chunks, each written and fdatasync'ed ("commit") to a plain file.

@@ -168,5 +168,8 @@ pub fn run(a: &BenchArgs, n: u64) -> R<()> {
         Phase::Sparse => {
             err("the s3-plain baseline has no sparse phase (W4 is compared with the local file)")
         }
+        Phase::Bigtx => {
+            err("the s3-plain baseline has no bigtx phase (W7 is compared with the local file)")
+        }
     }
 }

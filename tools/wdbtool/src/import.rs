@@ -1,10 +1,10 @@
 //! `wdbtool import DB ARRAY FILE`: create an array from a NumPy `.npy` file, streamed
 //! (see `npy_io.rs`): any size, C or F order, structured dtypes as records.
 //!
-//! Import is atomic when the data fits in one commit (`commit_bytes`). A bigger file is
-//! imported under a temporary name (`NAME.importing-PID`) in several commits and renamed
-//! to `NAME` by the last one, so that `NAME` appears whole or not at all; on an error
-//! the temporary array is deleted (a crash in the middle leaves it, visible in `ls`).
+//! Import is one transaction, whatever the file's size: `NAME` appears whole or not at
+//! all, and an error or a crash leaves nothing. The transaction keeps a share of its
+//! staged blocks in memory and the rest in its spill file beside the database (see
+//! `wdb::db::ram_share`), which the commit copies into the log.
 
 use std::fs::File;
 use std::io::{BufReader, ErrorKind, Read};
@@ -12,11 +12,11 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use wdb::array::npy::{read_header, NpyHeader};
-use wdb::db::{ArrayOptions, Compression, Transaction};
+use wdb::db::{ArrayOptions, Compression};
 use wdb::{Error, Result};
 
 use crate::npy_io::{file_err, IO_BUF};
-use crate::output::{Progress, BYTES};
+use crate::output::{human, Progress, BYTES};
 
 /// The command: check the options, import, then print what was created.
 pub fn run(
@@ -25,7 +25,6 @@ pub fn run(
     file: &Path,
     block_size: Option<u64>,
     compression: Compression,
-    commit_mib: u64,
 ) -> Result<ExitCode> {
     let block_size = block_size
         .map(|b| {
@@ -34,16 +33,9 @@ pub fn run(
             })
         })
         .transpose()?;
-    let commit_bytes = commit_mib
-        .checked_mul(1 << 20)
-        .filter(|&b| b > 0)
-        .ok_or_else(|| {
-            Error::InvalidArgument(format!("--commit-mib {commit_mib}: expected 1 or more"))
-        })?;
     let opts = ImportOptions {
         block_size,
         compression,
-        commit_bytes,
     };
     let bar = Progress::new("importing", BYTES);
     let rep = import(db, array, file, opts, &mut |done, total| {
@@ -51,11 +43,10 @@ pub fn run(
     })?;
     bar.finish();
     println!(
-        "imported {} as {array:?} at tid {} ({} commit{}): {}, shape {:?}, order {}",
+        "imported {} as {array:?} at tid {} (one transaction, {} through its spill file): {}, shape {:?}, order {}",
         file.display(),
         rep.tid,
-        rep.commits,
-        if rep.commits == 1 { "" } else { "s" },
+        human(rep.spilled),
         rep.header.dtype,
         rep.header.shape,
         if rep.header.fortran_order { "F" } else { "C" },
@@ -70,8 +61,6 @@ pub struct ImportOptions {
     pub block_size: Option<u32>,
     /// Compression of the new array.
     pub compression: Compression,
-    /// Most bytes of blocks staged in memory before a commit.
-    pub commit_bytes: u64,
 }
 
 /// What `import` did.
@@ -79,10 +68,11 @@ pub struct ImportOptions {
 pub struct ImportReport {
     /// The header read.
     pub header: NpyHeader,
-    /// Number of commits.
-    pub commits: u64,
-    /// The tid of the last commit.
+    /// The tid of the commit.
     pub tid: u64,
+    /// Bytes of staged blocks the transaction wrote to its spill file (0 when they fit
+    /// its share of memory).
+    pub spilled: u64,
 }
 
 /// Parse `none`, `zstd` or `zstd:LEVEL`.
@@ -182,87 +172,48 @@ pub fn import(
         block_size: opts.block_size,
         compression: opts.compression,
     };
-    let in_steps = data_len > opts.commit_bytes;
-    let target = if in_steps {
-        format!("{name}.importing-{}", std::process::id())
-    } else {
-        name.to_string()
-    };
     let desc = format!("import {}", file.display());
-
     let tx = db.begin()?;
-    let info = tx.create_array_dtype(&target, &header.dtype, &header.shape, aopts)?;
-    let mut commits = 0u64;
-    let result = (|| -> Result<u64> {
-        let mut tx: Transaction = tx;
-        let bs = u64::from(info.block_size);
-        let mut buf = vec![
-            0u8;
-            usize::try_from(info.block_size)
-                .map_err(|_| Error::OutOfRange("block size".into()))?
-        ];
-        let (mut done, mut blk, mut staged) = (0u64, 0u64, 0u64);
-        while done < data_len {
-            let n = bs.min(data_len - done);
-            let n_us = usize::try_from(n).map_err(|_| Error::OutOfRange("block".into()))?;
-            read_data(&mut r, &mut buf[..n_us], file, data_len, done)?;
-            buf[n_us..].fill(0);
-            // The new array reads zeros: a block of zeros need not be written.
-            if buf.iter().any(|&b| b != 0) {
-                tx.write_block(info.id, blk, &buf)?;
-                staged += bs;
-            }
-            done += n;
-            blk += 1;
-            if staged >= opts.commit_bytes && done < data_len {
-                tx.commit_with("wdbtool", &desc)?;
-                commits += 1;
-                tx = db.begin()?;
-                staged = 0;
-            }
-            progress(done, data_len);
+    let info = tx.create_array_dtype(name, &header.dtype, &header.shape, aopts)?;
+    let bs = u64::from(info.block_size);
+    let mut buf = vec![
+        0u8;
+        usize::try_from(info.block_size)
+            .map_err(|_| Error::OutOfRange("block size".into()))?
+    ];
+    let (mut done, mut blk) = (0u64, 0u64);
+    while done < data_len {
+        let n = bs.min(data_len - done);
+        let n_us = usize::try_from(n).map_err(|_| Error::OutOfRange("block".into()))?;
+        read_data(&mut r, &mut buf[..n_us], file, data_len, done)?;
+        buf[n_us..].fill(0);
+        // The new array reads zeros: a block of zeros need not be written.
+        if buf.iter().any(|&b| b != 0) {
+            tx.write_block(info.id, blk, &buf)?;
         }
-        let mut extra = [0u8; 1];
-        loop {
-            match r.read(&mut extra) {
-                Ok(0) => break,
-                Ok(_) => {
-                    return Err(Error::InvalidArgument(format!(
-                        "{} has bytes after the {data_len} data bytes its header describes",
-                        file.display()
-                    )))
-                }
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(file_err(file, "cannot read", e)),
+        done += n;
+        blk += 1;
+        progress(done, data_len);
+    }
+    let mut extra = [0u8; 1];
+    loop {
+        match r.read(&mut extra) {
+            Ok(0) => break,
+            Ok(_) => {
+                return Err(Error::InvalidArgument(format!(
+                    "{} has bytes after the {data_len} data bytes its header describes",
+                    file.display()
+                )))
             }
-        }
-        if in_steps {
-            tx.rename_array(&target, name)?;
-        }
-        let tid = tx.commit_with("wdbtool", &desc)?;
-        commits += 1;
-        Ok(tid.get())
-    })();
-    match result {
-        Ok(tid) => Ok(ImportReport {
-            header,
-            commits,
-            tid,
-        }),
-        Err(e) => {
-            if commits > 0 {
-                // Earlier steps committed the temporary array: take it away again.
-                let cleaned = db.begin().and_then(|tx| {
-                    tx.delete_array(&target)?;
-                    tx.commit_with("wdbtool", &format!("abandon {desc}"))
-                });
-                if let Err(c) = cleaned {
-                    return Err(Error::InvalidArgument(format!(
-                        "{e}; the partly imported array {target:?} could not be deleted ({c})"
-                    )));
-                }
-            }
-            Err(e)
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(file_err(file, "cannot read", e)),
         }
     }
+    let spilled = tx.staged_bytes().spill_file;
+    let tid = tx.commit_with("wdbtool", &desc)?;
+    Ok(ImportReport {
+        header,
+        tid: tid.get(),
+        spilled,
+    })
 }

@@ -142,10 +142,6 @@ enum Cmd {
         /// Block compression: none, zstd or zstd:LEVEL.
         #[arg(long, value_name = "C", default_value = "zstd", value_parser = import::parse_compression)]
         compression: Compression,
-        /// Commit after staging this many MiB of blocks; a bigger file is imported in
-        /// several commits under a temporary name and renamed at the end.
-        #[arg(long, value_name = "MIB", default_value_t = 64)]
-        commit_mib: u64,
     },
 }
 
@@ -192,8 +188,7 @@ fn run(cli: Cli) -> wdb::Result<ExitCode> {
             file,
             block_size,
             compression,
-            commit_mib,
-        } => import::run(&db, &array, &file, block_size, compression, commit_mib),
+        } => import::run(&db, &array, &file, block_size, compression),
     }
 }
 

@@ -3,7 +3,8 @@
 //!
 //! An array's bytes in its own order are exactly the data section of a `.npy` file with
 //! the same shape and `fortran_order` (see `blocks.rs`), so both commands copy bytes
-//! and hold one block in memory (import: at most `commit_bytes` of staged blocks). That
+//! and hold one block in memory (import: a share of the budget of staged blocks, the rest in the transaction's spill
+//! file). That
 //! works for every element type the catalog can hold — scalars and records (structured
 //! dtypes) alike — with no per-type code, and for arrays bigger than RAM.
 

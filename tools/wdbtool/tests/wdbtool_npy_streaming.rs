@@ -1,4 +1,6 @@
-//! wdbtool import and export stream: a 96 MiB .npy file goes in and comes back out byte for byte while the wdbtool processes stay far below the array's size in resident memory (so arrays bigger than RAM work).
+//! wdbtool import and export stream: a 96 MiB .npy file goes in (in one transaction,
+//! through its spill file) and comes back out byte for byte while the wdbtool processes
+//! stay far below the array's size in resident memory (so arrays bigger than RAM work).
 
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::process::Command;
@@ -62,7 +64,12 @@ fn import_and_export_of_96_mib_stay_small_in_memory() {
         w.flush().unwrap();
     }
     let p = |x: &std::path::Path| x.to_str().unwrap().to_owned();
-    run(&["import", &p(&db), "big", &p(&npy), "--commit-mib", "8"]);
+    run(&["import", &p(&db), "big", &p(&npy)]);
+    assert_eq!(
+        wdb::Db::open(&db).unwrap().history().unwrap().len(),
+        1,
+        "one transaction"
+    );
     run(&["export", &p(&db), "big", &p(&back)]);
 
     // Same bytes, compared in chunks.
