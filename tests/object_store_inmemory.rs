@@ -4,6 +4,8 @@
 //! stand for two machines.
 #![cfg(feature = "s3")]
 
+mod object_util;
+
 use std::sync::Arc;
 
 use object_store::memory::InMemory;
@@ -20,32 +22,11 @@ fn opts(cache: &std::path::Path) -> Options {
 }
 
 fn machine(store: &Arc<InMemory>, dir: &tempfile::TempDir, name: &str) -> Db {
-    Db::open_object_store(
-        "mem://test",
-        store.clone() as Arc<dyn ObjectStore>,
-        "db1",
-        opts(&dir.path().join(name)),
-    )
-    .unwrap()
+    object_util::mem_machine(store, opts(&dir.path().join(name)))
 }
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn keys(store: &InMemory, prefix: &str) -> Vec<String> {
-    use futures::TryStreamExt;
-    rt().block_on(async {
-        store
-            .list(Some(&OPath::from(prefix)))
-            .map_ok(|m| m.location.to_string())
-            .try_collect::<Vec<_>>()
-            .await
-            .unwrap()
-    })
+fn keys(store: &Arc<InMemory>, prefix: &str) -> Vec<String> {
+    object_util::keys(&(store.clone() as Arc<dyn ObjectStore>), prefix)
 }
 
 #[test]
@@ -185,7 +166,8 @@ fn corrupt_or_truncated_objects_are_corruption_naming_the_key() {
     let data = keys(&store, "db1/wdb/d");
     assert_eq!(data.len(), 12);
     let key = OPath::from(data[0].as_str());
-    let bytes = rt().block_on(async { store.get(&key).await.unwrap().bytes().await.unwrap() });
+    let bytes =
+        object_util::rt().block_on(async { store.get(&key).await.unwrap().bytes().await.unwrap() });
     for (i, bad) in [bytes.slice(..bytes.len() - 7).to_vec(), {
         let mut v = bytes.to_vec();
         v[100] ^= 1;
@@ -194,7 +176,8 @@ fn corrupt_or_truncated_objects_are_corruption_naming_the_key() {
     .into_iter()
     .enumerate()
     {
-        rt().block_on(store.put(&key, PutPayload::from(bad)))
+        object_util::rt()
+            .block_on(store.put(&key, PutPayload::from(bad)))
             .unwrap();
         // A fresh machine (empty cache) reads it.
         let b = machine(&store, &dir, &format!("b{i}"));
@@ -208,10 +191,13 @@ fn corrupt_or_truncated_objects_are_corruption_naming_the_key() {
     }
     // A commit object that fails its check: open says which.
     let c1 = OPath::from("db1/wdb/c/0000000000000001");
-    let cb = rt().block_on(async { store.get(&c1).await.unwrap().bytes().await.unwrap() });
+    let cb =
+        object_util::rt().block_on(async { store.get(&c1).await.unwrap().bytes().await.unwrap() });
     let mut v = cb.to_vec();
     v[90] ^= 4;
-    rt().block_on(store.put(&c1, PutPayload::from(v))).unwrap();
+    object_util::rt()
+        .block_on(store.put(&c1, PutPayload::from(v)))
+        .unwrap();
     let e = Db::open_object_store(
         "mem://test",
         store.clone() as Arc<dyn ObjectStore>,

@@ -4,6 +4,8 @@
 //! before its commit object) are collected once older than the grace period.
 #![cfg(feature = "s3")]
 
+mod object_util;
+
 use std::sync::Arc;
 
 use object_store::memory::InMemory;
@@ -22,32 +24,11 @@ fn opts(cache: &std::path::Path) -> Options {
 }
 
 fn machine(store: &Arc<InMemory>, dir: &tempfile::TempDir, name: &str) -> Db {
-    Db::open_object_store(
-        "mem://test",
-        store.clone() as Arc<dyn ObjectStore>,
-        "db1",
-        opts(&dir.path().join(name)),
-    )
-    .unwrap()
+    object_util::mem_machine(store, opts(&dir.path().join(name)))
 }
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn keys(store: &InMemory, prefix: &str) -> Vec<String> {
-    use futures::TryStreamExt;
-    rt().block_on(async {
-        store
-            .list(Some(&OPath::from(prefix)))
-            .map_ok(|m| m.location.to_string())
-            .try_collect::<Vec<_>>()
-            .await
-            .unwrap()
-    })
+fn keys(store: &Arc<InMemory>, prefix: &str) -> Vec<String> {
+    object_util::keys(&(store.clone() as Arc<dyn ObjectStore>), prefix)
 }
 
 #[test]
@@ -72,11 +53,12 @@ fn retention_drops_old_snapshots_and_collects_garbage() {
         tx.commit().unwrap();
     }
     // A dead writer's data object, never named by a commit.
-    rt().block_on(store.put(
-        &OPath::from("db1/wdb/d/00000000000000ab-0000000000000001"),
-        PutPayload::from(vec![1u8; 100]),
-    ))
-    .unwrap();
+    object_util::rt()
+        .block_on(store.put(
+            &OPath::from("db1/wdb/d/00000000000000ab-0000000000000001"),
+            PutPayload::from(vec![1u8; 100]),
+        ))
+        .unwrap();
     let before = keys(&store, "db1/wdb/d").len();
     std::thread::sleep(std::time::Duration::from_millis(1300));
     let rep = a

@@ -209,14 +209,33 @@ pub fn gateway(test: &str) -> Option<(Arc<dyn ObjectStore>, String, String)> {
     Some((Arc::new(store), format!("s3://{bucket}/{prefix}"), prefix))
 }
 
+/// A runtime for the tests' own requests to a store.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A "machine": the database under prefix `db1` of the shared in-memory `store`, with
+/// its own local cache (`opts` names it).
+pub fn mem_machine(
+    store: &Arc<object_store::memory::InMemory>,
+    opts: wdb::db::Options,
+) -> wdb::db::Db {
+    wdb::db::Db::open_object_store(
+        "mem://test",
+        store.clone() as Arc<dyn ObjectStore>,
+        "db1",
+        opts,
+    )
+    .unwrap()
+}
+
 /// Keys under `prefix` of `store`.
 pub fn keys(store: &Arc<dyn ObjectStore>, prefix: &str) -> Vec<String> {
     use futures::TryStreamExt;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    rt().block_on(async {
         store
             .list(Some(&OPath::from(prefix)))
             .map_ok(|m| m.location.to_string())
