@@ -1341,21 +1341,34 @@ impl Store {
     fn open_log(path: &Path, log: Log, lock: Arc<LockFile>, opts: StoreOptions) -> Result<Store> {
         let table = opts.boot_table();
         let gen = Store::load_gen(log, &lock, opts.read_only, (opts.verify, table.clone()))?;
+        Ok(Store::assemble(path, path, (gen, table), lock, None, opts))
+    }
+
+    /// A store over an opened generation; its transactions spill beside `spill_at`,
+    /// whose leftovers of dead processes a writer removes first.
+    fn assemble(
+        name: &Path,
+        spill_at: &Path,
+        (gen, table): (Gen, Option<Arc<BootTable>>),
+        lock: Arc<LockFile>,
+        remote: Option<Arc<dyn storage::Storage>>,
+        opts: StoreOptions,
+    ) -> Store {
         if !opts.read_only {
-            spill::remove_leftovers(path);
+            spill::remove_leftovers(spill_at);
         }
-        Ok(Store {
-            path: path.to_path_buf(),
+        Store {
+            path: name.to_path_buf(),
             opts,
             lock,
             gen: RwLock::new(Arc::new(gen)),
             poisoned: Mutex::new(None),
             refresh_lock: Mutex::new(()),
             spill_io: spill::SpillIoHook::default(),
-            spill_at: path.to_path_buf(),
-            remote: None,
+            spill_at: spill_at.to_path_buf(),
+            remote,
             table,
-        })
+        }
     }
 
     /// A store whose log lives in `remote` (named `name` in messages and `Db::path`),
@@ -1370,21 +1383,7 @@ impl Store {
         opts: StoreOptions,
     ) -> Store {
         let spill_at = lock.path().with_extension("");
-        if !opts.read_only {
-            spill::remove_leftovers(&spill_at);
-        }
-        Store {
-            path: name.to_path_buf(),
-            opts,
-            lock,
-            gen: RwLock::new(Arc::new(gen)),
-            poisoned: Mutex::new(None),
-            refresh_lock: Mutex::new(()),
-            spill_io: spill::SpillIoHook::default(),
-            spill_at,
-            remote: Some(remote),
-            table,
-        }
+        Store::assemble(name, &spill_at, (gen, table), lock, Some(remote), opts)
     }
 
     /// The storage of a store whose log is not a local file.
