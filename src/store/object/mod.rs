@@ -309,6 +309,78 @@ fn load_checkpoint(sh: &Shared, key: &str, tid: Tid) -> Result<Option<Index>> {
     Ok(Some(Index::from_lazy(c)))
 }
 
+/// A commit being published: what to encode, and its payloads already uploaded.
+struct Pending<'a> {
+    req: &'a CommitRequest<'a>,
+    name: &'a dyn Fn(&Key) -> String,
+    wall: u64,
+    base_tid: Tid,
+    up: Uploads,
+}
+
+/// The data objects a commit uploaded before its commit object, and where its payloads
+/// went.
+struct Uploads {
+    /// The whole commit fits in its commit object (no data objects).
+    whole: bool,
+    /// `(writer, seq)` of every data object uploaded.
+    uploaded: Vec<(u64, u64)>,
+    /// The data object of an in-memory payload, by its address and length.
+    by_ptr: HashMap<(usize, usize), (u64, u64)>,
+    /// The data object of a spilled payload, by its offset and length in the spill file.
+    by_slot: HashMap<(u64, u32), (u64, u64)>,
+}
+
+impl Uploads {
+    /// The segments and inline bytes of a commit object holding `parts`: payloads
+    /// uploaded as data objects are referenced, the rest is kept inline.
+    fn segments(&self, parts: &[Part<'_>]) -> Result<(Vec<Segment>, Vec<u8>)> {
+        let whole = self.whole;
+        let mut segments = Vec::new();
+        let mut blob = Vec::new();
+        for p in parts {
+            match p {
+                Part::Own(b) if whole => layout::push_inline(&mut segments, &mut blob, b),
+                Part::Own(b) => layout::push_own(&mut segments, &mut blob, b),
+                Part::Borrowed(b) => match self.by_ptr.get(&(b.as_ptr() as usize, b.len())) {
+                    Some(&(writer, seq)) if b.len() >= layout::INLINE_MAX => {
+                        segments.push(Segment::Data {
+                            writer,
+                            seq,
+                            len: b.len() as u64,
+                        })
+                    }
+                    _ => layout::push_inline(&mut segments, &mut blob, b),
+                },
+                // Alignment padding (storage-format.md §2.8): zeros, no bytes stored.
+                Part::Hole(n) => segments.push(Segment::Zeros { len: *n }),
+                Part::Table(c) => {
+                    layout::push_own(&mut segments, &mut blob, &format::encode_page_table(c))
+                }
+                // A spilled payload (uploaded above) or a spilled page CRC table
+                // (small: read back and kept in the commit object).
+                Part::Copy(r) => match self.by_slot.get(&(r.off, r.len)) {
+                    Some(&(writer, seq)) => segments.push(Segment::Data {
+                        writer,
+                        seq,
+                        len: u64::from(r.len),
+                    }),
+                    None => {
+                        let mut b = vec![0u8; r.len as usize];
+                        std::os::unix::fs::FileExt::read_exact_at(r.file, &mut b, r.off)?;
+                        if whole {
+                            layout::push_inline(&mut segments, &mut blob, &b)
+                        } else {
+                            layout::push_own(&mut segments, &mut blob, &b)
+                        }
+                    }
+                },
+            }
+        }
+        Ok((segments, blob))
+    }
+}
+
 /// What became of a commit object this writer tried to create.
 enum Outcome {
     Won,
@@ -530,10 +602,49 @@ impl ObjectStorage {
         let wall = now_ns();
         encode_commit(&gen, req, name, wall)?;
         let started = Instant::now();
-        // A commit of small payloads is one object (one PUT); a larger one puts its
-        // payloads of 64 KiB or more in data objects first (retention deletes those of
-        // dropped versions) and keeps only the small parts in its commit object, which
-        // is then cheap to make again under another number.
+        let pending = Pending {
+            req,
+            name,
+            wall,
+            base_tid,
+            up: self.upload_payloads(req)?,
+        };
+        let mut failures = 0;
+        let mut first = true;
+        let (tid, obj, bytes) = loop {
+            if !first {
+                if let Err(e) = self.refresh_gen(&gen) {
+                    self.discard(&pending.up.uploaded);
+                    return Err(e);
+                }
+            }
+            first = false;
+            if started.elapsed() > self.grace / 2 {
+                self.discard(&pending.up.uploaded);
+                return Err(Error::Io(std::io::Error::other(format!(
+                    "commit gave up after {:?}: its data objects would become collectable (grace period {:?})",
+                    started.elapsed(),
+                    self.grace
+                ))));
+            }
+            if let Some(won) = self.try_publish(store, &gen, &pending, &mut failures)? {
+                break won;
+            }
+        };
+        let in_cache = self.sh.cache_commit(&obj, &bytes);
+        self.sh.add_commit(Arc::new(Loaded::new(obj, in_cache)));
+        self.apply_new(&gen)?;
+        if let Err(e) = self.checkpoint(&gen, false) {
+            tracing::warn!(error = %e, "could not write a checkpoint object");
+        }
+        Ok(tid)
+    }
+
+    /// Uploads the data objects of a commit. A commit of small payloads is one object
+    /// (one PUT); a larger one puts its payloads of 64 KiB or more in data objects first
+    /// (retention deletes those of dropped versions) and keeps only the small parts in
+    /// its commit object, which is then cheap to make again under another number.
+    fn upload_payloads(&self, req: &CommitRequest<'_>) -> Result<Uploads> {
         let payloads: u64 = req
             .writes
             .iter()
@@ -578,127 +689,81 @@ impl ObjectStorage {
                 }
             }
         }
-        let mut failures = 0;
-        let mut first = true;
-        let (tid, obj, bytes) = loop {
-            if !first {
-                if let Err(e) = self.refresh_gen(&gen) {
-                    self.discard(&uploaded);
-                    return Err(e);
-                }
-            }
-            first = false;
-            if started.elapsed() > self.grace / 2 {
-                self.discard(&uploaded);
-                return Err(Error::Io(std::io::Error::other(format!(
-                    "commit gave up after {:?}: its data objects would become collectable (grace period {:?})",
-                    started.elapsed(),
-                    self.grace
-                ))));
-            }
-            let (tid, enc) = match encode_commit(&gen, req, name, wall) {
-                Ok(x) => x,
-                Err(e) => {
-                    self.discard(&uploaded);
-                    return Err(e);
-                }
-            };
-            let start = gen.index.read().end;
-            let mut segments = Vec::new();
-            let mut blob = Vec::new();
-            for p in &enc.parts {
-                match p {
-                    Part::Own(b) if whole => layout::push_inline(&mut segments, &mut blob, b),
-                    Part::Own(b) => layout::push_own(&mut segments, &mut blob, b),
-                    Part::Borrowed(b) => match by_ptr.get(&(b.as_ptr() as usize, b.len())) {
-                        Some(&(writer, seq)) if b.len() >= layout::INLINE_MAX => {
-                            segments.push(Segment::Data {
-                                writer,
-                                seq,
-                                len: b.len() as u64,
-                            })
-                        }
-                        _ => layout::push_inline(&mut segments, &mut blob, b),
-                    },
-                    // Alignment padding (storage-format.md §2.8): zeros, no bytes stored.
-                    Part::Hole(n) => segments.push(Segment::Zeros { len: *n }),
-                    Part::Table(c) => {
-                        layout::push_own(&mut segments, &mut blob, &format::encode_page_table(c))
-                    }
-                    // A spilled payload (uploaded above) or a spilled page CRC table
-                    // (small: read back and kept in the commit object).
-                    Part::Copy(r) => match by_slot.get(&(r.off, r.len)) {
-                        Some(&(writer, seq)) => segments.push(Segment::Data {
-                            writer,
-                            seq,
-                            len: u64::from(r.len),
-                        }),
-                        None => {
-                            let mut b = vec![0u8; r.len as usize];
-                            if let Err(e) =
-                                std::os::unix::fs::FileExt::read_exact_at(r.file, &mut b, r.off)
-                            {
-                                self.discard(&uploaded);
-                                return Err(e.into());
-                            }
-                            if whole {
-                                layout::push_inline(&mut segments, &mut blob, &b)
-                            } else {
-                                layout::push_own(&mut segments, &mut blob, &b)
-                            }
-                        }
-                    },
-                }
-            }
-            let obj = CommitObject {
-                uuid: self.sh.uuid,
-                tid,
-                start,
-                total_len: enc.total_len,
-                base_tid,
-                writer: self.writer,
-                nonce: self.nonce.fetch_add(1, Ordering::Relaxed),
-                segments,
-                blob,
-            };
-            let bytes = obj.encode()?;
-            let key = layout::commit_key(&self.sh.prefix, tid);
-            let outcome = match self.sh.remote.put_create(&key, Bytes::from(bytes.clone())) {
-                Ok(Created::Yes) => Outcome::Won,
-                Ok(Created::AlreadyExists) => self.whose(&key, obj.nonce)?,
-                Err(e) => match self.whose(&key, obj.nonce) {
-                    Ok(Outcome::NotThere) => {
-                        failures += 1;
-                        if failures >= 3 {
-                            self.discard(&uploaded);
-                            return Err(e);
-                        }
-                        Outcome::NotThere
-                    }
-                    Ok(o) => o,
-                    Err(e2) => {
-                        // Neither the create nor a read of its key answered: the commit
-                        // may or may not have landed. Refuse further commits.
-                        let e = Error::Io(std::io::Error::other(format!(
-                            "commit {tid}: outcome unknown ({e}; then {e2}); reopen the database"
-                        )));
-                        store.poison(&e);
-                        return Err(e);
-                    }
-                },
-            };
-            match outcome {
-                Outcome::Won => break (tid, obj, bytes),
-                Outcome::Lost | Outcome::NotThere => continue,
+        Ok(Uploads {
+            whole,
+            uploaded,
+            by_ptr,
+            by_slot,
+        })
+    }
+
+    /// One attempt to create the commit object under the next tid: `Some` when this
+    /// writer made it, `None` when another writer took that tid (or the create failed
+    /// and can be tried again), `Err` when the commit fails.
+    fn try_publish(
+        &self,
+        store: &Store,
+        gen: &Gen,
+        p: &Pending<'_>,
+        failures: &mut u32,
+    ) -> Result<Option<(Tid, CommitObject, Vec<u8>)>> {
+        let uploaded = &p.up.uploaded;
+        let (tid, enc) = match encode_commit(gen, p.req, p.name, p.wall) {
+            Ok(x) => x,
+            Err(e) => {
+                self.discard(uploaded);
+                return Err(e);
             }
         };
-        let in_cache = self.sh.cache_commit(&obj, &bytes);
-        self.sh.add_commit(Arc::new(Loaded::new(obj, in_cache)));
-        self.apply_new(&gen)?;
-        if let Err(e) = self.checkpoint(&gen, false) {
-            tracing::warn!(error = %e, "could not write a checkpoint object");
-        }
-        Ok(tid)
+        let start = gen.index.read().end;
+        let (segments, blob) = match p.up.segments(&enc.parts) {
+            Ok(x) => x,
+            Err(e) => {
+                self.discard(uploaded);
+                return Err(e);
+            }
+        };
+        let obj = CommitObject {
+            uuid: self.sh.uuid,
+            tid,
+            start,
+            total_len: enc.total_len,
+            base_tid: p.base_tid,
+            writer: self.writer,
+            nonce: self.nonce.fetch_add(1, Ordering::Relaxed),
+            segments,
+            blob,
+        };
+        let bytes = obj.encode()?;
+        let key = layout::commit_key(&self.sh.prefix, tid);
+        let outcome = match self.sh.remote.put_create(&key, Bytes::from(bytes.clone())) {
+            Ok(Created::Yes) => Outcome::Won,
+            Ok(Created::AlreadyExists) => self.whose(&key, obj.nonce)?,
+            Err(e) => match self.whose(&key, obj.nonce) {
+                Ok(Outcome::NotThere) => {
+                    *failures += 1;
+                    if *failures >= 3 {
+                        self.discard(uploaded);
+                        return Err(e);
+                    }
+                    Outcome::NotThere
+                }
+                Ok(o) => o,
+                Err(e2) => {
+                    // Neither the create nor a read of its key answered: the commit
+                    // may or may not have landed. Refuse further commits.
+                    let e = Error::Io(std::io::Error::other(format!(
+                        "commit {tid}: outcome unknown ({e}; then {e2}); reopen the database"
+                    )));
+                    store.poison(&e);
+                    return Err(e);
+                }
+            },
+        };
+        Ok(match outcome {
+            Outcome::Won => Some((tid, obj, bytes)),
+            Outcome::Lost | Outcome::NotThere => None,
+        })
     }
 
     /// Every commit object from 1 to `last`, loaded (compaction and fsck walk them).
