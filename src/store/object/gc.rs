@@ -17,9 +17,9 @@ use std::time::SystemTime;
 use super::{data_refs, layout, ObjectStorage};
 use crate::format::checkpoint::Version;
 use crate::format::{Encoding, Key};
-use crate::store::compact::{needed, CompactReport};
+use crate::store::compact::{retain, CompactReport};
 use crate::store::fsck::{check_log, problem_of as problem, FsckReport, Problem};
-use crate::store::{is_tombstone, CommitRequest, Gen, Store};
+use crate::store::{CommitRequest, Gen, Store};
 use crate::{Error, Result, Tid};
 
 /// Payload offsets of the versions that snapshots at or after `base` (and the head)
@@ -30,45 +30,22 @@ fn kept_payloads(
     head: Tid,
     keep: Option<Tid>,
 ) -> (HashSet<u64>, u64, u64) {
-    let mut deleted: HashMap<u64, Vec<Tid>> = HashMap::new();
-    for (k, vs) in versions {
-        if let Key::Meta { array } = k {
-            deleted.insert(
-                *array,
-                vs.iter()
-                    .filter(|v| is_tombstone(v))
-                    .map(|v| v.tid)
-                    .collect(),
-            );
-        }
-    }
     let mut offs = HashSet::new();
     let (mut kept, mut dropped) = (0, 0);
-    for (k, vs) in versions {
-        for (i, v) in vs.iter().enumerate() {
-            let mut next = vs.get(i + 1).map(|n| n.tid);
-            if let Key::Block { array, .. } = k {
-                if let Some(d) = deleted
-                    .get(array)
-                    .and_then(|ds| ds.iter().find(|&&d| d > v.tid))
-                {
-                    next = Some(next.map_or(*d, |n| n.min(*d)));
-                }
-            }
-            if !needed(v.tid, next, head, &[], keep) {
-                dropped += 1;
-                continue;
-            }
-            kept += 1;
-            offs.insert(v.payload_off());
-            // A delta needs its chain, down to the full version.
-            let mut j = i;
-            while vs[j].encoding.is_delta() && j > 0 {
-                j -= 1;
-                offs.insert(vs[j].payload_off());
-            }
+    retain(versions, head, &[], keep, |_, vs, i, keep| {
+        if !keep {
+            dropped += 1;
+            return;
         }
-    }
+        kept += 1;
+        offs.insert(vs[i].payload_off());
+        // A delta needs its chain, down to the full version.
+        let mut j = i;
+        while vs[j].encoding.is_delta() && j > 0 {
+            j -= 1;
+            offs.insert(vs[j].payload_off());
+        }
+    });
     (offs, kept, dropped)
 }
 
