@@ -276,6 +276,41 @@ impl Out {
             .and_then(|_| o.flush())
             .map_err(|e| BenchError(format!("writing to stdout: {e}")))
     }
+
+    // The figures of each phase, the same for both peers.
+
+    /// W1: `size` bytes ingested in `s` seconds.
+    fn ingest(&self, size: u64, s: f64) -> R<()> {
+        self.fig("W1", "ingest_MBps", size as f64 / 1e6 / s, "MB/s")?;
+        self.fig("W1", "ingest_s", s, "s")
+    }
+
+    /// W2: `size` bytes scanned in `s` seconds, summing to `total`.
+    fn scan(&self, size: u64, s: f64, total: f64) -> R<()> {
+        self.fig("W2", "scan_GBps", size as f64 / 1e9 / s, "GB/s")?;
+        self.fig("W2", "sum", total, "")
+    }
+
+    /// W4: the sparse writes took `update`, their commit `commit`.
+    fn sparse(&self, update: Duration, commit: Duration) -> R<()> {
+        self.fig("W4", "total_ms", ms(update + commit), "ms")?;
+        self.fig("W4", "update_ms", ms(update), "ms")?;
+        self.fig("W4", "commit_ms", ms(commit), "ms")
+    }
+
+    /// W7: `size` bytes written in one transaction in `s` seconds.
+    fn bigtx(&self, size: u64, s: f64) -> R<()> {
+        self.fig("W7", "bigtx_MBps", size as f64 / 1e6 / s, "MB/s")?;
+        self.fig("W7", "bigtx_s", s, "s")
+    }
+}
+
+/// The error of a phase that creates `p` when `p` exists already.
+fn already_exists(p: &Path, phase: &str) -> R<()> {
+    err(format!(
+        "{} already exists: {phase} needs an empty --dir",
+        p.display()
+    ))
 }
 
 /// The process's `FilePmdMapped` (file bytes mapped by 2 MiB page-table entries) and
@@ -507,10 +542,7 @@ mod wdbpeer {
     fn ingest(a: &BenchArgs, n: u64, out: &Out) -> R<()> {
         let p = path(a);
         if exists(a, &p) {
-            return err(format!(
-                "{} already exists: ingest needs an empty --dir",
-                p.display()
-            ));
+            return already_exists(&p, "ingest");
         }
         let opts = array_options(a);
         let mut buf = vec![0.0f64; chunk_elems(6) as usize];
@@ -543,8 +575,7 @@ mod wdbpeer {
         timed += t.elapsed();
         let s = timed.as_secs_f64();
         eprintln!("wdb ingest: {n} elements in {k} commits, {s:.3} s");
-        out.fig("W1", "ingest_MBps", a.size_bytes as f64 / 1e6 / s, "MB/s")?;
-        out.fig("W1", "ingest_s", s, "s")
+        out.ingest(a.size_bytes, s)
     }
 
     /// W7: open, create the array in one transaction, write element `i` at `i` through
@@ -553,10 +584,7 @@ mod wdbpeer {
     fn bigtx(a: &BenchArgs, n: u64, out: &Out) -> R<()> {
         let p = path(a);
         if p.exists() {
-            return err(format!(
-                "{} already exists: bigtx needs an empty --dir",
-                p.display()
-            ));
+            return already_exists(&p, "bigtx");
         }
         let opts = array_options(a);
         let t = Instant::now();
@@ -585,8 +613,7 @@ mod wdbpeer {
             "wdb bigtx: computing the elements alone takes about {gen:.3} s; without it {:.3} s",
             s - gen
         );
-        out.fig("W7", "bigtx_MBps", a.size_bytes as f64 / 1e6 / s, "MB/s")?;
-        out.fig("W7", "bigtx_s", s, "s")
+        out.bigtx(a.size_bytes, s)
     }
 
     fn scan(a: &BenchArgs, n: u64, out: &Out) -> R<()> {
@@ -621,8 +648,7 @@ mod wdbpeer {
         if let Ok(st) = db.memory_stats() {
             eprintln!("wdb scan: {st:?}");
         }
-        out.fig("W2", "scan_GBps", a.size_bytes as f64 / 1e9 / s, "GB/s")?;
-        out.fig("W2", "sum", total, "")?;
+        out.scan(a.size_bytes, s, total)?;
         std::thread::sleep(Duration::from_millis(a.hold_ms));
         Ok(())
     }
@@ -657,9 +683,7 @@ mod wdbpeer {
         tx.commit()?;
         let commit = t.elapsed();
         eprintln!("wdb sparse: {} positions", pos.len());
-        out.fig("W4", "total_ms", ms(update + commit), "ms")?;
-        out.fig("W4", "update_ms", ms(update), "ms")?;
-        out.fig("W4", "commit_ms", ms(commit), "ms")
+        out.sparse(update, commit)
     }
 
     fn small(a: &BenchArgs, n: u64, out: &Out) -> R<()> {
@@ -749,10 +773,7 @@ mod baseline {
     fn bigtx(a: &BenchArgs, n: u64, out: &Out) -> R<()> {
         let p = path(a);
         if p.exists() {
-            return err(format!(
-                "{} already exists: bigtx needs an empty --dir",
-                p.display()
-            ));
+            return already_exists(&p, "bigtx");
         }
         let t = Instant::now();
         let f = OpenOptions::new()
@@ -769,18 +790,14 @@ mod baseline {
         drop(map);
         let s = t.elapsed().as_secs_f64();
         eprintln!("memmap2 bigtx: {n} elements, {s:.3} s");
-        out.fig("W7", "bigtx_MBps", a.size_bytes as f64 / 1e6 / s, "MB/s")?;
-        out.fig("W7", "bigtx_s", s, "s")
+        out.bigtx(a.size_bytes, s)
     }
 
     /// The same chunks, each written and fdatasync'ed ("commit") to a plain file.
     fn ingest(a: &BenchArgs, n: u64, out: &Out) -> R<()> {
         let p = path(a);
         if p.exists() {
-            return err(format!(
-                "{} already exists: ingest needs an empty --dir",
-                p.display()
-            ));
+            return already_exists(&p, "ingest");
         }
         let mut buf = vec![0.0f64; chunk_elems(6) as usize];
         let mut timed = Duration::ZERO;
@@ -811,8 +828,7 @@ mod baseline {
         timed += t.elapsed();
         let s = timed.as_secs_f64();
         eprintln!("memmap2 ingest: {n} elements in {k} write+fdatasync, {s:.3} s");
-        out.fig("W1", "ingest_MBps", a.size_bytes as f64 / 1e6 / s, "MB/s")?;
-        out.fig("W1", "ingest_s", s, "s")
+        out.ingest(a.size_bytes, s)
     }
 
     fn scan(a: &BenchArgs, out: &Out) -> R<()> {
@@ -828,8 +844,7 @@ mod baseline {
             a.size_bytes,
             pmd_note()
         );
-        out.fig("W2", "scan_GBps", a.size_bytes as f64 / 1e9 / s, "GB/s")?;
-        out.fig("W2", "sum", total, "")?;
+        out.scan(a.size_bytes, s, total)?;
         std::thread::sleep(Duration::from_millis(a.hold_ms));
         Ok(())
     }
@@ -862,9 +877,7 @@ mod baseline {
         map.flush().map_err(io_ctx("msync", &p))?;
         let commit = t.elapsed();
         eprintln!("memmap2 sparse: {} positions", pos.len());
-        out.fig("W4", "total_ms", ms(update + commit), "ms")?;
-        out.fig("W4", "update_ms", ms(update), "ms")?;
-        out.fig("W4", "commit_ms", ms(commit), "ms")
+        out.sparse(update, commit)
     }
 
     fn small(a: &BenchArgs, n: u64, out: &Out) -> R<()> {

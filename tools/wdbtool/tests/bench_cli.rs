@@ -142,20 +142,43 @@ fn json_parser_is_strict() {
 /// One figure: (workload, metric, value, unit).
 type Fig = (String, String, f64, String);
 
+/// The arguments of one run: `--phase phase --dir dir --size-bytes size`, then `extra`.
+fn run_args<'a>(phase: &'a str, dir: &'a str, size: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["--phase", phase, "--dir", dir, "--size-bytes", size];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// The first character of a stdout line that carries a figure (a JSON object).
+const FIGURE_START: char = '{';
+
+/// Does this stdout line carry a figure?
+fn is_figure(line: &str) -> bool {
+    line.starts_with(FIGURE_START)
+}
+
+/// The figure of the JSON line `line`: exactly the protocol's five fields, of `peer`.
+fn figure(line: &str, peer: &str) -> Fig {
+    let m = parse_line(line).unwrap_or_else(|| panic!("not a JSON figure: {line}"));
+    assert_eq!(m.len(), 5, "{line}");
+    let s = |k: &str| match m.get(k) {
+        Some(Val::Str(s)) => s.clone(),
+        _ => panic!("{k} is not a string in {line}"),
+    };
+    assert_eq!(s("peer"), peer, "{line}");
+    let v = match m.get("value") {
+        Some(Val::Num(v)) => *v,
+        _ => panic!("value is not a number in {line}"),
+    };
+    (s("workload"), s("metric"), v, s("unit"))
+}
+
 /// Run one phase; check exit 0, that every stdout line starting with `{` is a figure of
 /// `peer`, and return the figures.
 fn phase(peer_flag: &[&str], phase: &str, dir: &Path, extra: &[&str]) -> Vec<Fig> {
     let size = SIZE.to_string();
-    let mut args = vec![
-        "--phase",
-        phase,
-        "--dir",
-        dir.to_str().unwrap(),
-        "--size-bytes",
-        &size,
-    ];
-    args.extend_from_slice(peer_flag);
-    args.extend_from_slice(extra);
+    let flags = [peer_flag, extra].concat();
+    let args = run_args(phase, dir.to_str().unwrap(), &size, &flags);
     let o = tool(&args);
     let out = String::from_utf8(o.stdout).unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
@@ -165,25 +188,10 @@ fn phase(peer_flag: &[&str], phase: &str, dir: &Path, extra: &[&str]) -> Vec<Fig
     } else {
         "memmap2"
     };
-    let mut figs = Vec::new();
-    for line in out.lines() {
-        if !line.starts_with('{') {
-            continue;
-        }
-        let m = parse_line(line).unwrap_or_else(|| panic!("not a JSON figure: {line}"));
-        assert_eq!(m.len(), 5, "{line}");
-        let s = |k: &str| match m.get(k) {
-            Some(Val::Str(s)) => s.clone(),
-            _ => panic!("{k} is not a string in {line}"),
-        };
-        assert_eq!(s("peer"), peer, "{line}");
-        let v = match m.get("value") {
-            Some(Val::Num(v)) => *v,
-            _ => panic!("value is not a number in {line}"),
-        };
-        figs.push((s("workload"), s("metric"), v, s("unit")));
-    }
-    figs
+    out.lines()
+        .filter(|l| is_figure(l))
+        .map(|l| figure(l, peer))
+        .collect()
 }
 
 fn names(f: &[Fig]) -> Vec<(&str, &str, &str)> {
@@ -293,6 +301,8 @@ fn zstd_and_block_size() {
     assert_eq!(f[1].2, formula_sum(SIZE / 8));
 }
 
+/// Run with `args`: a non-zero exit, a message on stderr that says `want` (any case),
+/// no panic, and no figure on stdout.
 fn fails(args: &[&str], want: &str) {
     let o = tool(args);
     let err = String::from_utf8_lossy(&o.stderr);
@@ -303,8 +313,11 @@ fn fails(args: &[&str], want: &str) {
         err.to_lowercase().contains(&want.to_lowercase()),
         "{args:?}: {err:?} does not say {want:?}"
     );
-    assert!(!out.lines().any(|l| l.starts_with('{')), "{args:?}: {out}");
+    assert!(!out.lines().any(is_figure), "{args:?}: {out}");
 }
+
+/// One run that must fail: phase, dir, size, further arguments, what stderr says.
+type Bad<'a> = (&'a str, &'a str, &'a str, &'a [&'a str], &'a str);
 
 #[test]
 fn bad_arguments() {
@@ -312,101 +325,47 @@ fn bad_arguments() {
     let dir = d.path().to_str().unwrap();
     let missing = d.path().join("nope");
     let missing = missing.to_str().unwrap();
-    fails(
-        &[
-            "--phase",
-            "ingest",
-            "--dir",
-            missing,
-            "--size-bytes",
-            "65536",
-        ],
-        "not an existing directory",
-    );
-    fails(
-        &["--phase", "ingest", "--dir", dir, "--size-bytes", "65537"],
-        "multiple of 8",
-    );
-    fails(
-        &["--phase", "ingest", "--dir", dir, "--size-bytes", "8"],
-        "too small",
-    );
-    fails(
-        &["--phase", "ingest", "--dir", dir, "--size-bytes", "-8"],
-        "size-bytes",
-    );
-    fails(
-        &["--phase", "nope", "--dir", dir, "--size-bytes", "65536"],
-        "invalid value 'nope'",
-    );
-    fails(&["--dir", dir, "--size-bytes", "65536"], "--phase");
-    fails(
-        &["--phase", "scan", "--dir", dir, "--size-bytes", "65536"],
-        "ingest",
-    );
-    fails(
-        &[
-            "--phase",
-            "randread",
-            "--dir",
-            dir,
-            "--size-bytes",
-            "65536",
-            "--baseline",
-        ],
-        "ingest",
-    );
-    fails(
-        &[
-            "--phase",
-            "ingest",
-            "--dir",
-            dir,
-            "--size-bytes",
-            "65536",
-            "--block-size",
-            "1000",
-        ],
-        "power of two",
-    );
-    fails(
-        &[
-            "--phase",
-            "ingest",
-            "--dir",
-            dir,
-            "--size-bytes",
-            "65536",
-            "--compression",
-            "lz4",
-        ],
-        "invalid value 'lz4'",
-    );
-    // Ingest twice into one dir, and a scan with another size than the ingest's.
-    assert!(
-        tool(&["--phase", "ingest", "--dir", dir, "--size-bytes", "65536"])
-            .status
-            .success()
-    );
-    fails(
-        &["--phase", "ingest", "--dir", dir, "--size-bytes", "65536"],
-        "already exists",
-    );
-    fails(
-        &["--phase", "scan", "--dir", dir, "--size-bytes", "131072"],
-        "elements",
-    );
-    // A RAM budget below one block: wdb's own error, without the ingest hint.
-    let o = tool(&[
-        "--phase",
-        "scan",
-        "--dir",
-        dir,
-        "--size-bytes",
-        "65536",
-        "--ram-budget",
-        "4096",
+    let fail_all = |cases: &[Bad<'_>]| {
+        for &(phase, dir, size, extra, want) in cases {
+            fails(&run_args(phase, dir, size, extra), want);
+        }
+    };
+    fail_all(&[
+        ("ingest", missing, "65536", &[], "not an existing directory"),
+        ("ingest", dir, "65537", &[], "multiple of 8"),
+        ("ingest", dir, "8", &[], "too small"),
+        ("ingest", dir, "-8", &[], "size-bytes"),
+        ("nope", dir, "65536", &[], "invalid value 'nope'"),
     ]);
+    fails(&["--dir", dir, "--size-bytes", "65536"], "--phase");
+    fail_all(&[
+        ("scan", dir, "65536", &[], "ingest"),
+        ("randread", dir, "65536", &["--baseline"], "ingest"),
+        (
+            "ingest",
+            dir,
+            "65536",
+            &["--block-size", "1000"],
+            "power of two",
+        ),
+        (
+            "ingest",
+            dir,
+            "65536",
+            &["--compression", "lz4"],
+            "invalid value 'lz4'",
+        ),
+    ]);
+    // Ingest twice into one dir, and a scan with another size than the ingest's.
+    assert!(tool(&run_args("ingest", dir, "65536", &[]))
+        .status
+        .success());
+    fail_all(&[
+        ("ingest", dir, "65536", &[], "already exists"),
+        ("scan", dir, "131072", &[], "elements"),
+    ]);
+    // A RAM budget below one block: wdb's own error, without the ingest hint.
+    let o = tool(&run_args("scan", dir, "65536", &["--ram-budget", "4096"]));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("ram_budget"), "{err}");
     assert!(
