@@ -1,6 +1,6 @@
 //! Proves that one transaction may write more than the RAM budget: filling a `f64`
-//! array 4× the budget through one `view_mut` (which used to stop the process in a
-//! page fault), appending 16× the budget, resizing then filling, reading spilled blocks
+//! array 4× the budget through one `view_mut` (without stopping the process in a page
+//! fault), appending 16× the budget, resizing then filling, reading spilled blocks
 //! back before commit (raw ones mapped from the spill file, compressed ones decoded),
 //! rewriting them, and filling from two threads at once each commit and read back after
 //! reopen — with dirty pages within the budget all along and the staged payloads in

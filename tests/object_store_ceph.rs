@@ -87,130 +87,143 @@ fn child_entry() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(50);
     match role.as_str() {
-        "inc" => {
-            let i: u64 = std::env::var("WDB_CHILD_I").unwrap().parse().unwrap();
-            let db = open(&url, Path::new(&cache));
-            let conflicts: u64 = (0..n).map(|_| increment(&db, i)).sum();
-            println!("conflicts={conflicts}");
-        }
-        "pairs" => {
-            // Each commit writes k to element 0 (block 0) and element 3·8192 (block 3).
-            let db = open(&url, Path::new(&cache));
-            for k in 1..=n {
-                let tx = db.begin().unwrap();
-                let mut c = tx.array_mut::<u64>("c").unwrap();
-                c.view_mut(0..1).unwrap().fill(k);
-                c.view_mut(3 * 8192..3 * 8192 + 1).unwrap().fill(k);
-                drop(c);
-                tx.commit().unwrap();
-            }
-        }
-        "reader" => {
-            let db = open(&url, Path::new(&cache));
-            let (mut snaps, mut bad, mut last) = (0u64, 0u64, 0u64);
-            loop {
-                let s = db.snapshot().unwrap();
-                let c = s.array::<u64>("c").unwrap();
-                let (a, b) = (
-                    c.view(0..1).unwrap()[[0]],
-                    c.view(3 * 8192..3 * 8192 + 1).unwrap()[[0]],
-                );
-                snaps += 1;
-                if a != b || a < last {
-                    bad += 1;
-                }
-                last = a;
-                if a >= n {
-                    break;
-                }
-            }
-            println!("snapshots={snaps}");
-            println!("inconsistent={bad}");
-        }
-        "hang" => {
-            // Upload the data, then hang before the commit object (to be killed).
-            let marker = std::env::var("WDB_CHILD_MARKER").unwrap();
-            let (store, _, _) = gateway("hang").unwrap();
-            let plan = Arc::new(object_util::Plan::default());
-            *plan.hang_on_put.lock() = Some(("/wdb/c/".into(), marker.into()));
-            let store =
-                Arc::new(object_util::Faulty { inner: store, plan }) as Arc<dyn ObjectStore>;
-            let prefix = std::env::var("WDB_CHILD_PREFIX").unwrap();
-            let db = Db::open_object_store(
-                &url,
-                store,
-                &prefix,
-                Options::default().cache_dir(&cache).ram_budget(64 << 20),
-            )
-            .unwrap();
-            // 24 MiB in one commit: its payloads go to data objects before the commit
-            // object.
-            let tx = db.begin().unwrap();
-            let mut c = tx.array_mut::<u64>("c").unwrap();
-            c.view_mut(..).unwrap().fill(99);
-            drop(c);
-            let mut big = tx
-                .create_array_with::<u64>(
-                    "big",
-                    &[3 << 20],
-                    ArrayOptions::default().compression(Compression::None),
-                )
-                .unwrap();
-            big.view_mut(..).unwrap().fill(7);
-            drop(big);
-            let _ = tx.commit();
-            unreachable!("the commit hangs until the process is killed");
-        }
-        "compact" => {
-            // Collects objects of no commit older than WDB_CHILD_GRACE_SECS.
-            let secs: u64 = std::env::var("WDB_CHILD_GRACE_SECS")
-                .unwrap()
-                .parse()
-                .unwrap();
-            let db = Db::open_url(
-                &url,
-                Options::default()
-                    .cache_dir(Path::new(&cache))
-                    .cache_size(256 << 20)
-                    .ram_budget(64 << 20)
-                    .gc_grace(Duration::from_secs(secs)),
-            )
-            .unwrap();
-            db.compact_with(CompactOptions::default(), &mut |_, _| {})
-                .unwrap();
-        }
-        "acked" => {
-            // Commit k = 1.. until the deadline; print each acknowledged k.
-            let secs: u64 = std::env::var("WDB_CHILD_SECS").unwrap().parse().unwrap();
-            let db = open(&url, Path::new(&cache));
-            let end = Instant::now() + Duration::from_secs(secs);
-            let (mut k, mut failed) = (0u64, 0u64);
-            while Instant::now() < end {
-                k += 1;
-                let r = db.begin().and_then(|tx| {
-                    let mut c = tx.array_mut::<u64>("c")?;
-                    c.view_mut(0..1)?.fill(k);
-                    c.view_mut(3 * 8192..3 * 8192 + 1)?.fill(k);
-                    drop(c);
-                    tx.commit()
-                });
-                match r {
-                    Ok(t) => println!("\nacked={k} tid={t}"),
-                    Err(Error::Poisoned(_)) => {
-                        println!("poisoned");
-                        return;
-                    }
-                    Err(e) => {
-                        failed += 1;
-                        eprintln!("commit {k}: {e}");
-                        std::thread::sleep(Duration::from_millis(200));
-                    }
-                }
-            }
-            println!("failed={failed}");
-        }
+        "inc" => role_inc(&url, &cache, n),
+        "pairs" => role_pairs(&url, &cache, n),
+        "reader" => role_reader(&url, &cache, n),
+        "hang" => role_hang(&url, &cache),
+        "compact" => role_compact(&url, &cache),
+        "acked" => role_acked(&url, &cache),
         other => panic!("unknown role {other}"),
     }
+}
+
+/// Child role "inc": `n` increments of element `WDB_CHILD_I`, printing how many conflicted.
+fn role_inc(url: &str, cache: &str, n: u64) {
+    let i: u64 = std::env::var("WDB_CHILD_I").unwrap().parse().unwrap();
+    let db = open(url, Path::new(cache));
+    let conflicts: u64 = (0..n).map(|_| increment(&db, i)).sum();
+    println!("conflicts={conflicts}");
+}
+
+/// Child role "pairs": `n` commits, each writing k to element 0 (block 0) and element 3·8192 (block 3).
+fn role_pairs(url: &str, cache: &str, n: u64) {
+    let db = open(url, Path::new(cache));
+    for k in 1..=n {
+        let tx = db.begin().unwrap();
+        let mut c = tx.array_mut::<u64>("c").unwrap();
+        c.view_mut(0..1).unwrap().fill(k);
+        c.view_mut(3 * 8192..3 * 8192 + 1).unwrap().fill(k);
+        drop(c);
+        tx.commit().unwrap();
+    }
+}
+
+/// Child role "reader": Snapshots until the pairs reach `n`: how many, and how many showed a pair unequal or going back.
+fn role_reader(url: &str, cache: &str, n: u64) {
+    let db = open(url, Path::new(cache));
+    let (mut snaps, mut bad, mut last) = (0u64, 0u64, 0u64);
+    loop {
+        let s = db.snapshot().unwrap();
+        let c = s.array::<u64>("c").unwrap();
+        let (a, b) = (
+            c.view(0..1).unwrap()[[0]],
+            c.view(3 * 8192..3 * 8192 + 1).unwrap()[[0]],
+        );
+        snaps += 1;
+        if a != b || a < last {
+            bad += 1;
+        }
+        last = a;
+        if a >= n {
+            break;
+        }
+    }
+    println!("snapshots={snaps}");
+    println!("inconsistent={bad}");
+}
+
+/// Child role "hang": Upload the data of a commit, then hang before its commit object (to be killed).
+fn role_hang(url: &str, cache: &str) {
+    let marker = std::env::var("WDB_CHILD_MARKER").unwrap();
+    let (store, _, _) = gateway("hang").unwrap();
+    let plan = Arc::new(object_util::Plan::default());
+    *plan.hang_on_put.lock() = Some(("/wdb/c/".into(), marker.into()));
+    let store = Arc::new(object_util::Faulty { inner: store, plan }) as Arc<dyn ObjectStore>;
+    let prefix = std::env::var("WDB_CHILD_PREFIX").unwrap();
+    let db = Db::open_object_store(
+        url,
+        store,
+        &prefix,
+        Options::default().cache_dir(cache).ram_budget(64 << 20),
+    )
+    .unwrap();
+    // 24 MiB in one commit: its payloads go to data objects before the commit
+    // object.
+    let tx = db.begin().unwrap();
+    let mut c = tx.array_mut::<u64>("c").unwrap();
+    c.view_mut(..).unwrap().fill(99);
+    drop(c);
+    let mut big = tx
+        .create_array_with::<u64>(
+            "big",
+            &[3 << 20],
+            ArrayOptions::default().compression(Compression::None),
+        )
+        .unwrap();
+    big.view_mut(..).unwrap().fill(7);
+    drop(big);
+    let _ = tx.commit();
+    unreachable!("the commit hangs until the process is killed");
+}
+
+/// Child role "compact": Compact, collecting objects of no commit older than `WDB_CHILD_GRACE_SECS`.
+fn role_compact(url: &str, cache: &str) {
+    let secs: u64 = std::env::var("WDB_CHILD_GRACE_SECS")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let db = Db::open_url(
+        url,
+        Options::default()
+            .cache_dir(Path::new(cache))
+            .cache_size(256 << 20)
+            .ram_budget(64 << 20)
+            .gc_grace(Duration::from_secs(secs)),
+    )
+    .unwrap();
+    db.compact_with(CompactOptions::default(), &mut |_, _| {})
+        .unwrap();
+}
+
+/// Child role "acked": Commit k = 1.. until `WDB_CHILD_SECS` pass; print each acknowledged k.
+fn role_acked(url: &str, cache: &str) {
+    let secs: u64 = std::env::var("WDB_CHILD_SECS").unwrap().parse().unwrap();
+    let db = open(url, Path::new(cache));
+    let end = Instant::now() + Duration::from_secs(secs);
+    let (mut k, mut failed) = (0u64, 0u64);
+    while Instant::now() < end {
+        k += 1;
+        let r = db.begin().and_then(|tx| {
+            let mut c = tx.array_mut::<u64>("c")?;
+            c.view_mut(0..1)?.fill(k);
+            c.view_mut(3 * 8192..3 * 8192 + 1)?.fill(k);
+            drop(c);
+            tx.commit()
+        });
+        match r {
+            Ok(t) => println!("\nacked={k} tid={t}"),
+            Err(Error::Poisoned(_)) => {
+                println!("poisoned");
+                return;
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("commit {k}: {e}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+    println!("failed={failed}");
 }
 
 #[test]

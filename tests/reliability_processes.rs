@@ -89,18 +89,10 @@ fn holder() {
 const READERS_TEST: &str =
     "readers_see_only_consistent_snapshots_and_killed_readers_free_their_slots";
 
-#[test]
-fn readers_see_only_consistent_snapshots_and_killed_readers_free_their_slots() {
-    match std::env::var(ROLE).as_deref() {
-        Ok("reader") => return reader(),
-        Ok("holder") => return holder(),
-        _ => {}
-    }
-    let n_readers = scale(4, 8);
-    let commits = if soak() { 1000 } else { 200 };
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("r.wdb");
-    let db = Db::open(&p).unwrap();
+/// A database at `p` with the zeroed array "data" and "sum", whose block holds the tid
+/// and the CRC of all of "data": the database, the two array ids and the tid.
+fn create_data_and_sum(p: &std::path::Path) -> (Db, u64, u64, u64) {
+    let db = Db::open(p).unwrap();
     let tx = db.begin().unwrap();
     let d = tx
         .create_array_raw(spec("data", DATA_BLOCKS, true))
@@ -121,60 +113,25 @@ fn readers_see_only_consistent_snapshots_and_killed_readers_free_their_slots() {
     )
     .unwrap();
     assert_eq!(tx.commit().unwrap().0, t1);
-    let fin = t1 + commits;
-    let readers: Vec<Child> = (0..n_readers)
-        .map(|_| {
-            spawn(
-                READERS_TEST,
-                "reader",
-                &p,
-                &[("WDB_FINAL", fin.to_string())],
-            )
-        })
-        .collect();
-    let mut holders: Vec<(Child, u64)> = Vec::new();
-    let mut rng = Rng::new(8);
-    let mut blocks: Vec<Vec<u8>> = vec![vec![0u8; BS]; DATA_BLOCKS as usize];
-    for i in 0..commits {
-        if i % 50 == 10 {
-            let mut h = spawn(READERS_TEST, "holder", &p, &[]);
-            let mut out = BufReader::new(h.stdout.take().unwrap());
-            let mut line = String::new();
-            while field(&line, "HOLD ").is_none() {
-                line.clear();
-                assert!(out.read_line(&mut line).unwrap() > 0, "holder died");
-            }
-            let t: u64 = field(&line, "HOLD ").unwrap().parse().unwrap();
-            holders.push((h, t));
-        }
-        let tx = db.begin().unwrap();
-        for _ in 0..1 + rng.below(2) {
-            let blk = rng.below(DATA_BLOCKS);
-            blocks[blk as usize] = random_block(&mut rng);
-            tx.write_block(d, blk, &blocks[blk as usize]).unwrap();
-        }
-        let mut h = crc32fast::Hasher::new();
-        blocks.iter().for_each(|b| h.update(b));
-        let t = tx.snapshot_tid().0 + 1;
-        tx.write_block(c, 0, &sum_block(t, h.finalize())).unwrap();
-        assert_eq!(tx.commit().unwrap().0, t);
+    (db, d, c, t1)
+}
+
+/// A holder process on `p`, once it holds its snapshot: the child and the snapshot's tid.
+fn spawn_holder(p: &std::path::Path) -> (Child, u64) {
+    let mut h = spawn(READERS_TEST, "holder", p, &[]);
+    let mut out = BufReader::new(h.stdout.take().unwrap());
+    let mut line = String::new();
+    while field(&line, "HOLD ").is_none() {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "holder died");
     }
-    // Holders are alive and registered; kill them (SIGKILL: no clean-up runs).
-    let pids: Vec<u64> = holders.iter().map(|(h, _)| u64::from(h.id())).collect();
-    let live: Vec<u64> = db
-        .info()
-        .unwrap()
-        .live_readers
-        .iter()
-        .map(|r| r.0)
-        .collect();
-    for pid in &pids {
-        assert!(live.contains(pid), "holder {pid} is registered while alive");
-    }
-    for (h, _) in &mut holders {
-        h.kill().unwrap();
-        h.wait().unwrap();
-    }
+    let t: u64 = field(&line, "HOLD ").unwrap().parse().unwrap();
+    (h, t)
+}
+
+/// Wait for the reader processes: snapshots checked, inconsistent ones, and the
+/// slowest `snapshot()` in µs, over all of them.
+fn reader_totals(readers: Vec<Child>) -> (u64, u64, u64) {
     let (mut snaps, mut bad, mut slowest) = (0u64, 0u64, 0u64);
     for r in readers {
         let out = r.wait_with_output().unwrap();
@@ -191,13 +148,73 @@ fn readers_see_only_consistent_snapshots_and_killed_readers_free_their_slots() {
         bad += f[1];
         slowest = slowest.max(f[2]);
     }
-    let live: Vec<u64> = db
-        .info()
+    (snaps, bad, slowest)
+}
+
+/// The pids of the processes registered as readers of `db`.
+fn live_pids(db: &Db) -> Vec<u64> {
+    db.info()
         .unwrap()
         .live_readers
         .iter()
         .map(|r| r.0)
+        .collect()
+}
+
+#[test]
+fn readers_see_only_consistent_snapshots_and_killed_readers_free_their_slots() {
+    match std::env::var(ROLE).as_deref() {
+        Ok("reader") => return reader(),
+        Ok("holder") => return holder(),
+        _ => {}
+    }
+    let n_readers = scale(4, 8);
+    let commits = if soak() { 1000 } else { 200 };
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("r.wdb");
+    let (db, d, c, t1) = create_data_and_sum(&p);
+    let fin = t1 + commits;
+    let readers: Vec<Child> = (0..n_readers)
+        .map(|_| {
+            spawn(
+                READERS_TEST,
+                "reader",
+                &p,
+                &[("WDB_FINAL", fin.to_string())],
+            )
+        })
         .collect();
+    let mut holders: Vec<(Child, u64)> = Vec::new();
+    let mut rng = Rng::new(8);
+    let mut blocks: Vec<Vec<u8>> = vec![vec![0u8; BS]; DATA_BLOCKS as usize];
+    for i in 0..commits {
+        if i % 50 == 10 {
+            holders.push(spawn_holder(&p));
+        }
+        let tx = db.begin().unwrap();
+        for _ in 0..1 + rng.below(2) {
+            let blk = rng.below(DATA_BLOCKS);
+            blocks[blk as usize] = random_block(&mut rng);
+            tx.write_block(d, blk, &blocks[blk as usize]).unwrap();
+        }
+        let mut h = crc32fast::Hasher::new();
+        blocks.iter().for_each(|b| h.update(b));
+        let t = tx.snapshot_tid().0 + 1;
+        tx.write_block(c, 0, &sum_block(t, h.finalize())).unwrap();
+        assert_eq!(tx.commit().unwrap().0, t);
+    }
+    // Holders are alive and registered; kill them (SIGKILL: no clean-up runs).
+    let pids: Vec<u64> = holders.iter().map(|(h, _)| u64::from(h.id())).collect();
+    let live = live_pids(&db);
+    for pid in &pids {
+        assert!(live.contains(pid), "holder {pid} is registered while alive");
+    }
+    for (h, _) in &mut holders {
+        h.kill().unwrap();
+        h.wait().unwrap();
+    }
+    let (snaps, bad, slowest) = reader_totals(readers);
+    let live = live_pids(&db);
     for pid in &pids {
         assert!(
             !live.contains(pid),

@@ -324,15 +324,9 @@ fn flipped_unchecked() -> Flipped {
 
 #[test]
 fn entries_torn_by_a_killed_writer_or_garbage_vouch_for_nothing() {
-    let Flipped {
-        dir,
-        data,
-        t,
-        bucket,
-        tag,
-    } = flipped_unchecked();
-    let d = dir.path();
-    let tag = tag.to_le_bytes();
+    let f = flipped_unchecked();
+    let d = f.dir.path();
+    let tag = f.tag.to_le_bytes();
     // A writer killed in the middle of its 8-byte write: any prefix of the tag over
     // the empty slot, or over garbage.
     for k in 1..8 {
@@ -342,7 +336,7 @@ fn entries_torn_by_a_killed_writer_or_garbage_vouch_for_nothing() {
             if torn == tag {
                 continue; // the bytes not written were already the tag's
             }
-            write_slot(&t, bucket, &torn);
+            write_slot(&f.t, f.bucket, &torn);
             assert_eq!(
                 read_in_child(d, "once-per-boot"),
                 Read::Refused,
@@ -351,7 +345,7 @@ fn entries_torn_by_a_killed_writer_or_garbage_vouch_for_nothing() {
         }
     }
     // Garbage everywhere in the slots (the header intact).
-    let len = std::fs::metadata(t.path()).unwrap().len();
+    let len = std::fs::metadata(f.t.path()).unwrap().len();
     let mut g = vec![0u8; (len - 4096) as usize];
     let mut x = 0x9E37_79B9_7F4A_7C15u64;
     for c in g.chunks_exact_mut(8) {
@@ -362,17 +356,17 @@ fn entries_torn_by_a_killed_writer_or_garbage_vouch_for_nothing() {
     }
     std::fs::OpenOptions::new()
         .write(true)
-        .open(t.path())
+        .open(f.t.path())
         .unwrap()
         .write_all_at(&g, 4096)
         .unwrap();
     assert_eq!(read_in_child(d, "once-per-boot"), Read::Refused);
     // The whole tag in its bucket is what vouches (the control: the slot and tag above
     // are the ones a reader looks up).
-    write_slot(&t, bucket, &tag);
+    write_slot(&f.t, f.bucket, &tag);
     assert_eq!(
         read_in_child(d, "once-per-boot"),
-        Read::Shown(flipped(&data))
+        Read::Shown(flipped(&f.data))
     );
     assert_eq!(read_in_child(d, "once-per-process"), Read::Refused);
 }
@@ -400,21 +394,15 @@ fn a_table_with_a_damaged_header_is_replaced_and_vouches_for_nothing() {
 
 #[test]
 fn a_table_others_could_write_is_not_used() {
-    let Flipped {
-        dir,
-        data,
-        t,
-        bucket,
-        tag,
-    } = flipped_unchecked();
-    let d = dir.path();
-    write_slot(&t, bucket, &tag.to_le_bytes());
+    let f = flipped_unchecked();
+    let d = f.dir.path();
+    write_slot(&f.t, f.bucket, &f.tag.to_le_bytes());
     assert_eq!(
         read_in_child(d, "once-per-boot"),
-        Read::Shown(flipped(&data))
+        Read::Shown(flipped(&f.data))
     );
     let set_mode =
-        |m: u32| std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(m)).unwrap();
+        |m: u32| std::fs::set_permissions(f.t.path(), std::fs::Permissions::from_mode(m)).unwrap();
     for m in [0o644, 0o620, 0o602] {
         set_mode(m);
         assert_eq!(read_in_child(d, "once-per-boot"), Read::Refused, "{m:o}");
@@ -422,10 +410,10 @@ fn a_table_others_could_write_is_not_used() {
     set_mode(0o600);
     assert_eq!(
         read_in_child(d, "once-per-boot"),
-        Read::Shown(flipped(&data))
+        Read::Shown(flipped(&f.data))
     );
     // Owned by another user (root can make it so): not trusted either.
-    if std::os::unix::fs::chown(t.path(), Some(65534), None).is_ok() {
+    if std::os::unix::fs::chown(f.t.path(), Some(65534), None).is_ok() {
         assert_eq!(read_in_child(d, "once-per-boot"), Read::Refused);
     }
 }
