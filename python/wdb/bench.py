@@ -238,46 +238,33 @@ class WdbPeer:
 
     def randread(self):
         self.need_db()
-        offsets = randread_offsets(self.a.seed, self.n)
         db = self.wdb.open(self.path, **self.options(read_only=True))
         a = db.snapshot()[ARRAY]
         self.check_len(a)
-        times = time_reads(lambda o: a[o : o + READ_ELEMS].copy(), offsets)
-        note(f"wdb-python randread: {len(times)} reads")
-        self.out.reads(times)
+        randread_phase(self, lambda o: a[o : o + READ_ELEMS].copy())
 
     def sparse(self):
         self.need_db()
-        pos = sparse_positions(self.a.seed, self.n)
-        vals = [-float(p) for p in pos]
         db = self.wdb.open(self.path, **self.options())
-        t = time.perf_counter()
-        tx = db.begin()
-        a = tx[ARRAY]
-        self.check_len(a)
-        for p, v in zip(pos, vals):
-            a[p] = v
-        update = time.perf_counter() - t
-        t = time.perf_counter()
-        tx.commit()
-        commit = time.perf_counter() - t
-        note(f"wdb-python sparse: {len(pos)} positions")
-        self.out.sparse(update, commit)
+
+        def begin():
+            tx = db.begin()
+            a = tx[ARRAY]
+            self.check_len(a)
+            return a, tx.commit
+
+        sparse_phase(self, begin)
 
     def small(self):
         self.need_db()
-        pos = small_positions(self.a.seed, self.n)
         db = self.wdb.open(self.path, **self.options())
-        times = []
-        for k, p in enumerate(pos):
-            v = 1e6 + k
-            t = time.perf_counter()
+
+        def commit_one(p, v):
             tx = db.begin()
             tx[ARRAY][p] = v
             tx.commit()
-            times.append(time.perf_counter() - t)
-        note(f"wdb-python small: {len(times)} commits")
-        self.out.small(times)
+
+        small_phase(self, "commits", commit_one)
 
     def bigtx(self):
         if os.path.exists(self.path):
@@ -354,40 +341,23 @@ class MemmapPeer:
 
     def randread(self):
         self.need_file()
-        offsets = randread_offsets(self.a.seed, self.n)
         m = np.memmap(self.path, dtype=np.float64, mode="r")
-        times = time_reads(lambda o: m[o : o + READ_ELEMS].copy(), offsets)
-        note(f"numpy-memmap randread: {len(times)} reads")
-        self.out.reads(times)
+        randread_phase(self, lambda o: m[o : o + READ_ELEMS].copy())
 
     def sparse(self):
         self.need_file()
-        pos = sparse_positions(self.a.seed, self.n)
-        vals = [-float(p) for p in pos]
         m = np.memmap(self.path, dtype=np.float64, mode="r+")
-        t = time.perf_counter()
-        for p, v in zip(pos, vals):
-            m[p] = v
-        update = time.perf_counter() - t
-        t = time.perf_counter()
-        m.flush()
-        commit = time.perf_counter() - t
-        note(f"numpy-memmap sparse: {len(pos)} positions")
-        self.out.sparse(update, commit)
+        sparse_phase(self, lambda: (m, m.flush))
 
     def small(self):
         self.need_file()
-        pos = small_positions(self.a.seed, self.n)
         m = np.memmap(self.path, dtype=np.float64, mode="r+")
-        times = []
-        for k, p in enumerate(pos):
-            v = 1e6 + k
-            t = time.perf_counter()
+
+        def flush_one(p, v):
             m[p] = v
             m.flush()
-            times.append(time.perf_counter() - t)
-        note(f"numpy-memmap small: {len(times)} flushes")
-        self.out.small(times)
+
+        small_phase(self, "flushes", flush_one)
 
     def bigtx(self):
         if os.path.exists(self.path):
@@ -404,6 +374,50 @@ class MemmapPeer:
         s = time.perf_counter() - t
         note(f"numpy-memmap bigtx: {n} elements, {s:.3f} s")
         self.out.bigtx(self.a.size_bytes, s)
+
+
+# ------------------------------------------------------------------------------------
+# The phases W3 to W5, the same for both peers around the calls under test
+
+
+def randread_phase(peer, read):
+    """W3: `read(offset)` (a copy of READ_ELEMS elements) at each random offset, timed
+    one by one."""
+    offsets = randread_offsets(peer.a.seed, peer.n)
+    times = time_reads(read, offsets)
+    note(f"{peer.out.peer} randread: {len(times)} reads")
+    peer.out.reads(times)
+
+
+def sparse_phase(peer, begin):
+    """W4: `target, commit = begin()`, then `target[p] = v` at each sparse position
+    ("update", timed from the call of `begin`), then `commit()` ("commit")."""
+    pos = sparse_positions(peer.a.seed, peer.n)
+    vals = [-float(p) for p in pos]
+    t = time.perf_counter()
+    target, commit = begin()
+    for p, v in zip(pos, vals):
+        target[p] = v
+    update = time.perf_counter() - t
+    t = time.perf_counter()
+    commit()
+    committed = time.perf_counter() - t
+    note(f"{peer.out.peer} sparse: {len(pos)} positions")
+    peer.out.sparse(update, committed)
+
+
+def small_phase(peer, what, commit_one):
+    """W5: `commit_one(p, v)` (one durable write of `what`) at each position, timed one
+    by one."""
+    pos = small_positions(peer.a.seed, peer.n)
+    times = []
+    for k, p in enumerate(pos):
+        v = 1e6 + k
+        t = time.perf_counter()
+        commit_one(p, v)
+        times.append(time.perf_counter() - t)
+    note(f"{peer.out.peer} small: {len(times)} {what}")
+    peer.out.small(times)
 
 
 def time_reads(read, offsets):
