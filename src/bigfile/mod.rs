@@ -48,7 +48,7 @@ pub struct FileSlice {
     /// Bytes mapped from the file: a multiple of the OS page size, at most the block
     /// size. The rest of the block reads as zeros.
     pub len: usize,
-    /// 4 KiB pages `(index, PATCH_PAGE bytes)`, ascending, that replace the block's
+    /// 4 KiB pages `(index, PAGE bytes)`, ascending, that replace the block's
     /// bytes there (a delta chain resolved over a raw base): virtmem writes them over
     /// each view's private mapping of the file, so only they take RAM. None: the block
     /// is the file's bytes alone.
@@ -65,7 +65,7 @@ pub struct FileSlice {
     pub page_crcs: Option<Arc<[u32]>>,
 }
 
-/// A 4 KiB page `(index in the block, PATCH_PAGE bytes)` over a [`FileSlice`].
+/// A 4 KiB page `(index in the block, PAGE bytes)` over a [`FileSlice`].
 pub type OverlayPage = (u32, Box<[u8]>);
 
 impl std::fmt::Debug for FileSlice {
@@ -123,15 +123,15 @@ pub trait ContentKeys {
     fn content_key(&self, blk: u64) -> Option<(u64, u64)>;
 }
 
-/// Capability: small writes, 4 KiB pages ([`PATCH_PAGE`]) of a block read and stored without
+/// Capability: small writes, 4 KiB pages ([`PAGE`]) of a block read and stored without
 /// the whole block.
 pub trait SubBlockPages {
-    /// Fill `out` (`PATCH_PAGE` bytes per entry of `pages`, in order) with those 4 KiB pages
+    /// Fill `out` (`PAGE` bytes per entry of `pages`, in order) with those 4 KiB pages
     /// of block `blk` as `load_blk` would give them, checked the same way (CRC). Called
     /// without the VM lock.
     fn read_pages(&self, blk: u64, pages: &[u32], out: &mut [u8]) -> Result<()>;
     /// Store block `blk` as its current content (what `load_blk` gives) with the listed
-    /// 4 KiB pages (index, `PATCH_PAGE` bytes; ascending) replaced, without reading the block
+    /// 4 KiB pages (index, `PAGE` bytes; ascending) replaced, without reading the block
     /// where the file can ("previous version plus these pages"). Called without the VM
     /// lock, like `store_blk`.
     fn store_pages(&self, blk: u64, pages: &[(u32, &[u8])]) -> Result<()>;
@@ -230,9 +230,9 @@ impl dyn BigFile + '_ {
     }
 }
 
-/// Granularity of small writes ([`SubBlockPages`]):
-/// 4 KiB, the page of delta records, whatever the OS page size.
-pub const PATCH_PAGE: usize = 4096;
+/// Granularity of small writes ([`SubBlockPages`]): the 4 KiB page of the formats, the
+/// page of delta records, whatever the OS page size.
+pub use crate::format::PAGE;
 
 /// Run `f` on a block-sized scratch buffer of this thread (contents unspecified).
 pub fn with_block_scratch<R>(bs: usize, f: impl FnOnce(&mut [u8]) -> Result<R>) -> Result<R> {
@@ -256,34 +256,34 @@ pub fn with_block_scratch<R>(bs: usize, f: impl FnOnce(&mut [u8]) -> Result<R>) 
 fn page_range(block_len: usize, i: u32) -> Result<std::ops::Range<usize>> {
     let at = usize::try_from(i)
         .ok()
-        .and_then(|i| i.checked_mul(PATCH_PAGE))
-        .filter(|&a| a.checked_add(PATCH_PAGE).is_some_and(|e| e <= block_len))
+        .and_then(|i| i.checked_mul(PAGE))
+        .filter(|&a| a.checked_add(PAGE).is_some_and(|e| e <= block_len))
         .ok_or_else(|| {
             crate::Error::OutOfRange(format!("page {i} of a block of {block_len} bytes"))
         })?;
-    Ok(at..at + PATCH_PAGE)
+    Ok(at..at + PAGE)
 }
 
-/// Copy pages `pages` of `block` into `out` (`PATCH_PAGE` bytes each, in order).
+/// Copy pages `pages` of `block` into `out` (`PAGE` bytes each, in order).
 pub fn copy_pages_out(block: &[u8], pages: &[u32], out: &mut [u8]) -> Result<()> {
-    if out.len() != pages.len() * PATCH_PAGE {
+    if out.len() != pages.len() * PAGE {
         return Err(crate::Error::InvalidArgument(format!(
             "{} bytes for {} pages",
             out.len(),
             pages.len()
         )));
     }
-    for (&i, dst) in pages.iter().zip(out.chunks_exact_mut(PATCH_PAGE)) {
+    for (&i, dst) in pages.iter().zip(out.chunks_exact_mut(PAGE)) {
         dst.copy_from_slice(&block[page_range(block.len(), i)?]);
     }
     Ok(())
 }
 
-/// Replace pages of `block` by `pages` (index, `PATCH_PAGE` bytes).
+/// Replace pages of `block` by `pages` (index, `PAGE` bytes).
 pub fn apply_pages(block: &mut [u8], pages: &[(u32, &[u8])]) -> Result<()> {
     for &(i, p) in pages {
         let r = page_range(block.len(), i)?;
-        if p.len() != PATCH_PAGE {
+        if p.len() != PAGE {
             return Err(crate::Error::InvalidArgument(format!(
                 "a page of {} bytes",
                 p.len()

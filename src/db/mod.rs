@@ -930,11 +930,10 @@ impl TxInner {
         };
         let bs =
             usize::try_from(info.block_size).map_err(|_| Error::OutOfRange("block size".into()))?;
-        let page = usize::try_from(PAGE).unwrap_or(4096);
         let mut prev: Option<u32> = None;
         for &(i, p) in pages {
-            let end = (u64::from(i) + 1) * PAGE;
-            if p.len() != page || end > u64::from(info.block_size) || prev.is_some_and(|q| q >= i) {
+            let end = (u64::from(i) + 1) * PAGE as u64;
+            if p.len() != PAGE || end > u64::from(info.block_size) || prev.is_some_and(|q| q >= i) {
                 return Err(Error::InvalidArgument(format!(
                     "page {i} ({} bytes) of a block of {bs} bytes, or pages not ascending",
                     p.len()
@@ -958,10 +957,10 @@ impl TxInner {
         let delta = match chain {
             Some(chain) if chain.len() <= MAX_DELTA_CHAIN && !pages.is_empty() => {
                 let carried: u64 = chain.iter().map(crate::store::delta_pages).sum();
-                let budget = (bs as u64 / PAGE / MAX_DELTA_PAGES_DIVISOR).saturating_sub(carried);
+                let budget = (bs as u64 / PAGE as u64 / MAX_DELTA_PAGES_DIVISOR).saturating_sub(carried);
                 if pages.len() as u64 <= budget {
-                    let cur = crate::format::align_up(self.gen.chain_len(&chain)?, PAGE);
-                    let last = pages.last().map_or(0, |&(i, _)| (u64::from(i) + 1) * PAGE);
+                    let cur = crate::format::align_up(self.gen.chain_len(&chain)?, PAGE as u64);
+                    let last = pages.last().map_or(0, |&(i, _)| (u64::from(i) + 1) * PAGE as u64);
                     let result_len = u32::try_from(cur.max(last))
                         .map_err(|_| Error::OutOfRange("block length".into()))?;
                     // A delta of a few pages is stored raw: compressing it costs more
@@ -1027,7 +1026,7 @@ impl TxInner {
         if chain.len() > MAX_DELTA_CHAIN {
             return Ok(None);
         }
-        let block_pages = data.len() as u64 / PAGE;
+        let block_pages = (data.len() / PAGE) as u64;
         let carried: u64 = chain.iter().map(crate::store::delta_pages).sum();
         let budget = (block_pages / MAX_DELTA_PAGES_DIVISOR).saturating_sub(carried);
         let Ok(budget) = usize::try_from(budget) else {
@@ -1036,15 +1035,14 @@ impl TxInner {
         if budget == 0 {
             return Ok(None);
         }
-        let page = usize::try_from(PAGE).unwrap_or(4096);
         if let [base] = chain.as_slice() {
             let from = usize::try_from(base.logical_len)
                 .unwrap_or(usize::MAX)
-                .div_ceil(page)
-                .saturating_mul(page)
+                .div_ceil(PAGE)
+                .saturating_mul(PAGE)
                 .min(data.len());
             let grown = data[from..]
-                .chunks(page)
+                .chunks(PAGE)
                 .filter(|p| p.iter().any(|&b| b != 0))
                 .take(budget + 1)
                 .count();

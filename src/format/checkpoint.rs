@@ -14,7 +14,7 @@
 use super::cursor::{Reader, Writer};
 use super::{
     Encoding, Key, RecordHeader, FILE_HEADER_SIZE, RECORD_HEADER_SIZE, TAG_BLOCK, TAG_META,
-    TAG_NAMES,
+    TAG_NAMES, PAGE,
 };
 use crate::{Error, Result, Tid};
 
@@ -23,8 +23,11 @@ pub const CHECKPOINT_MAGIC: [u8; 8] = *b"wdb-idx\n";
 /// Checkpoint format version written. Version 3 is paged (read lazily); version 2 adds
 /// the delta encodings (3, 4) to the version entries; versions 1 and 2 are still read.
 pub const CHECKPOINT_VERSION: u32 = 3;
-/// Size of a version-3 page (the last page of a file may be shorter).
-pub const PAGE_SIZE: u64 = 4096;
+/// File offset of version-3 page `p`: pages are [`PAGE`] bytes (the last page of a file
+/// may be shorter).
+pub fn page_offset(p: u64) -> u64 {
+    p.saturating_mul(PAGE as u64)
+}
 /// Size of a version-3 slot (header quarter, key, version or transaction entry).
 pub const SLOT_SIZE: usize = 32;
 /// Slots in a version-3 page: 127 × 32 = 4064 bytes, then zeros to byte 4092, then the
@@ -196,7 +199,7 @@ impl Checkpoint {
             let start = out.len();
             out.extend_from_slice(chunk);
             if p + 1 < n_pages {
-                out.resize(start + PAGE_SIZE as usize - 4, 0);
+                out.resize(start + PAGE - 4, 0);
             }
             let crc = page_crc(p as u64, &out[start..]);
             out.extend_from_slice(&crc.to_le_bytes());
@@ -214,7 +217,7 @@ impl Checkpoint {
         }
         let h = Header3::decode(b, b.len() as u64)?;
         for p in 0..h.n_pages() {
-            let start = usize::try_from(p * PAGE_SIZE)
+            let start = usize::try_from(page_offset(p))
                 .map_err(|_| Error::corruption(0, "checkpoint too large"))?;
             let len = h.page_len(p);
             let page = b
@@ -224,11 +227,11 @@ impl Checkpoint {
         }
         let slot = |s: u64| -> Result<&[u8; SLOT_SIZE]> {
             let (p, off) = slot_place(s);
-            usize::try_from(p * PAGE_SIZE + off as u64)
+            usize::try_from(page_offset(p) + off as u64)
                 .ok()
                 .and_then(|at| b.get(at..at + SLOT_SIZE))
                 .and_then(|x| x.try_into().ok())
-                .ok_or_else(|| Error::corruption(p * PAGE_SIZE, "checkpoint slot past the end"))
+                .ok_or_else(|| Error::corruption(page_offset(p), "checkpoint slot past the end"))
         };
         let n_keys = usize::try_from(h.n_keys).map_err(|_| Error::corruption(56, "key count"))?;
         let mut keys: Vec<(Key, Vec<Version>)> = Vec::with_capacity(n_keys);
@@ -533,7 +536,7 @@ pub fn slot_place(s: u64) -> (u64, usize) {
 /// File offset of slot `s` (for error messages).
 fn slot_offset(s: u64) -> u64 {
     let (p, off) = slot_place(s);
-    p * PAGE_SIZE + off as u64
+    page_offset(p) + off as u64
 }
 
 /// CRC of page `p` whose bytes before the CRC are `body`: CRC-32 of the page number (u64)
@@ -631,7 +634,7 @@ impl Header3 {
         let s = self.total_slots()?;
         let full = (s - 1) / SLOTS_PER_PAGE;
         let last = s - full * SLOTS_PER_PAGE;
-        full.checked_mul(PAGE_SIZE)?
+        full.checked_mul(PAGE as u64)?
             .checked_add(last * SLOT_SIZE as u64 + 4)
     }
 
@@ -646,7 +649,7 @@ impl Header3 {
     pub fn page_len(&self, p: u64) -> usize {
         let n = self.slots_in_page(p);
         if n == SLOTS_PER_PAGE && p + 1 < self.n_pages() {
-            PAGE_SIZE as usize
+            PAGE
         } else {
             n as usize * SLOT_SIZE + 4
         }
@@ -773,7 +776,7 @@ pub fn decode_tx_slot(b: &[u8; SLOT_SIZE]) -> TxEntry {
 /// covered end with the last tid). The header's own fields are checked by
 /// [`Header3::decode`].
 pub fn check_page(h: &Header3, p: u64, page: &[u8]) -> Result<()> {
-    let base = p.saturating_mul(PAGE_SIZE);
+    let base = page_offset(p);
     let len = h.page_len(p);
     if p >= h.n_pages() || page.len() != len || len < 4 {
         return Err(Error::corruption(
@@ -986,7 +989,7 @@ mod tests {
         assert!(h.n_pages() > 10, "{} pages", h.n_pages());
         assert_eq!(Checkpoint::decode(&b).unwrap(), c);
         for p in 0..h.n_pages() {
-            let at = (p * PAGE_SIZE) as usize;
+            let at = p as usize * PAGE;
             let page = &b[at..at + h.page_len(p)];
             check_page(&h, p, page).unwrap();
             // Every page is its own: a flip anywhere in it fails it, and only it.
@@ -1006,7 +1009,7 @@ mod tests {
         let mut prev = None;
         for i in 0..h.n_keys {
             let (p, off) = slot_place(h.key_slot(i));
-            let at = (p * PAGE_SIZE) as usize + off;
+            let at = p as usize * PAGE + off;
             let k = decode_key_slot(b[at..at + 32].try_into().unwrap()).unwrap();
             assert_eq!(k.key, c.keys[i as usize].0);
             assert!(prev < Some(key_sort(&k.key)));
@@ -1034,7 +1037,7 @@ mod tests {
         ];
         for (s, field, val) in cases {
             let (p, off) = slot_place(s);
-            let at = (p * PAGE_SIZE) as usize;
+            let at = p as usize * PAGE;
             let mut page = b[at..at + h.page_len(p)].to_vec();
             page[off + field..off + field + 8].copy_from_slice(&val.to_le_bytes());
             reseal(p, &mut page);

@@ -32,14 +32,17 @@ pub const ALIGNED_FORMAT_VERSION: u32 = 4;
 /// folios and of a huge page, so that a view block (2 MiB-aligned in memory) and its
 /// file bytes are congruent and the kernel can map a whole folio with one entry.
 pub const HUGE_ALIGN: u64 = 2 << 20;
-/// Alignment of raw block payloads (and size of the file header): one OS page.
-pub const PAGE: u64 = 4096;
+/// 4 KiB, the page of every format, whatever the OS page size: the alignment of raw
+/// block payloads and the size of the file header, the unit of delta records and of
+/// page CRC tables, the page of a checkpoint, and the unit of small writes
+/// (`bigfile::SubBlockPages`).
+pub const PAGE: usize = 4096;
 /// The file header occupies the first page; the first transaction starts at `PAGE`.
-pub const FILE_HEADER_SIZE: u64 = PAGE;
+pub const FILE_HEADER_SIZE: u64 = PAGE as u64;
 /// Bytes of the file header that carry fields (the rest of the page is zero).
 pub const FILE_HEADER_FIELDS: usize = 8 + 4 + 4 + 4 + 4 + 8 + 8 + 8 + 8 + 4 + 4;
 /// Zero bytes after the fields, up to `FILE_HEADER_SIZE`.
-pub const FILE_HEADER_PADDING: usize = 4096 - FILE_HEADER_FIELDS;
+pub const FILE_HEADER_PADDING: usize = PAGE - FILE_HEADER_FIELDS;
 
 /// Record tags (first byte of every record). New record types get new tags; a reader
 /// that meets an unknown tag inside a committed transaction reports corruption naming
@@ -131,7 +134,7 @@ pub fn page_table_len(flags: u8, stored: u32) -> u64 {
     if flags & FLAG_PAGE_CRCS == 0 {
         return 0;
     }
-    4 * u64::from(stored).div_ceil(PAGE) + 4
+    4 * u64::from(stored).div_ceil(PAGE as u64) + 4
 }
 
 /// The CRC-32 of each 4096-byte page of `payload` (the last one may be partial) and the
@@ -140,7 +143,7 @@ pub fn page_table_len(flags: u8, stored: u32) -> u64 {
 pub fn page_crcs(payload: &[u8]) -> (Vec<u32>, u32) {
     let mut whole = crate::verify::Crc32::new();
     let crcs = payload
-        .chunks(PAGE as usize)
+        .chunks(PAGE)
         .map(|p| {
             let c = crate::verify::crc32(p);
             whole.combine(&crate::verify::Crc32::new_with_initial_len(
@@ -159,7 +162,7 @@ pub fn combine_page_crcs(crcs: &[u32], stored: u32) -> u32 {
     let mut whole = crate::verify::Crc32::new();
     let mut left = u64::from(stored);
     for &c in crcs {
-        let n = left.min(PAGE);
+        let n = left.min(PAGE as u64);
         whole.combine(&crate::verify::Crc32::new_with_initial_len(c, n));
         left -= n;
     }
@@ -195,7 +198,7 @@ pub fn check_payload(rh: &RecordHeader, off: u64, table: &[u8], payload: &[u8]) 
     let (got, whole) = page_crcs(payload);
     if let Some(i) = got.iter().zip(&want).position(|(a, b)| a != b) {
         return Err(Error::corruption(
-            off + rh.payload_rel() + i as u64 * PAGE,
+            off + rh.payload_rel() + (i * PAGE) as u64,
             format!(
                 "data CRC mismatch in page {i} of the record of {:?}",
                 rh.key
@@ -218,7 +221,7 @@ pub fn check_payload(rh: &RecordHeader, off: u64, table: &[u8], payload: &[u8]) 
 /// record at `off` with stored length `stored`: a table whose own CRC does not match is
 /// `Corruption`, never trusted.
 pub fn decode_page_table(b: &[u8], stored: u32, off: u64) -> Result<Vec<u32>> {
-    let n = usize::try_from(u64::from(stored).div_ceil(PAGE))
+    let n = usize::try_from(u64::from(stored).div_ceil(PAGE as u64))
         .map_err(|_| Error::corruption(off, "page CRC table length"))?;
     if b.len() != 4 * n + 4 {
         return Err(Error::corruption(
@@ -249,7 +252,7 @@ pub const DELTA_HEADER_SIZE: usize = 1 + 3 + 4 + 4 + 4;
 /// Version byte of the delta payload.
 pub const DELTA_VERSION: u8 = 1;
 /// Bytes one changed page takes in a delta payload: its index and its bytes.
-pub const DELTA_PAGE_COST: usize = 4 + PAGE as usize;
+pub const DELTA_PAGE_COST: usize = 4 + PAGE;
 /// Longest delta chain: at most this many delta records between a reader and the full
 /// (`B`) version they rest on. A writer that would exceed it writes a full block.
 pub const MAX_DELTA_CHAIN: usize = 8;
@@ -408,7 +411,7 @@ impl FileHeader {
             return Err(Error::corruption(12, format!("header size {hsize}")));
         }
         let align = r.u32("alignment")?;
-        if u64::from(align) != PAGE {
+        if u64::from(align) != PAGE as u64 {
             return Err(Error::corruption(16, format!("alignment {align}")));
         }
         r.zeros(4, "header flags")?;
@@ -709,7 +712,7 @@ impl RecordHeader {
                 format!("stored length {stored_len} / pad {pad} / crc do not fit encoding {encoding:?} with logical length {logical_len}"),
             ));
         }
-        if u64::from(pad) >= PAGE || (flags & FLAG_DELETED != 0 && encoding != Encoding::Hole) {
+        if u64::from(pad) >= PAGE as u64 || (flags & FLAG_DELETED != 0 && encoding != Encoding::Hole) {
             return Err(Error::corruption(off + 4, "bad pad or tombstone"));
         }
         // A delta rests on the previous version of its block, which lies before it.
@@ -858,7 +861,7 @@ impl<'a> DeltaPayload<'a> {
         let result_len = r.u32("delta result length")?;
         let n = r.u32("delta page count")?;
         r.zeros(4, "delta reserved")?;
-        if result_len > MAX_LOGICAL_LEN || u64::from(result_len) % PAGE != 0 {
+        if result_len > MAX_LOGICAL_LEN || u64::from(result_len) % PAGE as u64 != 0 {
             return Err(Error::corruption(
                 off + 4,
                 format!("delta result length {result_len} (a multiple of 4096 up to 1 GiB)"),
@@ -876,7 +879,7 @@ impl<'a> DeltaPayload<'a> {
         }
         let indexes = r.bytes(4 * n, "delta page indexes")?;
         let pages = r.bytes(n * DELTA_PAGE_COST - 4 * n, "delta pages")?;
-        let limit = u64::from(result_len) / PAGE;
+        let limit = u64::from(result_len) / PAGE as u64;
         let mut prev: Option<u32> = None;
         for (k, c) in indexes.chunks_exact(4).enumerate() {
             let i = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
@@ -905,11 +908,10 @@ impl<'a> DeltaPayload<'a> {
 
     /// The (index, bytes) of each page.
     pub fn pages(&self) -> impl Iterator<Item = (u32, &'a [u8])> + 'a {
-        let page = usize::try_from(PAGE).unwrap_or(4096);
         self.indexes
             .chunks_exact(4)
             .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .zip(self.pages.chunks_exact(page))
+            .zip(self.pages.chunks_exact(PAGE))
     }
 
     /// Apply to `dst`, whose first `cur_len` bytes hold the base version (bytes past
@@ -933,13 +935,12 @@ impl<'a> DeltaPayload<'a> {
         } else {
             dst[new_len..cur_len].fill(0);
         }
-        let page = usize::try_from(PAGE).unwrap_or(4096);
         for (i, p) in self.pages() {
             let at = usize::try_from(i)
                 .unwrap_or(usize::MAX)
-                .saturating_mul(page);
+                .saturating_mul(PAGE);
             // Indexes were checked against result_len at decode.
-            dst[at..at + page].copy_from_slice(p);
+            dst[at..at + PAGE].copy_from_slice(p);
         }
         Ok(())
     }
@@ -1188,7 +1189,7 @@ pub fn encode_tx<'a>(
             Some(c) => {
                 let bad_file =
                     matches!(c, TableSrc::File(r, n) if u64::from(r.len) != 4 * n as u64 + 4);
-                if c.n() as u64 != u64::from(stored_len).div_ceil(PAGE) || bad_file {
+                if c.n() as u64 != u64::from(stored_len).div_ceil(PAGE as u64) || bad_file {
                     return Err(Error::InvalidArgument(format!(
                         "{} page CRCs for a payload of {stored_len} bytes",
                         c.n()
@@ -1203,7 +1204,7 @@ pub fn encode_tx<'a>(
         let pad = if flags & FLAG_ALIGNED != 0 {
             pad_of(flags, 0, table_end)
         } else if rec.encoding == Encoding::Raw {
-            (PAGE - table_end % PAGE) % PAGE
+            (PAGE as u64 - table_end % PAGE as u64) % PAGE as u64
         } else {
             0
         };
@@ -1268,7 +1269,7 @@ pub fn encode_tx<'a>(
         // Padding: zeros to the next page, then whole pages as a hole (never written:
         // an aligned payload's padding takes no disk blocks).
         let at = start + total_of(&parts) + cur.len() as u64;
-        let zeros = (PAGE - at % PAGE) % PAGE;
+        let zeros = (PAGE as u64 - at % PAGE as u64) % PAGE as u64;
         let zeros = zeros.min(u64::from(rh.pad));
         cur.resize(cur.len() + usize::try_from(zeros).unwrap_or(0), 0);
         let hole = u64::from(rh.pad) - zeros;

@@ -112,7 +112,7 @@ impl Log {
             .open(path)?;
         let header = FileHeader {
             version: format::FORMAT_VERSION,
-            align: u32::try_from(format::PAGE).unwrap_or(4096),
+            align: format::PAGE as u32,
             uuid: new_uuid(),
             created_ns: now_ns(),
             base_tid,
@@ -155,7 +155,7 @@ impl Log {
         }
         let header = FileHeader {
             version: format::FORMAT_VERSION,
-            align: u32::try_from(format::PAGE).unwrap_or(4096),
+            align: format::PAGE as u32,
             uuid: new_uuid(),
             created_ns: now_ns(),
             base_tid: Tid::ZERO,

@@ -318,7 +318,7 @@ pub fn check_log(log: &Log, durable_end: u64, rep: &mut FsckReport) -> Result<()
             }
             if rh.encoding == Encoding::Raw
                 && rh.key.tag() == format::TAG_BLOCK
-                && (off + rh.payload_rel()) % format::PAGE != 0
+                && (off + rh.payload_rel()) % format::PAGE as u64 != 0
             {
                 rep.problems.push(Problem {
                     offset: *off,

@@ -52,7 +52,7 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 
 use crate::format::checkpoint::{Checkpoint, KeySlot, TxEntry, Version};
-use crate::format::{self, Encoding, Key, RecordIn, FLAG_DELETED};
+use crate::format::{self, Encoding, Key, RecordIn, FLAG_DELETED, PAGE};
 #[cfg(any(test, feature = "internals"))]
 use crate::log::io::LogIo;
 use crate::log::lock::{LockFile, ReaderSlot};
@@ -759,17 +759,16 @@ impl Gen {
         if v.encoding != Encoding::Raw {
             return Err(Error::InvalidArgument("not a raw version".into()));
         }
-        let page = usize::try_from(format::PAGE).unwrap_or(4096);
-        let pages = data.len() / page;
+        let pages = data.len() / PAGE;
         let stored = usize::try_from(v.logical_len).unwrap_or(usize::MAX);
-        let mut buf = vec![0u8; page];
+        let mut buf = vec![0u8; PAGE];
         let mut diffs = 0;
         for k in 0..samples.min(pages) {
             let i = (2 * k + 1) * pages / (2 * samples.min(pages));
-            let new = &data[i * page..(i + 1) * page];
-            let same = if (i + 1) * page <= stored {
+            let new = &data[i * PAGE..(i + 1) * PAGE];
+            let same = if (i + 1) * PAGE <= stored {
                 self.log
-                    .read_exact_at(&mut buf, v.payload_off() + (i * page) as u64)?;
+                    .read_exact_at(&mut buf, v.payload_off() + (i * PAGE) as u64)?;
                 new == &buf[..]
             } else {
                 new.iter().all(|&b| b == 0)
@@ -787,8 +786,7 @@ impl Gen {
     /// per process through a mapping of the file (the check zero-copy reads make, shared
     /// with them), then only its pages are read; other full versions are read whole.
     pub fn read_pages(&self, chain: &[Version], pages: &[u32], out: &mut [u8]) -> Result<()> {
-        let page = usize::try_from(format::PAGE).unwrap_or(4096);
-        if out.len() != pages.len() * page {
+        if out.len() != pages.len() * PAGE {
             return Err(Error::InvalidArgument(format!(
                 "{} bytes for {} pages",
                 out.len(),
@@ -809,8 +807,8 @@ impl Gen {
             .map(|(p, off)| format::DeltaPayload::decode(p, *off))
             .collect::<Result<Vec<_>>>()?;
         let mut from_base: Vec<(usize, u32)> = Vec::new();
-        'pages: for (k, (&i, dst)) in pages.iter().zip(out.chunks_exact_mut(page)).enumerate() {
-            let at = u64::from(i) * format::PAGE;
+        'pages: for (k, (&i, dst)) in pages.iter().zip(out.chunks_exact_mut(PAGE)).enumerate() {
+            let at = u64::from(i) * PAGE as u64;
             for dp in decoded.iter().rev() {
                 if at >= u64::from(dp.result_len) {
                     dst.fill(0);
@@ -833,7 +831,7 @@ impl Gen {
         match base.encoding {
             Encoding::Hole => {
                 for (k, _) in from_base {
-                    out[k * page..(k + 1) * page].fill(0);
+                    out[k * PAGE..(k + 1) * PAGE].fill(0);
                 }
             }
             Encoding::Raw => {
@@ -855,22 +853,22 @@ impl Gen {
                     None
                 };
                 for (k, i) in from_base {
-                    let dst = &mut out[k * page..(k + 1) * page];
+                    let dst = &mut out[k * PAGE..(k + 1) * PAGE];
                     let at = usize::try_from(i)
                         .unwrap_or(usize::MAX)
-                        .saturating_mul(page);
-                    let n = stored.min(logical).saturating_sub(at).min(page);
+                        .saturating_mul(PAGE);
+                    let n = stored.min(logical).saturating_sub(at).min(PAGE);
                     if n > 0 {
                         self.log.read_exact_at(&mut dst[..n], off + at as u64)?;
                         // Pages past the stored bytes are zeros (n == 0); a stored
                         // page is checked against its table entry.
                         if let Some(table) = &table {
-                            if verify::check_pages(&dst[..n], &table[at / page..]).is_some() {
+                            if verify::check_pages(&dst[..n], &table[at / PAGE..]).is_some() {
                                 return Err(Error::corruption(
                                     off + at as u64,
                                     format!(
                                         "data CRC mismatch in page {} (version of tid {})",
-                                        at / page,
+                                        at / PAGE,
                                         base.tid
                                     ),
                                 ));
@@ -885,11 +883,11 @@ impl Gen {
                 let mut buf = vec![0u8; logical];
                 self.read_version(base, &mut buf)?;
                 for (k, i) in from_base {
-                    let dst = &mut out[k * page..(k + 1) * page];
+                    let dst = &mut out[k * PAGE..(k + 1) * PAGE];
                     let at = usize::try_from(i)
                         .unwrap_or(usize::MAX)
-                        .saturating_mul(page);
-                    let n = logical.saturating_sub(at).min(page);
+                        .saturating_mul(PAGE);
+                    let n = logical.saturating_sub(at).min(PAGE);
                     if n > 0 {
                         dst[..n].copy_from_slice(&buf[at..at + n]);
                     }
@@ -925,7 +923,7 @@ impl Gen {
         let Some((fd, keep)) = self.log.map_fd(off, stored) else {
             return Ok(None);
         };
-        if page != format::PAGE
+        if page != PAGE as u64
             || off % page != 0
             || stored % page != 0
             || stored > block_size as u64
@@ -953,12 +951,11 @@ impl Gen {
         if self.checked.needs_check(&sv) {
             self.check_range(&sv)?;
         }
-        let psz = format::PAGE as usize;
-        let mut bytes = vec![0u8; idx.len() * psz];
+        let mut bytes = vec![0u8; idx.len() * PAGE];
         self.read_pages(&chain, &idx, &mut bytes)?;
         let pages: Vec<(u32, Box<[u8]>)> = idx
             .iter()
-            .zip(bytes.chunks_exact(psz))
+            .zip(bytes.chunks_exact(PAGE))
             .map(|(&i, b)| (i, Box::from(b)))
             .collect();
         Ok(Some(crate::bigfile::FileSlice {

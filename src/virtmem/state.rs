@@ -287,7 +287,7 @@ pub(super) const PART_WINDOW: usize = 16 << 10;
 const MAX_PART_WINDOWS: u64 = 8192;
 
 const _: () = assert!(
-    PART_WINDOW > crate::bigfile::PATCH_PAGE && PART_WINDOW % crate::bigfile::PATCH_PAGE == 0
+    PART_WINDOW > crate::bigfile::PAGE && PART_WINDOW % crate::bigfile::PAGE == 0
 );
 
 /// Windows of a file page's bytes (`len` file bytes).
@@ -1546,7 +1546,7 @@ pub(super) fn ensure(
             // A scan through a partial page: the previous fault at the first page of
             // the window before, this one at the first page of its window. (A random
             // read straddling two windows starts in the last page of the first.)
-            let pp = crate::bigfile::PATCH_PAGE;
+            let pp = crate::bigfile::PAGE;
             let scan_on = prev == Some(blk)
                 && at.zip(prev_at).is_some_and(|(a, p)| {
                     a % PART_WINDOW < pp
