@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use proptest::prelude::*;
 use wdb::db::{ArraySpec, ChangeSet, Compression, Db, Durability, HistoryEntry, Options, Order};
 use wdb::format::checkpoint::{self, Checkpoint, Header3, Version, SLOT_SIZE};
-use wdb::format::PAGE;
 use wdb::format::Key;
+use wdb::format::PAGE;
 use wdb::store::{checkpoint_path, Store, StoreOptions};
 use wdb::Tid;
 

@@ -233,6 +233,9 @@ impl dyn BigFile + '_ {
 /// Granularity of small writes ([`SubBlockPages`]): the 4 KiB page of the formats, the
 /// page of delta records, whatever the OS page size.
 pub use crate::format::PAGE;
+/// The most 4 KiB pages [`SubBlockPages::store_pages`] is given for one block (the pages
+/// one delta record may carry); a block with more dirty pages is stored whole.
+pub use crate::format::max_delta_pages;
 
 /// Run `f` on a block-sized scratch buffer of this thread (contents unspecified).
 pub fn with_block_scratch<R>(bs: usize, f: impl FnOnce(&mut [u8]) -> Result<R>) -> Result<R> {

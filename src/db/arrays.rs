@@ -108,7 +108,7 @@ impl ContentKeys for ArrayFile {
         // sharing. A block staged by the transaction is its own (None as well).
         let v = match &self.src {
             Source::Tx(t) => t.block_version(self.id, blk),
-            Source::Snap(s) => s.block_version(self.id, blk),
+            Source::Snap(s) => s.at.block_version(self.id, blk),
         };
         match v {
             Ok(Some(tid)) => Some((self.id, tid.get())),
@@ -148,21 +148,21 @@ unsafe impl DirectMap for ArrayFile {
     fn map_source(&self, blk: u64) -> Result<Option<FileSlice>> {
         match &self.src {
             Source::Tx(t) => t.map_source(self.id, blk, self.block_size),
-            Source::Snap(s) => s.map_source(self.id, blk, self.block_size),
+            Source::Snap(s) => s.at.map_block(self.id, blk, self.block_size),
         }
     }
 
     fn claim_check(&self, src: &FileSlice) -> bool {
         match &self.src {
             Source::Tx(t) => t.claim_check(src),
-            Source::Snap(s) => s.gen.claim_check(src),
+            Source::Snap(s) => s.at.claim_check(src),
         }
     }
 
     fn source_checked(&self, src: &FileSlice) {
         match &self.src {
             Source::Tx(t) => t.source_checked(src),
-            Source::Snap(s) => s.source_checked(src),
+            Source::Snap(s) => s.at.source_checked(src),
         }
     }
 }

@@ -95,7 +95,7 @@
 //!     pages written over the private mapping while the block is still `PROT_NONE`.
 //!
 //! 11. *Patches* (small writes, `subpage.rs`): a handle may hold dirty 4 KiB pages of a
-//!     block beside its state — at most `block pages / MAX_PATCH_DIVISOR` per block,
+//!     block beside its state — at most `bigfile::max_delta_pages(block size)` per block,
 //!     counted in `used` and `dirty` (so 1 and 6 read "in-use pages plus patch pages").
 //!     A patched block is never `Dirty`/`Storing` (the transition to `Dirty` folds the
 //!     patch into the page and drops it); when it is `Loaded`, its page is private (one
@@ -105,7 +105,7 @@
 //!     exactly one view of its handle maps it (the handle's only view when it started),
 //!     with the file's private mapping (`mapped[blk] == (NIL, true)`) and just the
 //!     written 4 KiB pages writable (the kernel copied them on write); the written pages, at most
-//!     `block pages / MAX_PATCH_DIVISOR`, count in `used` and `dirty`, the block's
+//!     `bigfile::max_delta_pages(block size)`, count in `used` and `dirty`, the block's
 //!     other bytes in nothing. It is never patched. Any other access to it (another
 //!     view, a whole-block write, `write_from`, `writeout`, the view going away) first
 //!     copies the written pages into a patch and resets the view (`demote_part`).

@@ -9,7 +9,7 @@
 //! pages replaced. Rules (invariant 11 in `state.rs`):
 //!
 //! - A patched block is never `Dirty`/`Storing`: the first write that needs the whole
-//!   block (a view write, a patch growing past [`MAX_PATCH_DIVISOR`]) loads it, applies
+//!   block (a view write, a patch growing past [`max_delta_pages`]) loads it, applies
 //!   the patch, makes it `Dirty` and drops the patch (`make_dirty`).
 //! - A patched block that is `Loaded` has a private page (one user, no cache key, not a
 //!   file page) holding file content + patch: `ensure` builds it when a view or a
@@ -38,12 +38,10 @@ use std::collections::BTreeMap;
 use parking_lot::{Condvar, MutexGuard};
 
 use super::{BlockState, HandleId, MapId, PageId, VmState};
-use crate::bigfile::PAGE;
+// A block with more than `max_delta_pages(block size)` dirty pages is tracked whole: a
+// patch is stored as one delta record, and that is the most pages one may carry.
+use crate::bigfile::{max_delta_pages, PAGE};
 use crate::{Error, Result};
-
-/// A block with more than `block pages / MAX_PATCH_DIVISOR` dirty pages is tracked whole
-/// (the bound of one delta record's pages, storage-format.md).
-pub(in crate::virtmem) const MAX_PATCH_DIVISOR: usize = 4;
 
 /// The dirty pages of one block.
 #[derive(Debug, Default)]
@@ -241,7 +239,7 @@ impl VmState {
             Ok(_) => return Ok(true),
             Err(k) => k,
         };
-        if part.written.len() + 1 > bs / PAGE / MAX_PATCH_DIVISOR {
+        if part.written.len() + 1 > max_delta_pages(bs) {
             return Ok(false);
         }
         self.reserve_patch(PP)?;
@@ -356,7 +354,7 @@ impl VmState {
                 assert!(
                     !part.written.is_empty()
                         && part.written.windows(2).all(|w| w[0] < w[1])
-                        && part.written.len() <= bs / PAGE / MAX_PATCH_DIVISOR,
+                        && part.written.len() <= max_delta_pages(bs),
                     "inv 12: written pages"
                 );
                 assert!(
@@ -374,7 +372,7 @@ impl VmState {
             for (&blk, p) in &hs.patches.blocks {
                 assert!(!p.pages.is_empty(), "inv 11: empty patch");
                 assert!(
-                    p.pages.len() <= bs / PAGE / MAX_PATCH_DIVISOR,
+                    p.pages.len() <= max_delta_pages(bs),
                     "inv 11: patch over the bound"
                 );
                 assert!(
@@ -405,7 +403,7 @@ impl VmState {
 /// Record `data`, written at byte `off` of block `blk` of mapping `mid` (inside one
 /// block), as dirty pages of the block's patch. `Ok(false)`: the block is tracked whole
 /// instead — it is `Dirty` already, `data` covers all of it, or the patch would pass
-/// [`MAX_PATCH_DIVISOR`] — and the caller writes through the mapping after a
+/// [`max_delta_pages`] — and the caller writes through the mapping after a
 /// `Mapping::load` for write (which folds an existing patch into the dirty page). Drops
 /// the lock for `BigFile::read_pages` (invariant 8).
 pub(in crate::virtmem) fn write_patch(
@@ -465,7 +463,7 @@ pub(in crate::virtmem) fn write_patch(
         let have = |i: u32| patch.is_some_and(|p| p.pages.contains_key(&i));
         let new: Vec<u32> = (first..=last).filter(|&i| !have(i)).collect();
         let n_after = patch.map_or(0, |p| p.pages.len()) + new.len();
-        if n_after > bs / PAGE / MAX_PATCH_DIVISOR {
+        if n_after > max_delta_pages(bs) {
             return Ok(false);
         }
         // New pages the write covers only partly need their base bytes.

@@ -45,7 +45,7 @@ use super::encode::Payload;
 use super::fsck::FsckReport;
 use super::storage::Storage;
 use super::{encode_commit, now_ns, CommitRequest, Gen, Index, Store, StoreOptions};
-use crate::format::{self, FileHeader, Key, Part};
+use crate::format::{self, FileHeader, Key, TxPiece};
 use crate::log::lock::LockFile;
 use crate::log::Log;
 use crate::{Error, Result, Tid};
@@ -606,11 +606,11 @@ impl ObjectStorage {
             let start = gen.index.read().end;
             let mut segments = Vec::new();
             let mut blob = Vec::new();
-            for p in &enc.parts {
+            for p in &enc.pieces {
                 match p {
-                    Part::Own(b) if whole => layout::push_inline(&mut segments, &mut blob, b),
-                    Part::Own(b) => layout::push_own(&mut segments, &mut blob, b),
-                    Part::Borrowed(b) => match by_ptr.get(&(b.as_ptr() as usize, b.len())) {
+                    TxPiece::Own(b) if whole => layout::push_inline(&mut segments, &mut blob, b),
+                    TxPiece::Own(b) => layout::push_own(&mut segments, &mut blob, b),
+                    TxPiece::Borrowed(b) => match by_ptr.get(&(b.as_ptr() as usize, b.len())) {
                         Some(&(writer, seq)) if b.len() >= layout::INLINE_MAX => {
                             segments.push(Segment::Data {
                                 writer,
@@ -621,13 +621,13 @@ impl ObjectStorage {
                         _ => layout::push_inline(&mut segments, &mut blob, b),
                     },
                     // Alignment padding (storage-format.md §2.8): zeros, no bytes stored.
-                    Part::Hole(n) => segments.push(Segment::Zeros { len: *n }),
-                    Part::Table(c) => {
+                    TxPiece::Hole(n) => segments.push(Segment::Zeros { len: *n }),
+                    TxPiece::Table(c) => {
                         layout::push_own(&mut segments, &mut blob, &format::encode_page_table(c))
                     }
                     // A spilled payload (uploaded above) or a spilled page CRC table
                     // (small: read back and kept in the commit object).
-                    Part::Copy(r) => match by_slot.get(&(r.off, r.len)) {
+                    TxPiece::Copy(r) => match by_slot.get(&(r.off, r.len)) {
                         Some(&(writer, seq)) => segments.push(Segment::Data {
                             writer,
                             seq,
