@@ -71,7 +71,7 @@ impl Gen {
     /// readers wait for the scan: this is the rare path). The new index has no
     /// checkpoint part and counts as not checkpointed, so the next checkpoint written
     /// replaces the damaged file.
-    pub(super) fn rebuild_index(&self) -> Result<()> {
+    fn rebuild_index(&self) -> Result<()> {
         let mut ix = self.index.write();
         if !ix.ckpt_failed() {
             // Another thread rebuilt it meanwhile.
@@ -568,7 +568,7 @@ impl Gen {
 
     /// Check the whole stored payload `v` read through the file (in pieces) against
     /// its CRC, and record the match.
-    pub(super) fn check_range(&self, v: &Stored) -> Result<()> {
+    fn check_range(&self, v: &Stored) -> Result<()> {
         let got = verify::crc_of_range(|b, o| self.log.read_exact_at(b, o), v.offset, v.len)?;
         if got != v.crc {
             return Err(Error::corruption(
@@ -595,7 +595,7 @@ impl Gen {
 
     /// [`Gen::read_version`]; `check_raw`: check a raw payload's CRC (compressed ones
     /// are always checked, as they are decompressed).
-    pub(super) fn read_full(&self, v: &Version, buf: &mut [u8], check_raw: bool) -> Result<()> {
+    fn read_full(&self, v: &Version, buf: &mut [u8], check_raw: bool) -> Result<()> {
         let logical = usize::try_from(v.logical_len)
             .map_err(|_| Error::corruption(v.rec_off, "logical length"))?;
         if logical > buf.len() {

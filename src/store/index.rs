@@ -23,13 +23,13 @@ pub struct Index {
     /// The checkpoint part (None: everything is in the overlay).
     pub(super) ckpt: Option<Arc<LazyCheckpoint>>,
     /// Overlay: versions of each key, oldest first.
-    pub(super) versions: HashMap<Key, Vec<Version>>,
+    versions: HashMap<Key, Vec<Version>>,
     /// Overlay: committed transactions, ascending.
-    pub(super) txs: Vec<TxEntry>,
+    txs: Vec<TxEntry>,
     /// Overlay: keys written by each transaction.
-    pub(super) by_tid: BTreeMap<Tid, Vec<Key>>,
+    by_tid: BTreeMap<Tid, Vec<Key>>,
     /// Overlay: ids of arrays that have a catalog (META) key.
-    pub(super) arrays: BTreeSet<u64>,
+    arrays: BTreeSet<u64>,
     /// End of the last committed transaction.
     pub end: u64,
     /// tid of the last committed transaction (0 if none).
@@ -45,16 +45,16 @@ pub struct Index {
 /// The versions of one key: the checkpoint's (its entry's `first..first + count`), then
 /// the overlay's.
 struct KeyVersions<'a> {
-    pub(super) ck: Option<(&'a LazyCheckpoint, KeySlot)>,
-    pub(super) ov: &'a [Version],
+    ck: Option<(&'a LazyCheckpoint, KeySlot)>,
+    ov: &'a [Version],
 }
 
 impl KeyVersions<'_> {
-    pub(super) fn ck_len(&self) -> u64 {
+    fn ck_len(&self) -> u64 {
         self.ck.map_or(0, |(_, k)| k.count)
     }
 
-    pub(super) fn get(&self, i: u64) -> Result<Version> {
+    fn get(&self, i: u64) -> Result<Version> {
         match self.ck {
             Some((c, k)) if i < k.count => c.version(k.first + i),
             _ => usize::try_from(i - self.ck_len())
@@ -66,7 +66,7 @@ impl KeyVersions<'_> {
     }
 
     /// How many versions have a tid ≤ `at` (the visible one is the last of them).
-    pub(super) fn count_at(&self, at: Tid) -> Result<u64> {
+    fn count_at(&self, at: Tid) -> Result<u64> {
         let n = self.ck_len();
         if self.ov.first().is_some_and(|v| v.tid <= at) {
             return Ok(n + self.ov.partition_point(|v| v.tid <= at) as u64);
@@ -85,7 +85,7 @@ impl KeyVersions<'_> {
 
     /// The chain ending at version `i`: back to the nearest full version, at most
     /// `MAX_DELTA_CHAIN` deltas (a delta's base is the previous version of its key).
-    pub(super) fn chain_ending(&self, i: u64) -> Result<Vec<Version>> {
+    fn chain_ending(&self, i: u64) -> Result<Vec<Version>> {
         let mut out = vec![self.get(i)?];
         let mut j = i;
         while let Some(&v) = out.last().filter(|v| v.encoding.is_delta()) {
@@ -211,11 +211,11 @@ impl Index {
     }
 
     /// The tid of the checkpoint part's last transaction (0 without one).
-    pub(super) fn ckpt_tid(&self) -> Tid {
+    fn ckpt_tid(&self) -> Tid {
         self.ckpt.as_ref().map_or(Tid::ZERO, |c| c.h.last_tid)
     }
 
-    pub(super) fn overlay(&self, key: &Key) -> &[Version] {
+    fn overlay(&self, key: &Key) -> &[Version] {
         self.versions.get(key).map_or(&[], |v| v.as_slice())
     }
 
