@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use wdb::bigfile::{BigFile, DEFAULT_BLOCK_SIZE};
+use wdb::bigfile::{BigFile, ContentKeys, DirectMap, SubBlockPages, DEFAULT_BLOCK_SIZE};
 use wdb::virtmem::{Mapping, VirtMem};
 use wdb::Result;
 
@@ -50,6 +50,15 @@ impl BigFile for GenFile {
     }
     fn load_writes_whole_block(&self) -> bool {
         self.fill
+    }
+    fn content_keys(&self) -> Option<&dyn ContentKeys> {
+        None
+    }
+    fn sub_block_pages(&self) -> Option<&dyn SubBlockPages> {
+        None
+    }
+    fn direct_map(&self) -> Option<&dyn DirectMap> {
+        None
     }
 }
 

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use wdb::bigfile::{BigFile, MemFile, DEFAULT_BLOCK_SIZE};
+use wdb::bigfile::{BigFile, ContentKeys, MemFile, DEFAULT_BLOCK_SIZE};
 
 #[test]
 fn memfile_counts_errors_hooks_and_keys() {

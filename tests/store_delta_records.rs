@@ -10,7 +10,7 @@ use wdb::db::{ArraySpec, Compression, Db, Order};
 use wdb::format::{MAX_DELTA_CHAIN, PAGE};
 use wdb::Tid;
 
-const PG: usize = PAGE as usize;
+const PG: usize = PAGE;
 
 fn spec(name: &str, bs: usize, blocks: u64, c: Compression) -> ArraySpec {
     ArraySpec {

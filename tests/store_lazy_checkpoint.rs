@@ -18,8 +18,9 @@ use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
 use wdb::db::{ArraySpec, ChangeSet, Compression, Db, Durability, HistoryEntry, Options, Order};
-use wdb::format::checkpoint::{self, Checkpoint, Header3, Version, PAGE_SIZE, SLOT_SIZE};
+use wdb::format::checkpoint::{self, Checkpoint, Header3, Version, SLOT_SIZE};
 use wdb::format::Key;
+use wdb::format::PAGE;
 use wdb::store::{checkpoint_path, Store, StoreOptions};
 use wdb::Tid;
 
@@ -433,7 +434,7 @@ fn open_reads_one_page_and_a_lookup_a_few() {
 fn poke_slot(idx: &mut [u8], s: u64, field: usize, v: u64) {
     let h = Header3::decode(&idx[..4096.min(idx.len())], idx.len() as u64).unwrap();
     let (p, off) = checkpoint::slot_place(s);
-    let at = (p * PAGE_SIZE) as usize;
+    let at = p as usize * PAGE;
     let len = h.page_len(p);
     idx[at + off + field..at + off + field + 8].copy_from_slice(&v.to_le_bytes());
     let crc = checkpoint::page_crc(p, &idx[at..at + len - 4]);
@@ -452,7 +453,7 @@ fn a_damaged_page_is_caught_at_lookup_and_the_index_rebuilt() {
     let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
     for page in [1, h.n_pages() / 2, h.n_pages() - 1] {
         let mut b = idx.clone();
-        b[(page * PAGE_SIZE) as usize + 100] ^= 0x20;
+        b[page as usize * PAGE + 100] ^= 0x20;
         cases.push((format!("bit flip in page {page}"), b));
     }
     let mut b = idx.clone();
@@ -471,7 +472,7 @@ fn a_damaged_page_is_caught_at_lookup_and_the_index_rebuilt() {
     assert_eq!(checkpoint::slot_place(h.key_slot(250)).1, 0);
     let next = {
         let (p, off) = checkpoint::slot_place(h.key_slot(251));
-        let at = (p * PAGE_SIZE) as usize + off;
+        let at = p as usize * PAGE + off;
         checkpoint::decode_key_slot(idx[at..at + 32].try_into().unwrap()).unwrap()
     };
     let mut b = idx.clone();

@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use wdb::bigfile::BigFile;
+use wdb::bigfile::{BigFile, ContentKeys, DirectMap, SubBlockPages};
 use wdb::virtmem::{Mapping, VirtMem};
 use wdb::Result;
 
@@ -43,6 +43,15 @@ impl BigFile for GenFile {
     }
     fn load_writes_whole_block(&self) -> bool {
         true
+    }
+    fn content_keys(&self) -> Option<&dyn ContentKeys> {
+        None
+    }
+    fn sub_block_pages(&self) -> Option<&dyn SubBlockPages> {
+        None
+    }
+    fn direct_map(&self) -> Option<&dyn DirectMap> {
+        None
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use wdb::bigfile::BigFile;
+use wdb::bigfile::{BigFile, ContentKeys, DirectMap, SubBlockPages};
 use wdb::virtmem::VirtMem;
 use wdb::Result;
 
@@ -43,12 +43,24 @@ impl BigFile for SlowAhead {
     fn name(&self) -> &str {
         "slow-ahead"
     }
+    fn load_writes_whole_block(&self) -> bool {
+        true
+    }
+    fn content_keys(&self) -> Option<&dyn ContentKeys> {
+        Some(self)
+    }
+    fn sub_block_pages(&self) -> Option<&dyn SubBlockPages> {
+        None
+    }
+    fn direct_map(&self) -> Option<&dyn DirectMap> {
+        None
+    }
+}
+
+impl ContentKeys for SlowAhead {
     fn content_key(&self, blk: u64) -> Option<(u64, u64)> {
         // Stored content (readahead loads only such blocks).
         Some((1, blk))
-    }
-    fn load_writes_whole_block(&self) -> bool {
-        true
     }
 }
 

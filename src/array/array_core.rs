@@ -57,7 +57,7 @@ use super::layout::{Layout, Order};
 #[cfg(any(test, feature = "internals"))]
 use super::npy::NpyHeader;
 use super::view::{mapping_bytes, mapping_bytes_mut, mapping_view, mapping_view_mut};
-use crate::bigfile::BigFile;
+use crate::bigfile::{BigFile, ContentKeys, DirectMap, FileSlice, SubBlockPages};
 use crate::virtmem::{FileHandle, Mapping, MappingGuard, VirtMem, MAX_MAPPING_LEN};
 use crate::{Error, Result};
 
@@ -119,6 +119,26 @@ impl BigFile for ZeroTail {
         self.inner.name()
     }
 
+    fn load_writes_whole_block(&self) -> bool {
+        // A cut block is filled with zeros whole; any other is `inner`'s load.
+        self.inner.load_writes_whole_block()
+    }
+
+    fn content_keys(&self) -> Option<&dyn ContentKeys> {
+        self.inner.content_keys().map(|_| self as &dyn ContentKeys)
+    }
+
+    fn sub_block_pages(&self) -> Option<&dyn SubBlockPages> {
+        // Cut blocks need this file's own answer even when `inner` has no pages.
+        Some(self)
+    }
+
+    fn direct_map(&self) -> Option<&dyn DirectMap> {
+        self.inner.direct_map().map(|_| self as &dyn DirectMap)
+    }
+}
+
+impl ContentKeys for ZeroTail {
     fn content_key(&self, blk: u64) -> Option<(u64, u64)> {
         // Past zero_from the content is zeros or this core's own writes, not the
         // snapshot's block: never share it with other handles.
@@ -127,7 +147,9 @@ impl BigFile for ZeroTail {
         }
         self.inner.content_key(blk)
     }
+}
 
+impl SubBlockPages for ZeroTail {
     fn read_pages(&self, blk: u64, pages: &[u32], out: &mut [u8]) -> Result<()> {
         if self.cut(blk) {
             out.fill(0);
@@ -147,8 +169,13 @@ impl BigFile for ZeroTail {
         }
         self.inner.store_pages(blk, pages)
     }
+}
 
-    fn map_source(&self, blk: u64) -> Result<Option<crate::bigfile::FileSlice>> {
+// SAFETY: every slice comes from `inner`'s `DirectMap`, whose promise holds for it;
+// blocks past `zero_from` (zeros or this core's own writes) are never mapped.
+#[allow(unsafe_code)]
+unsafe impl DirectMap for ZeroTail {
+    fn map_source(&self, blk: u64) -> Result<Option<FileSlice>> {
         // Past zero_from the content is zeros or this core's own writes: load them.
         if blk >= self.zero_from.load(Ordering::Acquire) {
             return Ok(None);
@@ -156,11 +183,11 @@ impl BigFile for ZeroTail {
         self.inner.map_source(blk)
     }
 
-    fn claim_check(&self, src: &crate::bigfile::FileSlice) -> bool {
+    fn claim_check(&self, src: &FileSlice) -> bool {
         self.inner.claim_check(src)
     }
 
-    fn source_checked(&self, src: &crate::bigfile::FileSlice) {
+    fn source_checked(&self, src: &FileSlice) {
         self.inner.source_checked(src)
     }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::BigFile;
+use super::{BigFile, ContentKeys, DirectMap, SubBlockPages};
 use crate::{Error, Result};
 
 /// A hook run at the start of `load_blk` / `store_blk` with the block index.
@@ -219,6 +219,25 @@ impl BigFile for MemFile {
         &self.name
     }
 
+    fn load_writes_whole_block(&self) -> bool {
+        // A block never stored is left as the zeroed buffer.
+        false
+    }
+
+    fn content_keys(&self) -> Option<&dyn ContentKeys> {
+        self.key_id.map(|_| self as &dyn ContentKeys)
+    }
+
+    fn sub_block_pages(&self) -> Option<&dyn SubBlockPages> {
+        None
+    }
+
+    fn direct_map(&self) -> Option<&dyn DirectMap> {
+        None
+    }
+}
+
+impl ContentKeys for MemFile {
     fn content_key(&self, blk: u64) -> Option<(u64, u64)> {
         let id = self.key_id?;
         let v = self.inner.lock().versions.get(&blk).copied().unwrap_or(0);

@@ -38,7 +38,7 @@ use parking_lot::Mutex;
 
 use super::{ArrayInfo, SnapInner, TxInner};
 use crate::array::{ArrayCore, DType, Element, Layout};
-use crate::bigfile::BigFile;
+use crate::bigfile::{BigFile, ContentKeys, DirectMap, FileSlice, SubBlockPages};
 use crate::virtmem::{VirtMem, MAX_MAPPING_LEN};
 use crate::{Error, Result};
 
@@ -84,24 +84,40 @@ impl BigFile for ArrayFile {
         &self.name
     }
 
+    fn load_writes_whole_block(&self) -> bool {
+        // read_block fills the whole buffer: the stored (trimmed) bytes, then zeros.
+        true
+    }
+
+    fn content_keys(&self) -> Option<&dyn ContentKeys> {
+        Some(self)
+    }
+
+    fn sub_block_pages(&self) -> Option<&dyn SubBlockPages> {
+        Some(self)
+    }
+
+    fn direct_map(&self) -> Option<&dyn DirectMap> {
+        Some(self)
+    }
+}
+
+impl ContentKeys for ArrayFile {
     fn content_key(&self, blk: u64) -> Option<(u64, u64)> {
         // A block never written has no version (None): it reads zeros and is not worth
         // sharing. A block staged by the transaction is its own (None as well).
         let v = match &self.src {
             Source::Tx(t) => t.block_version(self.id, blk),
-            Source::Snap(s) => s.block_version(self.id, blk),
+            Source::Snap(s) => s.at.block_version(self.id, blk),
         };
         match v {
             Ok(Some(tid)) => Some((self.id, tid.get())),
             _ => None,
         }
     }
+}
 
-    fn load_writes_whole_block(&self) -> bool {
-        // read_block fills the whole buffer: the stored (trimmed) bytes, then zeros.
-        true
-    }
-
+impl SubBlockPages for ArrayFile {
     fn read_pages(&self, blk: u64, pages: &[u32], out: &mut [u8]) -> Result<()> {
         match &self.src {
             Source::Tx(t) => t.read_pages(self.id, blk, pages, out),
@@ -121,25 +137,32 @@ impl BigFile for ArrayFile {
             ))),
         }
     }
+}
 
-    fn map_source(&self, blk: u64) -> Result<Option<crate::bigfile::FileSlice>> {
+// SAFETY: `map_source` returns the slices of the store (`Generation::map_source`):
+// bytes of committed records in the log or a checkpoint, which the store never
+// rewrites while a generation that reaches them is alive; `slice.keep` holds that
+// generation.
+#[allow(unsafe_code)]
+unsafe impl DirectMap for ArrayFile {
+    fn map_source(&self, blk: u64) -> Result<Option<FileSlice>> {
         match &self.src {
             Source::Tx(t) => t.map_source(self.id, blk, self.block_size),
-            Source::Snap(s) => s.map_source(self.id, blk, self.block_size),
+            Source::Snap(s) => s.at.map_block(self.id, blk, self.block_size),
         }
     }
 
-    fn claim_check(&self, src: &crate::bigfile::FileSlice) -> bool {
+    fn claim_check(&self, src: &FileSlice) -> bool {
         match &self.src {
             Source::Tx(t) => t.claim_check(src),
-            Source::Snap(s) => s.gen.claim_check(src),
+            Source::Snap(s) => s.at.claim_check(src),
         }
     }
 
-    fn source_checked(&self, src: &crate::bigfile::FileSlice) {
+    fn source_checked(&self, src: &FileSlice) {
         match &self.src {
             Source::Tx(t) => t.source_checked(src),
-            Source::Snap(s) => s.source_checked(src),
+            Source::Snap(s) => s.at.source_checked(src),
         }
     }
 }

@@ -333,7 +333,7 @@ impl Snapshot {
 
     /// The tid of the version of a block visible here (None: never written, zeros).
     pub fn block_version(&self, array_id: u64, blk: u64) -> Result<Option<Tid>> {
-        self.inner.block_version(array_id, blk)
+        self.inner.at.block_version(array_id, blk)
     }
 
     /// The database it belongs to.

@@ -61,7 +61,7 @@ use super::arrays::{check_shape_of, snap_file, tx_file};
 use super::handles::{ArrayOptions, Snapshot, Transaction};
 use super::{ArrayInfo, Db, Order};
 use crate::array::{bytes_shape, ArrayCore, DType};
-use crate::bigfile::{BigFile, FileSlice};
+use crate::bigfile::{BigFile, ContentKeys, DirectMap, FileSlice, SubBlockPages};
 use crate::format::Key;
 use crate::virtmem::MappingGuard;
 use crate::{Error, Result, Tid};
@@ -96,22 +96,45 @@ impl BigFile for SwitchFile {
     fn name(&self) -> &str {
         &self.name
     }
-    fn content_key(&self, blk: u64) -> Option<(u64, u64)> {
-        self.current().content_key(blk)
-    }
     fn load_writes_whole_block(&self) -> bool {
         // Both targets (an ArrayFile, Zeros) fill the whole buffer; answered without
         // a lock since virtmem may ask with its own lock held.
         true
     }
-    fn map_source(&self, blk: u64) -> Result<Option<FileSlice>> {
-        self.current().map_source(blk)
+    // The target changes at a switch: each capability forwards to the target current
+    // at the call, which answers with its own capability or the fallback.
+    fn content_keys(&self) -> Option<&dyn ContentKeys> {
+        Some(self)
     }
+    fn sub_block_pages(&self) -> Option<&dyn SubBlockPages> {
+        Some(self)
+    }
+    fn direct_map(&self) -> Option<&dyn DirectMap> {
+        Some(self)
+    }
+}
+
+impl ContentKeys for SwitchFile {
+    fn content_key(&self, blk: u64) -> Option<(u64, u64)> {
+        self.current().content_key(blk)
+    }
+}
+
+impl SubBlockPages for SwitchFile {
     fn read_pages(&self, blk: u64, pages: &[u32], out: &mut [u8]) -> Result<()> {
         self.current().read_pages(blk, pages, out)
     }
     fn store_pages(&self, blk: u64, pages: &[(u32, &[u8])]) -> Result<()> {
         self.current().store_pages(blk, pages)
+    }
+}
+
+// SAFETY: every slice comes from the `DirectMap` of the current target, whose promise
+// holds for as long as the slice's `keep` lives, whatever this file forwards to later.
+#[allow(unsafe_code)]
+unsafe impl DirectMap for SwitchFile {
+    fn map_source(&self, blk: u64) -> Result<Option<FileSlice>> {
+        self.current().map_source(blk)
     }
     fn claim_check(&self, src: &FileSlice) -> bool {
         self.current().claim_check(src)
@@ -148,6 +171,15 @@ impl BigFile for Zeros {
     }
     fn load_writes_whole_block(&self) -> bool {
         true
+    }
+    fn content_keys(&self) -> Option<&dyn ContentKeys> {
+        None
+    }
+    fn sub_block_pages(&self) -> Option<&dyn SubBlockPages> {
+        None
+    }
+    fn direct_map(&self) -> Option<&dyn DirectMap> {
+        None
     }
 }
 

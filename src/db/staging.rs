@@ -175,8 +175,7 @@ pub(super) fn map_staged(e: &Encoded, block_size: usize, verify: Verify) -> Opti
     let Payload::Spilled(s) = &e.payload else {
         return None;
     };
-    let page = usize::try_from(PAGE).unwrap_or(4096);
-    if e.encoding != Encoding::Raw || s.len() > block_size || s.len() % page != 0 || s.is_empty() {
+    if e.encoding != Encoding::Raw || s.len() > block_size || s.len() % PAGE != 0 || s.is_empty() {
         return None;
     }
     Some(FileSlice {

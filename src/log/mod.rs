@@ -17,7 +17,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::format::{self, EncodedTx, FileHeader, Part, RecordHeader, TxEnd, TxHeader};
+use crate::format::{self, EncodedTx, FileHeader, TxPiece, RecordHeader, TxEnd, TxHeader};
 use crate::{Error, Result, Tid};
 use io::{FileIo, LogIo};
 
@@ -112,7 +112,7 @@ impl Log {
             .open(path)?;
         let header = FileHeader {
             version: format::FORMAT_VERSION,
-            align: u32::try_from(format::PAGE).unwrap_or(4096),
+            align: format::PAGE as u32,
             uuid: new_uuid(),
             created_ns: now_ns(),
             base_tid,
@@ -155,7 +155,7 @@ impl Log {
         }
         let header = FileHeader {
             version: format::FORMAT_VERSION,
-            align: u32::try_from(format::PAGE).unwrap_or(4096),
+            align: format::PAGE as u32,
             uuid: new_uuid(),
             created_ns: now_ns(),
             base_tid: Tid::ZERO,
@@ -354,37 +354,7 @@ impl Log {
             let mut rb = [0u8; format::RECORD_HEADER_SIZE];
             self.read_exact_at(&mut rb, pos)?;
             let rh = RecordHeader::decode(&rb, pos)?;
-            if rh.encoding.is_delta() && self.header.version < format::DELTA_FORMAT_VERSION {
-                return Err(Error::corruption(
-                    pos,
-                    format!(
-                        "delta record in a format version {} file",
-                        self.header.version
-                    ),
-                ));
-            }
-            if rh.flags & format::FLAG_PAGE_CRCS != 0
-                && self.header.version < format::PAGE_CRC_FORMAT_VERSION
-            {
-                return Err(Error::corruption(
-                    pos + 3,
-                    format!(
-                        "page CRC table in a format version {} file",
-                        self.header.version
-                    ),
-                ));
-            }
-            if rh.flags & format::FLAG_ALIGNED != 0
-                && self.header.version < format::ALIGNED_FORMAT_VERSION
-            {
-                return Err(Error::corruption(
-                    pos + 3,
-                    format!(
-                        "aligned payload in a format version {} file",
-                        self.header.version
-                    ),
-                ));
-            }
+            self.check_record_version(pos, &rh)?;
             crc.update(&rb);
             if pos + rh.span() > end_off {
                 return Err(Error::corruption(
@@ -431,6 +401,31 @@ impl Log {
             records,
             end,
         })
+    }
+
+    /// A record at `pos` uses only what this file's format version has: delta records,
+    /// page CRC tables, aligned payloads.
+    fn check_record_version(&self, pos: u64, rh: &RecordHeader) -> Result<()> {
+        let v = self.header.version;
+        if rh.encoding.is_delta() && v < format::DELTA_FORMAT_VERSION {
+            return Err(Error::corruption(
+                pos,
+                format!("delta record in a format version {v} file"),
+            ));
+        }
+        if rh.flags & format::FLAG_PAGE_CRCS != 0 && v < format::PAGE_CRC_FORMAT_VERSION {
+            return Err(Error::corruption(
+                pos + 3,
+                format!("page CRC table in a format version {v} file"),
+            ));
+        }
+        if rh.flags & format::FLAG_ALIGNED != 0 && v < format::ALIGNED_FORMAT_VERSION {
+            return Err(Error::corruption(
+                pos + 3,
+                format!("aligned payload in a format version {v} file"),
+            ));
+        }
+        Ok(())
     }
 
     /// Scan transactions from `from` to the end of the file, stopping at the first that
@@ -599,9 +594,9 @@ impl Log {
     /// fdatasync if `sync`. An error leaves a torn tail that recovery cuts; the caller
     /// must poison the writer (a failed fsync is never retried).
     ///
-    /// Order of the writes: the parts in memory first (coalesced into large writes),
+    /// Order of the writes: the pieces in memory first (coalesced into large writes),
     /// then the payloads copied from other files, the last one first, then the final
-    /// part, which ends with the trailer. The trailer is written after every other byte
+    /// piece, which ends with the trailer. The trailer is written after every other byte
     /// of the transaction, so a process that dies during the append never leaves a
     /// trailer behind bytes it did not write (a committer of another process checks the
     /// headers and the trailer, not the payloads, of a transaction it reads under the
@@ -609,12 +604,12 @@ impl Log {
     /// likeliest to be still unwritten in the page cache: copied and released first,
     /// the kernel never writes them to the spill file's disk blocks.
     pub fn append(&self, at: u64, tx: &EncodedTx<'_>, sync: bool) -> Result<()> {
-        let (last, body) = match tx.parts.split_last() {
+        let (last, body) = match tx.pieces.split_last() {
             Some((l, b)) => (Some(l), b),
-            None => (None, &tx.parts[..]),
+            None => (None, &tx.pieces[..]),
         };
         let mut pos = at;
-        // Small parts are coalesced: `pending` holds the bytes from `pending_at` on.
+        // Small pieces are coalesced: `pending` holds the bytes from `pending_at` on.
         let mut pending: Vec<u8> = Vec::new();
         let mut pending_at = pos;
         let mut copies = Vec::new();
@@ -627,24 +622,24 @@ impl Log {
         };
         for p in body {
             match p {
-                Part::Copy(r) => {
+                TxPiece::Copy(r) => {
                     flush(&mut pending, pending_at)?;
                     copies.push((r, pos));
                     pos += u64::from(r.len);
                     pending_at = pos;
                 }
-                Part::Table(c) => {
+                TxPiece::Table(c) => {
                     let t = format::encode_page_table(c);
                     pending.extend_from_slice(&t);
                     pos += t.len() as u64;
                 }
-                Part::Hole(n) => {
+                TxPiece::Hole(n) => {
                     // Skipped: the bytes after it extend the file over it, as a hole.
                     flush(&mut pending, pending_at)?;
                     pos += n;
                     pending_at = pos;
                 }
-                Part::Own(_) | Part::Borrowed(_) => {
+                TxPiece::Own(_) | TxPiece::Borrowed(_) => {
                     let b = p.bytes().unwrap_or_default();
                     if b.len() < (64 << 10) {
                         pending.extend_from_slice(b);
@@ -667,10 +662,10 @@ impl Log {
         }
         if let Some(p) = last {
             match p {
-                Part::Copy(r) => self.io.copy_from(r.file, r.off, u64::from(r.len), pos)?,
-                Part::Table(c) => self.io.write_at(&format::encode_page_table(c), pos)?,
-                Part::Hole(_) => {}
-                Part::Own(_) | Part::Borrowed(_) => {
+                TxPiece::Copy(r) => self.io.copy_from(r.file, r.off, u64::from(r.len), pos)?,
+                TxPiece::Table(c) => self.io.write_at(&format::encode_page_table(c), pos)?,
+                TxPiece::Hole(_) => {}
+                TxPiece::Own(_) | TxPiece::Borrowed(_) => {
                     self.io.write_at(p.bytes().unwrap_or_default(), pos)?
                 }
             }

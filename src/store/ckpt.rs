@@ -19,9 +19,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use crate::format::checkpoint::{
-    self, Header3, KeySlot, TxEntry, Version, HEADER_SLOTS, PAGE_SIZE, SLOTS_PER_PAGE, SLOT_SIZE,
+    self, Header3, KeySlot, TxEntry, Version, page_offset, HEADER_SLOTS, SLOTS_PER_PAGE, SLOT_SIZE,
 };
-use crate::format::Key;
+use crate::format::{Key, PAGE};
 use crate::{Error, Result};
 
 /// An open version-3 checkpoint.
@@ -100,27 +100,27 @@ impl LazyCheckpoint {
     /// Page `p`, read and checked on first use.
     fn page(&self, p: u64) -> Result<&[u8]> {
         if self.failed() {
-            return Err(self.fail(p * PAGE_SIZE, "failed an earlier check"));
+            return Err(self.fail(page_offset(p), "failed an earlier check"));
         }
         let cell = usize::try_from(p)
             .ok()
             .and_then(|i| self.pages.get(i))
-            .ok_or_else(|| self.fail(p * PAGE_SIZE, format!("no page {p}")))?;
+            .ok_or_else(|| self.fail(page_offset(p), format!("no page {p}")))?;
         if let Some(b) = cell.get() {
             return Ok(b);
         }
         let mut buf = vec![0u8; self.h.page_len(p)];
-        if let Err(e) = self.file.read_exact_at(&mut buf, p * PAGE_SIZE) {
-            return Err(self.fail(p * PAGE_SIZE, format!("reading page {p}: {e}")));
+        if let Err(e) = self.file.read_exact_at(&mut buf, page_offset(p)) {
+            return Err(self.fail(page_offset(p), format!("reading page {p}: {e}")));
         }
         if let Err(e) = checkpoint::check_page(&self.h, p, &buf) {
-            return Err(self.fail(p * PAGE_SIZE, e));
+            return Err(self.fail(page_offset(p), e));
         }
         // Another thread may have read it meanwhile: same bytes, either copy serves.
         let _ = cell.set(buf.into_boxed_slice());
         cell.get()
             .map(|b| &b[..])
-            .ok_or_else(|| self.fail(p * PAGE_SIZE, "page cache"))
+            .ok_or_else(|| self.fail(page_offset(p), "page cache"))
     }
 
     /// Slot `s` (from a checked page).
@@ -129,7 +129,7 @@ impl LazyCheckpoint {
         self.page(p)?
             .get(off..off + SLOT_SIZE)
             .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| self.fail(p * PAGE_SIZE + off as u64, format!("no slot {s}")))
+            .ok_or_else(|| self.fail(page_offset(p) + off as u64, format!("no slot {s}")))
     }
 
     /// Key entry `i` (< `h.n_keys`).
@@ -170,7 +170,7 @@ impl LazyCheckpoint {
         let cell = usize::try_from(p)
             .ok()
             .and_then(|i| self.fence.get(i))
-            .ok_or_else(|| self.fail(p * PAGE_SIZE, format!("no key page {p}")))?;
+            .ok_or_else(|| self.fail(page_offset(p), format!("no key page {p}")))?;
         if let Some(k) = cell.get() {
             return Ok(*k);
         }
@@ -203,7 +203,7 @@ impl LazyCheckpoint {
                 page.get(off..off + SLOT_SIZE)
                     .and_then(|b| b.try_into().ok())
                     .map(checkpoint::key_slot_sort)
-                    .ok_or_else(|| self.fail(p * PAGE_SIZE, format!("no key {i}")))
+                    .ok_or_else(|| self.fail(page_offset(p), format!("no key {i}")))
             };
             let (mut l, mut h) = self.keys_in_page(p);
             // Blocks of an array are mostly consecutive: try where block numbers say
@@ -352,7 +352,7 @@ pub fn open(db: &Path) -> Option<Opened> {
     let path = super::checkpoint_path(db);
     let f = File::open(&path).ok()?;
     let len = f.metadata().ok()?.len();
-    let mut first = vec![0u8; usize::try_from(len.min(PAGE_SIZE)).ok()?];
+    let mut first = vec![0u8; usize::try_from(len.min(PAGE as u64)).ok()?];
     f.read_exact_at(&mut first, 0).ok()?;
     if checkpoint::version_of(&first).ok()? >= 3 {
         return LazyCheckpoint::open(f, &path, first, len)

@@ -115,7 +115,7 @@ impl Kept {
 
 /// The spill slot for a payload of `len` bytes: the next power of two, at least a page.
 pub(crate) fn spill_slot_size(len: usize) -> u64 {
-    (len as u64).max(format::PAGE).next_power_of_two()
+    (len as u64).max(format::PAGE as u64).next_power_of_two()
 }
 
 /// Fold the delta version `v` of `key` into a full block: resolve its chain in `src`

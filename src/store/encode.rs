@@ -220,8 +220,7 @@ fn compress_if_it_pays(body: &[u8], level: i32) -> Result<Option<Vec<u8>>> {
 /// is all zeros.
 pub fn trimmed_len(data: &[u8]) -> Option<usize> {
     let last = data.iter().rposition(|&b| b != 0)?;
-    let page = usize::try_from(PAGE).unwrap_or(4096);
-    Some(((last + 1).div_ceil(page) * page).min(data.len()))
+    Some(((last + 1).div_ceil(PAGE) * PAGE).min(data.len()))
 }
 
 /// Encode block `data` as a delta record on `base` (the block's version it replaces,
@@ -243,11 +242,10 @@ pub fn encode_delta(
     };
     let result_len = u32::try_from(trimmed)
         .map_err(|_| Error::OutOfRange(format!("block of {} bytes is too large", data.len())))?;
-    let page = usize::try_from(PAGE).unwrap_or(4096);
     let mut changed: Vec<(u32, &[u8])> = Vec::new();
     for (i, (new, old)) in data[..trimmed]
-        .chunks(page)
-        .zip(base[..trimmed].chunks(page))
+        .chunks(PAGE)
+        .zip(base[..trimmed].chunks(PAGE))
         .enumerate()
     {
         if new != old {

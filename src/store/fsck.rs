@@ -184,68 +184,18 @@ pub fn check_log(log: &Log, durable_end: u64, rep: &mut FsckReport) -> Result<()
     rep.file_len = file_len;
     let mut pos = format::FILE_HEADER_SIZE;
     let mut last = Tid::ZERO;
-    // Offset of the newest record of each key, to check back pointers.
-    let mut newest: HashMap<Key, u64> = HashMap::new();
-    // Deltas between the newest record of each block key and its full version.
-    let mut depth: HashMap<Key, usize> = HashMap::new();
-    // Array id → is its catalog entry live (created and not deleted)?
-    let mut live: HashMap<u64, bool> = HashMap::new();
+    let mut keys = KeyChecks::new(log.header().base_tid);
     let mut scratch = Vec::new();
-    // A compacted file is complete only from its base tid: the catalog entry a block of
-    // an earlier transaction belongs to may have been superseded and dropped. Those
-    // blocks only need some catalog entry (live or deleted) at or before the base tid.
-    let base = log.header().base_tid;
-    let mut deferred: Vec<(u64, u64, String)> = Vec::new();
-    let flush = |deferred: &mut Vec<(u64, u64, String)>,
-                 live: &HashMap<u64, bool>,
-                 rep: &mut FsckReport| {
-        for (array, off, record) in deferred.drain(..) {
-            if !live.contains_key(&array) {
-                rep.problems.push(Problem {
-                    offset: off,
-                    record,
-                    what: format!("array {array} has no catalog entry"),
-                });
-            }
-        }
-    };
     while pos < file_len {
         let tx = match log.read_tx(pos, file_len, true, &mut scratch) {
             Ok(tx) => tx,
-            Err(e) => {
-                match resync(log, pos + 8, file_len) {
-                    Some(next) => {
-                        rep.problems
-                            .push(problem_of(e, format!("transaction at {pos}")));
-                        pos = next;
-                    }
-                    None if pos < durable_end => {
-                        // Committed bytes the checkpoint vouches for: corruption to
-                        // report, not a tail to cut; scan on after them.
-                        rep.problems.push(problem_of(
-                            e,
-                            format!(
-                                "committed transaction at {pos} (covered by the index checkpoint)"
-                            ),
-                        ));
-                        pos = durable_end;
-                    }
-                    None => {
-                        let what = format!(
-                            "torn tail of {} bytes after the last valid transaction ({e})",
-                            file_len - pos
-                        );
-                        rep.problems.push(Problem {
-                            offset: pos,
-                            record: "tail".into(),
-                            what,
-                        });
-                        rep.torn_tail = Some(pos);
-                        break;
-                    }
+            Err(e) => match skip_bad_tx(log, pos, file_len, durable_end, e, rep) {
+                Some(next) => {
+                    pos = next;
+                    continue;
                 }
-                continue;
-            }
+                None => break,
+            },
         };
         let tid = tx.header.tid;
         let name = format!("tx {tid}");
@@ -259,92 +209,206 @@ pub fn check_log(log: &Log, durable_end: u64, rep: &mut FsckReport) -> Result<()
         last = last.max(tid);
         for (i, (off, rh)) in tx.records.iter().enumerate() {
             let rname = format!("{name} record {i} ({:?})", rh.key);
-            let expect = newest.get(&rh.key).copied().unwrap_or(0);
-            if rh.prev_off != expect {
-                rep.problems.push(Problem {
-                    offset: *off,
-                    record: rname.clone(),
-                    what: format!(
-                        "back pointer {} but the previous version of this key is at {expect}",
-                        rh.prev_off
-                    ),
-                });
-            }
-            // Delta chains: a delta rests on a version of its block in this file, the
-            // chain stays within MAX_DELTA_CHAIN, and its payload is well formed.
-            let d = if rh.encoding.is_delta() {
-                let below = if expect == 0 {
-                    rep.problems.push(Problem {
-                        offset: *off,
-                        record: rname.clone(),
-                        what: "delta record without a base version in this file".into(),
-                    });
-                    0
-                } else {
-                    depth.get(&rh.key).copied().unwrap_or(0)
-                };
-                if below + 1 > format::MAX_DELTA_CHAIN {
-                    rep.problems.push(Problem {
-                        offset: *off,
-                        record: rname.clone(),
-                        what: format!(
-                            "delta chain of {} records (at most {})",
-                            below + 1,
-                            format::MAX_DELTA_CHAIN
-                        ),
-                    });
-                }
-                if let Err(e) = check_delta_payload(log, *off, rh) {
-                    rep.problems.push(problem_of(e, rname.clone()));
-                }
-                below + 1
-            } else {
-                0
-            };
-            depth.insert(rh.key, d);
-            newest.insert(rh.key, *off);
-            if rh.encoding == Encoding::Zstd {
-                // Decompress to prove the payload is a frame of exactly logical_len bytes.
-                let mut s = vec![0u8; usize::try_from(rh.stored_len).unwrap_or(0)];
-                let mut d = vec![0u8; usize::try_from(rh.logical_len).unwrap_or(0)];
-                let r = log
-                    .read_exact_at(&mut s, off + rh.payload_rel())
-                    .and_then(|_| {
-                        super::encode::decompress_into(&s, &mut d, off + rh.payload_rel())
-                    });
-                if let Err(e) = r {
-                    rep.problems.push(problem_of(e, rname.clone()));
-                }
-            }
-            if rh.encoding == Encoding::Raw
-                && rh.key.tag() == format::TAG_BLOCK
-                && (off + rh.payload_rel()) % format::PAGE != 0
-            {
-                rep.problems.push(Problem {
-                    offset: *off,
-                    record: rname.clone(),
-                    what: "raw block payload is not page-aligned".into(),
-                });
-            }
-            if let Key::Meta { array } = rh.key {
-                live.insert(array, rh.flags & format::FLAG_DELETED == 0);
-            }
+            keys.check_record(log, *off, rh, &rname, rep);
             rep.records += 1;
         }
-        // Catalog references: every block written belongs to an array that exists after
-        // this transaction.
-        if tid < base {
-            for (off, rh) in &tx.records {
+        keys.check_catalog_refs(tid, &name, &tx.records, rep);
+        rep.transactions += 1;
+        rep.last_tid = last;
+        pos += tx.header.total_len;
+    }
+    keys.flush(rep);
+    Ok(())
+}
+
+/// A transaction at `pos` failed to read (`e`): report it and return where the scan goes
+/// on — the next valid transaction, or past the bytes the checkpoint vouches for — or
+/// `None` for a torn tail (recorded in `rep.torn_tail`), which ends the scan.
+fn skip_bad_tx(
+    log: &Log,
+    pos: u64,
+    file_len: u64,
+    durable_end: u64,
+    e: Error,
+    rep: &mut FsckReport,
+) -> Option<u64> {
+    match resync(log, pos + 8, file_len) {
+        Some(next) => {
+            rep.problems
+                .push(problem_of(e, format!("transaction at {pos}")));
+            Some(next)
+        }
+        None if pos < durable_end => {
+            // Committed bytes the checkpoint vouches for: corruption to report, not a
+            // tail to cut; scan on after them.
+            rep.problems.push(problem_of(
+                e,
+                format!("committed transaction at {pos} (covered by the index checkpoint)"),
+            ));
+            Some(durable_end)
+        }
+        None => {
+            let what = format!(
+                "torn tail of {} bytes after the last valid transaction ({e})",
+                file_len - pos
+            );
+            rep.problems.push(Problem {
+                offset: pos,
+                record: "tail".into(),
+                what,
+            });
+            rep.torn_tail = Some(pos);
+            None
+        }
+    }
+}
+
+/// What the scan remembers of the keys seen so far, to check each record against the
+/// versions before it and each block against the catalog.
+struct KeyChecks {
+    /// Offset of the newest record of each key, to check back pointers.
+    newest: HashMap<Key, u64>,
+    /// Deltas between the newest record of each block key and its full version.
+    depth: HashMap<Key, usize>,
+    /// Array id → is its catalog entry live (created and not deleted)?
+    live: HashMap<u64, bool>,
+    /// A compacted file is complete only from its base tid: the catalog entry a block of
+    /// an earlier transaction belongs to may have been superseded and dropped. Those
+    /// blocks only need some catalog entry (live or deleted) at or before the base tid.
+    base: Tid,
+    /// Blocks of transactions before `base`: (array, offset, record name).
+    deferred: Vec<(u64, u64, String)>,
+}
+
+impl KeyChecks {
+    fn new(base: Tid) -> KeyChecks {
+        KeyChecks {
+            newest: HashMap::new(),
+            depth: HashMap::new(),
+            live: HashMap::new(),
+            base,
+            deferred: Vec::new(),
+        }
+    }
+
+    /// Check the record `rname` at `off`: its back pointer, its delta chain, its payload
+    /// (a zstd frame decompresses, a delta payload decodes, a raw block is aligned).
+    fn check_record(
+        &mut self,
+        log: &Log,
+        off: u64,
+        rh: &format::RecordHeader,
+        rname: &str,
+        rep: &mut FsckReport,
+    ) {
+        let expect = self.newest.get(&rh.key).copied().unwrap_or(0);
+        if rh.prev_off != expect {
+            rep.problems.push(Problem {
+                offset: off,
+                record: rname.into(),
+                what: format!(
+                    "back pointer {} but the previous version of this key is at {expect}",
+                    rh.prev_off
+                ),
+            });
+        }
+        let d = if rh.encoding.is_delta() {
+            self.check_delta(log, off, rh, expect, rname, rep)
+        } else {
+            0
+        };
+        self.depth.insert(rh.key, d);
+        self.newest.insert(rh.key, off);
+        if rh.encoding == Encoding::Zstd {
+            // Decompress to prove the payload is a frame of exactly logical_len bytes.
+            let mut s = vec![0u8; usize::try_from(rh.stored_len).unwrap_or(0)];
+            let mut d = vec![0u8; usize::try_from(rh.logical_len).unwrap_or(0)];
+            let r = log
+                .read_exact_at(&mut s, off + rh.payload_rel())
+                .and_then(|_| super::encode::decompress_into(&s, &mut d, off + rh.payload_rel()));
+            if let Err(e) = r {
+                rep.problems.push(problem_of(e, rname.into()));
+            }
+        }
+        if rh.encoding == Encoding::Raw
+            && rh.key.tag() == format::TAG_BLOCK
+            && (off + rh.payload_rel()) % format::PAGE as u64 != 0
+        {
+            rep.problems.push(Problem {
+                offset: off,
+                record: rname.into(),
+                what: "raw block payload is not page-aligned".into(),
+            });
+        }
+        if let Key::Meta { array } = rh.key {
+            self.live
+                .insert(array, rh.flags & format::FLAG_DELETED == 0);
+        }
+    }
+
+    /// A delta record at `off` whose key's previous version is at `expect`: it rests on
+    /// a version of its block in this file, the chain stays within `MAX_DELTA_CHAIN`,
+    /// and its payload is well formed. Returns its depth (deltas down to the full
+    /// version).
+    fn check_delta(
+        &self,
+        log: &Log,
+        off: u64,
+        rh: &format::RecordHeader,
+        expect: u64,
+        rname: &str,
+        rep: &mut FsckReport,
+    ) -> usize {
+        let below = if expect == 0 {
+            rep.problems.push(Problem {
+                offset: off,
+                record: rname.into(),
+                what: "delta record without a base version in this file".into(),
+            });
+            0
+        } else {
+            self.depth.get(&rh.key).copied().unwrap_or(0)
+        };
+        if below + 1 > format::MAX_DELTA_CHAIN {
+            rep.problems.push(Problem {
+                offset: off,
+                record: rname.into(),
+                what: format!(
+                    "delta chain of {} records (at most {})",
+                    below + 1,
+                    format::MAX_DELTA_CHAIN
+                ),
+            });
+        }
+        if let Err(e) = check_delta_payload(log, off, rh) {
+            rep.problems.push(problem_of(e, rname.into()));
+        }
+        below + 1
+    }
+
+    /// Catalog references of transaction `tid`: every block written belongs to an array
+    /// that exists after it (checked later, at the base tid, for transactions before
+    /// the base of a compacted file).
+    fn check_catalog_refs(
+        &mut self,
+        tid: Tid,
+        name: &str,
+        records: &[(u64, format::RecordHeader)],
+        rep: &mut FsckReport,
+    ) {
+        if tid < self.base {
+            for (off, rh) in records {
                 if let Key::Block { array, blk } = rh.key {
-                    deferred.push((array, *off, format!("{name} block {blk} of array {array}")));
+                    self.deferred
+                        .push((array, *off, format!("{name} block {blk} of array {array}")));
                 }
             }
-        } else {
-            flush(&mut deferred, &live, rep);
+            return;
         }
-        for (off, rh) in tx.records.iter().filter(|_| tid >= base) {
+        self.flush(rep);
+        for (off, rh) in records {
             if let Key::Block { array, blk } = rh.key {
-                if live.get(&array) != Some(&true) {
+                if self.live.get(&array) != Some(&true) {
                     rep.problems.push(Problem {
                         offset: *off,
                         record: format!("{name} block {blk} of array {array}"),
@@ -353,10 +417,18 @@ pub fn check_log(log: &Log, durable_end: u64, rep: &mut FsckReport) -> Result<()
                 }
             }
         }
-        rep.transactions += 1;
-        rep.last_tid = last;
-        pos += tx.header.total_len;
     }
-    flush(&mut deferred, &live, rep);
-    Ok(())
+
+    /// Report the deferred blocks whose array never had a catalog entry.
+    fn flush(&mut self, rep: &mut FsckReport) {
+        for (array, off, record) in self.deferred.drain(..) {
+            if !self.live.contains_key(&array) {
+                rep.problems.push(Problem {
+                    offset: off,
+                    record,
+                    what: format!("array {array} has no catalog entry"),
+                });
+            }
+        }
+    }
 }

@@ -14,7 +14,7 @@
 //! Layout: *slots*. A payload of a block of `bs` bytes takes a slot of `bs` bytes at an
 //! offset that is a multiple of `bs` (2 MiB-aligned for the default block size), and
 //! starts at the slot's first byte, so a raw payload can be mapped into a view like a
-//! clean block of the log (`BigFile::map_source`). A compressed payload uses a prefix of
+//! clean block of the log (`DirectMap::map_source`). A compressed payload uses a prefix of
 //! its slot; the rest is never written and takes no disk space (a sparse file). A slot
 //! is reused once the payload in it is superseded and no view maps it any more (its
 //! [`SpillSlot`] is dropped): a transaction that rewrites the same blocks does not grow

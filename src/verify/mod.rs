@@ -314,12 +314,9 @@ pub fn check_pages(bytes: &[u8], crcs: &[u32]) -> Option<usize> {
     count(bytes.len());
     let mut it = crcs.iter();
     bytes
-        .chunks(PAGE)
+        .chunks(crate::format::PAGE)
         .position(|p| it.next().is_none_or(|&want| crc32(p) != want))
 }
-
-/// 4 KiB: the page of page CRC tables.
-pub const PAGE: usize = 4096;
 
 /// CRC-32 of `len` bytes at offset `off` of a file, read with `read_at` (`pread`-like:
 /// fill the buffer from the offset) in pieces into a buffer of this thread, so no

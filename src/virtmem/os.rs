@@ -239,7 +239,7 @@ pub(crate) fn check_file_pages(
     at: usize,
     len: usize,
 ) -> Result<()> {
-    let pg = crate::bigfile::PATCH_PAGE;
+    let pg = crate::bigfile::PAGE;
     let crcs = src
         .page_crcs
         .as_deref()

@@ -95,7 +95,7 @@
 //!     pages written over the private mapping while the block is still `PROT_NONE`.
 //!
 //! 11. *Patches* (small writes, `subpage.rs`): a handle may hold dirty 4 KiB pages of a
-//!     block beside its state — at most `block pages / MAX_PATCH_DIVISOR` per block,
+//!     block beside its state — at most `bigfile::max_delta_pages(block size)` per block,
 //!     counted in `used` and `dirty` (so 1 and 6 read "in-use pages plus patch pages").
 //!     A patched block is never `Dirty`/`Storing` (the transition to `Dirty` folds the
 //!     patch into the page and drops it); when it is `Loaded`, its page is private (one
@@ -105,7 +105,7 @@
 //!     exactly one view of its handle maps it (the handle's only view when it started),
 //!     with the file's private mapping (`mapped[blk] == (NIL, true)`) and just the
 //!     written 4 KiB pages writable (the kernel copied them on write); the written pages, at most
-//!     `block pages / MAX_PATCH_DIVISOR`, count in `used` and `dirty`, the block's
+//!     `bigfile::max_delta_pages(block size)`, count in `used` and `dirty`, the block's
 //!     other bytes in nothing. It is never patched. Any other access to it (another
 //!     view, a whole-block write, `write_from`, `writeout`, the view going away) first
 //!     copies the written pages into a patch and resets the view (`demote_part`).
@@ -287,7 +287,7 @@ pub(super) const PART_WINDOW: usize = 16 << 10;
 const MAX_PART_WINDOWS: u64 = 8192;
 
 const _: () = assert!(
-    PART_WINDOW > crate::bigfile::PATCH_PAGE && PART_WINDOW % crate::bigfile::PATCH_PAGE == 0
+    PART_WINDOW > crate::bigfile::PAGE && PART_WINDOW % crate::bigfile::PAGE == 0
 );
 
 /// Windows of a file page's bytes (`len` file bytes).
@@ -1546,7 +1546,7 @@ pub(super) fn ensure(
             // A scan through a partial page: the previous fault at the first page of
             // the window before, this one at the first page of its window. (A random
             // read straddling two windows starts in the last page of the first.)
-            let pp = crate::bigfile::PATCH_PAGE;
+            let pp = crate::bigfile::PAGE;
             let scan_on = prev == Some(blk)
                 && at.zip(prev_at).is_some_and(|(a, p)| {
                     a % PART_WINDOW < pp

@@ -9,14 +9,14 @@
 //! pages replaced. Rules (invariant 11 in `state.rs`):
 //!
 //! - A patched block is never `Dirty`/`Storing`: the first write that needs the whole
-//!   block (a view write, a patch growing past [`MAX_PATCH_DIVISOR`]) loads it, applies
+//!   block (a view write, a patch growing past [`max_delta_pages`]) loads it, applies
 //!   the patch, makes it `Dirty` and drops the patch (`make_dirty`).
 //! - A patched block that is `Loaded` has a private page (one user, no cache key, not a
 //!   file page) holding file content + patch: `ensure` builds it when a view or a
 //!   checked load reads the block, so views and `read_into` see the written bytes. It is
 //!   clean (reclaimable): eviction drops it and the patch stays; the next access builds
 //!   it again.
-//! - Patch pages count in `used` and `dirty` (`PATCH_PAGE` bytes each) and are never
+//! - Patch pages count in `used` and `dirty` (`PAGE` bytes each) and are never
 //!   reclaimed; recording one that does not fit evicts clean pages first, like `alloc`.
 //! - `writeout` stores a patch with `BigFile::store_pages` (the db stores it as a delta
 //!   record built from the pages alone); `invalidate`, `discard` and closing the handle
@@ -38,17 +38,15 @@ use std::collections::BTreeMap;
 use parking_lot::{Condvar, MutexGuard};
 
 use super::{BlockState, HandleId, MapId, PageId, VmState};
-use crate::bigfile::PATCH_PAGE;
+// A block with more than `max_delta_pages(block size)` dirty pages is tracked whole: a
+// patch is stored as one delta record, and that is the most pages one may carry.
+use crate::bigfile::{max_delta_pages, PAGE};
 use crate::{Error, Result};
-
-/// A block with more than `block pages / MAX_PATCH_DIVISOR` dirty pages is tracked whole
-/// (the bound of one delta record's pages, storage-format.md).
-pub(in crate::virtmem) const MAX_PATCH_DIVISOR: usize = 4;
 
 /// The dirty pages of one block.
 #[derive(Debug, Default)]
 pub(in crate::virtmem) struct Patch {
-    /// Page index → its `PATCH_PAGE` bytes.
+    /// Page index → its `PAGE` bytes.
     pages: BTreeMap<u32, Box<[u8]>>,
     /// Bumped by every write, so that `writeout` keeps a patch written during its store.
     gen: u64,
@@ -70,7 +68,7 @@ pub(in crate::virtmem) struct Patches {
     parts: BTreeMap<u64, Part>,
 }
 
-const PP: u64 = PATCH_PAGE as u64;
+const PP: u64 = PAGE as u64;
 
 impl Patches {
     /// A block with a patch or partly dirty, if there is one (a spill's victim when no
@@ -146,8 +144,8 @@ impl VmState {
         let pg = &self.pages[p as usize];
         let dst = self.pools[pg.pool].os.slot_mut(pg.slot);
         for (&i, bytes) in &patch.pages {
-            let at = i as usize * PATCH_PAGE;
-            dst[at..at + PATCH_PAGE].copy_from_slice(bytes);
+            let at = i as usize * PAGE;
+            dst[at..at + PAGE].copy_from_slice(bytes);
         }
     }
 
@@ -168,7 +166,7 @@ impl VmState {
     ) -> Result<bool> {
         let hs = &self.handles[&h];
         let bs = self.pools[hs.pool].os.slot_size();
-        if super::os::page_size() != PATCH_PAGE
+        if super::os::page_size() != PAGE
             || hs.maps.as_slice() != [mid]
             || hs.patches.blocks.contains_key(&blk)
             || self.pages[p as usize].users.as_slice() != [(h, blk)]
@@ -177,7 +175,7 @@ impl VmState {
         {
             return Ok(false);
         }
-        let i = (off / PATCH_PAGE) as u32;
+        let i = (off / PAGE) as u32;
         let base = self.view_addr(&self.maps[&mid], blk);
         if self.maps[&mid].armed.contains(&blk) {
             // Readahead's marker goes (invariant 14 holds for file pages only): the
@@ -189,8 +187,8 @@ impl VmState {
                 .armed
                 .remove(&blk);
         }
-        let addr = base + i as usize * PATCH_PAGE;
-        super::os::protect(addr, PATCH_PAGE, true)?;
+        let addr = base + i as usize * PAGE;
+        super::os::protect(addr, PAGE, true)?;
         self.set_state(h, blk, BlockState::PartDirty);
         self.maps
             .get_mut(&mid)
@@ -232,7 +230,7 @@ impl VmState {
         let Some(part) = hs.patches.parts.get(&blk) else {
             return Ok(false);
         };
-        let i = (off / PATCH_PAGE) as u32;
+        let i = (off / PAGE) as u32;
         if part.mid != mid || off >= bs {
             return Ok(false);
         }
@@ -241,12 +239,12 @@ impl VmState {
             Ok(_) => return Ok(true),
             Err(k) => k,
         };
-        if part.written.len() + 1 > bs / PATCH_PAGE / MAX_PATCH_DIVISOR {
+        if part.written.len() + 1 > max_delta_pages(bs) {
             return Ok(false);
         }
         self.reserve_patch(PP)?;
-        let addr = self.view_addr(&self.maps[&mid], blk) + i as usize * PATCH_PAGE;
-        if let Err(e) = super::os::protect(addr, PATCH_PAGE, true) {
+        let addr = self.view_addr(&self.maps[&mid], blk) + i as usize * PAGE;
+        if let Err(e) = super::os::protect(addr, PAGE, true) {
             self.used -= PP;
             self.dirty -= PP;
             return Err(e);
@@ -283,8 +281,8 @@ impl VmState {
         }
         let mut patch = Patch::default();
         for &i in &part.written {
-            let mut b = vec![0u8; PATCH_PAGE].into_boxed_slice();
-            super::os::copy_from_view(base + i as usize * PATCH_PAGE, &mut b);
+            let mut b = vec![0u8; PAGE].into_boxed_slice();
+            super::os::copy_from_view(base + i as usize * PAGE, &mut b);
             patch.pages.insert(i, b);
         }
         patch.gen = 1;
@@ -356,7 +354,7 @@ impl VmState {
                 assert!(
                     !part.written.is_empty()
                         && part.written.windows(2).all(|w| w[0] < w[1])
-                        && part.written.len() <= bs / PATCH_PAGE / MAX_PATCH_DIVISOR,
+                        && part.written.len() <= max_delta_pages(bs),
                     "inv 12: written pages"
                 );
                 assert!(
@@ -374,11 +372,11 @@ impl VmState {
             for (&blk, p) in &hs.patches.blocks {
                 assert!(!p.pages.is_empty(), "inv 11: empty patch");
                 assert!(
-                    p.pages.len() <= bs / PATCH_PAGE / MAX_PATCH_DIVISOR,
+                    p.pages.len() <= max_delta_pages(bs),
                     "inv 11: patch over the bound"
                 );
                 assert!(
-                    p.pages.keys().all(|&i| (i as usize + 1) * PATCH_PAGE <= bs),
+                    p.pages.keys().all(|&i| (i as usize + 1) * PAGE <= bs),
                     "inv 11: page inside the block"
                 );
                 match self.state(h, blk) {
@@ -405,7 +403,7 @@ impl VmState {
 /// Record `data`, written at byte `off` of block `blk` of mapping `mid` (inside one
 /// block), as dirty pages of the block's patch. `Ok(false)`: the block is tracked whole
 /// instead — it is `Dirty` already, `data` covers all of it, or the patch would pass
-/// [`MAX_PATCH_DIVISOR`] — and the caller writes through the mapping after a
+/// [`max_delta_pages`] — and the caller writes through the mapping after a
 /// `Mapping::load` for write (which folds an existing patch into the dirty page). Drops
 /// the lock for `BigFile::read_pages` (invariant 8).
 pub(in crate::virtmem) fn write_patch(
@@ -458,20 +456,20 @@ pub(in crate::virtmem) fn write_patch(
             }
             BlockState::Empty | BlockState::Loaded { .. } => {}
         }
-        let first = (off / PATCH_PAGE) as u32;
-        let last = ((end - 1) / PATCH_PAGE) as u32;
+        let first = (off / PAGE) as u32;
+        let last = ((end - 1) / PAGE) as u32;
         let hs = &g.handles[&h];
         let patch = hs.patches.blocks.get(&blk);
         let have = |i: u32| patch.is_some_and(|p| p.pages.contains_key(&i));
         let new: Vec<u32> = (first..=last).filter(|&i| !have(i)).collect();
         let n_after = patch.map_or(0, |p| p.pages.len()) + new.len();
-        if n_after > bs / PATCH_PAGE / MAX_PATCH_DIVISOR {
+        if n_after > max_delta_pages(bs) {
             return Ok(false);
         }
         // New pages the write covers only partly need their base bytes.
         let covered = |i: u32| {
-            let a = i as usize * PATCH_PAGE;
-            off <= a && a + PATCH_PAGE <= end
+            let a = i as usize * PAGE;
+            off <= a && a + PAGE <= end
         };
         let need: Vec<u32> = new.iter().copied().filter(|&i| !covered(i)).collect();
         let inval = hs.invalidations;
@@ -489,16 +487,16 @@ pub(in crate::virtmem) fn write_patch(
                         let (mid, vblk) = pg.at_view.expect("an away slot is in a view");
                         let at = g.view_addr(&g.maps[&mid], vblk);
                         for &i in &need {
-                            let a = i as usize * PATCH_PAGE;
-                            let mut b = [0u8; PATCH_PAGE];
+                            let a = i as usize * PAGE;
+                            let mut b = [0u8; PAGE];
                             super::os::copy_from_view(at + a, &mut b);
                             base.extend_from_slice(&b);
                         }
                     } else {
                         let src = os.slot(pg.slot);
                         for &i in &need {
-                            let a = i as usize * PATCH_PAGE;
-                            base.extend_from_slice(&src[a..a + PATCH_PAGE]);
+                            let a = i as usize * PAGE;
+                            base.extend_from_slice(&src[a..a + PAGE]);
                         }
                         if pg.at_view.is_some() {
                             os.drop_entries(pg.slot);
@@ -512,7 +510,7 @@ pub(in crate::virtmem) fn write_patch(
                         // without the lock, then look again.
                         let file = g.handles[&h].file.clone();
                         g.handles.get_mut(&h).expect("live").inflight += 1;
-                        let mut bytes = vec![0u8; need.len() * PATCH_PAGE];
+                        let mut bytes = vec![0u8; need.len() * PAGE];
                         let r = MutexGuard::unlocked(g, || file.read_pages(blk, &need, &mut bytes));
                         g.handles.get_mut(&h).expect("live").inflight -= 1;
                         cv.notify_all();
@@ -544,18 +542,18 @@ pub(in crate::virtmem) fn write_patch(
         }
         let hs = g.handles.get_mut(&h).expect("live");
         let patch = hs.patches.blocks.entry(blk).or_default();
-        let mut base = base.chunks_exact(PATCH_PAGE);
+        let mut base = base.chunks_exact(PAGE);
         for &i in &new {
             let bytes = if covered(i) {
-                vec![0u8; PATCH_PAGE].into_boxed_slice()
+                vec![0u8; PAGE].into_boxed_slice()
             } else {
                 Box::from(base.next().expect("one base page per needed page"))
             };
             patch.pages.insert(i, bytes);
         }
         for i in first..=last {
-            let a = i as usize * PATCH_PAGE;
-            let (lo, hi) = (off.max(a), end.min(a + PATCH_PAGE));
+            let a = i as usize * PAGE;
+            let (lo, hi) = (off.max(a), end.min(a + PAGE));
             let p = patch.pages.get_mut(&i).expect("inserted above");
             p[lo - a..hi - a].copy_from_slice(&data[lo - off..hi - off]);
         }

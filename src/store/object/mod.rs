@@ -45,7 +45,7 @@ use super::encode::Payload;
 use super::fsck::FsckReport;
 use super::storage::Storage;
 use super::{encode_commit, now_ns, CommitRequest, Gen, Index, Store, StoreOptions};
-use crate::format::{self, FileHeader, Key, Part};
+use crate::format::{self, FileHeader, Key, TxPiece};
 use crate::log::lock::LockFile;
 use crate::log::Log;
 use crate::{Error, Result, Tid};
@@ -332,17 +332,17 @@ struct Uploads {
 }
 
 impl Uploads {
-    /// The segments and inline bytes of a commit object holding `parts`: payloads
+    /// The segments and inline bytes of a commit object holding `pieces`: payloads
     /// uploaded as data objects are referenced, the rest is kept inline.
-    fn segments(&self, parts: &[Part<'_>]) -> Result<(Vec<Segment>, Vec<u8>)> {
+    fn segments(&self, pieces: &[TxPiece<'_>]) -> Result<(Vec<Segment>, Vec<u8>)> {
         let whole = self.whole;
         let mut segments = Vec::new();
         let mut blob = Vec::new();
-        for p in parts {
+        for p in pieces {
             match p {
-                Part::Own(b) if whole => layout::push_inline(&mut segments, &mut blob, b),
-                Part::Own(b) => layout::push_own(&mut segments, &mut blob, b),
-                Part::Borrowed(b) => match self.by_ptr.get(&(b.as_ptr() as usize, b.len())) {
+                TxPiece::Own(b) if whole => layout::push_inline(&mut segments, &mut blob, b),
+                TxPiece::Own(b) => layout::push_own(&mut segments, &mut blob, b),
+                TxPiece::Borrowed(b) => match self.by_ptr.get(&(b.as_ptr() as usize, b.len())) {
                     Some(&(writer, seq)) if b.len() >= layout::INLINE_MAX => {
                         segments.push(Segment::Data {
                             writer,
@@ -353,13 +353,13 @@ impl Uploads {
                     _ => layout::push_inline(&mut segments, &mut blob, b),
                 },
                 // Alignment padding (storage-format.md §2.8): zeros, no bytes stored.
-                Part::Hole(n) => segments.push(Segment::Zeros { len: *n }),
-                Part::Table(c) => {
+                TxPiece::Hole(n) => segments.push(Segment::Zeros { len: *n }),
+                TxPiece::Table(c) => {
                     layout::push_own(&mut segments, &mut blob, &format::encode_page_table(c))
                 }
                 // A spilled payload (uploaded above) or a spilled page CRC table
                 // (small: read back and kept in the commit object).
-                Part::Copy(r) => match self.by_slot.get(&(r.off, r.len)) {
+                TxPiece::Copy(r) => match self.by_slot.get(&(r.off, r.len)) {
                     Some(&(writer, seq)) => segments.push(Segment::Data {
                         writer,
                         seq,
@@ -716,7 +716,7 @@ impl ObjectStorage {
             }
         };
         let start = gen.index.read().end;
-        let (segments, blob) = match p.up.segments(&enc.parts) {
+        let (segments, blob) = match p.up.segments(&enc.pieces) {
             Ok(x) => x,
             Err(e) => {
                 self.discard(uploaded);
