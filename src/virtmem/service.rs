@@ -16,6 +16,436 @@ use super::{BlockState, Guard, HandleId, MapId, PageId, VmState, NIL, PART_WINDO
 use crate::bigfile::{BigFile, FileSlice};
 use crate::{Error, Result};
 
+/// What [`ensure`] learned about an access before it looks at the block's state.
+struct Access {
+    mid: MapId,
+    blk: u64,
+    write: bool,
+    /// The byte of the block a fault hit (None for a checked load).
+    at: Option<usize>,
+    /// A scan: this view's previous fault was at most a readahead window before this
+    /// one (readahead's markers make a scan fault every half window).
+    seq: bool,
+    /// A scan, or a fault on readahead's marker: a partial file page (invariant 15) is
+    /// for random reads only.
+    scan: bool,
+    /// The fault continues a scan through a partial file page (invariant 15).
+    scan_on: bool,
+}
+
+/// What the file says about a block: a file range to map (zero-copy, invariant 10) and,
+/// when there is none, the content key.
+type Source = (Option<FileSlice>, Option<(u64, u64)>);
+
+/// A [`Source`] asked for without the lock, with the handle's `invalidations` count it
+/// was read at (stale once that moved).
+type Probe = (Source, u64);
+
+/// What [`ensure`] does after a page-state step.
+enum Next {
+    /// The block is mapped as asked.
+    Done,
+    /// Look at the block's state again (it changed, or the lock was dropped).
+    Again,
+}
+
+/// Make block `blk` of mapping `mid` accessible (writable if `write`): the one path
+/// behind both the fault handler and the checked `Mapping::load`. Drops the lock for
+/// `content_key`, `load_blk` and the zeroing of a reused slot (invariant 8).
+///
+/// `at`: the byte of the block a write fault hit (None for a checked load): a write to a
+/// clean file page then dirties that 4 KiB page only (`PartDirty`, invariant 12).
+pub(in crate::virtmem) fn ensure(
+    g: &mut Guard<'_>,
+    cv: &Condvar,
+    mid: MapId,
+    blk: u64,
+    write: bool,
+    at: Option<usize>,
+) -> Result<()> {
+    let a = classify(g, mid, blk, write, at);
+    if !write && a.scan {
+        // A scan is at `blk` (or reached a block readahead prepared): have the blocks
+        // after it prepared. (Not for writes: a writer that fills new space would have
+        // zeros loaded ahead of it for nothing.)
+        g.ra.want(mid, blk);
+    }
+    // Whether this scan may still help readahead instead of waiting for it (below).
+    let mut may_help = a.seq && !write;
+    let mut probed: Option<Probe> = None;
+    loop {
+        let Some(m) = g.maps.get(&mid) else {
+            return Err(Error::Busy(
+                "the mapping was unmapped during the access".into(),
+            ));
+        };
+        let h = m.handle;
+        let next = match g.state(h, blk) {
+            BlockState::Loading { .. } | BlockState::LoadingInvalidated { .. } if may_help => {
+                // A scan reached a block another thread (readahead) is still loading:
+                // rather than wait, load a later block of the window that nobody has
+                // started, so the two threads share the decompression by need, not by
+                // block number alone. Then look again.
+                may_help = help_ahead(g, cv, mid, blk);
+                Next::Again
+            }
+            BlockState::Loading { .. }
+            | BlockState::LoadingInvalidated { .. }
+            | BlockState::Storing { .. } => {
+                cv.wait(g);
+                Next::Again
+            }
+            BlockState::PartDirty => on_part_dirty(g, cv, &a, h)?,
+            BlockState::Loaded { page } if g.pages[page as usize].part.is_some() => {
+                on_partial(g, cv, &a, h, page)?
+            }
+            BlockState::Loaded { page } => on_loaded(g, cv, &a, h, page)?,
+            BlockState::Dirty { page } => {
+                g.dlru_touch(page);
+                g.map_view(mid, blk, page, true)?;
+                Next::Done
+            }
+            BlockState::Spilled => {
+                // The file holds its content (invariant 17): load it like any block.
+                g.set_state(h, blk, BlockState::Empty);
+                Next::Again
+            }
+            BlockState::Empty => on_empty(g, cv, &a, h, &mut probed)?,
+        };
+        if let Next::Done = next {
+            g.assert_invariants();
+            return Ok(());
+        }
+    }
+}
+
+/// Classify an access to block `blk` of view `mid` before serving it, and record it as
+/// the view's last fault: a scan or a random read, and whether it continues a scan
+/// through a partial file page.
+fn classify(g: &mut Guard<'_>, mid: MapId, blk: u64, write: bool, at: Option<usize>) -> Access {
+    let (seq, scan_on) = match g.maps.get(&mid).map(|m| m.handle) {
+        Some(h) => {
+            let w = super::super::readahead::window(g.budget, g.block_size_of(h) as u64);
+            let m = g.maps.get_mut(&mid).expect("checked");
+            let prev = m.last_fault.replace(blk);
+            let prev_at = std::mem::replace(&mut m.last_at, at);
+            // Random reads leave partial file pages behind them (invariant 15); a scan
+            // leaves whole blocks. Without this, a few percent of random reads (those
+            // a little after the one before) would look like a scan and have whole
+            // blocks checked, here or by readahead. (The next block is a scan still.)
+            let prev_page = prev.and_then(|l| m.mapped.get(&l)).map(|e| e.0);
+            let after_partial =
+                prev_page.is_some_and(|p| p != NIL && g.pages[p as usize].part.is_some());
+            // A scan through a partial page: the previous fault at the first page of
+            // the window before, this one at the first page of its window. (A random
+            // read straddling two windows starts in the last page of the first.)
+            let pp = crate::bigfile::PATCH_PAGE;
+            let scan_on = prev == Some(blk)
+                && at.zip(prev_at).is_some_and(|(a, p)| {
+                    a % PART_WINDOW < pp
+                        && p % PART_WINDOW < pp
+                        && p / PART_WINDOW + 1 == a / PART_WINDOW
+                });
+            let next = prev.is_some_and(|l| blk == l + 1);
+            (
+                next || (!after_partial && prev.is_some_and(|l| blk > l && blk - l <= w)),
+                scan_on,
+            )
+        }
+        None => (false, false),
+    };
+    // A partial file page (invariant 15) is for random reads: a fault a little after
+    // the previous fault's block (a whole one, or the very next), or on readahead's
+    // marker, is a scan.
+    let scan = seq || g.is_armed(mid, blk);
+    Access {
+        mid,
+        blk,
+        write,
+        at,
+        seq,
+        scan,
+        scan_on,
+    }
+}
+
+/// A `PartDirty` block (invariant 12): a write fault in its view makes one more 4 KiB
+/// page writable, a read in its view is served; anything else (another view, a
+/// whole-block write, over the bound) turns the written pages into a patch first.
+fn on_part_dirty(g: &mut Guard<'_>, cv: &Condvar, a: &Access, h: HandleId) -> Result<Next> {
+    let own = if a.write {
+        match a.at {
+            Some(off) => {
+                let r = g.extend_part(a.mid, h, a.blk, off);
+                match VmState::alloc_or_wait(g, cv, r)? {
+                    Some(own) => own,
+                    None => return Ok(Next::Again),
+                }
+            }
+            None => false,
+        }
+    } else {
+        g.is_mapped(a.mid, a.blk)
+    };
+    if own {
+        return Ok(Next::Done);
+    }
+    // Another view, a whole-block write or over the bound: a patch now.
+    g.demote_part(h, a.blk);
+    Ok(Next::Again)
+}
+
+/// A partial file page (invariant 15): a random read in the view that shows it checks
+/// one more window; anything else completes it first.
+fn on_partial(
+    g: &mut Guard<'_>,
+    cv: &Condvar,
+    a: &Access,
+    h: HandleId,
+    page: PageId,
+) -> Result<Next> {
+    let shown_here = g.maps[&a.mid].mapped.get(&a.blk) == Some(&(page, false));
+    if let (false, false, true, Some(off)) = (a.write, a.scan, shown_here, a.at) {
+        let r = add_window(g, cv, a.mid, (h, a.blk), page, off, a.scan_on);
+        if VmState::alloc_or_wait(g, cv, r)? == Some(true) {
+            return Ok(Next::Done);
+        }
+    } else {
+        let r = complete_file(g, cv, h, a.blk, page);
+        VmState::alloc_or_wait(g, cv, r)?;
+    }
+    Ok(Next::Again)
+}
+
+/// A `Loaded` block (a RAM page or a whole file page): a read maps it read-only; a write
+/// to a file page dirties just the 4 KiB page it hit where it can (invariant 12), else
+/// makes the block `Dirty` and maps it writable.
+fn on_loaded(
+    g: &mut Guard<'_>,
+    cv: &Condvar,
+    a: &Access,
+    h: HandleId,
+    page: PageId,
+) -> Result<Next> {
+    let (mid, blk) = (a.mid, a.blk);
+    if let (true, Some(off)) = (a.write, a.at) {
+        if g.pages[page as usize].file.is_some() {
+            // Map the file first (a write may be the block's first access).
+            g.map_view(mid, blk, page, false)?;
+            if g.start_part(mid, h, blk, page, off)? {
+                return Ok(Next::Done);
+            }
+        }
+    }
+    if a.write {
+        let r = g.make_dirty(h, blk, page);
+        let Some(p) = VmState::alloc_or_wait(g, cv, r)? else {
+            return Ok(Next::Again);
+        };
+        g.map_view(mid, blk, p, true)?;
+    } else {
+        g.lru_touch(page);
+        g.map_view(mid, blk, page, false)?;
+    }
+    Ok(Next::Done)
+}
+
+/// An `Empty` block: ask the file about it without the lock (`probed`, kept while no
+/// block of the handle is invalidated), then show it from the file, share another
+/// handle's clean page of the same content, or load it into a RAM page. A patched
+/// block always gets a private page with the patch applied (invariant 11).
+fn on_empty(
+    g: &mut Guard<'_>,
+    cv: &Condvar,
+    a: &Access,
+    h: HandleId,
+    probed: &mut Option<Probe>,
+) -> Result<Next> {
+    let inval = g.handles[&h].invalidations;
+    let (src, key) = match &*probed {
+        _ if g.has_patch(h, a.blk) => (None, None),
+        Some(((src, k), at)) if *at == inval => (src.clone(), *k),
+        _ => {
+            *probed = Some((probe(g, h, a.blk)?, inval));
+            return Ok(Next::Again); // the state may have changed while unlocked
+        }
+    };
+    if let Some(src) = src {
+        return from_file(g, cv, a, h, src, probed);
+    }
+    if let Some(k) = key {
+        if share_cached(g, h, a.blk, k) {
+            return Ok(Next::Again);
+        }
+    }
+    load(g, cv, a, h, key, probed)
+}
+
+/// Ask `h`'s file, without the lock, for block `blk`'s file range (`map_source`) and,
+/// when it has none, its content key.
+fn probe(
+    g: &mut Guard<'_>,
+    h: HandleId,
+    blk: u64,
+) -> Result<Source> {
+    let file = g.handles[&h].file.clone();
+    let r = MutexGuard::unlocked(g, || {
+        let src = file.map_source(blk)?;
+        Ok::<_, Error>((
+            src.is_none().then(|| file.content_key(blk)).flatten(),
+            src,
+        ))
+    });
+    match r {
+        Ok((k, src)) => Ok((src, k)),
+        Err(e) => Err(Error::Load {
+            file: file.name().to_string(),
+            blk,
+            cause: e.to_string(),
+        }),
+    }
+}
+
+/// An `Empty` block whose bytes are clean raw bytes in a file (`src`): show them with no
+/// RAM page and no copy (invariant 10).
+fn from_file(
+    g: &mut Guard<'_>,
+    cv: &Condvar,
+    a: &Access,
+    h: HandleId,
+    src: FileSlice,
+    probed: &mut Option<Probe>,
+) -> Result<Next> {
+    let (mid, blk) = (a.mid, a.blk);
+    let pi = g.handles[&h].pool;
+    if src.crc.is_none() && src.pages.is_none() && !a.write {
+        // Needs no check (`filemap.rs`): map it straight from the file, and its
+        // neighbours that need none either.
+        let r = g.map_checked(mid, (h, blk), pi, src, (false, a.seq));
+        if VmState::alloc_or_wait(g, cv, r)?.is_none() {
+            return Ok(Next::Again);
+        }
+        map_neighbours(g, mid, blk, a.seq);
+        return Ok(Next::Done);
+    }
+    if src.crc.is_none() {
+        // Checked before and written to, or a delta chain (checked by `map_source`; its
+        // pages go over the view's mapping in `map_view`): map it now, page tables on
+        // touch.
+        let r = g.alloc_file(pi, src);
+        let Some(page) = VmState::alloc_or_wait(g, cv, r)? else {
+            return Ok(Next::Again);
+        };
+        g.pages[page as usize].users.push((h, blk));
+        g.set_state(h, blk, BlockState::Loaded { page });
+        g.lru_touch(page);
+        return Ok(Next::Again); // map it (and copy it to RAM if this is a write)
+    }
+    // A random read of a block with page CRCs: check and show one window of it
+    // (invariant 15).
+    let window = a
+        .at
+        .filter(|_| !a.write && !a.scan && src.page_crcs.is_some());
+    let r = match window {
+        Some(off) => fetch_partial(g, cv, mid, h, blk, src, off),
+        None => fetch_file(g, cv, mid, h, blk, src, false),
+    };
+    if VmState::alloc_or_wait(g, cv, r)? == Some(false) {
+        *probed = None; // invalidated meanwhile
+    }
+    Ok(Next::Again)
+}
+
+/// A clean page another handle loaded for the same content `k` of block `blk`: make
+/// `(h, blk)` one more of its users. `false` if there is none.
+fn share_cached(g: &mut Guard<'_>, h: HandleId, blk: u64, k: (u64, u64)) -> bool {
+    let Some(&p) = g.cache.get(&(blk, k)) else {
+        return false;
+    };
+    if !g.pages[p as usize].users.is_empty() {
+        // A second user: the page must be mappable twice (inv 13).
+        g.promote(p);
+    }
+    g.pages[p as usize].users.push((h, blk));
+    g.set_state(h, blk, BlockState::Loaded { page: p });
+    g.lru_touch(p);
+    true
+}
+
+/// Load an `Empty` block into a new RAM page: `Empty` → `Loading` → `Loaded`, the page
+/// in the content cache under `key`; `load_blk` runs without the lock (invariant 8).
+/// An error leaves the block `Empty`; an invalidation meanwhile throws the data away.
+fn load(
+    g: &mut Guard<'_>,
+    cv: &Condvar,
+    a: &Access,
+    h: HandleId,
+    key: Option<(u64, u64)>,
+    probed: &mut Option<Probe>,
+) -> Result<Next> {
+    let (mid, blk) = (a.mid, a.blk);
+    let hs = &g.handles[&h];
+    let (pi, file) = (hs.pool, hs.file.clone());
+    let r = g.alloc(pi);
+    let Some(page) = VmState::alloc_or_wait(g, cv, r)? else {
+        return Ok(Next::Again);
+    };
+    g.pages[page as usize].users.push((h, blk));
+    g.set_state(h, blk, BlockState::Loading { page });
+    g.handles.get_mut(&h).expect("live").inflight += 1;
+    g.maps.get_mut(&mid).expect("live").inflight += 1;
+    let zero = std::mem::replace(&mut g.pages[page as usize].zero, false);
+    let slot = g.pages[page as usize].slot;
+    let pool = g.pools[pi].os.clone();
+    g.assert_invariants();
+    // The slot is ours alone while Loading (invariant 3).
+    let res = MutexGuard::unlocked(g, || load_slot(&pool, slot, zero, &*file, blk));
+    g.counters.loads += 1;
+    g.handles.get_mut(&h).expect("live").inflight -= 1;
+    if let Some(m) = g.maps.get_mut(&mid) {
+        m.inflight -= 1;
+    }
+    match (g.state(h, blk), res) {
+        (BlockState::Loading { page: p }, Ok(())) if p == page => {
+            // Still ours alone (Loading, invariant 3): show the patch.
+            g.apply_patch(h, blk, page);
+            g.set_state(h, blk, BlockState::Loaded { page });
+            if let Some(k) = key {
+                if let std::collections::hash_map::Entry::Vacant(e) = g.cache.entry((blk, k)) {
+                    e.insert(page);
+                    g.pages[page as usize].key = Some((blk, k));
+                }
+            }
+            g.lru_touch(page);
+            cv.notify_all();
+            // Look again: map it (and make it dirty if this is a write).
+            Ok(Next::Again)
+        }
+        (BlockState::Loading { page: p }, Err(e)) if p == page => {
+            g.set_state(h, blk, BlockState::Empty);
+            g.pages[page as usize].users.clear();
+            g.free_page(page);
+            cv.notify_all();
+            g.assert_invariants();
+            Err(Error::Load {
+                file: file.name().to_string(),
+                blk,
+                cause: e.to_string(),
+            })
+        }
+        (s, _) => {
+            // Invalidated while loading: throw the data away and load again.
+            debug_assert_eq!(s, BlockState::LoadingInvalidated { page });
+            g.set_state(h, blk, BlockState::Empty);
+            g.pages[page as usize].users.clear();
+            g.free_page(page);
+            *probed = None;
+            cv.notify_all();
+            Ok(Next::Again)
+        }
+    }
+}
+
 impl VmState {
     /// `Loaded` → `Dirty` for `(h, blk)`: claim `p` if no other handle uses it, else copy
     /// it into a new private page. Returns the dirty page.
@@ -113,310 +543,11 @@ impl VmState {
     }
 }
 
-/// Make block `blk` of mapping `mid` accessible (writable if `write`): the one path
-/// behind both the fault handler and the checked `Mapping::load`. Drops the lock for
-/// `content_key`, `load_blk` and the zeroing of a reused slot (invariant 8).
-///
-/// `at`: the byte of the block a write fault hit (None for a checked load): a write to a
-/// clean file page then dirties that 4 KiB page only (`PartDirty`, invariant 12).
-pub(in crate::virtmem) fn ensure(
-    g: &mut Guard<'_>,
-    cv: &Condvar,
-    mid: MapId,
-    blk: u64,
-    write: bool,
-    at: Option<usize>,
-) -> Result<()> {
-    // What the file said about the block without the lock: a file range to map
-    // (zero-copy, invariant 10), and the content key.
-    type Probe = (Option<FileSlice>, Option<(u64, u64)>);
-    let mut probed: Option<(Probe, u64)> = None;
-    // A scan: this view's previous fault was at most a readahead window before this
-    // one (readahead's markers make a scan fault every half window).
-    let (seq, scan_on) = match g.maps.get(&mid).map(|m| m.handle) {
-        Some(h) => {
-            let w = super::super::readahead::window(g.budget, g.block_size_of(h) as u64);
-            let m = g.maps.get_mut(&mid).expect("checked");
-            let prev = m.last_fault.replace(blk);
-            let prev_at = std::mem::replace(&mut m.last_at, at);
-            // Random reads leave partial file pages behind them (invariant 15); a scan
-            // leaves whole blocks. Without this, a few percent of random reads (those
-            // a little after the one before) would look like a scan and have whole
-            // blocks checked, here or by readahead. (The next block is a scan still.)
-            let prev_page = prev.and_then(|l| m.mapped.get(&l)).map(|e| e.0);
-            let after_partial =
-                prev_page.is_some_and(|p| p != NIL && g.pages[p as usize].part.is_some());
-            // A scan through a partial page: the previous fault at the first page of
-            // the window before, this one at the first page of its window. (A random
-            // read straddling two windows starts in the last page of the first.)
-            let pp = crate::bigfile::PATCH_PAGE;
-            let scan_on = prev == Some(blk)
-                && at.zip(prev_at).is_some_and(|(a, p)| {
-                    a % PART_WINDOW < pp
-                        && p % PART_WINDOW < pp
-                        && p / PART_WINDOW + 1 == a / PART_WINDOW
-                });
-            let next = prev.is_some_and(|l| blk == l + 1);
-            (
-                next || (!after_partial && prev.is_some_and(|l| blk > l && blk - l <= w)),
-                scan_on,
-            )
-        }
-        None => (false, false),
-    };
-    // A partial file page (invariant 15) is for random reads: a fault a little after
-    // the previous fault's block (a whole one, or the very next), or on readahead's
-    // marker, is a scan.
-    let scan = seq || g.is_armed(mid, blk);
-    if !write && (seq || g.is_armed(mid, blk)) {
-        // A scan is at `blk` (or reached a block readahead prepared): have the blocks
-        // after it prepared. (Not for writes: a writer that fills new space would have
-        // zeros loaded ahead of it for nothing.)
-        g.ra.want(mid, blk);
-    }
-    // Whether this scan may still help readahead instead of waiting for it (below).
-    let mut may_help = seq && !write;
-    loop {
-        let Some(m) = g.maps.get(&mid) else {
-            return Err(Error::Busy(
-                "the mapping was unmapped during the access".into(),
-            ));
-        };
-        let h = m.handle;
-        let hs = &g.handles[&h];
-        let file = hs.file.clone();
-        let pi = hs.pool;
-        match g.state(h, blk) {
-            BlockState::Loading { .. } | BlockState::LoadingInvalidated { .. } if may_help => {
-                // A scan reached a block another thread (readahead) is still loading:
-                // rather than wait, load a later block of the window that nobody has
-                // started, so the two threads share the decompression by need, not by
-                // block number alone. Then look again.
-                may_help = help_ahead(g, cv, mid, blk);
-            }
-            BlockState::Loading { .. }
-            | BlockState::LoadingInvalidated { .. }
-            | BlockState::Storing { .. } => {
-                cv.wait(g);
-            }
-            BlockState::PartDirty => {
-                let own = if write {
-                    match at {
-                        Some(off) => {
-                            let r = g.extend_part(mid, h, blk, off);
-                            match VmState::alloc_or_wait(g, cv, r)? {
-                                Some(own) => own,
-                                None => continue,
-                            }
-                        }
-                        None => false,
-                    }
-                } else {
-                    g.is_mapped(mid, blk)
-                };
-                if own {
-                    g.assert_invariants();
-                    return Ok(());
-                }
-                // Another view, a whole-block write or over the bound: a patch now.
-                g.demote_part(h, blk);
-            }
-            BlockState::Loaded { page } if g.pages[page as usize].part.is_some() => {
-                // A partial file page (invariant 15): a random read in the view that
-                // shows it checks one more window; anything else completes it first.
-                let shown_here = g.maps[&mid].mapped.get(&blk) == Some(&(page, false));
-                if let (false, false, true, Some(off)) = (write, scan, shown_here, at) {
-                    let r = add_window(g, cv, mid, (h, blk), page, off, scan_on);
-                    if VmState::alloc_or_wait(g, cv, r)? == Some(true) {
-                        g.assert_invariants();
-                        return Ok(());
-                    }
-                } else {
-                    let r = complete_file(g, cv, h, blk, page);
-                    VmState::alloc_or_wait(g, cv, r)?;
-                }
-            }
-            BlockState::Loaded { page } => {
-                if let (true, Some(off)) = (write, at) {
-                    if g.pages[page as usize].file.is_some() {
-                        // Map the file first (a write may be the block's first access).
-                        g.map_view(mid, blk, page, false)?;
-                        if g.start_part(mid, h, blk, page, off)? {
-                            g.assert_invariants();
-                            return Ok(());
-                        }
-                    }
-                }
-                if write {
-                    let r = g.make_dirty(h, blk, page);
-                    let Some(p) = VmState::alloc_or_wait(g, cv, r)? else {
-                        continue;
-                    };
-                    g.map_view(mid, blk, p, true)?;
-                } else {
-                    g.lru_touch(page);
-                    g.map_view(mid, blk, page, false)?;
-                }
-                g.assert_invariants();
-                return Ok(());
-            }
-            BlockState::Dirty { page } => {
-                g.dlru_touch(page);
-                g.map_view(mid, blk, page, true)?;
-                g.assert_invariants();
-                return Ok(());
-            }
-            BlockState::Spilled => {
-                // The file holds its content (invariant 17): load it like any block.
-                g.set_state(h, blk, BlockState::Empty);
-            }
-            BlockState::Empty => {
-                let inval = g.handles[&h].invalidations;
-                let (src, key) = match &probed {
-                    // Still valid: no block of the handle was invalidated meanwhile.
-                    // Patched: a private page with the patch applied (invariant 11).
-                    _ if g.has_patch(h, blk) => (None, None),
-                    Some(((src, k), at)) if *at == inval => (src.clone(), *k),
-                    _ => {
-                        let r = MutexGuard::unlocked(g, || {
-                            let src = file.map_source(blk)?;
-                            Ok::<_, Error>((
-                                src.is_none().then(|| file.content_key(blk)).flatten(),
-                                src,
-                            ))
-                        });
-                        match r {
-                            Ok((k, src)) => probed = Some(((src, k), inval)),
-                            Err(e) => {
-                                return Err(Error::Load {
-                                    file: file.name().to_string(),
-                                    blk,
-                                    cause: e.to_string(),
-                                })
-                            }
-                        }
-                        continue; // the state may have changed while unlocked
-                    }
-                };
-                // Clean raw bytes in a file: map them, no RAM page, no copy (inv 10).
-                if let Some(src) = src {
-                    if src.crc.is_none() && src.pages.is_none() && !write {
-                        // Needs no check (`filemap.rs`): map it straight from the file,
-                        // and its neighbours that need none either.
-                        let r = g.map_checked(mid, (h, blk), pi, src, (false, seq));
-                        if VmState::alloc_or_wait(g, cv, r)?.is_none() {
-                            continue;
-                        }
-                        map_neighbours(g, mid, blk, seq);
-                        g.assert_invariants();
-                        return Ok(());
-                    }
-                    if src.crc.is_none() {
-                        // Checked before and written to, or a delta chain (checked by
-                        // `map_source`; its pages go over the view's mapping in
-                        // `map_view`): map it now, page tables on touch.
-                        let r = g.alloc_file(pi, src);
-                        let Some(page) = VmState::alloc_or_wait(g, cv, r)? else {
-                            continue;
-                        };
-                        g.pages[page as usize].users.push((h, blk));
-                        g.set_state(h, blk, BlockState::Loaded { page });
-                        g.lru_touch(page);
-                        continue; // map it (and copy it to RAM if this is a write)
-                    }
-                    // A random read of a block with page CRCs: check and show one
-                    // window of it (invariant 15).
-                    let window = at.filter(|_| !write && !scan && src.page_crcs.is_some());
-                    let r = match window {
-                        Some(off) => fetch_partial(g, cv, mid, h, blk, src, off),
-                        None => fetch_file(g, cv, mid, h, blk, src, false),
-                    };
-                    if VmState::alloc_or_wait(g, cv, r)? == Some(false) {
-                        probed = None; // invalidated meanwhile
-                    }
-                    continue;
-                }
-                // A clean page another handle loaded for the same content?
-                if let Some(k) = key {
-                    if let Some(&p) = g.cache.get(&(blk, k)) {
-                        if !g.pages[p as usize].users.is_empty() {
-                            // A second user: the page must be mappable twice (inv 13).
-                            g.promote(p);
-                        }
-                        g.pages[p as usize].users.push((h, blk));
-                        g.set_state(h, blk, BlockState::Loaded { page: p });
-                        g.lru_touch(p);
-                        continue;
-                    }
-                }
-                let r = g.alloc(pi);
-                let Some(page) = VmState::alloc_or_wait(g, cv, r)? else {
-                    continue;
-                };
-                g.pages[page as usize].users.push((h, blk));
-                g.set_state(h, blk, BlockState::Loading { page });
-                g.handles.get_mut(&h).expect("live").inflight += 1;
-                g.maps.get_mut(&mid).expect("live").inflight += 1;
-                let zero = std::mem::replace(&mut g.pages[page as usize].zero, false);
-                let slot = g.pages[page as usize].slot;
-                let pool = g.pools[pi].os.clone();
-                g.assert_invariants();
-                // The slot is ours alone while Loading (invariant 3).
-                let res = MutexGuard::unlocked(g, || load_slot(&pool, slot, zero, &*file, blk));
-                g.counters.loads += 1;
-                g.handles.get_mut(&h).expect("live").inflight -= 1;
-                if let Some(m) = g.maps.get_mut(&mid) {
-                    m.inflight -= 1;
-                }
-                match (g.state(h, blk), res) {
-                    (BlockState::Loading { page: p }, Ok(())) if p == page => {
-                        // Still ours alone (Loading, invariant 3): show the patch.
-                        g.apply_patch(h, blk, page);
-                        g.set_state(h, blk, BlockState::Loaded { page });
-                        if let Some(k) = key {
-                            if let std::collections::hash_map::Entry::Vacant(e) =
-                                g.cache.entry((blk, k))
-                            {
-                                e.insert(page);
-                                g.pages[page as usize].key = Some((blk, k));
-                            }
-                        }
-                        g.lru_touch(page);
-                        cv.notify_all();
-                        // Loop: map it (and make it dirty if this is a write).
-                    }
-                    (BlockState::Loading { page: p }, Err(e)) if p == page => {
-                        g.set_state(h, blk, BlockState::Empty);
-                        g.pages[page as usize].users.clear();
-                        g.free_page(page);
-                        cv.notify_all();
-                        g.assert_invariants();
-                        return Err(Error::Load {
-                            file: file.name().to_string(),
-                            blk,
-                            cause: e.to_string(),
-                        });
-                    }
-                    (s, _) => {
-                        // Invalidated while loading: throw the data away and load again.
-                        debug_assert_eq!(s, BlockState::LoadingInvalidated { page });
-                        g.set_state(h, blk, BlockState::Empty);
-                        g.pages[page as usize].users.clear();
-                        g.free_page(page);
-                        probed = None;
-                        cv.notify_all();
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// Load block `blk` of `file` into `slot`, which the caller owns (a `Loading` page,
 /// invariant 3); called without the VM lock. A never-used slot (`zero`) is faulted in
 /// at once and reads as zeros; a reused one is zeroed first unless the file writes the
 /// whole block.
-pub(super) fn load_slot(pool: &Pool, slot: usize, zero: bool, file: &dyn BigFile, blk: u64) -> Result<()> {
+fn load_slot(pool: &Pool, slot: usize, zero: bool, file: &dyn BigFile, blk: u64) -> Result<()> {
     if zero {
         pool.populate(slot);
     } else if !file.load_writes_whole_block() {
@@ -497,7 +628,7 @@ pub(in crate::virtmem) fn load_ahead(
 /// delta: `map_source` is None) into a RAM page, as readahead would (`load_ahead`), and
 /// return whether one was loaded. Raw blocks are left to readahead, which maps them
 /// without a load. Runs in the fault, whose mapping keeps the view and the handle alive.
-pub(super) fn help_ahead(g: &mut Guard<'_>, cv: &Condvar, mid: MapId, pos: u64) -> bool {
+fn help_ahead(g: &mut Guard<'_>, cv: &Condvar, mid: MapId, pos: u64) -> bool {
     let Some(m) = g.maps.get(&mid) else {
         return false;
     };

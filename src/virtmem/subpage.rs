@@ -479,50 +479,14 @@ pub(in crate::virtmem) fn write_patch(
         if !need.is_empty() {
             match state {
                 BlockState::Loaded { page } if g.pages[page as usize].file.is_none() => {
-                    // A clean RAM page: its bytes are the block (with the patch, if it
-                    // is the patched block's private page, invariant 11).
-                    let pg = &g.pages[page as usize];
-                    let os = &g.pools[pg.pool].os;
-                    if os.is_anon(pg.slot) && os.is_away(pg.slot) {
-                        // An anonymous slot living in a view has no pages at home
-                        // (invariant 13): read its bytes where it lives.
-                        let (mid, vblk) = pg.at_view.expect("an away slot is in a view");
-                        let at = g.view_addr(&g.maps[&mid], vblk);
-                        for &i in &need {
-                            let a = i as usize * PATCH_PAGE;
-                            let mut b = [0u8; PATCH_PAGE];
-                            super::os::copy_from_view(at + a, &mut b);
-                            base.extend_from_slice(&b);
-                        }
-                    } else {
-                        let src = os.slot(pg.slot);
-                        for &i in &need {
-                            let a = i as usize * PATCH_PAGE;
-                            base.extend_from_slice(&src[a..a + PATCH_PAGE]);
-                        }
-                        if pg.at_view.is_some() {
-                            os.drop_entries(pg.slot);
-                        }
-                    }
+                    base = base_from_page(g, page, &need);
                 }
                 _ => match fetched.take() {
                     Some((at, pages, bytes)) if at == inval && pages == need => base = bytes,
                     _ => {
                         // Not loaded (or mapped from a file): read the pages, checked,
                         // without the lock, then look again.
-                        let file = g.handles[&h].file.clone();
-                        g.handles.get_mut(&h).expect("live").inflight += 1;
-                        let mut bytes = vec![0u8; need.len() * PATCH_PAGE];
-                        let r = MutexGuard::unlocked(g, || file.read_pages(blk, &need, &mut bytes));
-                        g.handles.get_mut(&h).expect("live").inflight -= 1;
-                        cv.notify_all();
-                        if let Err(e) = r {
-                            return Err(Error::Load {
-                                file: file.name().to_string(),
-                                blk,
-                                cause: e.to_string(),
-                            });
-                        }
+                        let bytes = read_base(g, cv, h, blk, &need)?;
                         fetched = Some((inval, need, bytes));
                         continue;
                     }
@@ -542,27 +506,103 @@ pub(in crate::virtmem) fn write_patch(
             fetched = None;
             continue;
         }
-        let hs = g.handles.get_mut(&h).expect("live");
-        let patch = hs.patches.blocks.entry(blk).or_default();
-        let mut base = base.chunks_exact(PATCH_PAGE);
-        for &i in &new {
-            let bytes = if covered(i) {
-                vec![0u8; PATCH_PAGE].into_boxed_slice()
-            } else {
-                Box::from(base.next().expect("one base page per needed page"))
-            };
-            patch.pages.insert(i, bytes);
-        }
-        for i in first..=last {
-            let a = i as usize * PATCH_PAGE;
-            let (lo, hi) = (off.max(a), end.min(a + PATCH_PAGE));
-            let p = patch.pages.get_mut(&i).expect("inserted above");
-            p[lo - a..hi - a].copy_from_slice(&data[lo - off..hi - off]);
-        }
-        patch.gen += 1;
+        record(g, (h, blk), off, data, &new, &base);
         g.assert_invariants();
         return Ok(true);
     }
+}
+
+/// Base bytes of pages `need` (in order) of a block whose clean RAM page is `page`: its
+/// bytes are the block (with the patch, if it is the patched block's private page,
+/// invariant 11).
+fn base_from_page(g: &VmState, page: PageId, need: &[u32]) -> Vec<u8> {
+    let mut base = Vec::with_capacity(need.len() * PATCH_PAGE);
+    let pg = &g.pages[page as usize];
+    let os = &g.pools[pg.pool].os;
+    if os.is_anon(pg.slot) && os.is_away(pg.slot) {
+        // An anonymous slot living in a view has no pages at home (invariant 13): read
+        // its bytes where it lives.
+        let (mid, vblk) = pg.at_view.expect("an away slot is in a view");
+        let at = g.view_addr(&g.maps[&mid], vblk);
+        for &i in need {
+            let a = i as usize * PATCH_PAGE;
+            let mut b = [0u8; PATCH_PAGE];
+            super::os::copy_from_view(at + a, &mut b);
+            base.extend_from_slice(&b);
+        }
+    } else {
+        let src = os.slot(pg.slot);
+        for &i in need {
+            let a = i as usize * PATCH_PAGE;
+            base.extend_from_slice(&src[a..a + PATCH_PAGE]);
+        }
+        if pg.at_view.is_some() {
+            os.drop_entries(pg.slot);
+        }
+    }
+    base
+}
+
+/// Read pages `need` of block `blk` of `h` through its file (`BigFile::read_pages`,
+/// checked like a load) without the lock (invariant 8).
+fn read_base(
+    g: &mut MutexGuard<'_, VmState>,
+    cv: &Condvar,
+    h: HandleId,
+    blk: u64,
+    need: &[u32],
+) -> Result<Vec<u8>> {
+    let file = g.handles[&h].file.clone();
+    g.handles.get_mut(&h).expect("live").inflight += 1;
+    let mut bytes = vec![0u8; need.len() * PATCH_PAGE];
+    let r = MutexGuard::unlocked(g, || file.read_pages(blk, need, &mut bytes));
+    g.handles.get_mut(&h).expect("live").inflight -= 1;
+    cv.notify_all();
+    match r {
+        Ok(()) => Ok(bytes),
+        Err(e) => Err(Error::Load {
+            file: file.name().to_string(),
+            blk,
+            cause: e.to_string(),
+        }),
+    }
+}
+
+/// Add pages `new` to the patch of `(h, blk)` — zeros where `data` covers the whole
+/// page, else the next page of `base` — and copy `data`, written at byte `off`, over
+/// the pages it covers. Room for the new pages is reserved by the caller.
+fn record(
+    g: &mut VmState,
+    (h, blk): (HandleId, u64),
+    off: usize,
+    data: &[u8],
+    new: &[u32],
+    base: &[u8],
+) {
+    let end = off + data.len();
+    let covered = |i: u32| {
+        let a = i as usize * PATCH_PAGE;
+        off <= a && a + PATCH_PAGE <= end
+    };
+    let hs = g.handles.get_mut(&h).expect("live");
+    let patch = hs.patches.blocks.entry(blk).or_default();
+    let mut base = base.chunks_exact(PATCH_PAGE);
+    for &i in new {
+        let bytes = if covered(i) {
+            vec![0u8; PATCH_PAGE].into_boxed_slice()
+        } else {
+            Box::from(base.next().expect("one base page per needed page"))
+        };
+        patch.pages.insert(i, bytes);
+    }
+    let (first, last) = ((off / PATCH_PAGE) as u32, ((end - 1) / PATCH_PAGE) as u32);
+    for i in first..=last {
+        let a = i as usize * PATCH_PAGE;
+        let (lo, hi) = (off.max(a), end.min(a + PATCH_PAGE));
+        let p = patch.pages.get_mut(&i).expect("inserted above");
+        p[lo - a..hi - a].copy_from_slice(&data[lo - off..hi - off]);
+    }
+    patch.gen += 1;
 }
 
 /// `writeout` of a patched block: store its pages with `BigFile::store_pages` without
