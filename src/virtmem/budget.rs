@@ -2,6 +2,8 @@
 //! `state.rs`, which holds the numbered invariants): allocating RAM pages, evicting
 //! clean pages in LRU order to make room, freeing pages, and keeping the RAM the pool
 //! slots hold within the budget.
+// Calls `os`'s unsafe fns; each call says why their contract holds there.
+#![allow(unsafe_code)]
 
 use super::{BlockState, HandleId, Page, PageId, VmState, MAX_PART_WINDOWS, NIL, PART_WINDOW};
 use crate::{Error, Result};
@@ -170,7 +172,9 @@ impl VmState {
                     }
                     let p = self.pools[i].free[k] as usize;
                     if !self.pages[p].punched {
-                        self.pools[i].os.punch(self.pages[p].slot);
+                        // SAFETY: a page of a free list: no user, no view, no slice
+                        // of its slot alive (invariant 2).
+                        unsafe { self.pools[i].os.punch(self.pages[p].slot) };
                         self.pages[p].punched = true;
                         self.pages[p].zero = true;
                         self.resident -= self.pools[i].os.slot_size() as u64;

@@ -4,6 +4,8 @@
 //! of a block with page CRCs, one [`PART_WINDOW`] at a time (`fetch_partial`,
 //! `add_window`) until something needs the whole block (`complete_file`). File blocks
 //! that need no check are mapped by `filemap.rs`.
+// Calls `os`'s unsafe fns; each call says why their contract holds there.
+#![allow(unsafe_code)]
 
 use parking_lot::{Condvar, MutexGuard};
 
@@ -12,6 +14,7 @@ use super::{
     NIL, NO_SLOT, PART_WINDOW,
 };
 use crate::bigfile::FileSlice;
+use crate::virtmem::fault::fatal;
 use crate::{Error, Result};
 
 impl VmState {
@@ -133,11 +136,13 @@ pub(in crate::virtmem) fn fetch_file(
             if let Some(m) = g.maps.get(&mid) {
                 // The view block shows nothing: the entry was not Loaded (invariant 5).
                 let addr = g.view_addr(m, blk);
-                if let Err(e) = st.move_into(addr, bs) {
+                // SAFETY: a block of registered view `mid` showing nothing, and the
+                // staged bytes matched their CRC above (or need no check).
+                if let Err(e) = unsafe { st.move_into(addr, bs) } {
                     // The block stays Loaded, unmapped: the next access maps it again.
-                    if let Err(e2) = os::reset(addr, bs) {
-                        eprintln!("wdb: fatal: {e}; then cannot reset a view block: {e2}");
-                        std::process::abort();
+                    // SAFETY: the same block, which records no mapping: it faults.
+                    if let Err(e2) = unsafe { os::reset(addr, bs) } {
+                        fatal(format_args!("{e}; then cannot reset a view block: {e2}"));
                     }
                 } else {
                     g.counters.file_maps += 1;
@@ -242,7 +247,9 @@ pub(super) fn fetch_partial(
     };
     // The view block shows nothing: the entry was not Loaded (invariant 5).
     let addr = g.view_addr(m, blk);
-    let mapped = os::map_file_window(addr, bs, &src, w * PART_WINDOW, PART_WINDOW);
+    // SAFETY: a block of registered view `mid` showing nothing, and window `w` of `src`
+    // matched its page CRCs above.
+    let mapped = unsafe { os::map_file_window(addr, bs, &src, w * PART_WINDOW, PART_WINDOW) };
     // Either way below the block's mapping is replaced (invariant 16).
     g.maps
         .get_mut(&mid)
@@ -250,9 +257,9 @@ pub(super) fn fetch_partial(
         .untidy
         .remove(&blk);
     if let Err(e) = mapped {
-        if let Err(e2) = os::reset(addr, bs) {
-            eprintln!("wdb: fatal: {e}; then cannot reset a view block: {e2}");
-            std::process::abort();
+        // SAFETY: the same block, which records no mapping: it faults.
+        if let Err(e2) = unsafe { os::reset(addr, bs) } {
+            fatal(format_args!("{e}; then cannot reset a view block: {e2}"));
         }
         drop_page(g);
         return Err(e);
@@ -328,7 +335,9 @@ pub(super) fn add_window(
     }
     g.make_room(PART_WINDOW as u64, page)?;
     let addr = g.view_addr(&g.maps[&mid], blk);
-    if os::show_window(addr, &src, w * PART_WINDOW, PART_WINDOW).is_err() {
+    // SAFETY: view `mid` shows `src` at this block (checked above, invariant 15), and
+    // window `w` matched its page CRCs above.
+    if unsafe { os::show_window(addr, &src, w * PART_WINDOW, PART_WINDOW) }.is_err() {
         // Out of memory areas (each window may split the view's mapping): make the
         // whole block readable instead, one area again.
         complete_file(g, cv, h, blk, page)?;
@@ -391,7 +400,9 @@ pub(super) fn complete_file(
         .map(|m| g.view_addr(m, blk))
         .collect();
     for addr in shown {
-        os::show_window(addr, &src, 0, bs as usize)?;
+        // SAFETY: a view block that shows `src` (filtered above, invariant 15), and
+        // every window of it matched its page CRCs above.
+        unsafe { os::show_window(addr, &src, 0, bs as usize) }?;
     }
     g.used += extra;
     g.part_windows -= g.windows(page);

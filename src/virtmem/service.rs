@@ -6,6 +6,8 @@
 //! block is mapped as asked; a function that dropped the lock (invariant 8) asks for
 //! another look. Also here: the `Loaded` → `Dirty` transition of a write, and the
 //! loads into RAM pages that readahead runs ahead of a scan.
+// Calls `os`'s unsafe fns; each call says why their contract holds there.
+#![allow(unsafe_code)]
 
 use parking_lot::{Condvar, MutexGuard};
 
@@ -398,8 +400,9 @@ fn load(
     let slot = g.pages[page as usize].slot;
     let pool = g.pools[pi].os.clone();
     g.assert_invariants();
-    // The slot is ours alone while Loading (invariant 3).
-    let res = MutexGuard::unlocked(g, || load_slot(&pool, slot, zero, &*file, blk));
+    // SAFETY: the slot is ours alone while Loading (invariant 3): at home (a new or
+    // freed page), in no view, read and written by nobody else.
+    let res = MutexGuard::unlocked(g, || unsafe { load_slot(&pool, slot, zero, &*file, blk) });
     g.counters.loads += 1;
     g.handles.get_mut(&h).expect("live").inflight -= 1;
     if let Some(m) = g.maps.get_mut(&mid) {
@@ -407,8 +410,8 @@ fn load(
     }
     match (g.state(h, blk), res) {
         (BlockState::Loading { page: p }, Ok(())) if p == page => {
-            // Still ours alone (Loading, invariant 3): show the patch.
-            g.apply_patch(h, blk, page);
+            // SAFETY: still ours alone (Loading, invariant 3): show the patch.
+            unsafe { g.apply_patch(h, blk, page) };
             g.set_state(h, blk, BlockState::Loaded { page });
             if let Some(k) = key {
                 if let std::collections::hash_map::Entry::Vacant(e) = g.cache.entry((blk, k)) {
@@ -475,7 +478,9 @@ impl VmState {
         // (invariant 13), is read through its pool address, whose entries are dropped
         // again if its slot lives in a view.
         let os = &self.pools[pi].os;
-        os.copy(self.pages[p as usize].slot, self.pages[new as usize].slot);
+        // SAFETY: `new` was just allocated under the VM lock: at home, no user, no view;
+        // `p` is clean, mapped read-only everywhere, so nobody writes it (invariant 3).
+        unsafe { os.copy(self.pages[p as usize].slot, self.pages[new as usize].slot) };
         if self.pages[p as usize].at_view.is_some() {
             os.drop_entries(self.pages[p as usize].slot);
         }
@@ -525,12 +530,14 @@ impl VmState {
             os.populate(slot);
         }
         self.pages[new as usize].zero = false;
-        if let Err(e) = os::read_file_block(&src, os.slot_mut(slot)) {
+        // SAFETY: `new` was just allocated under the VM lock: at home, no user, no view,
+        // so this is the only reference to its slot (invariant 3).
+        let dst = unsafe { os.slot_mut(slot) };
+        if let Err(e) = os::read_file_block(&src, dst) {
             self.free_page(new);
             return Err(e);
         }
         if let Some(pages) = &src.pages {
-            let dst = os.slot_mut(slot);
             for (i, b) in pages.iter() {
                 let at = *i as usize * b.len();
                 dst[at..at + b.len()].copy_from_slice(b);
@@ -543,17 +550,28 @@ impl VmState {
     }
 }
 
-/// Load block `blk` of `file` into `slot`, which the caller owns (a `Loading` page,
-/// invariant 3); called without the VM lock. A never-used slot (`zero`) is faulted in
-/// at once and reads as zeros; a reused one is zeroed first unless the file writes the
-/// whole block.
-fn load_slot(pool: &Pool, slot: usize, zero: bool, file: &dyn BigFile, blk: u64) -> Result<()> {
+/// Load block `blk` of `file` into `slot`; called without the VM lock. A never-used
+/// slot (`zero`) is faulted in at once and reads as zeros; a reused one is zeroed first
+/// unless the file writes the whole block.
+///
+/// # Safety
+/// The caller owns the slot, as for `Pool::slot_mut`: it is the slot of a `Loading`
+/// page (invariant 3).
+unsafe fn load_slot(
+    pool: &Pool,
+    slot: usize,
+    zero: bool,
+    file: &dyn BigFile,
+    blk: u64,
+) -> Result<()> {
+    // SAFETY: the caller owns the slot (the contract above).
+    let dst = unsafe { pool.slot_mut(slot) };
     if zero {
         pool.populate(slot);
     } else if !file.load_writes_whole_block() {
-        pool.slot_mut(slot).fill(0);
+        dst.fill(0);
     }
-    file.load_blk(blk, pool.slot_mut(slot))
+    file.load_blk(blk, dst)
 }
 
 /// Readahead of block `blk` of handle `h` on the copy path (`map_source` gave none: a
@@ -597,9 +615,9 @@ pub(in crate::virtmem) fn load_ahead(
     let slot = g.pages[page as usize].slot;
     let pool = g.pools[pi].os.clone();
     g.assert_invariants();
-    // The slot is ours alone while Loading (invariant 3), even if the handle is closed
-    // meanwhile (close_handle leaves it to us).
-    let res = MutexGuard::unlocked(g, || load_slot(&pool, slot, zero, &*file, blk));
+    // SAFETY: the slot is ours alone while Loading (invariant 3), even if the handle is
+    // closed meanwhile (close_handle leaves it to us).
+    let res = MutexGuard::unlocked(g, || unsafe { load_slot(&pool, slot, zero, &*file, blk) });
     g.counters.loads += 1;
     let ok = g.handles.contains_key(&h)
         && res.is_ok()

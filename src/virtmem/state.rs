@@ -1,6 +1,42 @@
-//! The page-state machine of the virtual memory: every transition of a block's state
-//! happens in this file or its child modules `subpage.rs` (small writes) and
-//! `spill.rs` (spilling dirty blocks), under the VM lock.
+//! The page-state machine of the virtual memory: this file holds its types (the state
+//! of a block, a page, a handle, a view, and [`VmState`], everything the VM lock
+//! protects), its constants and its numbered invariants; every transition of a block's
+//! state happens under the VM lock in this file or one of its child modules:
+//!
+//! | file            | responsibility                                                    |
+//! |-----------------|-------------------------------------------------------------------|
+//! | `service.rs`    | the fault service `ensure` (classify the access, then one function per page state), `Loaded` → `Dirty`, readahead's loads into RAM pages |
+//! | `budget.rs`     | the RAM budget: allocating and freeing pages, the clean LRU, eviction |
+//! | `views.rs`      | what each view block maps: mapping, resetting, moving slots, promoting, untidy blocks |
+//! | `filepage.rs`   | file pages checked before they are shown: whole (`fetch_file`) or by window (`fetch_partial`, `add_window`, `complete_file`) |
+//! | `filemap.rs`    | file pages that need no check, and their neighbours                |
+//! | `subpage.rs`    | small writes: patches and `PartDirty` blocks                        |
+//! | `spill.rs`      | spilling dirty blocks through their file, the dirty LRU            |
+//! | `writeout.rs`   | `writeout`, `invalidate`, `discard`, closing a handle              |
+//! | `invariants.rs` | the checker of the invariants below (debug builds)                 |
+//!
+//! Which file keeps each numbered invariant (below), and which check of
+//! `invariants.rs` (or of the named module) asserts it:
+//!
+//! | inv | kept by                                                           | checked by |
+//! |-----|-------------------------------------------------------------------|------------|
+//! | 1   | `budget.rs` (`alloc`, `free_page`, `make_room`), `filepage.rs`, `subpage.rs` | `check_budget` |
+//! | 2   | `budget.rs` (`alloc`, `free_page`, `detach`)                       | `check_free_lists`, `check_page` |
+//! | 3   | `service.rs` (`load`), `filepage.rs`, `writeout.rs`, `spill.rs`    | `check_page` |
+//! | 4   | `budget.rs` (`lru_remove`, `lru_touch`, `evict`)                   | `check_page`, `check_lru_list` |
+//! | 5   | `views.rs` (`map_view`, `reset_views`, `protect_views`)            | `check_view` |
+//! | 6   | `service.rs` (`make_dirty`), `writeout.rs`, `spill.rs`, `subpage.rs` | `check_dirty` |
+//! | 7   | `service.rs` (`load`, `share_cached`), `budget.rs` (`free_page`)   | `check_page` |
+//! | 8   | every function that calls a `BigFile` or checks file bytes: `service.rs`, `filepage.rs`, `filemap.rs`, `writeout.rs`, `spill.rs`, `subpage.rs` | by construction (`MutexGuard::unlocked`) |
+//! | 9   | `views.rs` (`map_view`, `home`, `promote`), `os.rs`/`pool.rs`      | `check_slot` |
+//! | 10  | `filepage.rs`, `filemap.rs`, `service.rs` (`make_dirty_from_file`) | `check_file_page` |
+//! | 11  | `subpage.rs`                                                      | `subpage.rs` (`check_patches`) |
+//! | 12  | `subpage.rs`                                                      | `check_view`, `check_patches` |
+//! | 13  | `views.rs` (`promote`, `map_view`), `pool.rs`                     | `check_slot`, `check_view` |
+//! | 14  | `filepage.rs`, `filemap.rs`, `views.rs` (`map_view`)              | `check_view` |
+//! | 15  | `filepage.rs`, `budget.rs` (`make_part_room`)                     | `check_budget`, `check_partial` |
+//! | 16  | `views.rs` (`tidy`, `tidy_beside`, `mark_untidy`)                 | `check_view` |
+//! | 17  | `spill.rs`, `set_state` (this file)                               | `spill.rs` (`check_spill`) |
 //!
 //! ## States of a (file handle, block)
 //!

@@ -32,6 +32,8 @@
 //! ([`VmState::start_part`], [`VmState::extend_part`]); the block is `PartDirty`
 //! (invariant 12) and its written pages live in the view until anything else needs the
 //! block, which turns them into a patch first ([`VmState::demote_part`]).
+// Calls `os`'s unsafe fns; each call says why their contract holds there.
+#![allow(unsafe_code)]
 
 use std::collections::BTreeMap;
 
@@ -133,9 +135,12 @@ impl VmState {
         self.dirty -= n;
     }
 
-    /// Write the patch of `(h, blk)` over the bytes of page `p`'s slot, which the caller
-    /// owns (a `Loading` page: at home, no view maps it, invariant 3).
-    pub(super) fn apply_patch(&self, h: HandleId, blk: u64, p: PageId) {
+    /// Write the patch of `(h, blk)` over the bytes of page `p`'s slot.
+    ///
+    /// # Safety
+    /// The caller owns the slot, as for `Pool::slot_mut`: `p` is its `Loading` page (at
+    /// home, no view maps it, nobody else reads or writes it, invariant 3).
+    pub(super) unsafe fn apply_patch(&self, h: HandleId, blk: u64, p: PageId) {
         let Some(patch) = self
             .handles
             .get(&h)
@@ -144,7 +149,8 @@ impl VmState {
             return;
         };
         let pg = &self.pages[p as usize];
-        let dst = self.pools[pg.pool].os.slot_mut(pg.slot);
+        // SAFETY: the caller owns the slot (the contract above).
+        let dst = unsafe { self.pools[pg.pool].os.slot_mut(pg.slot) };
         for (&i, bytes) in &patch.pages {
             let at = i as usize * PATCH_PAGE;
             dst[at..at + PATCH_PAGE].copy_from_slice(bytes);
@@ -190,7 +196,9 @@ impl VmState {
                 .remove(&blk);
         }
         let addr = base + i as usize * PATCH_PAGE;
-        super::os::protect(addr, PATCH_PAGE, true)?;
+        // SAFETY: a page of the block view `mid` maps from the file privately (checked
+        // above); it becomes the written page of a `PartDirty` block (invariant 12).
+        unsafe { super::os::protect(addr, PATCH_PAGE, true) }?;
         self.set_state(h, blk, BlockState::PartDirty);
         self.maps
             .get_mut(&mid)
@@ -246,7 +254,9 @@ impl VmState {
         }
         self.reserve_patch(PP)?;
         let addr = self.view_addr(&self.maps[&mid], blk) + i as usize * PATCH_PAGE;
-        if let Err(e) = super::os::protect(addr, PATCH_PAGE, true) {
+        // SAFETY: a page of the `PartDirty` block's private file mapping in its one view
+        // (invariant 12), which becomes one more of its written pages.
+        if let Err(e) = unsafe { super::os::protect(addr, PATCH_PAGE, true) } {
             self.used -= PP;
             self.dirty -= PP;
             return Err(e);
@@ -276,15 +286,20 @@ impl VmState {
         };
         let bs = self.pools[self.handles[&h].pool].os.slot_size();
         let base = self.view_addr(&self.maps[&part.mid], blk);
-        if let Err(e) = super::os::protect(base, bs, false) {
+        // SAFETY: the `PartDirty` block's file mapping in its one view (invariant 12);
+        // made read-only.
+        if let Err(e) = unsafe { super::os::protect(base, bs, false) } {
             // Copying a page another thread is writing could tear it.
-            eprintln!("wdb: fatal: cannot write-protect a partly dirty block: {e}");
-            std::process::abort();
+            crate::virtmem::fault::fatal(format_args!(
+                "cannot write-protect a partly dirty block: {e}"
+            ));
         }
         let mut patch = Patch::default();
         for &i in &part.written {
             let mut b = vec![0u8; PATCH_PAGE].into_boxed_slice();
-            super::os::copy_from_view(base + i as usize * PATCH_PAGE, &mut b);
+            // SAFETY: a written page of the block's mapping in view `part.mid`, live and
+            // readable; write-protected above, so nobody writes it meanwhile.
+            unsafe { super::os::copy_from_view(base + i as usize * PATCH_PAGE, &mut b) };
             patch.pages.insert(i, b);
         }
         patch.gen = 1;
@@ -527,11 +542,16 @@ fn base_from_page(g: &VmState, page: PageId, need: &[u32]) -> Vec<u8> {
         for &i in need {
             let a = i as usize * PATCH_PAGE;
             let mut b = [0u8; PATCH_PAGE];
-            super::os::copy_from_view(at + a, &mut b);
+            // SAFETY: the clean page's slot lives in this view block (`at_view`), mapped
+            // read-only there (a clean page is never writable, invariant 5), and the VM
+            // lock keeps it there.
+            unsafe { super::os::copy_from_view(at + a, &mut b) };
             base.extend_from_slice(&b);
         }
     } else {
-        let src = os.slot(pg.slot);
+        // SAFETY: a clean page (`Loaded`), mapped read-only everywhere: nobody writes
+        // its slot while the VM lock is held (invariants 3 and 5).
+        let src = unsafe { os.slot(pg.slot) };
         for &i in need {
             let a = i as usize * PATCH_PAGE;
             base.extend_from_slice(&src[a..a + PATCH_PAGE]);

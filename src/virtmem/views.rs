@@ -2,10 +2,13 @@
 //! `state.rs`, which holds the numbered invariants): which page a view block shows,
 //! moving a slot into a view and home again, promoting an anonymous slot to the memfd,
 //! write-protecting views before a store, and resetting untidy blocks.
+// Calls `os`'s unsafe fns; each call says why their contract holds there.
+#![allow(unsafe_code)]
 
 use std::collections::HashMap;
 
 use super::{os, HandleId, MapId, MapState, PageId, VmState, NIL, NO_SLOT, UNTIDY_MAX};
+use crate::virtmem::fault::fatal;
 use crate::Result;
 
 impl VmState {
@@ -31,9 +34,13 @@ impl VmState {
                 let addr = m.base + (blk - m.first_blk) as usize * bs;
                 if p == NIL {
                     // A PartDirty block's file mapping (invariant 12).
-                    if let Err(e) = os::reset(addr, bs) {
-                        eprintln!("wdb: fatal: cannot reset a view block to PROT_NONE: {e}");
-                        std::process::abort();
+                    // SAFETY: a block of view `mid`, registered and so reserved; its
+                    // entry was removed above, so its next access faults and is served
+                    // the block again.
+                    if let Err(e) = unsafe { os::reset(addr, bs) } {
+                        fatal(format_args!(
+                            "cannot reset a view block to PROT_NONE: {e}"
+                        ));
                     }
                     continue;
                 }
@@ -42,7 +49,9 @@ impl VmState {
                     self.tidy_beside(mid, blk);
                     let pg = &mut self.pages[p as usize];
                     pg.at_view = None;
-                    if self.pools[pg.pool].os.move_home(pg.slot, addr, w) {
+                    // SAFETY: the slot was moved to this block (`at_view`, invariant 9)
+                    // with protection `w` (invariant 5); the entry is removed above.
+                    if unsafe { self.pools[pg.pool].os.move_home(pg.slot, addr, w) } {
                         self.mark_untidy(mid, blk);
                     }
                     continue;
@@ -50,9 +59,9 @@ impl VmState {
                 // A failure here would leave a stale page visible; the kernel fails a
                 // MAP_FIXED over our own reservation only when out of memory for VMAs.
                 // Going on would show stale data, so stop the process instead.
-                if let Err(e) = os::reset(addr, bs) {
-                    eprintln!("wdb: fatal: cannot reset a view block to PROT_NONE: {e}");
-                    std::process::abort();
+                // SAFETY: a block of registered view `mid`, whose entry is removed above.
+                if let Err(e) = unsafe { os::reset(addr, bs) } {
+                    fatal(format_args!("cannot reset a view block to PROT_NONE: {e}"));
                 }
             }
         }
@@ -72,7 +81,11 @@ impl VmState {
             let m = &self.maps[&mid];
             (self.view_addr(m, blk), m.mapped[&blk].1)
         });
-        if !os.promote(pg.slot, view) {
+        // SAFETY: the VM lock is held and the page is in use and not `Loading` or
+        // `Storing` (callers promote a `Loaded` page or a new user's), so nobody reads
+        // or writes its slot meanwhile; `view` is the block `at_view` records, with the
+        // protection `mapped` records (invariants 5 and 9).
+        if !unsafe { os.promote(pg.slot, view) } {
             self.pages[p as usize].at_view = None;
         }
     }
@@ -93,7 +106,9 @@ impl VmState {
         let addr = self.view_addr(&self.maps[&mid], blk);
         self.tidy_beside(mid, blk);
         let pg = &self.pages[p as usize];
-        if self.pools[pg.pool].os.move_home(pg.slot, addr, writable) {
+        // SAFETY: the slot was moved to this block (`at_view`, invariant 9) with
+        // protection `writable` (invariant 5); the block's entry is removed above.
+        if unsafe { self.pools[pg.pool].os.move_home(pg.slot, addr, writable) } {
             self.mark_untidy(mid, blk);
         }
     }
@@ -148,9 +163,10 @@ impl VmState {
             // As in `reset_views`: a failure is out of memory for mappings, and the
             // blocks stay PROT_NONE either way; but the bound on mappings is lost, so
             // stop rather than run into `vm.max_map_count` later.
-            if let Err(e) = os::reset(addr, (last - first + 1) as usize * bs) {
-                eprintln!("wdb: fatal: cannot reset view blocks to PROT_NONE: {e}");
-                std::process::abort();
+            // SAFETY: untidy blocks of registered view `mid`, which maps nothing there
+            // (invariant 16): they fault before and after.
+            if let Err(e) = unsafe { os::reset(addr, (last - first + 1) as usize * bs) } {
+                fatal(format_args!("cannot reset view blocks to PROT_NONE: {e}"));
             }
         }
     }
@@ -168,7 +184,10 @@ impl VmState {
                 .expect("handle's mapping is registered");
             if let Some(e) = m.mapped.get_mut(&blk) {
                 if e.1 {
-                    os::protect(m.base + (blk - m.first_blk) as usize * bs, bs, false)?;
+                    let addr = m.base + (blk - m.first_blk) as usize * bs;
+                    // SAFETY: a block of registered view `mid` with a page mapped there
+                    // (`mapped`, invariant 5); made read-only.
+                    unsafe { os::protect(addr, bs, false) }?;
                     e.1 = false;
                 }
             }
@@ -207,7 +226,11 @@ impl VmState {
         }
         match cur {
             Some((q, w)) if q == p && w == writable => return Ok(()),
-            Some((q, _)) if q == p => os::protect(addr, self.pools[pool].os.slot_size(), writable)?,
+            Some((q, _)) if q == p => {
+                // SAFETY: the block of registered view `mid` already maps page `p`;
+                // writable only when the caller made it `Dirty` (invariant 5).
+                unsafe { os::protect(addr, self.pools[pool].os.slot_size(), writable) }?
+            }
             _ => {
                 if let Some((q, _)) = cur.filter(|e| e.0 != NIL) {
                     if self.pages[q as usize].at_view == Some((mid, blk)) {
@@ -218,13 +241,17 @@ impl VmState {
                 let os = self.pools[pool].os.clone();
                 // The first view of a page gets the slot itself (invariant 9); others
                 // map the memfd again, after promoting an anonymous slot (inv 13).
-                if self.pages[p as usize].at_view.is_none()
-                    && os.move_to_view(slot, addr, writable).is_ok()
-                {
+                let at_home = self.pages[p as usize].at_view.is_none();
+                // SAFETY: a block of registered view `mid` that shows no slot of its own
+                // any more (sent home above); the slot is at home (`at_view` is None)
+                // and, its page `Loaded` or `Dirty` under the VM lock, read or written
+                // by nobody; writable only when the caller made it `Dirty` (inv 5).
+                if at_home && unsafe { os.move_to_view(slot, addr, writable) }.is_ok() {
                     self.pages[p as usize].at_view = Some((mid, blk));
                 } else {
                     self.promote(p);
-                    os.map_at(slot, addr, writable)?;
+                    // SAFETY: the same view block; a memfd slot now (promoted).
+                    unsafe { os.map_at(slot, addr, writable) }?;
                 }
             }
         }

@@ -2,6 +2,8 @@
 //! holds the numbered invariants): `writeout` stores every dirty block of a handle
 //! (`Dirty` → `Storing` → `Loaded`, invariant 3), `invalidate`, `discard` and
 //! `discard_from` drop changes, `close_handle` releases what a handle holds.
+// Calls `os`'s unsafe fns; each call says why their contract holds there.
+#![allow(unsafe_code)]
 
 use parking_lot::{Condvar, MutexGuard};
 
@@ -171,7 +173,10 @@ pub(in crate::virtmem) fn writeout(g: &mut Guard<'_>, cv: &Condvar, h: HandleId)
                 let addr = g.view_addr(&g.maps[&mid], vblk);
                 let mut buf = BOUNCE.take();
                 buf.resize(pool.slot_size(), 0);
-                pool.copy_from_view(slot, addr, &mut buf);
+                // SAFETY: the slot lives in this view block (`at_view`, invariant 9),
+                // mapped there, and write-protected above (`protect_views`), so nobody
+                // writes it during the copy.
+                unsafe { pool.copy_from_view(slot, addr, &mut buf) };
                 Some(buf)
             }
             _ => None,
@@ -180,11 +185,12 @@ pub(in crate::virtmem) fn writeout(g: &mut Guard<'_>, cv: &Condvar, h: HandleId)
         hs.inflight += 1;
         let file = hs.file.clone();
         g.assert_invariants();
-        // Nobody writes the slot while Storing (invariant 3).
         let res = MutexGuard::unlocked(g, || match &bounce {
             Some(buf) => file.store_blk(blk, buf),
             None => {
-                let r = file.store_blk(blk, pool.slot(slot));
+                // SAFETY: nobody writes the slot while Storing: its views are
+                // write-protected above (invariant 3).
+                let r = file.store_blk(blk, unsafe { pool.slot(slot) });
                 if moved.is_some() {
                     pool.drop_entries(slot);
                 }
