@@ -148,7 +148,8 @@ pub(in crate::virtmem) fn fetch_file(
                     g.counters.file_maps += 1;
                     let m = g.maps.get_mut(&mid).expect("checked above");
                     m.mapped.insert(blk, (page, false));
-                    if arm && os::arm(addr, true).is_ok() {
+                    // SAFETY: the view block the checked file bytes were just moved into.
+                    if arm && unsafe { os::arm(addr, true) }.is_ok() {
                         m.armed.insert(blk);
                     }
                 }

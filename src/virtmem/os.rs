@@ -143,7 +143,12 @@ pub(crate) unsafe fn reset(addr: usize, len: usize) -> Result<()> {
 /// maps or reads them), then anonymous read-only zero pages for the trimmed tail.
 /// `populate`: fill the page tables at once (a scan reads the whole block) instead of
 /// leaving them to the kernel's fault-around (a random read touches a page or two).
-pub(crate) fn map_file(
+///
+/// # Safety
+/// `addr` is a block of `bs` bytes of a live view reservation whose current mapping the
+/// caller lets go (invariant 5), and `src`'s bytes need no check or were checked
+/// (invariant 10).
+pub(crate) unsafe fn map_file(
     addr: usize,
     bs: usize,
     src: &crate::bigfile::FileSlice,
@@ -166,7 +171,7 @@ pub(crate) fn map_file(
         } else {
             MapFlags::PRIVATE | MapFlags::FIXED
         };
-        // SAFETY: MAP_FIXED over a block of our own reservation (caller's contract)
+        // SAFETY: MAP_FIXED over a block of our own reservation (the contract above)
         // replaces only our own mapping there.
         unsafe {
             mmap(
@@ -469,14 +474,18 @@ impl Drop for Staged {
 /// Readahead's marker (see `readahead.rs`): make the first page of a view block that
 /// shows a file block `PROT_NONE` (`armed`) or readable again, so that a scanner's first
 /// touch of the block faults once and tells where it is.
-pub(crate) fn arm(addr: usize, armed: bool) -> Result<()> {
+///
+/// # Safety
+/// `addr` is the start of a view block of a live reservation that maps a file block
+/// read-only (invariant 14 in `state.rs`).
+pub(crate) unsafe fn arm(addr: usize, armed: bool) -> Result<()> {
     let f = if armed {
         MprotectFlags::empty()
     } else {
         MprotectFlags::READ
     };
     // SAFETY: the page is the start of a view block that maps a read-only file block
-    // (caller's contract, invariant 14 in `state.rs`); protection changes move nothing.
+    // (the contract above); protection changes move nothing.
     unsafe { mprotect(addr as *mut _, page_size(), f) }.map_err(|e| io(e, "mprotect"))
 }
 

@@ -188,7 +188,8 @@ impl VmState {
         if self.maps[&mid].armed.contains(&blk) {
             // Readahead's marker goes (invariant 14 holds for file pages only): the
             // block's first page is readable again before it becomes PartDirty.
-            super::os::arm(base, false)?;
+            // SAFETY: an armed block maps a file page read-only (invariant 14): `p`.
+            unsafe { super::os::arm(base, false) }?;
             self.maps
                 .get_mut(&mid)
                 .expect("checked above")

@@ -211,7 +211,9 @@ impl VmState {
             debug_assert!(!writable, "inv 10: a file page is never writable");
             if cur.map(|e| e.0) == Some(p) {
                 if self.maps[&mid].armed.contains(&blk) {
-                    os::arm(addr, false)?;
+                    // SAFETY: an armed block of registered view `mid`, mapping file page
+                    // `p` read-only (invariant 14).
+                    unsafe { os::arm(addr, false) }?;
                     self.maps.get_mut(&mid).expect("checked").armed.remove(&blk);
                 }
             } else {
