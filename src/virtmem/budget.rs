@@ -224,6 +224,14 @@ impl VmState {
         self.free_page(p);
     }
 
+    /// Let go of `page`, the `Loading` (or `LoadingInvalidated`) page of `(h, blk)`, after
+    /// a load that failed or was invalidated: the block becomes `Empty`, the page free.
+    pub(super) fn drop_loading(&mut self, h: HandleId, blk: u64, page: PageId) {
+        self.set_state(h, blk, BlockState::Empty);
+        self.pages[page as usize].users.clear();
+        self.free_page(page);
+    }
+
     /// Remove `(h, blk)` from the users of `p`; free `p` if nobody uses or caches it.
     pub(super) fn detach(&mut self, p: PageId, h: HandleId, blk: u64) {
         let pg = &mut self.pages[p as usize];

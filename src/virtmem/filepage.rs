@@ -10,7 +10,7 @@
 use parking_lot::{Condvar, MutexGuard};
 
 use super::{
-    n_windows, os, BlockState, Guard, HandleId, MapId, Page, PageId, VmState,
+    load_error, n_windows, os, BlockState, Guard, HandleId, MapId, Page, PageId, VmState,
     NIL, NO_SLOT, PART_WINDOW,
 };
 use crate::bigfile::FileSlice;
@@ -163,23 +163,15 @@ pub(in crate::virtmem) fn fetch_file(
             Ok(true)
         }
         (BlockState::Loading { page: p }, Err(e)) if p == page => {
-            g.set_state(h, blk, BlockState::Empty);
-            g.pages[page as usize].users.clear();
-            g.free_page(page);
+            g.drop_loading(h, blk, page);
             cv.notify_all();
             g.assert_invariants();
-            Err(Error::Load {
-                file: file.name().to_string(),
-                blk,
-                cause: e.to_string(),
-            })
+            Err(load_error(&*file, blk, e))
         }
         (s, _) => {
             // Invalidated meanwhile: throw the mapping away.
             debug_assert_eq!(s, BlockState::LoadingInvalidated { page });
-            g.set_state(h, blk, BlockState::Empty);
-            g.pages[page as usize].users.clear();
-            g.free_page(page);
+            g.drop_loading(h, blk, page);
             cv.notify_all();
             g.assert_invariants();
             Ok(false)
@@ -236,11 +228,7 @@ pub(super) fn fetch_partial(
     }
     if let Err(e) = res {
         drop_page(g);
-        return Err(Error::Load {
-            file: file.name().to_string(),
-            blk,
-            cause: e.to_string(),
-        });
+        return Err(load_error(&*file, blk, e));
     }
     let Some(m) = g.maps.get(&mid) else {
         drop_page(g);
@@ -322,11 +310,7 @@ pub(super) fn add_window(
     {
         return Ok(false);
     }
-    res.map_err(|e| Error::Load {
-        file: file.name().to_string(),
-        blk,
-        cause: e.to_string(),
-    })?;
+    res.map_err(|e| load_error(&*file, blk, e))?;
     if is_set(g) {
         return Ok(true);
     }
@@ -384,11 +368,7 @@ pub(super) fn complete_file(
     });
     g.handles.get_mut(&h).expect("live").inflight -= 1;
     cv.notify_all();
-    res.map_err(|e| Error::Load {
-        file: file.name().to_string(),
-        blk,
-        cause: e.to_string(),
-    })?;
+    res.map_err(|e| load_error(&*file, blk, e))?;
     if g.state(h, blk) != (BlockState::Loaded { page }) || g.pages[page as usize].part.is_none() {
         return Ok(());
     }

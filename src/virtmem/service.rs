@@ -14,7 +14,7 @@ use parking_lot::{Condvar, MutexGuard};
 use super::filemap::map_neighbours;
 use super::filepage::{add_window, complete_file, fetch_file, fetch_partial};
 use super::os::{self, Pool};
-use super::{BlockState, Guard, HandleId, MapId, PageId, VmState, NIL, PART_WINDOW};
+use super::{load_error, BlockState, Guard, HandleId, MapId, PageId, VmState, NIL, PART_WINDOW};
 use crate::bigfile::{BigFile, FileSlice};
 use crate::{Error, Result};
 
@@ -300,11 +300,7 @@ fn probe(
     });
     match r {
         Ok((k, src)) => Ok((src, k)),
-        Err(e) => Err(Error::Load {
-            file: file.name().to_string(),
-            blk,
-            cause: e.to_string(),
-        }),
+        Err(e) => Err(load_error(&*file, blk, e)),
     }
 }
 
@@ -425,23 +421,15 @@ fn load(
             Ok(Next::Again)
         }
         (BlockState::Loading { page: p }, Err(e)) if p == page => {
-            g.set_state(h, blk, BlockState::Empty);
-            g.pages[page as usize].users.clear();
-            g.free_page(page);
+            g.drop_loading(h, blk, page);
             cv.notify_all();
             g.assert_invariants();
-            Err(Error::Load {
-                file: file.name().to_string(),
-                blk,
-                cause: e.to_string(),
-            })
+            Err(load_error(&*file, blk, e))
         }
         (s, _) => {
             // Invalidated while loading: throw the data away and load again.
             debug_assert_eq!(s, BlockState::LoadingInvalidated { page });
-            g.set_state(h, blk, BlockState::Empty);
-            g.pages[page as usize].users.clear();
-            g.free_page(page);
+            g.drop_loading(h, blk, page);
             *probed = None;
             cv.notify_all();
             Ok(Next::Again)

@@ -442,6 +442,15 @@ pub(super) struct VmState {
 
 type Guard<'a> = MutexGuard<'a, VmState>;
 
+/// The error of a failed load (or check) of block `blk` of `file`.
+fn load_error(file: &dyn BigFile, blk: u64, e: Error) -> Error {
+    Error::Load {
+        file: file.name().to_string(),
+        blk,
+        cause: e.to_string(),
+    }
+}
+
 impl VmState {
     pub(super) fn new(budget: u64) -> VmState {
         VmState {

@@ -39,7 +39,7 @@ use std::collections::BTreeMap;
 
 use parking_lot::{Condvar, MutexGuard};
 
-use super::{BlockState, HandleId, MapId, PageId, VmState};
+use super::{load_error, BlockState, HandleId, MapId, PageId, VmState};
 use crate::bigfile::PATCH_PAGE;
 use crate::{Error, Result};
 
@@ -581,11 +581,7 @@ fn read_base(
     cv.notify_all();
     match r {
         Ok(()) => Ok(bytes),
-        Err(e) => Err(Error::Load {
-            file: file.name().to_string(),
-            blk,
-            cause: e.to_string(),
-        }),
+        Err(e) => Err(load_error(&*file, blk, e)),
     }
 }
 
