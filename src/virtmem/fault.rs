@@ -29,6 +29,10 @@
 //!   instead of deadlocking.
 //! - **errno is kept**; read vs write comes from the CPU's fault information (x86-64:
 //!   page-fault error code bit 1; aarch64: ESR WnR bit from the signal frame).
+//! - **One way to stop**: a condition virtmem cannot recover from (a fault it cannot
+//!   serve, a panic while serving one, a view mapping the kernel refuses to restore) ends
+//!   in [`fatal`], which writes one message to stderr with `write(2)` from a stack
+//!   buffer and aborts: no allocation, no lock, so it is safe inside the handler.
 //! - **The service runs on the interrupted thread's own stack**, not on the small
 //!   alternate signal stack (8 KiB for Rust threads), because it runs `BigFile::load_blk`,
 //!   which may need more.
@@ -371,8 +375,12 @@ impl std::fmt::Write for StackBuf {
     }
 }
 
-/// Print `wdb: fatal: <msg>` to stderr with write(2) and abort.
-fn fatal(args: std::fmt::Arguments<'_>) -> ! {
+/// Print `wdb: fatal: <msg>` to stderr and abort the process: the one way virtmem
+/// stops on a condition it cannot recover from (a fault it cannot serve, a mapping it
+/// cannot restore). Safe in the signal handler and anywhere else: the message is
+/// formatted into a buffer on the stack (cut at 1 KiB), written with one `write(2)`,
+/// and `abort(3)` follows; no allocation, no lock (`eprintln!` would take stderr's).
+pub(super) fn fatal(args: std::fmt::Arguments<'_>) -> ! {
     let mut b = StackBuf {
         buf: [0; 1024],
         len: 0,

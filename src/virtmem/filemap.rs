@@ -13,6 +13,9 @@
 //! the file pays. Neighbours are mapped without filling their page tables: a random
 //! reader touches few of them, and an untouched mapping costs no memory.
 
+// Calls `os`'s unsafe fns; each call says why their contract holds there.
+#![allow(unsafe_code)]
+
 use parking_lot::MutexGuard;
 
 use super::{os, BlockState, HandleId, MapId, PageId, VmState};
@@ -52,7 +55,9 @@ impl VmState {
         )?;
         if arm {
             let addr = self.view_addr(&self.maps[&mid], blk);
-            if os::arm(addr, true).is_ok() {
+            // SAFETY: the block of registered view `mid` that maps file page `page`
+            // read-only, just above.
+            if unsafe { os::arm(addr, true) }.is_ok() {
                 self.maps
                     .get_mut(&mid)
                     .expect("mapped above")
@@ -77,7 +82,10 @@ impl VmState {
     ) -> Result<()> {
         let addr = self.view_addr(&self.maps[&mid], blk);
         let bs = self.bs(p) as usize;
-        os::map_file(addr, bs, src, populate)?;
+        // SAFETY: a block of registered view `mid`, reserved while it is registered; no
+        // slot lives there (`map_view` sends one home first, `map_checked` maps an
+        // `Empty` block); `src` needs no check or was checked (a file page, inv 10).
+        unsafe { os::map_file(addr, bs, src, populate) }?;
         let m = self.maps.get_mut(&mid).expect("a live view");
         m.armed.remove(&blk);
         m.untidy.remove(&blk);

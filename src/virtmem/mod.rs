@@ -18,9 +18,20 @@
 //! resident memory stays within `ram_budget` plus a small constant, and a first access
 //! costs no page faults beyond the load's own.
 //!
-//! The page states, their transitions and the numbered invariants are in `state.rs`;
-//! spilling in `spill.rs`; the fault handler in `fault.rs`; the system calls in `os.rs`; the thread that maps
-//! file blocks ahead of a sequential scan in `readahead.rs`.
+//! Files:
+//!
+//! - `state.rs` — the page states, the types the VM lock protects, the numbered
+//!   invariants and which file keeps each; its child modules hold the state machine's
+//!   parts: `service.rs` (the fault service, `ensure`), `budget.rs` (RAM budget, LRU,
+//!   eviction), `views.rs` (view mappings), `filepage.rs` and `filemap.rs` (file pages,
+//!   checked and unchecked), `subpage.rs` (small writes), `spill.rs` (spilling),
+//!   `writeout.rs` (writeout, invalidate, discard) and `invariants.rs` (the checker).
+//! - `fault.rs` — the SIGSEGV handler, and `fault::fatal`, the one non-allocating way
+//!   virtmem stops the process on a condition it cannot recover from.
+//! - `os.rs` and its child `pool.rs` — the memory system calls, as `unsafe fn`s where
+//!   their soundness rests on the caller.
+//! - `readahead.rs` — the thread that maps file blocks ahead of a sequential scan;
+//!   `writeback.rs` — the thread that spills dirty blocks ahead of need.
 //!
 //! **Lock order**: `VmShared::state` (the VM lock) → the fault handler's registry lock.
 //! A `BigFile`'s own locks are never taken with the VM lock held (invariant 8).
@@ -490,6 +501,8 @@ impl FaultTarget for MapShared {
     }
 }
 
+// Releases the view range: `os::release_range` is an unsafe fn.
+#[allow(unsafe_code)]
 impl Drop for MapShared {
     fn drop(&mut self) {
         let vm = &self.handle.vm;
@@ -499,10 +512,10 @@ impl Drop for MapShared {
             g.remove_map(self.id);
             fault::unregister(self.id);
         }
-        // [base, base+len) came from os::reserve in FileHandle::mmap. The range is
-        // unregistered and forgotten by the state machine (so no loader maps into it any
-        // more), and views borrow the Mapping, so none is alive: release_range's contract.
-        os::release_range(self.base, self.len);
+        // SAFETY: [base, base+len) came from os::reserve in FileHandle::mmap. The range
+        // is unregistered and forgotten by the state machine (so no loader maps into it
+        // any more), and views borrow the Mapping, so none is alive.
+        unsafe { os::release_range(self.base, self.len) };
     }
 }
 

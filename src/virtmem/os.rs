@@ -4,22 +4,29 @@
 //! page-table entries there and back (`mremap` with `MREMAP_DONTUNMAP`, Linux 5.13 or
 //! later for shared mappings; where it fails a memfd slot is mapped a second time
 //! instead, which is correct but counts the block twice in RSS), changing protection.
+//! The pool lives in the child module `pool.rs`.
+//!
 //! Every raw pointer that leaves this file is an address (`usize`); the only slices made
 //! here are of the pool mappings, under the contract stated on [`Pool::slot_mut`] and
-//! [`Pool::slot`].
+//! [`Pool::slot`]. A function whose soundness rests on its caller — an address that must
+//! be a block of a live view reservation, a slot the caller must own — is an `unsafe fn`
+//! whose `# Safety` section states that contract; each call site says, in a `// SAFETY:`
+//! comment, which invariant of `state.rs` makes it hold there. A failure that would
+//! leave the mappings inconsistent stops the process through `fault::fatal`.
 #![allow(unsafe_code)]
 
-use std::os::fd::OwnedFd;
 use std::ptr;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-use rustix::fs::{ftruncate, memfd_create, MemfdFlags};
 use rustix::mm::{
     madvise, mmap, mmap_anonymous, mprotect, mremap_fixed, munmap, Advice, MapFlags, MprotectFlags,
     MremapFlags, ProtFlags,
 };
 
 use crate::{Error, Result};
+
+#[path = "pool.rs"]
+mod pool;
+pub(crate) use pool::Pool;
 
 /// The OS page size.
 pub(crate) fn page_size() -> usize {
@@ -98,11 +105,11 @@ fn dont_fork(addr: usize, len: usize) -> Result<()> {
 
 /// Release a reserved range.
 ///
-/// Contract (held by `Mapping`'s drop, the only caller): `[addr, addr+len)` is a range
-/// returned by [`reserve`] that no live reference points into (views borrow their
-/// mapping, so they are gone when it is dropped) and no fault will be served in any
-/// more (it was unregistered and forgotten by the state machine first).
-pub(crate) fn release_range(addr: usize, len: usize) {
+/// # Safety
+/// `[addr, addr+len)` is a range returned by [`reserve`] that no live reference points
+/// into and in which no fault will be served any more (it was unregistered and
+/// forgotten by the state machine first).
+pub(crate) unsafe fn release_range(addr: usize, len: usize) {
     // SAFETY: by the contract above the range is ours, unreferenced and unregistered.
     let _ = unsafe { munmap(addr as *mut _, len) };
 }
@@ -110,13 +117,14 @@ pub(crate) fn release_range(addr: usize, len: usize) {
 /// Turn `[addr, addr+len)` of a reserved range back into `PROT_NONE` reserved space,
 /// dropping whatever page was mapped there (the next access faults).
 ///
-/// Memory-safety rests on the caller: the range lies inside a reserved range owned by a
-/// live mapping (checked by the VM state machine, invariant 5 in `state.rs`). No Rust
-/// reference can point into a view's bytes across this call without the view being
-/// user-visible memory, whose contents we are allowed to take away as a fault would.
-pub(crate) fn reset(addr: usize, len: usize) -> Result<()> {
+/// # Safety
+/// The range lies inside the reservation of a live view (invariant 5 in `state.rs`),
+/// and the state machine keeps what its blocks show: the next access faults and is
+/// served the blocks' current content, so a reference into the view (user-visible
+/// memory) reads the same bytes after the call as before.
+pub(crate) unsafe fn reset(addr: usize, len: usize) -> Result<()> {
     // SAFETY: MAP_FIXED over a range inside our own reservation replaces only our
-    // mapping (the caller guarantees the range is inside a live reservation).
+    // mapping there (the contract above).
     unsafe {
         mmap_anonymous(
             addr as *mut _,
@@ -135,7 +143,12 @@ pub(crate) fn reset(addr: usize, len: usize) -> Result<()> {
 /// maps or reads them), then anonymous read-only zero pages for the trimmed tail.
 /// `populate`: fill the page tables at once (a scan reads the whole block) instead of
 /// leaving them to the kernel's fault-around (a random read touches a page or two).
-pub(crate) fn map_file(
+///
+/// # Safety
+/// `addr` is a block of `bs` bytes of a live view reservation whose current mapping the
+/// caller lets go (invariant 5), and `src`'s bytes need no check or were checked
+/// (invariant 10).
+pub(crate) unsafe fn map_file(
     addr: usize,
     bs: usize,
     src: &crate::bigfile::FileSlice,
@@ -158,7 +171,7 @@ pub(crate) fn map_file(
         } else {
             MapFlags::PRIVATE | MapFlags::FIXED
         };
-        // SAFETY: MAP_FIXED over a block of our own reservation (caller's contract)
+        // SAFETY: MAP_FIXED over a block of our own reservation (the contract above)
         // replaces only our own mapping there.
         unsafe {
             mmap(
@@ -176,10 +189,14 @@ pub(crate) fn map_file(
             populate_read(addr, len);
         }
     }
-    map_zero_tail(addr, bs, len, prot)?;
+    // SAFETY: a block of a live view reservation that the caller maps (its contract).
+    unsafe { map_zero_tail(addr, bs, len, prot) }?;
     if let Some(pages) = &src.pages {
-        overlay_pages(addr, pages)?;
-        protect(addr, bs, false)?;
+        // SAFETY: the block is mapped privately from the file just above, PROT_NONE and
+        // so shown to no reader yet; the chain's page indexes lie inside the block.
+        unsafe { overlay_pages(addr, pages) }?;
+        // SAFETY: the block's own file mapping, made above: read-only now.
+        unsafe { protect(addr, bs, false) }?;
     }
     Ok(())
 }
@@ -214,9 +231,13 @@ fn populate_read(addr: usize, len: usize) {
 
 /// Anonymous zero pages (protection `prot`) over `[addr + len, addr + bs)` of a view block, then
 /// the whole block not inherited by `fork` children.
-fn map_zero_tail(addr: usize, bs: usize, len: usize, prot: ProtFlags) -> Result<()> {
+///
+/// # Safety
+/// `[addr, addr + bs)` is a block of a live view reservation that the caller is mapping:
+/// nothing there is to be kept.
+unsafe fn map_zero_tail(addr: usize, bs: usize, len: usize, prot: ProtFlags) -> Result<()> {
     if len < bs {
-        // SAFETY: MAP_FIXED inside a block of our own reservation (caller's contract).
+        // SAFETY: MAP_FIXED inside a block of our own reservation (the contract above).
         unsafe {
             mmap_anonymous(
                 (addr + len) as *mut _,
@@ -288,10 +309,15 @@ pub(crate) fn check_file_pages(
 }
 
 /// Map a partially checked file block (`state.rs` invariant 15) at view block `addr` of
-/// `bs` bytes (showing nothing: caller's contract, invariant 5): the file bytes
-/// `PROT_NONE` but for the checked window `[at, at + len)`, readable, then zeros for the
-/// trimmed tail. Mapped `PROT_NONE` first, so no unchecked byte is ever readable.
-pub(crate) fn map_file_window(
+/// `bs` bytes: the file bytes `PROT_NONE` but for the checked window `[at, at + len)`,
+/// readable, then zeros for the trimmed tail. Mapped `PROT_NONE` first, so no unchecked
+/// byte is ever readable.
+///
+/// # Safety
+/// `addr` is a block of `bs` bytes of a live view reservation that shows nothing
+/// (invariant 5), and the window `[at, at + len)` of `src` was checked against its page
+/// CRCs.
+pub(crate) unsafe fn map_file_window(
     addr: usize,
     bs: usize,
     src: &crate::bigfile::FileSlice,
@@ -302,7 +328,7 @@ pub(crate) fn map_file_window(
     if flen > 0 {
         // SAFETY: `src.fd` is open while `src.keep` lives (FileSlice contract).
         let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(src.fd) };
-        // SAFETY: MAP_FIXED over a block of our own reservation (caller's contract)
+        // SAFETY: MAP_FIXED over a block of our own reservation (the contract above)
         // replaces only our own mapping there.
         unsafe {
             mmap(
@@ -316,13 +342,20 @@ pub(crate) fn map_file_window(
         }
         .map_err(|e| io(e, "mapping a block of the log file into a view"))?;
     }
-    map_zero_tail(addr, bs, flen, ProtFlags::READ)?;
-    show_window(addr, src, at, len)
+    // SAFETY: the block of a live view reservation being mapped (the contract above).
+    unsafe { map_zero_tail(addr, bs, flen, ProtFlags::READ) }?;
+    // SAFETY: `src` was mapped at `addr` just above, and the window is checked (the
+    // contract above).
+    unsafe { show_window(addr, src, at, len) }
 }
 
 /// Make the checked window `[at, at + len)` of a partially checked file block mapped at
 /// view block `addr` readable (invariant 15; the part past the file bytes already is).
-pub(crate) fn show_window(
+///
+/// # Safety
+/// `src` is mapped at view block `addr` of a live reservation (`map_file_window`), and
+/// the window's bytes were checked against their page CRCs.
+pub(crate) unsafe fn show_window(
     addr: usize,
     src: &crate::bigfile::FileSlice,
     at: usize,
@@ -332,7 +365,9 @@ pub(crate) fn show_window(
     if len == 0 {
         return Ok(());
     }
-    protect(addr + at, len, false)
+    // SAFETY: a window of the view block's own file mapping (the contract above),
+    // made read-only: never writable.
+    unsafe { protect(addr + at, len, false) }
 }
 
 /// A file block mapped read-only at a private address no view shows: its bytes can be
@@ -394,10 +429,14 @@ impl Staged {
         unsafe { std::slice::from_raw_parts(self.addr as *const u8, self.len) }
     }
 
-    /// Move the mapping to view block `addr` of `bs` bytes (a block of a live
-    /// reservation showing nothing: caller's contract, invariant 5), then zeros for the
-    /// trimmed tail. The view block's previous contents are replaced atomically.
-    pub(crate) fn move_into(mut self, addr: usize, bs: usize) -> Result<()> {
+    /// Move the mapping to view block `addr` of `bs` bytes, then zeros for the trimmed
+    /// tail. The view block's previous contents are replaced atomically.
+    ///
+    /// # Safety
+    /// `addr` is a block of `bs` bytes of a live view reservation that shows nothing
+    /// (invariant 5), and the staged bytes were checked if they need a check
+    /// (invariant 10).
+    pub(crate) unsafe fn move_into(mut self, addr: usize, bs: usize) -> Result<()> {
         let len = std::mem::take(&mut self.len);
         if len > 0 {
             // SAFETY: [self.addr, +len) is our staging mapping, which nothing refers to
@@ -418,7 +457,8 @@ impl Staged {
                 return Err(io(e, "moving a block of the log file into a view"));
             }
         }
-        map_zero_tail(addr, bs, len, ProtFlags::READ)
+        // SAFETY: the view block being mapped (the contract above).
+        unsafe { map_zero_tail(addr, bs, len, ProtFlags::READ) }
     }
 }
 
@@ -434,14 +474,18 @@ impl Drop for Staged {
 /// Readahead's marker (see `readahead.rs`): make the first page of a view block that
 /// shows a file block `PROT_NONE` (`armed`) or readable again, so that a scanner's first
 /// touch of the block faults once and tells where it is.
-pub(crate) fn arm(addr: usize, armed: bool) -> Result<()> {
+///
+/// # Safety
+/// `addr` is the start of a view block of a live reservation that maps a file block
+/// read-only (invariant 14 in `state.rs`).
+pub(crate) unsafe fn arm(addr: usize, armed: bool) -> Result<()> {
     let f = if armed {
         MprotectFlags::empty()
     } else {
         MprotectFlags::READ
     };
     // SAFETY: the page is the start of a view block that maps a read-only file block
-    // (caller's contract, invariant 14 in `state.rs`); protection changes move nothing.
+    // (the contract above); protection changes move nothing.
     unsafe { mprotect(addr as *mut _, page_size(), f) }.map_err(|e| io(e, "mprotect"))
 }
 
@@ -466,521 +510,40 @@ pub(crate) fn read_file_block(src: &crate::bigfile::FileSlice, dst: &mut [u8]) -
     Ok(())
 }
 
-/// Report a failed memory call that leaves the mappings inconsistent, and abort.
-fn fatal_os(what: &str, e: &Error) -> ! {
-    eprintln!("wdb: fatal: {what}: {e}");
-    std::process::abort();
+/// Report a failed memory call that leaves the mappings inconsistent, and abort
+/// ([`fatal`](super::fault::fatal): no allocation, no lock).
+fn fatal_os(what: &str, e: &dyn std::fmt::Display) -> ! {
+    super::fault::fatal(format_args!("{what}: {e}"))
 }
 
-/// Change the protection of a mapped block of a view.
-pub(crate) fn protect(addr: usize, len: usize, writable: bool) -> Result<()> {
+/// Change the protection of a mapped block of a view (or of a pool slot's home).
+///
+/// # Safety
+/// `[addr, addr+len)` lies in a mapping of virtmem's own that has a page mapped there: a
+/// block of a live view reservation, or a pool slot's home. Made writable only where the
+/// state machine lets the bytes be written: a `Dirty` block's view (invariant 5), a page
+/// of a `PartDirty` block (invariant 12), a slot's home while it is at home
+/// (invariant 9).
+pub(crate) unsafe fn protect(addr: usize, len: usize, writable: bool) -> Result<()> {
     let f = if writable {
         MprotectFlags::READ | MprotectFlags::WRITE
     } else {
         MprotectFlags::READ
     };
-    // SAFETY: the range is a block of a live reservation with a slot mapped there
-    // (caller's contract, invariant 5); protection changes do not move memory.
+    // SAFETY: a range of our own mappings (the contract above); protection changes do
+    // not move memory.
     unsafe { mprotect(addr as *mut _, len, f) }.map_err(|e| io(e, "mprotect"))
-}
-
-/// The RAM pages of one block size: `cap` slots, each with two homes.
-///
-/// - Its **anonymous** home (the default): private anonymous memory in a range at
-///   `abase`, advised for transparent huge pages. Where the kernel gives them (anonymous
-///   THP `enabled` = madvise or always), a 2 MiB block is one huge page: one page-table
-///   entry to move into a view, to write-protect or to make writable again, instead of
-///   512 (each such walk of 512 entries costs about as much as copying the block). Such
-///   a slot's pages can be at one address only: mapped into at most one view block, by
-///   moving its entries there ([`Pool::move_to_view`]), and while moved its home has no
-///   pages (reading it there would read zeros).
-/// - Its **memfd** home: the slot's range of a memfd mapped read-write at `base`, so
-///   that one page can be mapped at several addresses (two views of one block, or
-///   handles sharing a clean page). Shared-memory pages are 4 KiB here (the kernel's
-///   `shmem_enabled` decides, and MADV_HUGEPAGE is ignored when it is `never`).
-///
-/// A slot starts anonymous and is [promoted](Pool::promote) (its bytes copied into its
-/// memfd range) the first time its page needs a second address; it stays a memfd slot
-/// from then on. Loads, copies and stores go through the slot's current home, an
-/// address that user code never sees.
-#[derive(Debug)]
-pub(crate) struct Pool {
-    fd: OwnedFd,
-    base: usize,
-    abase: usize,
-    slot_size: usize,
-    cap: usize,
-    /// Per slot: its bytes live in its anonymous home (else in its memfd range). Changed
-    /// only by `promote`, under the VM lock, while no thread reads the slot unlocked.
-    anon: Box<[AtomicBool]>,
-    /// Per slot: its page-table entries are moved to a view (`move_to_view`).
-    away: Box<[AtomicBool]>,
-    /// A reserved block (`PROT_NONE`, never touched, not inherited by `fork`) whose
-    /// mapping is copied over a view block to reset it (see `reset_view`).
-    spare: usize,
-}
-
-impl Pool {
-    /// A pool of `cap` slots of `slot_size` bytes. Address space is reserved for both
-    /// homes at once; RAM is taken only for pages that are touched.
-    pub(crate) fn new(slot_size: usize, cap: usize) -> Result<Pool> {
-        let len = slot_size
-            .checked_mul(cap)
-            .ok_or_else(|| Error::OutOfRange("RAM pool size overflows".into()))?;
-        let fd = memfd_create("wdb-ram", MemfdFlags::CLOEXEC).map_err(|e| io(e, "memfd_create"))?;
-        ftruncate(&fd, len as u64).map_err(|e| io(e, "ftruncate(memfd)"))?;
-        let base = reserve(len, align_for(slot_size))?;
-        // SAFETY: MAP_FIXED of our new memfd over the range we just reserved.
-        let mapped = unsafe {
-            mmap(
-                base as *mut _,
-                len,
-                ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::SHARED | MapFlags::FIXED,
-                &fd,
-                0,
-            )
-        };
-        let fail = |e: Error| {
-            // SAFETY: the range is ours and nothing refers to it yet.
-            let _ = unsafe { munmap(base as *mut _, len) };
-            e
-        };
-        mapped.map_err(|e| fail(io(e, "mapping the RAM pool")))?;
-        dont_fork(base, len).map_err(fail)?;
-        // Ask for huge pages where the kernel allows them for shmem (ignored otherwise).
-        // SAFETY: advice on our own mapping; contents are unchanged.
-        let _ = unsafe { madvise(base as *mut _, len, Advice::LinuxHugepage) };
-        let abase = reserve(len, align_for(slot_size)).map_err(fail)?;
-        let afail = |e: Error| {
-            // SAFETY: both ranges are ours and nothing refers to them yet.
-            let _ = unsafe { munmap(abase as *mut _, len) };
-            fail(e)
-        };
-        // SAFETY: MAP_FIXED over the range we just reserved: a new private anonymous
-        // mapping, which aliases nothing.
-        unsafe {
-            mmap_anonymous(
-                abase as *mut _,
-                len,
-                ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::PRIVATE | MapFlags::NORESERVE | MapFlags::FIXED,
-            )
-        }
-        .map_err(|e| afail(io(e, "mapping the anonymous RAM pool")))?;
-        dont_fork(abase, len).map_err(afail)?;
-        if slot_size % HUGE == 0 {
-            // Only for slots of whole huge pages: a huge page spanning several smaller
-            // slots would take 2 MiB of RAM for the first of them and be split again by
-            // the first protection change of one.
-            // SAFETY: advice on our own mapping; contents are unchanged.
-            let _ = unsafe { madvise(abase as *mut _, len, Advice::LinuxHugepage) };
-        }
-        let spare = reserve(slot_size, align_for(slot_size)).map_err(afail)?;
-        Ok(Pool {
-            fd,
-            base,
-            abase,
-            spare,
-            slot_size,
-            cap,
-            anon: (0..cap).map(|_| AtomicBool::new(true)).collect(),
-            away: (0..cap).map(|_| AtomicBool::new(false)).collect(),
-        })
-    }
-
-    pub(crate) fn slot_size(&self) -> usize {
-        self.slot_size
-    }
-
-    pub(crate) fn cap(&self) -> usize {
-        self.cap
-    }
-
-    /// Are slot `slot`'s page-table entries moved to a view?
-    pub(crate) fn is_away(&self, slot: usize) -> bool {
-        self.away[slot].load(Ordering::Acquire)
-    }
-
-    /// Does slot `slot` live in its anonymous home (one address only)?
-    pub(crate) fn is_anon(&self, slot: usize) -> bool {
-        self.anon[slot].load(Ordering::Acquire)
-    }
-
-    /// The slot's current home address.
-    fn addr(&self, slot: usize) -> usize {
-        assert!(slot < self.cap, "slot {slot} out of pool of {}", self.cap);
-        if self.is_anon(slot) {
-            self.abase + slot * self.slot_size
-        } else {
-            self.base + slot * self.slot_size
-        }
-    }
-
-    /// The slot's home address for reading or writing its bytes there: an anonymous
-    /// slot has no pages at home while it is moved to a view (invariant 13 in
-    /// `state.rs`), so reaching it there is a bug, not a read of zeros.
-    fn bytes_addr(&self, slot: usize) -> usize {
-        assert!(
-            !(self.is_anon(slot) && self.away[slot].load(Ordering::Acquire)),
-            "anonymous RAM slot {slot} read at home while it lives in a view"
-        );
-        self.addr(slot)
-    }
-
-    /// Map memfd slot `slot` at view address `addr` (a block of a live reservation,
-    /// invariant 5), read-only or read-write. A writable mapping gets its page tables
-    /// filled at once (MAP_POPULATE: one call instead of a write fault per 4 KiB page,
-    /// which shared file mappings do not batch); a read-only one is filled lazily by the
-    /// kernel's fault-around (16 pages per minor fault), which is cheaper than
-    /// populating through get_user_pages and costs nothing for pages never read. An
-    /// anonymous slot cannot be mapped twice: it is promoted first (caller's contract).
-    pub(crate) fn map_at(&self, slot: usize, addr: usize, writable: bool) -> Result<()> {
-        assert!(slot < self.cap);
-        assert!(
-            !self.is_anon(slot),
-            "an anonymous RAM slot mapped a second time"
-        );
-        let off = (slot * self.slot_size) as u64;
-        let prot = if writable {
-            ProtFlags::READ | ProtFlags::WRITE
-        } else {
-            ProtFlags::READ
-        };
-        // SAFETY: MAP_FIXED over a block of our own reservation (caller's contract)
-        // replaces only our PROT_NONE space or an older mapping of a slot there.
-        unsafe {
-            mmap(
-                addr as *mut _,
-                self.slot_size,
-                prot,
-                if writable {
-                    MapFlags::SHARED | MapFlags::FIXED | MapFlags::POPULATE
-                } else {
-                    MapFlags::SHARED | MapFlags::FIXED
-                },
-                &self.fd,
-                off,
-            )
-        }
-        .map_err(|e| io(e, "mapping a RAM page into a view"))?;
-        dont_fork(addr, self.slot_size)
-    }
-
-    /// Move slot `slot`'s page-table entries from its home to view address `addr` (a
-    /// block of a live reservation, invariant 5), read-only or read-write.
-    ///
-    /// This is how the first view of a freshly loaded block gets it: the kernel moves
-    /// the entries the load created (a whole page table, or one huge-page entry, where
-    /// both addresses are 2 MiB aligned) instead of the view faulting them in again, and
-    /// the block's pages stay mapped once, so they count once in the process's RSS.
-    /// Until [`Pool::move_home`] the slot must not be written through its home, nor read
-    /// there if it is anonymous (invariants 9 and 11 in `state.rs`).
-    ///
-    /// No address is ever left unmapped (another thread's `mmap` could take it):
-    /// `MREMAP_DONTUNMAP` keeps the slot's home mapped (without entries), and the view
-    /// block's previous contents are replaced atomically. The protection is set before
-    /// the move, at home, so that the view never shows the block writable when it should
-    /// not. An error leaves the slot at home, the view as it was.
-    pub(crate) fn move_to_view(&self, slot: usize, addr: usize, writable: bool) -> Result<()> {
-        let home = self.addr(slot);
-        if !writable {
-            protect(home, self.slot_size, false)?;
-        }
-        // SAFETY: [home, home+slot_size) is the slot's part of our pool mapping (at home,
-        // caller's state); [addr, addr+slot_size) is a block of our own reservation,
-        // whose current contents (PROT_NONE space or another slot's mapping) MREMAP_FIXED
-        // replaces. No slice of the slot is alive (the caller holds the VM lock and the
-        // page is neither Loading nor Storing), and the home stays mapped.
-        let r = unsafe {
-            mremap_fixed(
-                home as *mut _,
-                self.slot_size,
-                self.slot_size,
-                MremapFlags::MAYMOVE | DONTUNMAP,
-                addr as *mut _,
-            )
-        };
-        if let Err(e) = r {
-            if !writable {
-                protect(home, self.slot_size, true)?;
-            }
-            return Err(io(e, "moving a RAM page into a view"));
-        }
-        self.away[slot].store(true, Ordering::Release);
-        Ok(())
-    }
-
-    /// Move slot `slot`'s page-table entries back from view address `addr` (where
-    /// [`Pool::move_to_view`] put them) to its home, read-write, and leave `PROT_NONE`
-    /// reserved space at `addr`; no address is ever left unmapped. A failure would
-    /// leave the pool with a hole or a view showing a stale page: the process stops
-    /// instead.
-    ///
-    /// The view block keeps its protection while it moves: a read-only one stays
-    /// read-only, and a writable one (a `Dirty` block, invariant 5) is moved home only
-    /// when its changes are dropped (invalidate, discard, a freed page) or when no view
-    /// of it is alive (its mapping is being released), so a write that lands during the
-    /// move loses nothing that is kept. Making the home writable again is free when it
-    /// already is, and one entry to change for a huge page.
-    /// `writable` is the view block's current protection: a writable memfd block
-    /// arrives home writable, and the home then needs no `mprotect`; an anonymous one is
-    /// made `PROT_NONE` before it moves (see the body), so its home always needs one.
-    ///
-    /// Returns whether the view block is left *untidy* (invariant 16 in `state.rs`): an
-    /// anonymous slot leaves behind its own entry-less `PROT_NONE` mapping, which faults
-    /// like reserved space but is a separate kernel mapping until [`reset`] (or the next
-    /// page moved there) replaces it; that call is left to the caller, which batches it.
-    /// A memfd slot's view block is reset here (an entry-less shared mapping would
-    /// refault the slot's bytes).
-    #[must_use]
-    pub(crate) fn move_home(&self, slot: usize, addr: usize, writable: bool) -> bool {
-        let home = self.addr(slot);
-        let anon = self.is_anon(slot);
-        if anon {
-            // MREMAP_DONTUNMAP leaves a private anonymous source mapped but empty: another
-            // thread reading the view block during the move would get zero pages, not
-            // the block (a memfd source maps the same bytes again instead). So the view
-            // block goes PROT_NONE first: a concurrent access faults and waits for the
-            // VM lock, which the caller holds, and finds the block gone.
-            // SAFETY: [addr, addr+slot_size) is a block of our own reservation holding
-            // the slot's mapping (as below); a protection change moves nothing.
-            let r = unsafe { mprotect(addr as *mut _, self.slot_size, MprotectFlags::empty()) };
-            if let Err(e) = r {
-                fatal_os(
-                    "cannot protect a view block before moving its page home",
-                    &io(e, "mprotect"),
-                );
-            }
-        }
-        // SAFETY: [addr, addr+slot_size) holds exactly the slot's mapping, moved there by
-        // move_to_view (caller's state, invariant 9); [home, +slot_size) is the slot's
-        // entry-less mapping inside our pool range, which MREMAP_FIXED replaces.
-        let r = unsafe {
-            mremap_fixed(
-                addr as *mut _,
-                self.slot_size,
-                self.slot_size,
-                MremapFlags::MAYMOVE | DONTUNMAP,
-                home as *mut _,
-            )
-        };
-        if let Err(e) = r {
-            fatal_os("cannot move a RAM page back to its pool", &io(e, "mremap"));
-        }
-        self.away[slot].store(false, Ordering::Release);
-        if !anon {
-            if let Err(e) = self.reset_view(addr) {
-                fatal_os("cannot reset a view block to PROT_NONE", &e);
-            }
-        }
-        if !writable || anon {
-            if let Err(e) = protect(home, self.slot_size, true) {
-                fatal_os("cannot make a RAM pool slot writable again", &e);
-            }
-        }
-        anon
-    }
-
-    /// [`reset`] a view block of this pool's block size in one system call instead of
-    /// two: a copy of the spare block's mapping is moved over it (`MREMAP_DONTUNMAP`
-    /// leaves the spare in place), which is `PROT_NONE` reserved space not inherited by
-    /// `fork`, as `reset` makes it, and merges with the reserved space around it.
-    fn reset_view(&self, addr: usize) -> Result<()> {
-        // SAFETY: [spare, +slot_size) is our own never-accessed PROT_NONE reservation;
-        // [addr, +slot_size) is a block of a live reservation (caller's contract, as for
-        // `reset`), whose current mapping MREMAP_FIXED replaces.
-        let r = unsafe {
-            mremap_fixed(
-                self.spare as *mut _,
-                self.slot_size,
-                self.slot_size,
-                MremapFlags::MAYMOVE | DONTUNMAP,
-                addr as *mut _,
-            )
-        };
-        match r {
-            Ok(_) => Ok(()),
-            Err(_) => reset(addr, self.slot_size),
-        }
-    }
-
-    /// Turn anonymous slot `slot` into a memfd slot, so that its page can be mapped at
-    /// several addresses: its bytes are copied into its memfd range, and its anonymous
-    /// pages are given back. If it lives in a view (`view = Some((addr, writable))`,
-    /// where `move_to_view` put it), the memfd copy's entries are moved there in its
-    /// place, with the same protection (the anonymous pages they replace are freed), so
-    /// the slot is still moved to that view. Returns whether it is (the move can fail
-    /// only on kernels without `MREMAP_DONTUNMAP` for shared mappings; the view then maps
-    /// the memfd range instead).
-    ///
-    /// Caller's contract (the VM lock, invariant 3): no thread reads or writes the slot
-    /// through its home during the call (it is neither `Loading` nor `Storing`); a
-    /// writable view block is write-protected before the copy, so a user write waits in
-    /// the fault handler for the VM lock. A failure after the copy would leave the view
-    /// showing a stale copy: the process stops instead.
-    pub(crate) fn promote(&self, slot: usize, view: Option<(usize, bool)>) -> bool {
-        assert!(self.is_anon(slot), "promoting a memfd slot");
-        let ahome = self.addr(slot);
-        let mhome = self.base + slot * self.slot_size;
-        let src = view.map_or(ahome, |v| v.0);
-        if let Some((addr, true)) = view {
-            // A writer of the view must not change the block behind the copy: it faults
-            // (and waits for the VM lock) until the view maps the memfd copy, writable.
-            // One entry to change for a huge page.
-            if let Err(e) = protect(addr, self.slot_size, false) {
-                fatal_os("cannot write-protect a view block", &e);
-            }
-        }
-        // SAFETY: advice on our own pool mapping; it does not change its contents.
-        let _ = unsafe { madvise(mhome as *mut _, self.slot_size, Advice::LinuxPopulateWrite) };
-        // SAFETY: `src` maps the slot's bytes readable (its anonymous home, or the view
-        // block it was moved to); [mhome, +slot_size) is its memfd range in our pool
-        // mapping, read-write and not mapped anywhere else (the slot was anonymous); the
-        // two do not overlap. Nobody writes either meanwhile (contract above).
-        unsafe {
-            ptr::copy_nonoverlapping(src as *const u8, mhome as *mut u8, self.slot_size);
-        }
-        self.anon[slot].store(false, Ordering::Release);
-        self.away[slot].store(false, Ordering::Release);
-        let Some((addr, writable)) = view else {
-            // SAFETY: DONTNEED on the slot's private anonymous home frees its pages; its
-            // bytes now live in the memfd range, and nothing refers to the old ones.
-            let _ = unsafe { madvise(ahome as *mut _, self.slot_size, Advice::LinuxDontNeed) };
-            return false;
-        };
-        // The anonymous home was left entry-less (and maybe read-only) by the move out.
-        if let Err(e) = protect(ahome, self.slot_size, true) {
-            fatal_os("cannot make a RAM pool slot writable again", &e);
-        }
-        if self.move_to_view(slot, addr, writable).is_ok() {
-            return true;
-        }
-        if let Err(e) = self.map_at(slot, addr, writable) {
-            fatal_os("cannot map a promoted RAM page into its view", &e);
-        }
-        false
-    }
-
-    /// Drop the page-table entries of a memfd slot's home, keeping its RAM and its
-    /// contents: for a `MAP_SHARED` memfd mapping `MADV_DONTNEED` only unmaps. Used after
-    /// reading a slot whose entries live in a view (invariant 9), so that its pages are
-    /// not left mapped twice. Nothing to do for an anonymous slot, whose home is not
-    /// read while it is moved (invariant 13).
-    pub(crate) fn drop_entries(&self, slot: usize) {
-        if self.is_anon(slot) {
-            return;
-        }
-        // SAFETY: advice on our own pool mapping; for a shared mapping DONTNEED drops
-        // entries only, so any reader of the slot refaults the same bytes.
-        let _ = unsafe {
-            madvise(
-                self.addr(slot) as *mut _,
-                self.slot_size,
-                Advice::LinuxDontNeed,
-            )
-        };
-    }
-
-    /// Fault in a never-used slot's pages in one call (cheaper than a fault per 4 KiB
-    /// page; for an anonymous slot, one huge page where the kernel has one). Best
-    /// effort: kernels before 5.14 lack MADV_POPULATE_WRITE.
-    pub(crate) fn populate(&self, slot: usize) {
-        // SAFETY: advice on our own pool mapping; it does not change its contents.
-        let _ = unsafe {
-            madvise(
-                self.bytes_addr(slot) as *mut _,
-                self.slot_size,
-                Advice::LinuxPopulateWrite,
-            )
-        };
-    }
-
-    /// Give a free slot's RAM back to the kernel; it reads as zeros afterwards.
-    pub(crate) fn punch(&self, slot: usize) {
-        let a = self.bytes_addr(slot);
-        // MADV_REMOVE frees a memfd range's pages; DONTNEED frees private anonymous ones.
-        let advice = if self.is_anon(slot) {
-            Advice::LinuxDontNeed
-        } else {
-            Advice::LinuxRemove
-        };
-        // SAFETY: advice on our pool mapping of a slot that is free (caller's contract),
-        // so no one reads or writes it.
-        let _ = unsafe { madvise(a as *mut _, self.slot_size, advice) };
-    }
-
-    /// The bytes of a slot, writable.
-    ///
-    /// Contract (held by the state machine, invariant 3 in `state.rs`): the caller owns
-    /// the slot exclusively — it is `Loading` (loader), or freshly allocated and not yet
-    /// published (copy target) — so no other reference to these bytes exists and no
-    /// view maps the slot writable; and the slot is at home (invariant 9), so its home
-    /// is writable.
-    #[allow(clippy::mut_from_ref)]
-    pub(crate) fn slot_mut(&self, slot: usize) -> &mut [u8] {
-        let a = self.bytes_addr(slot);
-        // SAFETY: [a, a+slot_size) is inside the pool mapping, which lives as long as
-        // `self`; exclusivity is the caller's contract above.
-        unsafe { std::slice::from_raw_parts_mut(a as *mut u8, self.slot_size) }
-    }
-
-    /// The bytes of a slot, read-only.
-    ///
-    /// Contract (invariants 3 and 11): nobody writes the slot while the slice lives — it
-    /// is clean (mapped read-only everywhere) or `Storing` (views write-protected
-    /// first) — and an anonymous slot is at home (checked).
-    pub(crate) fn slot(&self, slot: usize) -> &[u8] {
-        let a = self.bytes_addr(slot);
-        // SAFETY: inside the pool mapping; no concurrent writer by the contract above.
-        unsafe { std::slice::from_raw_parts(a as *const u8, self.slot_size) }
-    }
-
-    /// Copy anonymous slot `slot`, moved to view address `addr`, into `dst` (its
-    /// length at most the slot size).
-    ///
-    /// Contract (the VM lock, invariants 3 and 11): `move_to_view` put the slot at
-    /// `addr` and it is still there, mapped readable, and nobody writes it during the
-    /// call (its views are write-protected).
-    pub(crate) fn copy_from_view(&self, slot: usize, addr: usize, dst: &mut [u8]) {
-        assert!(self.is_away(slot) && dst.len() <= self.slot_size);
-        // SAFETY: [addr, addr+len) maps the slot's pages readable and is not written
-        // meanwhile (contract above); `dst` is a distinct, exclusively borrowed buffer.
-        unsafe { ptr::copy_nonoverlapping(addr as *const u8, dst.as_mut_ptr(), dst.len()) }
-    }
-
-    /// Copy slot `from` into slot `to` (`to` owned exclusively and at home, `from` not
-    /// written and, if anonymous, at home).
-    pub(crate) fn copy(&self, from: usize, to: usize) {
-        assert_ne!(from, to);
-        let (s, d) = (self.bytes_addr(from), self.bytes_addr(to));
-        // SAFETY: distinct slots do not overlap; both inside the pool mapping; the
-        // ownership contract is the one of `slot` / `slot_mut`.
-        unsafe { ptr::copy_nonoverlapping(s as *const u8, d as *mut u8, self.slot_size) }
-    }
-}
-
-impl Drop for Pool {
-    fn drop(&mut self) {
-        // SAFETY: the pool is dropped with its VirtMem, after every mapping and handle
-        // (they hold the VirtMem alive), so no slice of it is alive.
-        let _ = unsafe { munmap(self.base as *mut _, self.slot_size * self.cap) };
-        // SAFETY: as above, for the anonymous homes.
-        let _ = unsafe { munmap(self.abase as *mut _, self.slot_size * self.cap) };
-        // SAFETY: the spare block is ours and never referred to.
-        let _ = unsafe { munmap(self.spare as *mut _, self.slot_size) };
-    }
 }
 
 /// Copy `dst.len()` bytes of a view at `addr` into `dst`.
 ///
-/// Contract (held by the state machine, `subpage.rs`): `[addr, addr+dst.len())` lies in
-/// a block of a live reservation that is mapped readable there (a partly dirty block's
-/// file mapping and its written pages, or a clean RAM page moved there, read-only),
-/// and the caller holds the VM lock, so the block
-/// is not remapped meanwhile; a view may write the bytes concurrently only through a
-/// page the caller has write-protected first.
-pub(crate) fn copy_from_view(addr: usize, dst: &mut [u8]) {
+/// # Safety
+/// `[addr, addr+dst.len())` lies in a block of a live reservation that is mapped
+/// readable there (a partly dirty block's file mapping and its written pages, or a
+/// clean RAM page moved there, read-only), and the caller holds the VM lock, so the
+/// block is not remapped meanwhile; nobody writes the bytes during the call (a view
+/// page that was writable is write-protected first).
+pub(crate) unsafe fn copy_from_view(addr: usize, dst: &mut [u8]) {
     // SAFETY: readable mapped bytes by the contract above; `dst` is a distinct Rust
     // buffer, so the ranges do not overlap.
     unsafe { ptr::copy_nonoverlapping(addr as *const u8, dst.as_mut_ptr(), dst.len()) }
@@ -988,17 +551,24 @@ pub(crate) fn copy_from_view(addr: usize, dst: &mut [u8]) {
 
 /// Write 4 KiB pages over a block of a view that maps a file privately (`map_file`):
 /// each page is made writable, written (the kernel copies just that page), and made
-/// read-only again. `addr` is the block's view address (a block of a live reservation,
-/// caller's contract); each page index lies inside the block.
-pub(crate) fn overlay_pages(addr: usize, pages: &[(u32, Box<[u8]>)]) -> Result<()> {
+/// read-only again.
+///
+/// # Safety
+/// `addr` is a view block of a live reservation that maps a file privately and that
+/// no reader is shown yet (`PROT_NONE`, the VM lock held); each page index lies inside
+/// the block.
+unsafe fn overlay_pages(addr: usize, pages: &[(u32, Box<[u8]>)]) -> Result<()> {
     for (i, bytes) in pages {
         let at = addr + *i as usize * bytes.len();
-        protect(at, bytes.len(), true)?;
+        // SAFETY: a page of the block's private file mapping (the contract above),
+        // written only by the copy below.
+        unsafe { protect(at, bytes.len(), true) }?;
         // SAFETY: [at, at+len) is one page of the caller's view block, mapped writable
         // just above; `bytes` is a distinct Rust buffer; no reference into the view
         // block exists while the VM lock is held and the block is being mapped.
         unsafe { ptr::copy_nonoverlapping(bytes.as_ptr(), at as *mut u8, bytes.len()) };
-        protect(at, bytes.len(), false)?;
+        // SAFETY: the same page, read-only again.
+        unsafe { protect(at, bytes.len(), false) }?;
     }
     Ok(())
 }

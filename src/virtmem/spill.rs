@@ -32,6 +32,8 @@
 //! fault the process stops with a message naming it. Spilling runs in the thread that
 //! needs the room — a fault, a checked load, a small write — never in the readahead
 //! thread (readahead only takes room that is free or clean).
+// Calls `os`'s unsafe fns; each call says why their contract holds there.
+#![allow(unsafe_code)]
 
 use parking_lot::{Condvar, MutexGuard};
 
@@ -233,7 +235,8 @@ pub(super) fn spill_one(g: &mut Guard<'_>, cv: &Condvar) -> Result<bool> {
     // dropped without the lock too: when the handle is closed meanwhile it may be the
     // last reference to its database, whose drop takes the VM lock (`VirtMem::drop`).
     let res = MutexGuard::unlocked(g, move || {
-        let r = file.store_blk(blk, pool.slot(slot));
+        // SAFETY: nobody writes the slot while Storing and unmapped (invariant 3).
+        let r = file.store_blk(blk, unsafe { pool.slot(slot) });
         drop(file);
         r
     });

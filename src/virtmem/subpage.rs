@@ -32,12 +32,14 @@
 //! ([`VmState::start_part`], [`VmState::extend_part`]); the block is `PartDirty`
 //! (invariant 12) and its written pages live in the view until anything else needs the
 //! block, which turns them into a patch first ([`VmState::demote_part`]).
+// Calls `os`'s unsafe fns; each call says why their contract holds there.
+#![allow(unsafe_code)]
 
 use std::collections::BTreeMap;
 
 use parking_lot::{Condvar, MutexGuard};
 
-use super::{BlockState, HandleId, MapId, PageId, VmState};
+use super::{load_error, BlockState, HandleId, MapId, PageId, VmState};
 // A block with more than `max_delta_pages(block size)` dirty pages is tracked whole: a
 // patch is stored as one delta record, and that is the most pages one may carry.
 use crate::bigfile::{max_delta_pages, PAGE};
@@ -131,9 +133,12 @@ impl VmState {
         self.dirty -= n;
     }
 
-    /// Write the patch of `(h, blk)` over the bytes of page `p`'s slot, which the caller
-    /// owns (a `Loading` page: at home, no view maps it, invariant 3).
-    pub(super) fn apply_patch(&self, h: HandleId, blk: u64, p: PageId) {
+    /// Write the patch of `(h, blk)` over the bytes of page `p`'s slot.
+    ///
+    /// # Safety
+    /// The caller owns the slot, as for `Pool::slot_mut`: `p` is its `Loading` page (at
+    /// home, no view maps it, nobody else reads or writes it, invariant 3).
+    pub(super) unsafe fn apply_patch(&self, h: HandleId, blk: u64, p: PageId) {
         let Some(patch) = self
             .handles
             .get(&h)
@@ -142,7 +147,8 @@ impl VmState {
             return;
         };
         let pg = &self.pages[p as usize];
-        let dst = self.pools[pg.pool].os.slot_mut(pg.slot);
+        // SAFETY: the caller owns the slot (the contract above).
+        let dst = unsafe { self.pools[pg.pool].os.slot_mut(pg.slot) };
         for (&i, bytes) in &patch.pages {
             let at = i as usize * PAGE;
             dst[at..at + PAGE].copy_from_slice(bytes);
@@ -180,7 +186,8 @@ impl VmState {
         if self.maps[&mid].armed.contains(&blk) {
             // Readahead's marker goes (invariant 14 holds for file pages only): the
             // block's first page is readable again before it becomes PartDirty.
-            super::os::arm(base, false)?;
+            // SAFETY: an armed block maps a file page read-only (invariant 14): `p`.
+            unsafe { super::os::arm(base, false) }?;
             self.maps
                 .get_mut(&mid)
                 .expect("checked above")
@@ -188,7 +195,9 @@ impl VmState {
                 .remove(&blk);
         }
         let addr = base + i as usize * PAGE;
-        super::os::protect(addr, PAGE, true)?;
+        // SAFETY: a page of the block view `mid` maps from the file privately (checked
+        // above); it becomes the written page of a `PartDirty` block (invariant 12).
+        unsafe { super::os::protect(addr, PAGE, true) }?;
         self.set_state(h, blk, BlockState::PartDirty);
         self.maps
             .get_mut(&mid)
@@ -244,7 +253,9 @@ impl VmState {
         }
         self.reserve_patch(PP)?;
         let addr = self.view_addr(&self.maps[&mid], blk) + i as usize * PAGE;
-        if let Err(e) = super::os::protect(addr, PAGE, true) {
+        // SAFETY: a page of the `PartDirty` block's private file mapping in its one view
+        // (invariant 12), which becomes one more of its written pages.
+        if let Err(e) = unsafe { super::os::protect(addr, PAGE, true) } {
             self.used -= PP;
             self.dirty -= PP;
             return Err(e);
@@ -274,15 +285,20 @@ impl VmState {
         };
         let bs = self.pools[self.handles[&h].pool].os.slot_size();
         let base = self.view_addr(&self.maps[&part.mid], blk);
-        if let Err(e) = super::os::protect(base, bs, false) {
+        // SAFETY: the `PartDirty` block's file mapping in its one view (invariant 12);
+        // made read-only.
+        if let Err(e) = unsafe { super::os::protect(base, bs, false) } {
             // Copying a page another thread is writing could tear it.
-            eprintln!("wdb: fatal: cannot write-protect a partly dirty block: {e}");
-            std::process::abort();
+            crate::virtmem::fault::fatal(format_args!(
+                "cannot write-protect a partly dirty block: {e}"
+            ));
         }
         let mut patch = Patch::default();
         for &i in &part.written {
             let mut b = vec![0u8; PAGE].into_boxed_slice();
-            super::os::copy_from_view(base + i as usize * PAGE, &mut b);
+            // SAFETY: a written page of the block's mapping in view `part.mid`, live and
+            // readable; write-protected above, so nobody writes it meanwhile.
+            unsafe { super::os::copy_from_view(base + i as usize * PAGE, &mut b) };
             patch.pages.insert(i, b);
         }
         patch.gen = 1;
@@ -477,50 +493,14 @@ pub(in crate::virtmem) fn write_patch(
         if !need.is_empty() {
             match state {
                 BlockState::Loaded { page } if g.pages[page as usize].file.is_none() => {
-                    // A clean RAM page: its bytes are the block (with the patch, if it
-                    // is the patched block's private page, invariant 11).
-                    let pg = &g.pages[page as usize];
-                    let os = &g.pools[pg.pool].os;
-                    if os.is_anon(pg.slot) && os.is_away(pg.slot) {
-                        // An anonymous slot living in a view has no pages at home
-                        // (invariant 13): read its bytes where it lives.
-                        let (mid, vblk) = pg.at_view.expect("an away slot is in a view");
-                        let at = g.view_addr(&g.maps[&mid], vblk);
-                        for &i in &need {
-                            let a = i as usize * PAGE;
-                            let mut b = [0u8; PAGE];
-                            super::os::copy_from_view(at + a, &mut b);
-                            base.extend_from_slice(&b);
-                        }
-                    } else {
-                        let src = os.slot(pg.slot);
-                        for &i in &need {
-                            let a = i as usize * PAGE;
-                            base.extend_from_slice(&src[a..a + PAGE]);
-                        }
-                        if pg.at_view.is_some() {
-                            os.drop_entries(pg.slot);
-                        }
-                    }
+                    base = base_from_page(g, page, &need);
                 }
                 _ => match fetched.take() {
                     Some((at, pages, bytes)) if at == inval && pages == need => base = bytes,
                     _ => {
                         // Not loaded (or mapped from a file): read the pages, checked,
                         // without the lock, then look again.
-                        let file = g.handles[&h].file.clone();
-                        g.handles.get_mut(&h).expect("live").inflight += 1;
-                        let mut bytes = vec![0u8; need.len() * PAGE];
-                        let r = MutexGuard::unlocked(g, || file.read_pages(blk, &need, &mut bytes));
-                        g.handles.get_mut(&h).expect("live").inflight -= 1;
-                        cv.notify_all();
-                        if let Err(e) = r {
-                            return Err(Error::Load {
-                                file: file.name().to_string(),
-                                blk,
-                                cause: e.to_string(),
-                            });
-                        }
+                        let bytes = read_base(g, cv, h, blk, &need)?;
                         fetched = Some((inval, need, bytes));
                         continue;
                     }
@@ -540,27 +520,104 @@ pub(in crate::virtmem) fn write_patch(
             fetched = None;
             continue;
         }
-        let hs = g.handles.get_mut(&h).expect("live");
-        let patch = hs.patches.blocks.entry(blk).or_default();
-        let mut base = base.chunks_exact(PAGE);
-        for &i in &new {
-            let bytes = if covered(i) {
-                vec![0u8; PAGE].into_boxed_slice()
-            } else {
-                Box::from(base.next().expect("one base page per needed page"))
-            };
-            patch.pages.insert(i, bytes);
-        }
-        for i in first..=last {
-            let a = i as usize * PAGE;
-            let (lo, hi) = (off.max(a), end.min(a + PAGE));
-            let p = patch.pages.get_mut(&i).expect("inserted above");
-            p[lo - a..hi - a].copy_from_slice(&data[lo - off..hi - off]);
-        }
-        patch.gen += 1;
+        record(g, (h, blk), off, data, &new, &base);
         g.assert_invariants();
         return Ok(true);
     }
+}
+
+/// Base bytes of pages `need` (in order) of a block whose clean RAM page is `page`: its
+/// bytes are the block (with the patch, if it is the patched block's private page,
+/// invariant 11).
+fn base_from_page(g: &VmState, page: PageId, need: &[u32]) -> Vec<u8> {
+    let mut base = Vec::with_capacity(need.len() * PAGE);
+    let pg = &g.pages[page as usize];
+    let os = &g.pools[pg.pool].os;
+    if os.is_anon(pg.slot) && os.is_away(pg.slot) {
+        // An anonymous slot living in a view has no pages at home (invariant 13): read
+        // its bytes where it lives.
+        let (mid, vblk) = pg.at_view.expect("an away slot is in a view");
+        let at = g.view_addr(&g.maps[&mid], vblk);
+        for &i in need {
+            let a = i as usize * PAGE;
+            let mut b = [0u8; PAGE];
+            // SAFETY: the clean page's slot lives in this view block (`at_view`), mapped
+            // read-only there (a clean page is never writable, invariant 5), and the VM
+            // lock keeps it there.
+            unsafe { super::os::copy_from_view(at + a, &mut b) };
+            base.extend_from_slice(&b);
+        }
+    } else {
+        // SAFETY: a clean page (`Loaded`), mapped read-only everywhere: nobody writes
+        // its slot while the VM lock is held (invariants 3 and 5).
+        let src = unsafe { os.slot(pg.slot) };
+        for &i in need {
+            let a = i as usize * PAGE;
+            base.extend_from_slice(&src[a..a + PAGE]);
+        }
+        if pg.at_view.is_some() {
+            os.drop_entries(pg.slot);
+        }
+    }
+    base
+}
+
+/// Read pages `need` of block `blk` of `h` through its file (`BigFile::read_pages`,
+/// checked like a load) without the lock (invariant 8).
+fn read_base(
+    g: &mut MutexGuard<'_, VmState>,
+    cv: &Condvar,
+    h: HandleId,
+    blk: u64,
+    need: &[u32],
+) -> Result<Vec<u8>> {
+    let file = g.handles[&h].file.clone();
+    g.handles.get_mut(&h).expect("live").inflight += 1;
+    let mut bytes = vec![0u8; need.len() * PAGE];
+    let r = MutexGuard::unlocked(g, || file.read_pages(blk, need, &mut bytes));
+    g.handles.get_mut(&h).expect("live").inflight -= 1;
+    cv.notify_all();
+    match r {
+        Ok(()) => Ok(bytes),
+        Err(e) => Err(load_error(&*file, blk, e)),
+    }
+}
+
+/// Add pages `new` to the patch of `(h, blk)` — zeros where `data` covers the whole
+/// page, else the next page of `base` — and copy `data`, written at byte `off`, over
+/// the pages it covers. Room for the new pages is reserved by the caller.
+fn record(
+    g: &mut VmState,
+    (h, blk): (HandleId, u64),
+    off: usize,
+    data: &[u8],
+    new: &[u32],
+    base: &[u8],
+) {
+    let end = off + data.len();
+    let covered = |i: u32| {
+        let a = i as usize * PAGE;
+        off <= a && a + PAGE <= end
+    };
+    let hs = g.handles.get_mut(&h).expect("live");
+    let patch = hs.patches.blocks.entry(blk).or_default();
+    let mut base = base.chunks_exact(PAGE);
+    for &i in new {
+        let bytes = if covered(i) {
+            vec![0u8; PAGE].into_boxed_slice()
+        } else {
+            Box::from(base.next().expect("one base page per needed page"))
+        };
+        patch.pages.insert(i, bytes);
+    }
+    let (first, last) = ((off / PAGE) as u32, ((end - 1) / PAGE) as u32);
+    for i in first..=last {
+        let a = i as usize * PAGE;
+        let (lo, hi) = (off.max(a), end.min(a + PAGE));
+        let p = patch.pages.get_mut(&i).expect("inserted above");
+        p[lo - a..hi - a].copy_from_slice(&data[lo - off..hi - off]);
+    }
+    patch.gen += 1;
 }
 
 /// `writeout` of a patched block: store its pages with `BigFile::store_pages` without
