@@ -13,6 +13,12 @@ use std::sync::Arc;
 pub trait LogIo: Send + Sync + std::fmt::Debug {
     /// Read exactly `buf.len()` bytes at `off` (`UnexpectedEof` if the file is shorter).
     fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<()>;
+    /// [`LogIo::read_at`] for a few pages of a committed payload that a random reader
+    /// wants (small writes read the pages they patch). Default: `read_at`; [`FileIo`]
+    /// reads through a mapping that never reads ahead.
+    fn read_pages_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
+        self.read_at(buf, off)
+    }
     /// Write all of `buf` at `off`.
     fn write_at(&self, buf: &[u8], off: u64) -> io::Result<()>;
     /// Make written data durable (fdatasync).
@@ -94,6 +100,39 @@ pub struct FileIo(pub File);
 impl LogIo for FileIo {
     fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
         self.0.read_exact_at(buf, off)
+    }
+    /// Through a short-lived private mapping advised `MADV_RANDOM`, not `pread`. A
+    /// `pread` that meets a page-cache folio carrying the kernel's readahead mark starts
+    /// an asynchronous readahead of up to `read_ahead_kb` after it, whatever
+    /// `posix_fadvise(RANDOM)` says; every 2 MiB folio that a `MADV_HUGEPAGE` mapping
+    /// read in (a scan, `virtmem::os`) carries that mark, and in a version-4 file what
+    /// follows a payload is mostly the hole before the next one, zero-filled a page at a
+    /// time. A fault in a `MADV_RANDOM` mapping never reads ahead. Measured: 1,000
+    /// random 4 KiB reads of such folios take 150–210 ms by `pread`, 18 ms mapped.
+    #[allow(unsafe_code)]
+    fn read_pages_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
+        let end = off.checked_add(buf.len() as u64);
+        if buf.is_empty() || end.is_none_or(|e| e > self.len().unwrap_or(0)) {
+            // Nothing to map, or past the end: `read_at` reports it.
+            return self.read_at(buf, off);
+        }
+        let page = rustix::param::page_size() as u64;
+        let start = off - off % page;
+        let skip = usize::try_from(off - start).unwrap_or(0);
+        // SAFETY: a private read-only mapping of bytes inside the file (checked above)
+        // that belong to committed transactions, which the log never rewrites or
+        // truncates (storage-format.md: append-only; a cut removes only a torn tail
+        // after every committed byte). It is read here and unmapped on return.
+        let m = unsafe {
+            memmap2::MmapOptions::new()
+                .offset(start)
+                .len(skip + buf.len())
+                .map(&self.0)
+        }?;
+        // Advice only: without it the read is right, just dearer.
+        let _ = m.advise(memmap2::Advice::Random);
+        buf.copy_from_slice(&m[skip..]);
+        Ok(())
     }
     fn write_at(&self, buf: &[u8], off: u64) -> io::Result<()> {
         self.0.write_all_at(buf, off)

@@ -284,22 +284,15 @@ impl Log {
 
     /// Read exactly `buf.len()` bytes at `off`; a short file is corruption at `off`.
     pub fn read_exact_at(&self, buf: &mut [u8], off: u64) -> Result<()> {
-        self.io.read_at(buf, off).map_err(|e| match e.kind() {
-            std::io::ErrorKind::UnexpectedEof => Error::corruption(
-                off,
-                format!("{} bytes needed past the end of the file", buf.len()),
-            ),
-            // A log that is not a file reports wdb errors (corruption naming an
-            // object, a snapshot gone) through io::Error.
-            _ if e.get_ref().is_some_and(|r| r.is::<Error>()) => {
-                match e.into_inner().map(|r| r.downcast::<Error>()) {
-                    Some(Ok(w)) => *w,
-                    Some(Err(r)) => Error::Io(std::io::Error::other(r)),
-                    None => Error::Io(std::io::Error::other("I/O error")),
-                }
-            }
-            _ => Error::Io(e),
-        })
+        let n = buf.len();
+        self.io.read_at(buf, off).map_err(|e| read_error(e, off, n))
+    }
+
+    /// [`Log::read_exact_at`] for a few pages of a committed payload that a random
+    /// reader wants ([`LogIo::read_pages_at`]: no readahead).
+    pub fn read_pages_at(&self, buf: &mut [u8], off: u64) -> Result<()> {
+        let n = buf.len();
+        self.io.read_pages_at(buf, off).map_err(|e| read_error(e, off, n))
     }
 
     /// Read and check the transaction at `off`, which must end at or before `limit`.
@@ -693,6 +686,26 @@ impl Log {
     }
 }
 
+/// The error of a read of `len` bytes at `off`: a short file is corruption at `off`.
+fn read_error(e: std::io::Error, off: u64, len: usize) -> Error {
+    match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => Error::corruption(
+            off,
+            format!("{len} bytes needed past the end of the file"),
+        ),
+        // A log that is not a file reports wdb errors (corruption naming an object, a
+        // snapshot gone) through io::Error.
+        _ if e.get_ref().is_some_and(|r| r.is::<Error>()) => {
+            match e.into_inner().map(|r| r.downcast::<Error>()) {
+                Some(Ok(w)) => *w,
+                Some(Err(r)) => Error::Io(std::io::Error::other(r)),
+                None => Error::Io(std::io::Error::other("I/O error")),
+            }
+        }
+        _ => Error::Io(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -730,3 +743,4 @@ mod tests {
         assert_eq!(log.len().unwrap(), end);
     }
 }
+

@@ -245,7 +245,7 @@ impl Gen {
             let new = &data[i * PAGE..(i + 1) * PAGE];
             let same = if (i + 1) * PAGE <= stored {
                 self.log
-                    .read_exact_at(&mut buf, v.payload_off() + (i * PAGE) as u64)?;
+                    .read_pages_at(&mut buf, v.payload_off() + (i * PAGE) as u64)?;
                 new == &buf[..]
             } else {
                 new.iter().all(|&b| b == 0)
@@ -336,7 +336,7 @@ impl Gen {
                         .saturating_mul(PAGE);
                     let n = stored.min(logical).saturating_sub(at).min(PAGE);
                     if n > 0 {
-                        self.log.read_exact_at(&mut dst[..n], off + at as u64)?;
+                        self.log.read_pages_at(&mut dst[..n], off + at as u64)?;
                         // Pages past the stored bytes are zeros (n == 0); a stored
                         // page is checked against its table entry.
                         if let Some(table) = &table {
