@@ -107,11 +107,18 @@ fn dir_of(db: &Path) -> &Path {
     }
 }
 
-/// The named fallback is forced when the environment sets `WDB_SPILL_NAMED=1` (tests
-/// of a filesystem without `O_TMPFILE`). Read once.
+/// Tests of a filesystem without `O_TMPFILE` force the named fallback in the processes
+/// they start: builds with the `internals` feature (which only tests enable) read
+/// `WDB_SPILL_NAMED=1` once. A user's build reads no environment variable here.
+#[cfg(feature = "internals")]
 fn force_named() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var_os("WDB_SPILL_NAMED").is_some_and(|v| v == "1"))
+}
+
+#[cfg(not(feature = "internals"))]
+fn force_named() -> bool {
+    false
 }
 
 /// Open an unnamed file in `dir`: `O_TMPFILE`, or create a uniquely named one and
