@@ -49,7 +49,7 @@ bluestore_block_create = true
 bluestore_block_size = 4294967296
 osd_memory_target = 939524096
 [client.rgw.a]
-rgw_frontends = beast endpoint=127.0.0.1:$PORT
+rgw_frontends = beast endpoint=127.0.0.1:$PORT tcp_nodelay=1
 rgw_data = $D/rgw
 CONF
   C="-c $D/ceph.conf"

@@ -225,3 +225,54 @@ fn open_url_without_a_scheme_opens_a_file_and_rejects_unknown_schemes() {
         Err(Error::InvalidArgument(_))
     ));
 }
+
+#[test]
+fn a_reopened_cache_serves_every_raw_block_zero_copy_even_below_the_checkpoint() {
+    use wdb::db::{ArrayOptions, Compression};
+    const BS: usize = 64 << 10;
+    const COMMITS: usize = 70;
+    let store = Arc::new(InMemory::new());
+    let dir = tempfile::tempdir().unwrap();
+    let a = machine(&store, &dir, "a");
+    for k in 0..COMMITS {
+        let tx = a.begin().unwrap();
+        {
+            let mut x = if k == 0 {
+                let o = ArrayOptions::default()
+                    .compression(Compression::None)
+                    .block_size(BS as u32);
+                tx.create_array_with::<u8>("x", &[0], o).unwrap()
+            } else {
+                tx.array_mut::<u8>("x").unwrap()
+            };
+            x.append(&vec![k as u8 + 1; BS]).unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    // More commits than a checkpoint object covers: an open starts from it and loads
+    // only the later commit objects.
+    assert!(
+        keys(&store, "db1/wdb/k/").len() >= 1,
+        "a checkpoint object was written"
+    );
+    let sum = |d: &Db| -> u64 {
+        let s = d.snapshot().unwrap();
+        let x = s.array::<u8>("x").unwrap();
+        let v = x.view(..).unwrap();
+        v.iter().map(|&b| u64::from(b)).sum()
+    };
+    let want: u64 = (1..=COMMITS as u64).map(|k| k * BS as u64).sum();
+    // The first reader fills its cache; the second one, from that cache, maps every
+    // block from its cache file: none is copied into RAM.
+    let b = machine(&store, &dir, "b");
+    assert_eq!(sum(&b), want);
+    drop(b);
+    let b = machine(&store, &dir, "b");
+    assert_eq!(sum(&b), want);
+    let st = b.memory_stats().unwrap();
+    assert_eq!(
+        (st.loads, st.file_maps),
+        (0, COMMITS as u64),
+        "every block mapped from the cache: {st:?}"
+    );
+}

@@ -63,6 +63,9 @@ pub struct FileSlice {
     /// check and show only some pages of the block (a random read), the rest checked
     /// when first shown. `None`: only the whole-block `crc` (or nothing) to check.
     pub page_crcs: Option<Arc<[u32]>>,
+    /// For bytes held in a cache file (object storage): the file's device, inode and
+    /// birth time, which name it when the check is recorded. virtmem never reads it.
+    pub cache_file: Option<(u64, u64, u64)>,
 }
 
 /// A 4 KiB page `(index in the block, PAGE bytes)` over a [`FileSlice`].

@@ -186,5 +186,6 @@ pub(super) fn map_staged(e: &Encoded, block_size: usize, verify: Verify) -> Opti
         pages: None,
         crc: (verify != Verify::Off && !s.checked()).then_some(e.data_crc),
         page_crcs: None,
+        cache_file: None,
     })
 }

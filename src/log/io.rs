@@ -49,12 +49,21 @@ pub trait LogIo: Send + Sync + std::fmt::Debug {
         copy_through_buffer(src, src_off, len, |b, at| self.write_at(b, off + at))
     }
     /// Zero-copy reads: a file that holds the log's bytes `off..off + len` at the same
-    /// offsets, and what keeps its descriptor open (None: the log itself does). Cheap:
-    /// no I/O. Default: the log file itself ([`LogIo::raw_fd`]). A log that is not one
-    /// file (object storage) returns the local cache file of those bytes, if cached.
-    fn map_fd(&self, off: u64, len: u64) -> Option<(std::os::fd::RawFd, Option<Keep>)> {
+    /// offsets. Cheap: no remote request. Default: the log file itself
+    /// ([`LogIo::raw_fd`]). A log that is not one file (object storage) returns the
+    /// local cache file of those bytes, if cached.
+    fn map_fd(&self, off: u64, len: u64) -> Option<MapFile> {
         let _ = (off, len);
-        self.raw_fd().map(|fd| (fd, None))
+        self.raw_fd().map(|fd| MapFile {
+            fd,
+            keep: None,
+            cache_file: None,
+        })
+    }
+    /// Are the log's bytes held in files of a local cache, one per object, each named
+    /// by [`MapFile::cache_file`] (object storage)? Default: no.
+    fn in_cache_files(&self) -> bool {
+        false
     }
     /// Snapshots below this tid are gone, when the log says so other than by its file
     /// header (retention of a log in object storage). Default: None (the header's).
@@ -92,6 +101,26 @@ fn copy_through_buffer(
 }
 /// Keeps a file descriptor open (see [`LogIo::map_fd`]).
 pub type Keep = Arc<dyn Send + Sync>;
+
+/// A file that holds some of the log's bytes at the log's offsets ([`LogIo::map_fd`]).
+pub struct MapFile {
+    /// Its descriptor.
+    pub fd: std::os::fd::RawFd,
+    /// What keeps `fd` open (None: the log itself does).
+    pub keep: Option<Keep>,
+    /// For a log held in cache files ([`LogIo::in_cache_files`]): device, inode and
+    /// birth time of this one, which name it in the per-boot table of checked versions.
+    pub cache_file: Option<crate::verify::Inode>,
+}
+
+impl std::fmt::Debug for MapFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MapFile")
+            .field("fd", &self.fd)
+            .field("cache_file", &self.cache_file)
+            .finish_non_exhaustive()
+    }
+}
 
 /// The largest single `pwrite` of [`FileIo::write_at`].
 pub const WRITE_PIECE: usize = 1 << 20;

@@ -216,7 +216,7 @@ impl Log {
     }
 
     /// Zero-copy reads of the log's bytes `off..off + len`: see [`LogIo::map_fd`].
-    pub fn map_fd(&self, off: u64, len: u64) -> Option<(std::os::fd::RawFd, Option<io::Keep>)> {
+    pub fn map_fd(&self, off: u64, len: u64) -> Option<io::MapFile> {
         self.io.map_fd(off, len)
     }
 
@@ -250,8 +250,19 @@ impl Log {
     pub fn file_id(&self) -> (u64, u64) {
         self.file_id
     }
-    /// What tells this file from every other, for the per-boot table of checked
-    /// versions (`verify`); None when the log is not a real file.
+    /// What holds the log's bytes, for the per-boot table of checked versions
+    /// (`verify`): the log file, cache files, or (None) nothing that can be named.
+    pub fn holder(&self) -> Option<crate::verify::Holder> {
+        if self.io.in_cache_files() {
+            return Some(crate::verify::Holder::CacheFiles {
+                uuid: self.header.uuid,
+                created_ns: self.header.created_ns,
+            });
+        }
+        self.identity().map(crate::verify::Holder::Log)
+    }
+    /// What tells this log file from every other (None when the log is not a real
+    /// file): its inode, birth time and header.
     pub fn identity(&self) -> Option<crate::verify::FileIdentity> {
         self.io.raw_fd()?;
         Some(crate::verify::FileIdentity {

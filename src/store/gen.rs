@@ -39,7 +39,7 @@ impl Gen {
     /// The generation of `log` with index `index`, checking raw versions as `verify`
     /// says (sharing what was checked through `table` under `Verify::OncePerBoot`).
     pub fn new(log: Log, index: Index, verify: Verify, table: Option<Arc<BootTable>>) -> Gen {
-        let checked = Checked::new(verify, log.identity(), table);
+        let checked = Checked::new(verify, log.holder(), table);
         Gen {
             log,
             index: RwLock::new(index),
@@ -318,7 +318,7 @@ impl Gen {
                 // payload's CRC, read through the file and recorded.
                 let off = base.payload_off();
                 let sv = stored_of(base);
-                let table = if !self.checked.needs_check(&sv) {
+                let table = if !self.checked.needs_check(&sv, None) {
                     None
                 } else if base.has_page_crcs() {
                     Some(
@@ -326,7 +326,7 @@ impl Gen {
                             .ok_or_else(|| Error::corruption(base.rec_off, "page CRC table"))?,
                     )
                 } else {
-                    self.check_range(&sv)?;
+                    self.check_range(&sv, None)?;
                     None
                 };
                 for (k, i) in from_base {
@@ -397,7 +397,7 @@ impl Gen {
         let page = rustix::param::page_size() as u64;
         let off = base.payload_off();
         let stored = u64::from(base.stored_len);
-        let Some((fd, keep)) = self.log.map_fd(off, stored) else {
+        let Some(file) = self.log.map_fd(off, stored) else {
             return Ok(None);
         };
         if page != PAGE as u64
@@ -425,8 +425,8 @@ impl Gen {
         idx.sort_unstable();
         idx.dedup();
         let sv = stored_of(base);
-        if self.checked.needs_check(&sv) {
-            self.check_range(&sv)?;
+        if self.checked.needs_check(&sv, file.cache_file) {
+            self.check_range(&sv, file.cache_file)?;
         }
         let mut bytes = vec![0u8; idx.len() * PAGE];
         self.read_pages(&chain, &idx, &mut bytes)?;
@@ -436,13 +436,14 @@ impl Gen {
             .map(|(&i, b)| (i, Box::from(b)))
             .collect();
         Ok(Some(crate::bigfile::FileSlice {
-            fd,
-            keep: keep.unwrap_or_else(|| self.clone()),
+            fd: file.fd,
+            keep: file.keep.unwrap_or_else(|| self.clone()),
             offset: off,
             len: stored as usize,
             pages: Some(pages.into()),
             crc: None,
             page_crcs: None,
+            cache_file: file.cache_file,
         }))
     }
 
@@ -497,7 +498,7 @@ impl Gen {
         let page = rustix::param::page_size() as u64;
         let off = v.payload_off();
         let stored = u64::from(v.stored_len);
-        let Some((fd, keep)) = self.log.map_fd(off, stored) else {
+        let Some(file) = self.log.map_fd(off, stored) else {
             return Ok(None);
         };
         if off % page != 0
@@ -510,20 +511,21 @@ impl Gen {
         }
         let crc = self
             .checked
-            .needs_check(&stored_of(&v))
+            .needs_check(&stored_of(&v), file.cache_file)
             .then_some(v.data_crc);
         let page_crcs = match crc {
             Some(_) => self.page_table(&v)?.map(Arc::from),
             None => None,
         };
         Ok(Some(crate::bigfile::FileSlice {
-            fd,
-            keep: keep.unwrap_or_else(|| self.clone()),
+            fd: file.fd,
+            keep: file.keep.unwrap_or_else(|| self.clone()),
             offset: off,
             len: stored as usize,
             pages: None,
             crc,
             page_crcs,
+            cache_file: file.cache_file,
         }))
     }
 
@@ -545,11 +547,14 @@ impl Gen {
     /// matched their CRC: record it (`verify`).
     pub fn mark_checked(&self, src: &crate::bigfile::FileSlice) {
         if let Some(crc) = src.crc {
-            self.checked.record(&Stored {
-                offset: src.offset,
-                len: src.len as u64,
-                crc,
-            });
+            self.checked.record(
+                &Stored {
+                    offset: src.offset,
+                    len: src.len as u64,
+                    crc,
+                },
+                src.cache_file,
+            );
         }
     }
 
@@ -557,18 +562,21 @@ impl Gen {
     /// checked them meanwhile ([`Checked::claim`]).
     pub fn claim_check(&self, src: &crate::bigfile::FileSlice) -> bool {
         match src.crc {
-            Some(crc) => self.checked.claim(&Stored {
-                offset: src.offset,
-                len: src.len as u64,
-                crc,
-            }),
+            Some(crc) => self.checked.claim(
+                &Stored {
+                    offset: src.offset,
+                    len: src.len as u64,
+                    crc,
+                },
+                src.cache_file,
+            ),
             None => false,
         }
     }
 
     /// Check the whole stored payload `v` read through the file (in pieces) against
     /// its CRC, and record the match.
-    fn check_range(&self, v: &Stored) -> Result<()> {
+    fn check_range(&self, v: &Stored, file: Option<verify::Inode>) -> Result<()> {
         let got = verify::crc_of_range(|b, o| self.log.read_exact_at(b, o), v.offset, v.len)?;
         if got != v.crc {
             return Err(Error::corruption(
@@ -576,7 +584,7 @@ impl Gen {
                 format!("data CRC mismatch ({got:#010x}, recorded {:#010x})", v.crc),
             ));
         }
-        self.checked.record(v);
+        self.checked.record(v, file);
         Ok(())
     }
 

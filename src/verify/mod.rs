@@ -165,6 +165,50 @@ pub struct FileIdentity {
     pub created_ns: u64,
 }
 
+/// Device, inode and birth time (ns since the epoch) of a file: [`inode_of`].
+pub type Inode = (u64, u64, u64);
+
+/// Which files hold the stored bytes of a log, so that the per-boot table can name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holder {
+    /// One file holds the whole log (a local database).
+    Log(FileIdentity),
+    /// Each object of the log is a file of the local cache (object storage), named by
+    /// the [`Inode`] that comes with each version to look up; `uuid` and `created_ns`
+    /// are the log header's. A cache file is written only after its writer checked the
+    /// bytes it writes (a fetched object against its CRC) or made them (its own
+    /// commit), so whatever cache file an inode and birth time name this boot, its
+    /// bytes were checked this boot: such a file is named at any age.
+    CacheFiles {
+        /// The log header's uuid.
+        uuid: u64,
+        /// The log header's creation time.
+        created_ns: u64,
+    },
+}
+
+impl Holder {
+    /// The name in the per-boot table of the file that holds a version, when it may be
+    /// named now: the log file once it is [`SHARE_AFTER_AGE_NS`] old, or the cache file
+    /// `file` (whose birth time is known).
+    pub fn name(&self, file: Option<Inode>) -> Option<FileIdentity> {
+        match *self {
+            Holder::Log(id) => (now_ns() >= id.birth_ns.saturating_add(SHARE_AFTER_AGE_NS))
+                .then_some(id),
+            Holder::CacheFiles { uuid, created_ns } => {
+                let (dev, ino, birth_ns) = file.filter(|f| f.2 != 0)?;
+                Some(FileIdentity {
+                    dev,
+                    ino,
+                    birth_ns,
+                    uuid,
+                    created_ns,
+                })
+            }
+        }
+    }
+}
+
 /// A stored version whose bytes are checked: where its payload is, how long, and the
 /// CRC it must match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -184,9 +228,9 @@ pub struct Checked {
     mode: Verify,
     /// Versions this process checked, or found in the per-boot table.
     local: Mutex<HashSet<Stored>>,
-    /// The per-boot table and this file's tag key (OncePerBoot with a usable table and
-    /// a real file whose birth time is known).
-    shared: Option<(Arc<BootTable>, FileIdentity)>,
+    /// The per-boot table and the files that hold the log (OncePerBoot with a usable
+    /// table, and a real file whose birth time is known or cache files).
+    shared: Option<(Arc<BootTable>, Holder)>,
 }
 
 /// A file is named in the per-boot table only once it is this old (ns). The tag names
@@ -207,15 +251,14 @@ fn now_ns() -> u64 {
 }
 
 impl Checked {
-    /// For a file of `identity` (None: not a real file, nothing is shared), under
+    /// For a log held by `holder` (None: not in files, nothing is shared), under
     /// `mode`, sharing through `table` when the mode is `OncePerBoot`.
-    pub fn new(
-        mode: Verify,
-        identity: Option<FileIdentity>,
-        table: Option<Arc<BootTable>>,
-    ) -> Checked {
-        let shared = match (mode, identity, table) {
-            (Verify::OncePerBoot, Some(id), Some(t)) if id.birth_ns != 0 => Some((t, id)),
+    pub fn new(mode: Verify, holder: Option<Holder>, table: Option<Arc<BootTable>>) -> Checked {
+        let shared = match (mode, holder, table) {
+            (Verify::OncePerBoot, Some(Holder::Log(id)), Some(t)) if id.birth_ns != 0 => {
+                Some((t, Holder::Log(id)))
+            }
+            (Verify::OncePerBoot, Some(h @ Holder::CacheFiles { .. }), Some(t)) => Some((t, h)),
             _ => None,
         };
         Checked {
@@ -230,22 +273,22 @@ impl Checked {
         self.mode
     }
 
-    /// The per-boot table, when this file may be named in it now.
-    fn table(&self) -> Option<&(Arc<BootTable>, FileIdentity)> {
-        self.shared
-            .as_ref()
-            .filter(|(_, id)| now_ns() >= id.birth_ns.saturating_add(SHARE_AFTER_AGE_NS))
+    /// The per-boot table and the name of the file that holds a version, when that
+    /// file may be named in it now ([`Holder::name`]).
+    fn table(&self, file: Option<Inode>) -> Option<(&Arc<BootTable>, FileIdentity)> {
+        let (t, holder) = self.shared.as_ref()?;
+        Some((t, holder.name(file)?))
     }
 
-    /// Must `v`'s bytes be checked before they are shown? No under `Off`, nor when
-    /// this process checked them, nor (`OncePerBoot`) when a process checked them
-    /// since boot.
-    pub fn needs_check(&self, v: &Stored) -> bool {
+    /// Must `v`'s bytes (in `file`, for a log in cache files) be checked before they
+    /// are shown? No under `Off`, nor when this process checked them, nor
+    /// (`OncePerBoot`) when a process checked them since boot.
+    pub fn needs_check(&self, v: &Stored, file: Option<Inode>) -> bool {
         if self.mode == Verify::Off || self.local.lock().contains(v) {
             return false;
         }
-        match self.table() {
-            Some((t, id)) if t.contains(id, v) => {
+        match self.table(file) {
+            Some((t, id)) if t.contains(&id, v) => {
                 self.local.lock().insert(*v);
                 false
             }
@@ -257,9 +300,9 @@ impl Checked {
     /// so that other processes about to check it wait for this one (at most
     /// [`CLAIM_WAIT`]) instead of checking it too. `false`: another process checked it
     /// meanwhile — no check is needed. Without a table, always `true`.
-    pub fn claim(&self, v: &Stored) -> bool {
-        match self.table() {
-            Some((t, id)) if !t.claim(id, v, CLAIM_WAIT) => {
+    pub fn claim(&self, v: &Stored, file: Option<Inode>) -> bool {
+        match self.table(file) {
+            Some((t, id)) if !t.claim(&id, v, CLAIM_WAIT) => {
                 self.local.lock().insert(*v);
                 false
             }
@@ -268,12 +311,12 @@ impl Checked {
     }
 
     /// `v`'s bytes matched their CRC: record it (and publish it, `OncePerBoot`).
-    pub fn record(&self, v: &Stored) {
+    pub fn record(&self, v: &Stored, file: Option<Inode>) {
         if self.mode == Verify::Off || !self.local.lock().insert(*v) {
             return;
         }
-        if let Some((t, id)) = self.table() {
-            t.insert(id, v);
+        if let Some((t, id)) = self.table(file) {
+            t.insert(&id, v);
         }
     }
 
@@ -282,7 +325,7 @@ impl Checked {
     #[cfg(any(test, feature = "internals"))]
     pub fn check_whole(&self, v: &Stored, bytes: &[u8], what: &str) -> Result<()> {
         check_crc(bytes, v.crc, v.offset, what)?;
-        self.record(v);
+        self.record(v, None);
         Ok(())
     }
 }
@@ -375,7 +418,7 @@ pub fn boot_table(place: &TablePlace) -> Option<Arc<BootTable>> {
 /// Device, inode and birth time (ns since the epoch, 0 if the file system keeps none)
 /// of a file, from its metadata: the part of a [`FileIdentity`] that is not in the
 /// log header.
-pub fn inode_of(md: &std::fs::Metadata) -> (u64, u64, u64) {
+pub fn inode_of(md: &std::fs::Metadata) -> Inode {
     use std::os::unix::fs::MetadataExt;
     let birth = md
         .created()

@@ -411,8 +411,8 @@ pub fn encode_data(payload: &[u8]) -> Vec<u8> {
 }
 
 /// Check a data object's bytes (`want` payload bytes expected): its trailer and CRC.
-/// Returns the payload.
-pub fn check_data<'a>(b: &'a [u8], want: u64, key: &str) -> Result<&'a [u8]> {
+/// Returns the payload and its CRC-32 (the data CRC of the record whose payload it is).
+pub fn check_data<'a>(b: &'a [u8], want: u64, key: &str) -> Result<(&'a [u8], u32)> {
     let Some(body) = b.len().checked_sub(DATA_TRAILER) else {
         return Err(bad(key, format!("truncated: {} bytes", b.len())));
     };
@@ -429,10 +429,11 @@ pub fn check_data<'a>(b: &'a [u8], want: u64, key: &str) -> Result<&'a [u8]> {
             ),
         ));
     }
-    if crc32fast::hash(&b[..body]) != u32_at(t, 8) {
+    let crc = u32_at(t, 8);
+    if crate::verify::crc32(&b[..body]) != crc {
         return Err(bad(key, "data CRC mismatch"));
     }
-    Ok(&b[..body])
+    Ok((&b[..body], crc))
 }
 
 #[cfg(test)]
@@ -481,7 +482,7 @@ mod tests {
     #[test]
     fn data_object_checks() {
         let d = encode_data(b"hello world");
-        assert_eq!(check_data(&d, 11, "k").unwrap(), b"hello world");
+        assert_eq!(check_data(&d, 11, "k").unwrap().0, b"hello world");
         assert!(check_data(&d[..d.len() - 1], 11, "k").is_err());
         assert!(check_data(&d, 12, "k").is_err());
         let mut x = d.clone();

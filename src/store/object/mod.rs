@@ -165,12 +165,23 @@ pub fn open_store(
     let fh = FileHeader::decode(&header)
         .map_err(|e| Error::corruption(0, format!("object {hkey}: {e}")))?;
     let lock = Arc::new(LockFile::open(&cache.dir().join("db"), false)?);
+    let table = so.boot_table();
+    let checks = match (&table, so.verify) {
+        (Some(t), crate::Verify::OncePerBoot) => Some((
+            t.clone(),
+            crate::verify::Holder::CacheFiles {
+                uuid: fh.uuid,
+                created_ns: fh.created_ns,
+            },
+        )),
+        _ => None,
+    };
     let sh = Arc::new(Shared::new(
         remote,
         prefix.to_string(),
         cache,
-        header,
-        fh.uuid,
+        (header, fh.uuid),
+        checks,
     ));
 
     // The newest checkpoint of this log — one already in the cache if there is one (an
@@ -215,7 +226,6 @@ pub fn open_store(
         }
     }
     let log = Log::open_virtual(Path::new(name), Box::new(VirtualLog(sh.clone())))?;
-    let table = so.boot_table();
     let gen = Gen::new(log, ix, so.verify, table.clone());
     let storage = Arc::new(ObjectStorage {
         sh,

@@ -17,6 +17,7 @@
 //! retention collected.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,8 +29,9 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use super::cache::Cache;
 use super::layout::{self, CommitObject, Segment};
 use super::remote::Remote;
-use crate::log::io::{Keep, LogIo};
+use crate::log::io::{Keep, LogIo, MapFile};
 use crate::store::ckpt::LazyCheckpoint;
+use crate::verify::{self, BootTable};
 use crate::{Error, Result, Tid};
 
 /// Data bytes fetched ahead of a scan's misses, at most.
@@ -161,11 +163,20 @@ pub struct Shared {
     last_commit_miss: AtomicU64,
     /// Newest tid a background prefetch of commit objects has started.
     prefetched_tid: AtomicU64,
+    /// `Verify::OncePerBoot` with a usable table: where fetched payloads are published
+    /// as checked, and the key of their names.
+    checks: Option<(Arc<BootTable>, verify::Holder)>,
 }
 
 impl Shared {
     /// Shared state over `remote`.
-    pub fn new(remote: Remote, prefix: String, cache: Cache, header: Vec<u8>, uuid: u64) -> Shared {
+    pub fn new(
+        remote: Remote,
+        prefix: String,
+        cache: Cache,
+        (header, uuid): (Vec<u8>, u64),
+        checks: Option<(Arc<BootTable>, verify::Holder)>,
+    ) -> Shared {
         Shared {
             remote,
             prefix,
@@ -182,6 +193,7 @@ impl Shared {
             known_tid: AtomicU64::new(0),
             last_commit_miss: AtomicU64::new(0),
             prefetched_tid: AtomicU64::new(0),
+            checks,
         }
     }
 
@@ -540,7 +552,7 @@ impl Shared {
             }
             return Err(Error::corruption(at, format!("object {key} is missing")));
         };
-        let payload = layout::check_data(&b, len, key).map_err(|e| match e {
+        let (payload, crc) = layout::check_data(&b, len, key).map_err(|e| match e {
             Error::Corruption { what, .. } => Error::corruption(at, what),
             e => e,
         })?;
@@ -548,12 +560,35 @@ impl Shared {
             .cache
             .insert(name, len, |f| f.write_all_at(payload, at))
         {
-            Ok(Some(f)) => Ok(Fetched::Cached(f)),
+            Ok(Some(f)) => {
+                self.publish_checked(&f, at, len, crc);
+                Ok(Fetched::Cached(f))
+            }
             Ok(None) => Ok(Fetched::Memory(b.slice(..payload.len()))),
             Err(e) => {
                 tracing::warn!(error = %e, "could not cache a data object; serving it from memory");
                 Ok(Fetched::Memory(b.slice(..payload.len())))
             }
+        }
+    }
+
+    /// `Verify::OncePerBoot`: the payload of `len` bytes at `at` that cache file `f`
+    /// now holds matched `crc` before it was written: name that file's version checked
+    /// in the per-boot table, so that no reader of this boot checks it again.
+    fn publish_checked(&self, f: &File, at: u64, len: u64, crc: u32) {
+        let Some((table, holder)) = &self.checks else {
+            return;
+        };
+        let file = f.metadata().ok().map(|md| verify::inode_of(&md));
+        if let Some(id) = holder.name(file) {
+            table.insert(
+                &id,
+                &verify::Stored {
+                    offset: at,
+                    len,
+                    crc,
+                },
+            );
         }
     }
 
@@ -618,8 +653,10 @@ impl Shared {
     }
 
     /// Zero-copy reads: the cache file holding `off..off + len`, when it is one cached
-    /// data object; otherwise None, and that object is fetched in the background.
-    fn map(self: &Arc<Self>, off: u64, len: u64) -> Option<(std::os::fd::RawFd, Option<Keep>)> {
+    /// data object; otherwise None, and that object is fetched in the background. No
+    /// remote request on the caller's thread: at most a commit object read from the
+    /// local cache.
+    fn map(self: &Arc<Self>, off: u64, len: u64) -> Option<MapFile> {
         let loaded = self
             .commits
             .read()
@@ -627,8 +664,19 @@ impl Shared {
             .next_back()
             .map(|(_, c)| c.clone())
             .filter(|c| off < c.obj.end());
+        let loaded = loaded.or_else(|| {
+            // Not loaded (a commit the checkpoint covers): from the cache if it holds it,
+            // a local read.
+            let o = self.cached_commit(self.tid_at(off).ok()?)?;
+            let l = Arc::new(Loaded::new(o, true));
+            (l.obj.start..l.obj.end()).contains(&off).then(|| {
+                self.commits.write().insert(l.obj.start, l.clone());
+                l
+            })
+        });
         let Some(c) = loaded else {
-            // Not loaded: load it in the background (this call does no I/O).
+            // Not in the cache either: load it in the background (no remote request
+            // on this thread).
             if let Ok(tid) = self.tid_at(off) {
                 let me = self.clone();
                 self.remote.spawn(async move {
@@ -653,8 +701,13 @@ impl Shared {
             _ => return None,
         };
         if let Some(f) = self.cache.get(&name) {
-            let fd = f.as_raw_fd();
-            return Some((fd, Some(f as Keep)));
+            // A file without metadata is mapped all the same, but named nowhere.
+            let cache_file = f.metadata().ok().map(|md| crate::verify::inode_of(&md));
+            return Some(MapFile {
+                fd: f.as_raw_fd(),
+                keep: Some(f as Keep),
+                cache_file,
+            });
         }
         let me = self.clone();
         self.remote.spawn(async move {
@@ -707,8 +760,14 @@ impl LogIo for VirtualLog {
             "the virtual log of an object-store database is never truncated",
         ))
     }
-    fn map_fd(&self, off: u64, len: u64) -> Option<(std::os::fd::RawFd, Option<Keep>)> {
+    fn map_fd(&self, off: u64, len: u64) -> Option<MapFile> {
         self.0.map(off, len)
+    }
+    /// Every cache file is written after its writer checked the bytes it writes: a
+    /// fetched data object against its CRC (`store_data`), a fetched commit object
+    /// against its own (`check_commit`), or the writer's own commit (`cache_commit`).
+    fn in_cache_files(&self) -> bool {
+        true
     }
     fn base_tid(&self) -> Option<Tid> {
         Some(Tid(self.0.base.load(Ordering::Acquire)))
