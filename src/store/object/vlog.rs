@@ -558,7 +558,16 @@ impl Shared {
         })?;
         match self
             .cache
-            .insert(name, len, |f| f.write_all_at(payload, at))
+            .insert(name, len, |f| {
+                // In pieces, as the log writes payloads (`FileIo::write_at`): one write
+                // per 2 MiB-aligned block builds a 2 MiB page-cache folio, slowly.
+                let mut done = 0;
+                for piece in payload.chunks(crate::log::io::WRITE_PIECE) {
+                    f.write_all_at(piece, at + done)?;
+                    done += piece.len() as u64;
+                }
+                Ok(())
+            })
         {
             Ok(Some(f)) => {
                 self.publish_checked(&f, at, len, crc);
