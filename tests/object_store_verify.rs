@@ -145,17 +145,23 @@ fn copy_cache(from: &Path, to: &Path) {
     }
 }
 
-#[test]
-fn a_cache_file_checked_this_boot_is_trusted_by_later_readers_of_that_file_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+/// The store of [`store`] and the cache of a first reader of boot "a", which fetched
+/// every data object into its cache, checked it and saw the data.
+fn first_reader(d: &Path) -> (Arc<InMemory>, PathBuf) {
     let store = store(d);
     let cache = d.join("reader");
-    // The first reader fetches every data object into its cache and checks it.
     assert_eq!(
         read(&store, &cache, place(d, "a"), Verify::OncePerBoot),
         Read::Shown(0)
     );
+    (store, cache)
+}
+
+#[test]
+fn a_cache_file_checked_this_boot_is_trusted_by_later_readers_of_that_file_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (store, cache) = first_reader(d);
     let files = data_files(&cache);
     assert!(
         files.len() >= BLOCKS,
@@ -198,12 +204,7 @@ fn a_cache_file_checked_this_boot_is_trusted_by_later_readers_of_that_file_only(
 fn a_fresh_cache_file_of_a_corrupt_copy_is_refused_in_the_boot_it_was_checked() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let store = store(d);
-    let cache = d.join("reader");
-    assert_eq!(
-        read(&store, &cache, place(d, "a"), Verify::OncePerBoot),
-        Read::Shown(0)
-    );
+    let (store, cache) = first_reader(d);
     // Replace a checked file by a corrupt copy under the same name (a new inode): the
     // entry of the old file does not vouch for it.
     let f = data_files(&cache)[3].clone();

@@ -125,6 +125,17 @@ impl std::fmt::Debug for MapFile {
 /// The largest single `pwrite` of [`FileIo::write_at`].
 pub const WRITE_PIECE: usize = 1 << 20;
 
+/// Write all of `buf` at `off` of `file` in `pwrite`s of at most [`WRITE_PIECE`]
+/// bytes (see [`FileIo::write_at`]).
+pub fn write_in_pieces(file: &File, buf: &[u8], off: u64) -> io::Result<()> {
+    let mut at = 0;
+    for piece in buf.chunks(WRITE_PIECE) {
+        file.write_all_at(piece, off + at)?;
+        at += piece.len() as u64;
+    }
+    Ok(())
+}
+
 /// The real file.
 #[derive(Debug)]
 pub struct FileIo(pub File);
@@ -173,12 +184,7 @@ impl LogIo for FileIo {
     /// (docs/verification.md, "Payload writes"). A reader still gets 2 MiB folios: a
     /// scan after the cache was dropped reads them in whole (`virtmem::os`).
     fn write_at(&self, buf: &[u8], off: u64) -> io::Result<()> {
-        let mut at = 0;
-        for piece in buf.chunks(WRITE_PIECE) {
-            self.0.write_all_at(piece, off + at)?;
-            at += piece.len() as u64;
-        }
-        Ok(())
+        write_in_pieces(&self.0, buf, off)
     }
     fn sync_data(&self) -> io::Result<()> {
         rustix::fs::fdatasync(&self.0).map_err(io::Error::from)

@@ -29,7 +29,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use super::cache::Cache;
 use super::layout::{self, CommitObject, Segment};
 use super::remote::Remote;
-use crate::log::io::{Keep, LogIo, MapFile};
+use crate::log::io::{write_in_pieces, Keep, LogIo, MapFile};
 use crate::store::ckpt::LazyCheckpoint;
 use crate::verify::{self, BootTable};
 use crate::{Error, Result, Tid};
@@ -558,16 +558,9 @@ impl Shared {
         })?;
         match self
             .cache
-            .insert(name, len, |f| {
-                // In pieces, as the log writes payloads (`FileIo::write_at`): one write
-                // per 2 MiB-aligned block builds a 2 MiB page-cache folio, slowly.
-                let mut done = 0;
-                for piece in payload.chunks(crate::log::io::WRITE_PIECE) {
-                    f.write_all_at(piece, at + done)?;
-                    done += piece.len() as u64;
-                }
-                Ok(())
-            })
+            // In pieces, as the log writes payloads: one write per 2 MiB-aligned block
+            // builds a 2 MiB page-cache folio, slowly.
+            .insert(name, len, |f| write_in_pieces(f, payload, at))
         {
             Ok(Some(f)) => {
                 self.publish_checked(&f, at, len, crc);
