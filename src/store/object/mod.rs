@@ -6,7 +6,7 @@
 //!
 //! Commit (one writer, any number of machines):
 //! ```text
-//!   refresh (LIST c/ after the last known) ─► conflict check ─► PUT data objects
+//!   refresh (GET c/<last+1>, LIST if any) ─► conflict check ─► PUT data objects
 //!        ▲                                                         │
 //!        │ lost: another writer made commit t                      ▼
 //!        └──────────── PUT c/<t> If-None-Match: * ◄── encode tx at the log's end (t = last + 1)
