@@ -556,32 +556,45 @@ impl ObjectStorage {
         Ok(())
     }
 
-    /// Keep in the cache, off the commit's path, the payloads of `tails` that committed
-    /// object `obj` names, at their virtual offsets.
-    fn cache_tails(&self, obj: &CommitObject, tails: &HashMap<(u64, u64), Bytes>) {
-        if tails.is_empty() {
-            return;
-        }
+    /// The payloads of `tails` that committed object `obj` names, with their virtual
+    /// offsets.
+    fn tail_payloads(
+        &self,
+        obj: &CommitObject,
+        tails: &HashMap<(u64, u64), Bytes>,
+    ) -> Vec<(u64, Bytes)> {
         let mut at = obj.start;
-        let mut todo = Vec::new();
+        let mut out = Vec::new();
         for s in &obj.segments {
             if let Segment::Data { writer, seq, len } = *s {
                 if let Some(b) = tails.get(&(writer, seq)) {
                     let n = usize::try_from(len).unwrap_or(usize::MAX).min(b.len());
-                    todo.push((at, b.slice(..n)));
+                    out.push((at, b.slice(..n)));
                 }
             }
             at += s.len();
         }
+        out
+    }
+
+    /// Write to the cache, on a thread of its own (best effort: without one, nothing is
+    /// cached), a committed split commit object and payloads at their virtual offsets.
+    /// Not on the runtime: the thread may hold the last reference to the runtime's owner.
+    fn cache_later(&self, commit: Option<(CommitObject, Vec<u8>)>, payloads: Vec<(u64, Bytes)>) {
+        if commit.is_none() && payloads.is_empty() {
+            return;
+        }
         let sh = self.sh.clone();
-        self.sh.remote.spawn(async move {
-            let _ = tokio::task::spawn_blocking(move || {
-                for (at, b) in todo {
+        let _ = std::thread::Builder::new()
+            .name("wdb-cache".into())
+            .spawn(move || {
+                if let Some((o, b)) = commit {
+                    sh.cache_commit(&o, &b);
+                }
+                for (at, b) in payloads {
                     sh.cache_data(at, &b);
                 }
-            })
-            .await;
-        });
+            });
     }
 
     /// Best effort: delete data objects of a commit that did not happen.
@@ -657,19 +670,12 @@ impl ObjectStorage {
                 break won;
             }
         };
-        let in_cache = if obj.is_whole() {
-            // The cache file is where a large whole commit's blob is read from.
-            self.sh.cache_commit(&obj, &bytes)
-        } else {
-            // A split commit object stays in memory: its cache copy (for later opens)
-            // is written off the commit's path.
-            let (sh, o) = (self.sh.clone(), obj.clone());
-            self.sh.remote.spawn(async move {
-                let _ = tokio::task::spawn_blocking(move || sh.cache_commit(&o, &bytes)).await;
-            });
-            false
-        };
-        self.cache_tails(&obj, &pending.up.tails);
+        // The cache file is where a large whole commit's blob is read from; a split
+        // commit object stays in memory, and its cache copy (for later opens) is written
+        // off the commit's path, with the tail blocks an append reads back.
+        let in_cache = obj.is_whole() && self.sh.cache_commit(&obj, &bytes);
+        let split = (!obj.is_whole()).then(|| (obj.clone(), bytes));
+        self.cache_later(split, self.tail_payloads(&obj, &pending.up.tails));
         self.sh.add_commit(Arc::new(Loaded::new(obj, in_cache)));
         self.apply_new(&gen)?;
         if let Err(e) = self.checkpoint(&gen, false) {
