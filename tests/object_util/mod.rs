@@ -43,9 +43,24 @@ pub struct Plan {
     /// Before a PUT whose key contains this text: create the marker file and hang
     /// forever (a writer to kill -9 between its data and its commit object).
     pub hang_on_put: parking_lot::Mutex<Option<(String, PathBuf)>>,
+    /// Every request, as (method, key): `PUT`, `GET`, `LIST` (its offset), in order.
+    pub log: parking_lot::Mutex<Vec<(&'static str, String)>>,
 }
 
 impl Plan {
+    /// The requests logged so far whose method is `method` and key contains `part`.
+    pub fn count(&self, method: &str, part: &str) -> usize {
+        self.log
+            .lock()
+            .iter()
+            .filter(|(m, k)| *m == method && k.contains(part))
+            .count()
+    }
+
+    fn note(&self, method: &'static str, key: &OPath) {
+        self.log.lock().push((method, key.to_string()));
+    }
+
     /// The next `n` requests on keys containing `filter` get `fault`.
     pub fn arm(&self, fault: Fault, n: u32, filter: &str) {
         *self.fault.lock() = Some(fault);
@@ -121,6 +136,7 @@ impl Faulty {
 #[async_trait]
 impl ObjectStore for Faulty {
     async fn put_opts(&self, l: &OPath, p: PutPayload, o: PutOptions) -> Result<PutResult> {
+        self.plan.note("PUT", l);
         self.fault(l, false).await?;
         self.inner.put_opts(l, p, o).await
     }
@@ -133,6 +149,7 @@ impl ObjectStore for Faulty {
         self.inner.put_multipart_opts(l, o).await
     }
     async fn get_opts(&self, l: &OPath, o: GetOptions) -> Result<GetResult> {
+        self.plan.note("GET", l);
         let truncate = self.fault(l, true).await?;
         let r = self.inner.get_opts(l, o).await?;
         if truncate {
@@ -166,6 +183,7 @@ impl ObjectStore for Faulty {
         prefix: Option<&OPath>,
         offset: &OPath,
     ) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.plan.note("LIST", offset);
         let truncating = *self.plan.fault.lock() == Some(Fault::Truncate);
         if !truncating && self.plan.take(offset).is_some() {
             return futures::stream::iter([Err(injected("injected 503 Slow Down"))]).boxed();

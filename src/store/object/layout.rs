@@ -404,10 +404,18 @@ pub fn push_zeros(segs: &mut Vec<Segment>, len: u64) {
 pub fn encode_data(payload: &[u8]) -> Vec<u8> {
     let mut b = Vec::with_capacity(payload.len() + DATA_TRAILER);
     b.extend_from_slice(payload);
-    b.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    b.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-    b.extend_from_slice(DATA_MAGIC);
-    b
+    seal_data(b)
+}
+
+/// The data object of `payload`, its trailer appended in place.
+pub fn seal_data(mut payload: Vec<u8>) -> Vec<u8> {
+    let n = payload.len() as u64;
+    let crc = crc32fast::hash(&payload);
+    payload.reserve_exact(DATA_TRAILER);
+    payload.extend_from_slice(&n.to_le_bytes());
+    payload.extend_from_slice(&crc.to_le_bytes());
+    payload.extend_from_slice(DATA_MAGIC);
+    payload
 }
 
 /// Check a data object's bytes (`want` payload bytes expected): its trailer and CRC.

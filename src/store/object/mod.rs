@@ -6,7 +6,7 @@
 //!
 //! Commit (one writer, any number of machines):
 //! ```text
-//!   refresh (LIST c/ after the last known) ─► conflict check ─► PUT data objects
+//!   refresh (GET c/<last+1>, LIST if any) ─► conflict check ─► PUT data objects
 //!        ▲                                                         │
 //!        │ lost: another writer made commit t                      ▼
 //!        └──────────── PUT c/<t> If-None-Match: * ◄── encode tx at the log's end (t = last + 1)
@@ -58,6 +58,8 @@ use vlog::{Loaded, Shared, VirtualLog};
 const CHECKPOINT_EVERY: u64 = 64;
 /// Checkpoint objects kept (older ones are deleted when a new one is written).
 const CHECKPOINTS_KEPT: usize = 3;
+/// Data object PUTs of one commit in flight at once, at most.
+const UPLOADS_IN_FLIGHT: usize = 8;
 
 /// How to open an object-store database.
 #[derive(Debug, Clone)]
@@ -339,6 +341,9 @@ struct Uploads {
     by_ptr: HashMap<(usize, usize), (u64, u64)>,
     /// The data object of a spilled payload, by its offset and length in the spill file.
     by_slot: HashMap<(u64, u32), (u64, u64)>,
+    /// The uploaded bytes of the last block written of each array, by data object: kept
+    /// in the cache once committed, since an append reads that block back.
+    tails: HashMap<(u64, u64), Bytes>,
 }
 
 impl Uploads {
@@ -420,17 +425,30 @@ impl ObjectStorage {
         let _r = self.refresh_lock.lock();
         let last = gen.last_tid();
         let p = &self.sh.prefix;
+        // Commit objects are created in order (invariant 1): when `last + 1` is in
+        // neither the cache nor the store, there is no later one either. One GET (a
+        // third of a LIST's time on the gateway, and it brings the object when there
+        // is one) answers the common case; the LIST runs only when there are new commits.
+        let next = Tid(last.0 + 1);
+        let mut probed = None;
+        if self.sh.cached_commit(next).is_none() {
+            match self.sh.remote.get(&layout::commit_key(p, next))? {
+                None => return self.apply_new(gen),
+                Some(b) => probed = Some(b),
+            }
+        }
         let listed = self
             .sh
             .remote
             .list(&layout::commit_dir(p), Some(&layout::commit_key(p, last)))?;
-        let tids: Vec<Tid> = listed
+        let mut tids: Vec<Tid> = listed
             .iter()
             .filter_map(|l| layout::parse_commit_name(&l.key))
             .filter(|&t| t > last)
             .collect();
-        if tids.is_empty() {
-            return self.apply_new(gen);
+        if tids.first() != Some(&next) {
+            // A listing that lags behind a GET: the object read is committed all the same.
+            tids.insert(0, next);
         }
         for (i, t) in tids.iter().enumerate() {
             if t.0 != last.0 + 1 + i as u64 {
@@ -460,6 +478,25 @@ impl ObjectStorage {
                 None => true,
             })
             .collect();
+        let mut keep = |t: Tid, b: Result<Option<Bytes>>| -> Result<()> {
+            let key = layout::commit_key(p, t);
+            let b = b?.ok_or_else(|| Error::corruption(0, format!("object {key} vanished")))?;
+            let (b, o) = match self.sh.check_commit(&b, t, &key) {
+                Ok(o) => (b, o),
+                // Cut in transit? Fetch it again before calling it corrupt.
+                Err(_) => self.sh.fetch_commit(t, &key)?,
+            };
+            let in_cache = self.sh.cache_commit(&o, &b);
+            got.insert(t, Arc::new(Loaded::new(o, in_cache)));
+            Ok(())
+        };
+        let mut missing = &missing[..];
+        if let (Some(b), Some(&t)) = (probed, missing.first()) {
+            if t == next {
+                keep(t, Ok(Some(b)))?;
+                missing = &missing[1..];
+            }
+        }
         for batch in missing.chunks(4) {
             let keys: Vec<String> = batch.iter().map(|&t| layout::commit_key(p, t)).collect();
             let store = self.sh.remote.store().clone();
@@ -467,15 +504,7 @@ impl ObjectStorage {
                 futures::future::join_all(keys.iter().map(|k| remote::get_async(&store, k))).await
             })?;
             for (&t, b) in batch.iter().zip(fetched) {
-                let key = layout::commit_key(p, t);
-                let b = b?.ok_or_else(|| Error::corruption(0, format!("object {key} vanished")))?;
-                let (b, o) = match self.sh.check_commit(&b, t, &key) {
-                    Ok(o) => (b, o),
-                    // Cut in transit? Fetch it again before calling it corrupt.
-                    Err(_) => self.sh.fetch_commit(t, &key)?,
-                };
-                let in_cache = self.sh.cache_commit(&o, &b);
-                got.insert(t, Arc::new(Loaded::new(o, in_cache)));
+                keep(t, b)?;
             }
         }
         let mut end = gen.index.read().end;
@@ -537,35 +566,45 @@ impl ObjectStorage {
         Ok(())
     }
 
-    /// Upload `payloads` as new data objects, 8 at a time; returns (writer, seq) of each.
-    fn upload(&self, payloads: &[&[u8]]) -> Result<Vec<(u64, u64)>> {
-        let mut out = Vec::with_capacity(payloads.len());
-        for batch in payloads.chunks(8) {
-            let items: Vec<(String, Bytes, u64)> = batch
-                .iter()
-                .map(|p| {
-                    let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-                    (
-                        layout::data_key(&self.sh.prefix, self.writer, seq),
-                        Bytes::from(layout::encode_data(p)),
-                        seq,
-                    )
-                })
-                .collect();
-            out.extend(items.iter().map(|(_, _, s)| (self.writer, *s)));
-            let store = self.sh.remote.store().clone();
-            let r = self.sh.remote.run(async move {
-                futures::future::join_all(items.into_iter().map(|(k, b, _)| {
-                    let store = store.clone();
-                    async move { remote::put_async(&store, &k, b).await }
-                }))
-                .await
-            })?;
-            for x in r {
-                x?;
+    /// The payloads of `tails` that committed object `obj` names, with their virtual
+    /// offsets.
+    fn tail_payloads(
+        &self,
+        obj: &CommitObject,
+        tails: &HashMap<(u64, u64), Bytes>,
+    ) -> Vec<(u64, Bytes)> {
+        let mut at = obj.start;
+        let mut out = Vec::new();
+        for s in &obj.segments {
+            if let Segment::Data { writer, seq, len } = *s {
+                if let Some(b) = tails.get(&(writer, seq)) {
+                    let n = usize::try_from(len).unwrap_or(usize::MAX).min(b.len());
+                    out.push((at, b.slice(..n)));
+                }
             }
+            at += s.len();
         }
-        Ok(out)
+        out
+    }
+
+    /// Write to the cache, on a thread of its own (best effort: without one, nothing is
+    /// cached), a committed split commit object and payloads at their virtual offsets.
+    /// Not on the runtime: the thread may hold the last reference to the runtime's owner.
+    fn cache_later(&self, commit: Option<(CommitObject, Vec<u8>)>, payloads: Vec<(u64, Bytes)>) {
+        if commit.is_none() && payloads.is_empty() {
+            return;
+        }
+        let sh = self.sh.clone();
+        let _ = std::thread::Builder::new()
+            .name("wdb-cache".into())
+            .spawn(move || {
+                if let Some((o, b)) = commit {
+                    sh.cache_commit(&o, &b);
+                }
+                for (at, b) in payloads {
+                    sh.cache_data(at, &b);
+                }
+            });
     }
 
     /// Best effort: delete data objects of a commit that did not happen.
@@ -641,7 +680,12 @@ impl ObjectStorage {
                 break won;
             }
         };
-        let in_cache = self.sh.cache_commit(&obj, &bytes);
+        // The cache file is where a large whole commit's blob is read from; a split
+        // commit object stays in memory, and its cache copy (for later opens) is written
+        // off the commit's path, with the tail blocks an append reads back.
+        let in_cache = obj.is_whole() && self.sh.cache_commit(&obj, &bytes);
+        let split = (!obj.is_whole()).then(|| (obj.clone(), bytes));
+        self.cache_later(split, self.tail_payloads(&obj, &pending.up.tails));
         self.sh.add_commit(Arc::new(Loaded::new(obj, in_cache)));
         self.apply_new(&gen)?;
         if let Err(e) = self.checkpoint(&gen, false) {
@@ -654,6 +698,13 @@ impl ObjectStorage {
     /// (one PUT); a larger one puts its payloads of 64 KiB or more in data objects first
     /// (retention deletes those of dropped versions) and keeps only the small parts in
     /// its commit object, which is then cheap to make again under another number.
+    ///
+    /// The uploads are a pipeline of [`UPLOADS_IN_FLIGHT`] PUTs: each starts as soon as
+    /// its object's bytes are ready (a spilled payload read back and checked against its
+    /// CRC), so the first request leaves before the last payload is copied and memory
+    /// holds at most that many payloads whatever the size of the transaction. On an
+    /// error, the requests in flight are awaited and every object this commit started is
+    /// deleted (best effort: compaction collects what remains) before the error returns.
     fn upload_payloads(&self, req: &CommitRequest<'_>) -> Result<Uploads> {
         let payloads: u64 = req
             .writes
@@ -661,50 +712,93 @@ impl ObjectStorage {
             .map(|w| w.value.payload.len() as u64)
             .sum();
         let whole = payloads <= layout::WHOLE_MAX;
-        let big: Vec<&[u8]> = req
-            .writes
-            .iter()
-            .filter_map(|w| w.value.payload.in_memory())
-            .filter(|p| !whole && p.len() >= layout::INLINE_MAX)
-            .collect();
-        let mut uploaded = self.upload(&big)?;
-        let by_ptr: HashMap<(usize, usize), (u64, u64)> = big
-            .iter()
-            .map(|p| (p.as_ptr() as usize, p.len()))
-            .zip(uploaded.iter().copied())
-            .collect();
-        // Payloads in the transaction's spill file: read back (checked against their
-        // CRC) and uploaded one at a time, so that memory holds one block whatever the
-        // size of the transaction.
-        let mut by_slot: HashMap<(u64, u32), (u64, u64)> = HashMap::new();
+        let mut up = Uploads {
+            whole,
+            uploaded: Vec::new(),
+            by_ptr: HashMap::new(),
+            by_slot: HashMap::new(),
+            tails: HashMap::new(),
+        };
+        if whole {
+            return Ok(up);
+        }
+        let mut in_flight: std::collections::VecDeque<remote::Started<Result<()>>> =
+            std::collections::VecDeque::new();
+        let mut failed: Option<Error> = None;
+        let settle = |s: remote::Started<Result<()>>, failed: &mut Option<Error>| {
+            if let (Err(e), None) = (s.wait().and_then(|r| r), &*failed) {
+                *failed = Some(e);
+            }
+        };
+        let mut last_blk: HashMap<u64, u64> = HashMap::new();
         for w in req.writes.iter() {
-            if let Payload::Spilled(slot) = &w.value.payload {
-                if whole || slot.len() < layout::INLINE_MAX {
-                    continue;
+            if let Key::Block { array, blk } = w.key {
+                let b = last_blk.entry(array).or_insert(blk);
+                *b = (*b).max(blk);
+            }
+        }
+        for w in req.writes.iter() {
+            if w.value.payload.len() < layout::INLINE_MAX {
+                continue;
+            }
+            while in_flight.len() >= UPLOADS_IN_FLIGHT {
+                if let Some(s) = in_flight.pop_front() {
+                    settle(s, &mut failed);
                 }
-                let up = w
+            }
+            if failed.is_some() {
+                break;
+            }
+            let body = match &w.value.payload {
+                Payload::Mem(b) => Ok(layout::encode_data(b)),
+                Payload::Spilled(_) => w
                     .value
                     .payload
                     .to_vec(w.value.data_crc)
-                    .and_then(|b| self.upload(&[&b[..]]));
-                match up {
-                    Ok(u) => {
-                        by_slot.insert((slot.offset(), slot.len() as u32), u[0]);
-                        uploaded.extend(u);
-                    }
-                    Err(e) => {
-                        self.discard(&uploaded);
-                        return Err(e);
-                    }
+                    .map(|b| layout::seal_data(b.into_owned())),
+            };
+            let body = match body {
+                Ok(b) => Bytes::from(b),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            };
+            let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+            let id = (self.writer, seq);
+            up.uploaded.push(id);
+            match &w.value.payload {
+                Payload::Mem(b) => {
+                    up.by_ptr.insert((b.as_ptr() as usize, b.len()), id);
+                }
+                Payload::Spilled(slot) => {
+                    up.by_slot
+                        .insert((slot.offset(), slot.len() as u32), id);
                 }
             }
+            if let Key::Block { array, blk } = w.key {
+                if last_blk.get(&array) == Some(&blk) {
+                    up.tails.insert(id, body.clone());
+                }
+            }
+            let key = layout::data_key(&self.sh.prefix, self.writer, seq);
+            let store = self.sh.remote.store().clone();
+            in_flight.push_back(
+                self.sh
+                    .remote
+                    .start(async move { remote::put_async(&store, &key, body).await }),
+            );
         }
-        Ok(Uploads {
-            whole,
-            uploaded,
-            by_ptr,
-            by_slot,
-        })
+        for s in in_flight {
+            settle(s, &mut failed);
+        }
+        match failed {
+            None => Ok(up),
+            Some(e) => {
+                self.discard(&up.uploaded);
+                Err(e)
+            }
+        }
     }
 
     /// One attempt to create the commit object under the next tid: `Some` when this

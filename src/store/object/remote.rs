@@ -40,6 +40,20 @@ pub struct Listed {
     pub modified: std::time::SystemTime,
 }
 
+/// A future started on the runtime by [`Remote::start`].
+#[derive(Debug)]
+pub struct Started<T>(std::sync::mpsc::Receiver<T>);
+
+impl<T> Started<T> {
+    /// Wait (from a non-runtime thread) for the future's output; an error when the
+    /// runtime dropped it unfinished (it stopped, or the future panicked).
+    pub fn wait(self) -> Result<T> {
+        self.0
+            .recv()
+            .map_err(|_| Error::Io(std::io::Error::other("object store runtime stopped")))
+    }
+}
+
 /// An object store and the runtime that drives it.
 pub struct Remote {
     store: Arc<dyn ObjectStore>,
@@ -78,12 +92,19 @@ impl Remote {
         &self,
         fut: impl std::future::Future<Output = T> + Send + 'static,
     ) -> Result<T> {
+        self.start(fut).wait()
+    }
+
+    /// Start `fut` on the runtime; [`Started::wait`] gives its output.
+    pub fn start<T: Send + 'static>(
+        &self,
+        fut: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> Started<T> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.rt.spawn(async move {
             let _ = tx.send(fut.await);
         });
-        rx.recv()
-            .map_err(|_| Error::Io(std::io::Error::other("object store runtime stopped")))
+        Started(rx)
     }
 
     /// Start `fut` in the background.

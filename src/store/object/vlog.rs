@@ -273,6 +273,18 @@ impl Shared {
         )
     }
 
+    /// Keep `payload`, the payload of the data segment at virtual offset `at` that this
+    /// process uploaded, in the cache (best effort); true if it is.
+    pub fn cache_data(&self, at: u64, payload: &[u8]) -> bool {
+        matches!(
+            self.cache
+                .insert(&self.data_entry(at), payload.len() as u64, |f| {
+                    write_in_pieces(f, payload, at)
+                }),
+            Ok(Some(_))
+        )
+    }
+
     /// Read inline bytes `pos..pos + dst.len()` of whole commit `c`, whose blob is not in
     /// memory, from its cache file (the transaction at its virtual offsets); fetched
     /// again if the cache dropped it.
