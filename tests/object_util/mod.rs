@@ -306,3 +306,15 @@ pub fn reported(out: &str, name: &str) -> u64 {
         .parse()
         .unwrap()
 }
+
+/// Wait (at most 10 s) until no process holds the lock of a cache slot.
+pub fn slot_released(lock: &std::path::Path) {
+    let f = std::fs::File::open(lock).unwrap();
+    for _ in 0..1000 {
+        if rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("the cache slot {} is still held", lock.display());
+}
