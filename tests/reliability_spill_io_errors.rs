@@ -251,13 +251,28 @@ fn a_full_filesystem_fails_the_spill_cleanly_until_space_is_freed() {
     };
     assert!(is_spill_error(&e, "No space left on device"), "{e}");
     tx.abort();
-    // The spill file's space is back: a transaction that fits commits.
-    let tx = db.begin().unwrap();
-    let mut a = tx
-        .create_array_with::<u64>("A", &[8 * PER], aopts())
-        .unwrap();
-    a.write_from(.., &values(0, 8 * PER)).unwrap();
-    drop(a);
+    // The spill file's space is back once the last reference to the aborted
+    // transaction's spill file is gone (a background writeback may hold one for a few
+    // milliseconds): a transaction that fits commits.
+    let mut tries = 0;
+    let tx = loop {
+        let tx = db.begin().unwrap();
+        let r = {
+            let mut a = tx
+                .create_array_with::<u64>("A", &[8 * PER], aopts())
+                .unwrap();
+            a.write_from(.., &values(0, 8 * PER))
+        };
+        match r {
+            Ok(()) => break tx,
+            Err(e) if tries < 200 && is_spill_error(&e, "No space left on device") => {
+                tries += 1;
+                tx.abort();
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("the space of the aborted spill file did not come back: {e}"),
+        }
+    };
     tx.commit().unwrap();
     drop(db);
     assert!(Db::fsck_path(&p).unwrap().is_clean());
