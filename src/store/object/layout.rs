@@ -174,7 +174,7 @@ impl CommitObject {
             }
         }
         b.extend_from_slice(&self.blob);
-        let crc = crc32fast::hash(&b);
+        let crc = crate::verify::crc32(&b);
         b.extend_from_slice(&crc.to_le_bytes());
         Ok(b)
     }
@@ -185,7 +185,7 @@ impl CommitObject {
             return Err(bad(key, format!("truncated: {} bytes", b.len())));
         }
         let body = b.len() - 4;
-        if crc32fast::hash(&b[..body]) != u32_at(b, body) {
+        if crate::verify::crc32(&b[..body]) != u32_at(b, body) {
             return Err(bad(key, "CRC mismatch (corrupt or truncated)"));
         }
         if &b[..8] != COMMIT_MAGIC {
@@ -410,7 +410,7 @@ pub fn encode_data(payload: &[u8]) -> Vec<u8> {
 /// The data object of `payload`, its trailer appended in place.
 pub fn seal_data(mut payload: Vec<u8>) -> Vec<u8> {
     let n = payload.len() as u64;
-    let crc = crc32fast::hash(&payload);
+    let crc = crate::verify::crc32(&payload);
     payload.reserve_exact(DATA_TRAILER);
     payload.extend_from_slice(&n.to_le_bytes());
     payload.extend_from_slice(&crc.to_le_bytes());
