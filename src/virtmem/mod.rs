@@ -30,7 +30,8 @@
 //!   virtmem stops the process on a condition it cannot recover from.
 //! - `os.rs` and its child `pool.rs` — the memory system calls, as `unsafe fn`s where
 //!   their soundness rests on the caller.
-//! - `readahead.rs` — the thread that maps file blocks ahead of a sequential scan;
+//! - `readahead.rs` — the thread that maps file blocks ahead of a sequential scan, and
+//!   `prefetch.rs` — the I/O threads that read the blocks it will check into the page cache;
 //!   `writeback.rs` — the thread that spills dirty blocks ahead of need.
 //!
 //! **Lock order**: `VmShared::state` (the VM lock) → the fault handler's registry lock.
@@ -45,6 +46,7 @@
 
 mod fault;
 mod os;
+mod prefetch;
 mod readahead;
 mod state;
 mod writeback;

@@ -58,7 +58,7 @@ pub(crate) fn align_for(block_size: usize) -> usize {
 /// did not compile there. Same bits either way.
 const DONTUNMAP: MremapFlags = MremapFlags::from_bits_retain(libc::MREMAP_DONTUNMAP as _);
 
-const HUGE: usize = 2 << 20;
+pub(super) const HUGE: usize = 2 << 20;
 
 /// Reserve `len` bytes of address space aligned to `align` (a power of two multiple of
 /// the page size), `PROT_NONE`, not inherited by `fork` children. Returns the start.
@@ -199,6 +199,26 @@ pub(crate) unsafe fn map_file(
         unsafe { protect(addr, bs, false) }?;
     }
     Ok(())
+}
+
+/// The bytes of `src` with a duplicate of its descriptor of their own: a slice that
+/// keeps the open file (not `src.keep`, which may hold a whole database) and carries
+/// nothing to check or overlay. None if the descriptor cannot be duplicated.
+pub(crate) fn detached(src: &crate::bigfile::FileSlice) -> Option<crate::bigfile::FileSlice> {
+    // SAFETY: `src.fd` is open while `src.keep` lives (FileSlice contract), and `src`
+    // is borrowed for this call.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(src.fd) };
+    let own = fd.try_clone_to_owned().ok()?;
+    Some(crate::bigfile::FileSlice {
+        fd: std::os::fd::AsRawFd::as_raw_fd(&own),
+        keep: std::sync::Arc::new(own),
+        offset: src.offset,
+        len: src.len,
+        pages: None,
+        crc: None,
+        page_crcs: None,
+        cache_file: None,
+    })
 }
 
 /// Ask for 2 MiB page-cache folios where a file mapping of `len` bytes at `addr` reads

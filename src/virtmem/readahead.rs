@@ -26,6 +26,10 @@
 //!   `fadvise(WILLNEED)`: that fills the page cache with 4 KiB folios, which every later
 //!   mapping of the file (each warm scan) then maps and unmaps a page at a time, at
 //!   about half the speed of large folios.
+//! - **Reads.** Before it fetches, the thread hands the window's blocks that need a
+//!   check to the prefetch threads (`prefetch.rs`), each block once: their reads are
+//!   then in flight together while this thread and the scan check the blocks before
+//!   them, instead of one read per checking thread at a time.
 //! - **Budget.** Fetched blocks are file pages: counted in `used` and in the LRU like
 //!   any page. Readahead evicts only pages that do not hold the scan's current block or
 //!   one after it (`VmState::room_ahead`): when the budget is full of blocks the scan
@@ -64,6 +68,8 @@ pub(super) struct RaState {
     kick: bool,
     /// Readahead is turned off: no request is made, no thread started.
     pub(super) off: bool,
+    /// The last block of view `.0` handed to the prefetch threads (`prefetch.rs`).
+    prefetched: Option<(MapId, u64)>,
 }
 
 impl RaState {
@@ -150,6 +156,7 @@ fn ahead(g: &mut MutexGuard<'_, state::VmState>, vm: &VmShared, mid: MapId, pos:
     let bs = g.block_size_of(h) as u64;
     let k = window(g.budget, bs);
     let last = pos.saturating_add(k).min(end - 1);
+    prefetch(g, mid, h, pos, last);
     // Odd blocks are left to the scan: its own fault fetches (and checks) them while
     // this thread does the even ones (by block number, not by distance from `pos`,
     // which moves with every fault of the scan). A window of one block (a budget under
@@ -208,4 +215,36 @@ fn ahead(g: &mut MutexGuard<'_, state::VmState>, vm: &VmShared, mid: MapId, pos:
         // An error leaves the block Empty: the scan meets it in its own fault.
         let _ = state::fetch_file(g, &vm.cv, mid, h, b, src, arm);
     }
+}
+
+/// Hand the blocks `..=last` of view `mid` (handle `h`) after `pos` that are `Empty`,
+/// need a check and were not handed over before to the prefetch threads. Blocks that
+/// need no check are left to the faults that map them, as a memory map's are.
+fn prefetch(g: &mut MutexGuard<'_, state::VmState>, mid: MapId, h: state::HandleId, pos: u64, last: u64) {
+    let from = match g.ra.prefetched {
+        Some((m, p)) if m == mid && p > pos => p + 1,
+        _ => pos + 1,
+    };
+    if from > last {
+        return;
+    }
+    g.ra.prefetched = Some((mid, last));
+    let want: Vec<u64> = (from..=last)
+        .filter(|&b| g.state(h, b) == BlockState::Empty && !g.has_patch(h, b))
+        .collect();
+    if want.is_empty() {
+        return;
+    }
+    let file = g.handles[&h].file.clone();
+    let bs = g.block_size_of(h);
+    MutexGuard::unlocked(g, || {
+        for b in want {
+            if let Ok(Some(src)) = file.map_source(b) {
+                if src.crc.is_some() && src.pages.is_none() {
+                    super::prefetch::prefetch(&src, bs);
+                }
+            }
+        }
+        drop(file);
+    });
 }
