@@ -23,6 +23,8 @@
 //!   requests wait is closed at once, its locks and cache slots released; the duplicate
 //!   keeps only the open file, whose committed bytes are never truncated (so the read
 //!   cannot fault with `SIGBUS`).
+//! - **Forks.** A child made by `fork` has none of its parent's threads: its first
+//!   request drops what the parent left queued and starts threads of its own.
 //! - **Reads only.** The mapping is private and read-only and is unmapped after the
 //!   read; no view ever shows it, so nothing is shown unchecked.
 
@@ -50,6 +52,8 @@ struct Queue {
     jobs: VecDeque<(FileSlice, usize)>,
     threads: usize,
     idle: usize,
+    /// The process the threads run in: a child made by `fork` has none of them.
+    pid: u32,
 }
 
 static POOL: OnceLock<Pool> = OnceLock::new();
@@ -68,6 +72,11 @@ pub(super) fn prefetch(src: &FileSlice, bs: usize) {
         cv: Condvar::new(),
     });
     let mut q = pool.q.lock();
+    if q.pid != std::process::id() {
+        // First use, or a forked child: no thread runs here yet.
+        q.jobs.clear();
+        (q.threads, q.idle, q.pid) = (0, 0, std::process::id());
+    }
     if q.jobs.len() >= QUEUE {
         return;
     }
