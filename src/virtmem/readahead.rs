@@ -221,8 +221,10 @@ fn ahead(g: &mut MutexGuard<'_, state::VmState>, vm: &VmShared, mid: MapId, pos:
 /// need a check and were not handed over before to the prefetch threads. Blocks that
 /// need no check are left to the faults that map them, as a memory map's are.
 fn prefetch(g: &mut MutexGuard<'_, state::VmState>, mid: MapId, h: state::HandleId, pos: u64, last: u64) {
+    // Go on after the last block handed over while it lies in this window; a scan that
+    // starts again before it (a second pass, a jump back) starts a new run.
     let from = match g.ra.prefetched {
-        Some((m, p)) if m == mid && p > pos => p + 1,
+        Some((m, p)) if m == mid && p > pos && p <= last => p + 1,
         _ => pos + 1,
     };
     if from > last {
