@@ -25,6 +25,11 @@
 //!   cannot fault with `SIGBUS`).
 //! - **Forks.** A child made by `fork` has none of its parent's threads: its first
 //!   request drops what the parent left queued and starts threads of its own.
+//! - **Only what the device must read.** A block whose pages are all in the page cache
+//!   already (`os::resident`, one `cachestat` call) is not handed over: reading it in
+//!   would only map and unmap it, and unmapping a touched mapping interrupts every
+//!   other core running the process to flush its TLB (a warm scan in
+//!   `Verify::OncePerProcess` checks every block, and met one such flush per block).
 //! - **Reads only.** The mapping is private and read-only and is unmapped after the
 //!   read; no view ever shows it, so nothing is shown unchecked.
 
@@ -61,7 +66,10 @@ static POOL: OnceLock<Pool> = OnceLock::new();
 /// Read `src` (a block of `bs` bytes) into the page cache on an I/O thread, unless the
 /// queue is full. Returns at once.
 pub(super) fn prefetch(src: &FileSlice, bs: usize) {
-    if src.len == 0 {
+    if src.len == 0 || os::resident(src) {
+        // Nothing to read: a block already in the page cache is only mapped and
+        // unmapped here, and the unmapping of a touched mapping interrupts every other
+        // core running this process to flush its TLB.
         return;
     }
     let Some(job) = os::detached(src) else {
