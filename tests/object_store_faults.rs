@@ -149,6 +149,37 @@ fn a_begin_with_nothing_new_is_one_get_and_new_commits_are_seen() {
     assert_eq!(plan.count("GET", "/wdb/c/0000000000000003"), 1);
 }
 
+/// A reopen reads the commit objects its cache holds and asks the store only for the one
+/// after them: no LIST when there is nothing new; the commits another machine made
+/// meanwhile are listed and fetched, and the cached ones are not fetched again.
+#[test]
+fn a_reopen_reads_its_cached_commits_and_lists_only_when_there_are_new_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mem, _plan, db) = setup(&dir, "a");
+    for v in 1..=3 {
+        write(&db, v).unwrap();
+    }
+    // A reader fetches the three commit objects, and caches them.
+    let (r, _) = open(&mem, &dir, "r");
+    assert_eq!(value(&r), (Tid(3), 3, 3));
+    drop(r);
+    let (r, plan) = open(&mem, &dir, "r");
+    assert_eq!(plan.count("LIST", "/wdb/c/"), 0, "{:?}", plan.log.lock());
+    assert_eq!(plan.count("GET", "/wdb/c/"), 1, "{:?}", plan.log.lock());
+    assert_eq!(plan.count("GET", "/wdb/c/0000000000000004"), 1);
+    assert_eq!(value(&r), (Tid(3), 3, 3));
+    drop(r);
+    write(&db, 4).unwrap();
+    write(&db, 5).unwrap();
+    let (r, plan) = open(&mem, &dir, "r");
+    assert_eq!(value(&r), (Tid(5), 5, 5));
+    assert_eq!(plan.count("LIST", "/wdb/c/"), 1, "{:?}", plan.log.lock());
+    for t in 1..=3 {
+        assert_eq!(plan.count("GET", &format!("/wdb/c/{t:016x}")), 0);
+    }
+    assert!(r.fsck().unwrap().is_clean());
+}
+
 fn write_blocks(db: &Db, blocks: u64, v: u64) -> wdb::Result<Tid> {
     let tx = db.begin()?;
     let n = blocks << 18;

@@ -447,59 +447,55 @@ impl ObjectStorage {
         let _r = self.refresh_lock.lock();
         let last = gen.last_tid();
         let p = &self.sh.prefix;
-        // Commit objects are created in order (invariant 1): when `last + 1` is in
-        // neither the cache nor the store, there is no later one either. One GET (a
-        // third of a LIST's time on the gateway, and it brings the object when there
-        // is one) answers the common case; the LIST runs only when there are new commits.
+        // Commit objects are created in order, without gaps (invariant 1), and never
+        // change: the run of them the cache holds from `last + 1` on is read locally,
+        // and the first number after that run is asked of the store with one GET (a
+        // third of a LIST's time on the gateway, and it brings the object when there is
+        // one). When the store lacks it, no later one exists either and the run is all
+        // there is; the LIST runs only when the store has commits the cache lacks.
         let next = Tid(last.0 + 1);
-        let mut probed = None;
-        if self.sh.cached_commit(next).is_none() {
-            match self.sh.remote.get(&layout::commit_key(p, next))? {
-                None => return self.apply_new(gen),
-                Some(b) => probed = Some(b),
-            }
-        }
-        let listed = self
-            .sh
-            .remote
-            .list(&layout::commit_dir(p), Some(&layout::commit_key(p, last)))?;
-        let mut tids: Vec<Tid> = listed
-            .iter()
-            .filter_map(|l| layout::parse_commit_name(&l.key))
-            .filter(|&t| t > last)
-            .collect();
-        if tids.first() != Some(&next) {
-            // A listing that lags behind a GET: the object read is committed all the same.
-            tids.insert(0, next);
-        }
-        for (i, t) in tids.iter().enumerate() {
-            if t.0 != last.0 + 1 + i as u64 {
-                return Err(Error::corruption(
-                    0,
-                    format!(
-                        "object {}: commit objects {}..{} are missing",
-                        layout::commit_key(p, *t),
-                        last.0 + 1 + i as u64,
-                        t.0
-                    ),
-                ));
-            }
-        }
-        // Commit objects never change: cached ones are read locally, the others fetched
-        // four at a time (a whole commit holds its payloads: this bounds the memory) and
-        // cached; a large blob is then dropped from memory (the cache file holds it).
         let mut got: HashMap<Tid, Arc<Loaded>> = HashMap::new();
-        let missing: Vec<Tid> = tids
-            .iter()
-            .copied()
-            .filter(|&t| match self.sh.cached_commit(t) {
-                Some(o) => {
-                    got.insert(t, Arc::new(Loaded::new(o, true)));
-                    false
+        let mut probe = next;
+        while let Some(o) = self.sh.cached_commit(probe) {
+            got.insert(probe, Arc::new(Loaded::new(o, true)));
+            probe = Tid(probe.0 + 1);
+        }
+        let mut tids: Vec<Tid> = (next.0..probe.0).map(Tid).collect();
+        let probed = self.sh.remote.get(&layout::commit_key(p, probe))?;
+        if probed.is_some() {
+            let listed = self
+                .sh
+                .remote
+                .list(&layout::commit_dir(p), Some(&layout::commit_key(p, probe)))?;
+            tids.push(probe);
+            // A listing that lags behind the GET: what it lacks is simply not read yet.
+            tids.extend(
+                listed
+                    .iter()
+                    .filter_map(|l| layout::parse_commit_name(&l.key))
+                    .filter(|&t| t > probe),
+            );
+            for (i, t) in tids.iter().enumerate() {
+                if t.0 != next.0 + i as u64 {
+                    return Err(Error::corruption(
+                        0,
+                        format!(
+                            "object {}: commit objects {}..{} are missing",
+                            layout::commit_key(p, *t),
+                            next.0 + i as u64,
+                            t.0
+                        ),
+                    ));
                 }
-                None => true,
-            })
-            .collect();
+            }
+        }
+        if tids.is_empty() {
+            return self.apply_new(gen);
+        }
+        // The others are fetched four at a time (a whole commit holds its payloads: this
+        // bounds the memory) and cached; a large blob is then dropped from memory (the
+        // cache file holds it).
+        let missing: Vec<Tid> = tids.iter().copied().filter(|t| !got.contains_key(t)).collect();
         let mut keep = |t: Tid, b: Result<Option<Bytes>>| -> Result<()> {
             let key = layout::commit_key(p, t);
             let b = b?.ok_or_else(|| Error::corruption(0, format!("object {key} vanished")))?;
@@ -514,7 +510,7 @@ impl ObjectStorage {
         };
         let mut missing = &missing[..];
         if let (Some(b), Some(&t)) = (probed, missing.first()) {
-            if t == next {
+            if t == probe {
                 keep(t, Ok(Some(b)))?;
                 missing = &missing[1..];
             }
