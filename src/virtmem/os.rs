@@ -228,11 +228,13 @@ const SYS_CACHESTAT: libc::c_long = 451;
 /// Is every page of the file bytes `src` describes in the page cache? False when it
 /// cannot tell (see [`cached_pages`]).
 pub(crate) fn resident(src: &crate::bigfile::FileSlice) -> bool {
-    let pages = (src.offset + src.len as u64).div_ceil(4096) - src.offset / 4096;
+    // `cachestat` counts the kernel's pages.
+    let page = page_size() as u64;
+    let pages = (src.offset + src.len as u64).div_ceil(page) - src.offset / page;
     cached_pages(src).is_some_and(|n| n >= pages)
 }
 
-/// How many 4 KiB pages of the file bytes `src` describes the page cache holds, by
+/// How many pages of the file bytes `src` describes the page cache holds, by
 /// `cachestat(2)` (Linux 6.5), which reads the page cache's index and neither maps
 /// nor reads the file. None on an older kernel or an error.
 fn cached_pages(src: &crate::bigfile::FileSlice) -> Option<u64> {

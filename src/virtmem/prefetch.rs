@@ -67,9 +67,7 @@ static POOL: OnceLock<Pool> = OnceLock::new();
 /// queue is full. Returns at once.
 pub(super) fn prefetch(src: &FileSlice, bs: usize) {
     if src.len == 0 || os::resident(src) {
-        // Nothing to read: a block already in the page cache is only mapped and
-        // unmapped here, and the unmapping of a touched mapping interrupts every other
-        // core running this process to flush its TLB.
+        // Nothing to read (module docs: "Only what the device must read").
         return;
     }
     let Some(job) = os::detached(src) else {
