@@ -57,7 +57,23 @@ impl<T> Started<T> {
 /// An object store and the runtime that drives it.
 pub struct Remote {
     store: Arc<dyn ObjectStore>,
-    rt: tokio::runtime::Runtime,
+    /// Always `Some` but in `drop`.
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Remote {
+    /// The last reference to the database's state may be dropped by one of the
+    /// runtime's own tasks (a background fetch of a closed database): a plain drop of
+    /// the runtime there waits for its blocking pool to stop, this thread included,
+    /// for ever (or panics on a worker thread), and the state (its cache slot) stays
+    /// held. From inside a runtime it is shut down without waiting.
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                rt.shutdown_background();
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Remote {
@@ -79,12 +95,16 @@ impl Remote {
             .thread_name("wdb-s3")
             .enable_all()
             .build()?;
-        Ok(Remote { store, rt })
+        Ok(Remote { store, rt: Some(rt) })
     }
 
     /// The store.
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
+    }
+
+    fn rt(&self) -> &tokio::runtime::Runtime {
+        self.rt.as_ref().expect("the runtime is taken only in drop")
     }
 
     /// Run `fut` on the runtime and wait for it from this (non-runtime) thread.
@@ -101,7 +121,7 @@ impl Remote {
         fut: impl std::future::Future<Output = T> + Send + 'static,
     ) -> Started<T> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.rt.spawn(async move {
+        self.rt().spawn(async move {
             let _ = tx.send(fut.await);
         });
         Started(rx)
@@ -109,7 +129,7 @@ impl Remote {
 
     /// Start `fut` in the background.
     pub fn spawn(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) {
-        self.rt.spawn(fut);
+        self.rt().spawn(fut);
     }
 
     /// GET a whole object; None if there is none.
@@ -263,4 +283,42 @@ pub async fn put_async(store: &Arc<dyn ObjectStore>, key: &str, bytes: Bytes) ->
         backoff(attempt).await;
     }
     Err(io_err(key, format!("PUT failed: {last}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The last reference to a `Remote`, dropped by one of its own tasks (a blocking
+    /// one, as a background fetch is, or an async one), is dropped without that task
+    /// waiting for itself.
+    #[test]
+    fn a_remote_dropped_by_its_own_task_does_not_wait_for_itself() {
+        for blocking in [true, false] {
+            let store = Arc::new(object_store::memory::InMemory::new()) as Arc<dyn ObjectStore>;
+            let remote = Arc::new(Remote::new(store).unwrap());
+            let (tx, rx) = std::sync::mpsc::channel();
+            let last = remote.clone();
+            if blocking {
+                remote.spawn(async move {
+                    let _ = tokio::task::spawn_blocking(move || {
+                        drop(last);
+                        let _ = tx.send(());
+                    })
+                    .await;
+                });
+            } else {
+                remote.spawn(async move {
+                    drop(last);
+                    let _ = tx.send(());
+                });
+            }
+            // The task holds the last reference from here on.
+            drop(remote);
+            assert!(
+                rx.recv_timeout(std::time::Duration::from_secs(10)).is_ok(),
+                "the task that dropped the last reference finished (blocking: {blocking})"
+            );
+        }
+    }
 }
