@@ -66,7 +66,8 @@ impl Drop for Remote {
     /// runtime's own tasks (a background fetch of a closed database): a plain drop of
     /// the runtime there waits for its blocking pool to stop, this thread included,
     /// for ever (or panics on a worker thread), and the state (its cache slot) stays
-    /// held. From inside a runtime it is shut down without waiting.
+    /// held. From inside any runtime (this one, or a caller's async code, where
+    /// dropping a runtime panics) it is shut down without waiting.
     fn drop(&mut self) {
         if let Some(rt) = self.rt.take() {
             if tokio::runtime::Handle::try_current().is_ok() {
