@@ -1,6 +1,6 @@
-//! Readahead: one background thread per [`VirtMem`](super::VirtMem) that keeps every
-//! other file block ahead of a sequential scan mapped, checked and with its page tables
-//! filled, so that the scanning thread runs over those without a fault and half of the
+//! Readahead: one background thread per [`VirtMem`](super::VirtMem) that keeps the
+//! file blocks ahead of a sequential scan mapped, checked and with their page tables
+//! filled, so that the scanning thread runs over those without a fault and most of the
 //! CRC checks and page-table work run on another core, in parallel with the scan.
 //!
 //! - **Detection.** `ensure` passes a position `(view, blk)` ([`RaState::want`]) when a
@@ -14,15 +14,15 @@
 //!   scan's first touch of it faults once, which disarms it and passes the new position
 //!   on. Blocks of the copy path (compressed, delta) are loaded into RAM pages
 //!   (`state::load_ahead`) and left unmapped: the scan's fault on each moves it into
-//!   the view (no copy) and passes the position on. The work is shared block by block:
-//!   this thread fetches the even blocks, the scan's own faults the odd ones (both
-//!   cores check CRCs: checking is slower than a scan's reading, so one thread alone
-//!   falls behind the scan). A scan that reaches a copy-path block this thread is still
-//!   loading does not wait idle: it loads the next block of the window nobody has
-//!   started (`state::help_ahead`), so when this thread is the slower one (its core
-//!   shared, its blocks harder) the scan takes more of the loads. On a cold
-//!   page cache the fetches' own faults make the kernel read the file ahead
-//!   (`read_ahead_kb`), in large folios. The window is not announced with
+//!   the view (no copy) and passes the position on. The work is shared by need: this
+//!   thread takes every block of the window nobody has started, and a scan that
+//!   reaches a block this thread is still on does not wait idle: it checks or loads
+//!   the next block of the window nobody has started (`state::help_ahead`), and a scan
+//!   that reaches a block nobody started fetches it itself. Checking a block costs
+//!   about what summing it does, so the scan's core then mostly reads and this one
+//!   mostly checks; when this thread is the slower one (its core shared, its blocks
+//!   harder) the scan takes more of the work. On a cold page cache the fetches' own
+//!   faults make the kernel read the file ahead (`read_ahead_kb`), in large folios. The window is not announced with
 //!   `fadvise(WILLNEED)`: that fills the page cache with 4 KiB folios, which every later
 //!   mapping of the file (each warm scan) then maps and unmaps a page at a time, at
 //!   about half the speed of large folios.
@@ -157,14 +157,10 @@ fn ahead(g: &mut MutexGuard<'_, state::VmState>, vm: &VmShared, mid: MapId, pos:
     let k = window(g.budget, bs);
     let last = pos.saturating_add(k).min(end - 1);
     prefetch(g, mid, h, pos, last);
-    // Odd blocks are left to the scan: its own fault fetches (and checks) them while
-    // this thread does the even ones (by block number, not by distance from `pos`,
-    // which moves with every fault of the scan). A window of one block (a budget under
-    // eight blocks) is left to the scan whole: such a budget has no page to spare (an
-    // allocation that meets the page still `Loading` fails with `RamExhausted`). Checking a block costs
-    // more than summing it, so one thread alone falls behind a scan; shared block by
-    // block, both cores check, the scan reads its own blocks from the cache right
-    // after checking them, and it never waits for a block this thread is still on.
+    // Every block nobody has started; the scan helps where it catches up (see the
+    // module doc). A window of one block (a budget under eight blocks) is left to the
+    // scan whole: such a budget has no page to spare (an allocation that meets the page
+    // still `Loading` fails with `RamExhausted`).
     for b in pos + 1..=last {
         if g.ra.stop || g.ra.request.is_some_and(|(m2, p2)| m2 != mid || p2 >= b) {
             // Dropped, or a newer position: serve that one.
@@ -176,7 +172,7 @@ fn ahead(g: &mut MutexGuard<'_, state::VmState>, vm: &VmShared, mid: MapId, pos:
         if g.state(h, b) != BlockState::Empty {
             continue;
         }
-        if k == 1 || b % 2 == 1 {
+        if k == 1 {
             continue;
         }
         let inval = g.handles[&h].invalidations;

@@ -85,9 +85,9 @@ pub(in crate::virtmem) fn ensure(
         let next = match g.state(h, blk) {
             BlockState::Loading { .. } | BlockState::LoadingInvalidated { .. } if may_help => {
                 // A scan reached a block another thread (readahead) is still loading:
-                // rather than wait, load a later block of the window that nobody has
-                // started, so the two threads share the decompression by need, not by
-                // block number alone. Then look again.
+                // rather than wait, fetch a later block of the window that nobody has
+                // started, so the two threads share the checks and decompression by
+                // need. Then look again.
                 may_help = help_ahead(g, cv, mid, blk);
                 Next::Again
             }
@@ -629,11 +629,14 @@ pub(in crate::virtmem) fn load_ahead(
     Ok(ok)
 }
 
-/// For a scan of view `mid` that found block `pos` still loading: load the first block
-/// after it in the readahead window that is `Empty` and of the copy path (compressed or
-/// delta: `map_source` is None) into a RAM page, as readahead would (`load_ahead`), and
-/// return whether one was loaded. Raw blocks are left to readahead, which maps them
-/// without a load. Runs in the fault, whose mapping keeps the view and the handle alive.
+/// For a scan of view `mid` that found block `pos` still loading: fetch the first block
+/// after it in the readahead window that is `Empty`, as readahead would, and return
+/// whether one was fetched. A block of the copy path (compressed or delta:
+/// `map_source` is None) is loaded into a RAM page (`load_ahead`); a raw block that
+/// needs a check is staged, checked and moved into the view (`fetch_file`). A raw block
+/// that needs no check, or a delta chain over one, is left to readahead or to its own
+/// fault, which map it without a check. Evicts nothing the scan has yet to reach
+/// (`room_ahead`). Runs in the fault, whose mapping keeps the view and the handle alive.
 fn help_ahead(g: &mut Guard<'_>, cv: &Condvar, mid: MapId, pos: u64) -> bool {
     let Some(m) = g.maps.get(&mid) else {
         return false;
@@ -649,11 +652,28 @@ fn help_ahead(g: &mut Guard<'_>, cv: &Condvar, mid: MapId, pos: u64) -> bool {
         if g.state(h, b) != BlockState::Empty || g.has_patch(h, b) {
             continue;
         }
+        let inval = g.handles[&h].invalidations;
         let src = MutexGuard::unlocked(g, || file.map_source(b));
-        if !matches!(src, Ok(None)) {
-            return false;
-        }
-        return matches!(load_ahead(g, cv, h, b, pos), Ok(true));
+        return match src {
+            Ok(None) => matches!(load_ahead(g, cv, h, b, pos), Ok(true)),
+            Ok(Some(src)) => {
+                let bs = g.block_size_of(h) as u64;
+                if src.crc.is_none()
+                    || src.pages.is_some()
+                    || g.handles.get(&h).is_none_or(|hs| hs.invalidations != inval)
+                    || g.state(h, b) != BlockState::Empty
+                    || g.has_patch(h, b)
+                    || !g.room_ahead(bs, h, pos)
+                {
+                    return false;
+                }
+                matches!(
+                    fetch_file(g, cv, mid, h, b, src, false),
+                    Ok(true)
+                )
+            }
+            Err(_) => false,
+        };
     }
     false
 }
