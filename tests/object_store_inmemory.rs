@@ -262,10 +262,17 @@ fn a_reopened_cache_serves_every_raw_block_zero_copy_even_below_the_checkpoint()
         v.iter().map(|&b| u64::from(b)).sum()
     };
     let want: u64 = (1..=COMMITS as u64).map(|k| k * BS as u64).sum();
-    // The first reader fills its cache; the second one, from that cache, maps every
-    // block from its cache file: none is copied into RAM.
+    // The first reader fills its cache, mapping each block from its cache file once
+    // fetched (a fault or readahead waits for the fetch); the second one, from that
+    // cache, maps every block too: none is copied into RAM.
     let b = machine(&store, &dir, "b");
     assert_eq!(sum(&b), want);
+    let st = b.memory_stats().unwrap();
+    assert_eq!(
+        (st.loads, st.file_maps),
+        (0, COMMITS as u64),
+        "every block mapped once fetched: {st:?}"
+    );
     drop(b);
     // Background fetches of the closed database finish, then release its cache slot;
     // the next open takes that slot (a slot still held would be another, empty one).

@@ -175,12 +175,12 @@ impl SubBlockPages for ZeroTail {
 // blocks past `zero_from` (zeros or this core's own writes) are never mapped.
 #[allow(unsafe_code)]
 unsafe impl DirectMap for ZeroTail {
-    fn map_source(&self, blk: u64) -> Result<Option<FileSlice>> {
+    fn map_source(&self, blk: u64, fetch: bool) -> Result<Option<FileSlice>> {
         // Past zero_from the content is zeros or this core's own writes: load them.
         if blk >= self.zero_from.load(Ordering::Acquire) {
             return Ok(None);
         }
-        self.inner.map_source(blk)
+        self.inner.map_source(blk, fetch)
     }
 
     fn claim_check(&self, src: &FileSlice) -> bool {

@@ -156,9 +156,12 @@ pub unsafe trait DirectMap {
     /// `slice`'s file bytes followed by zeros (and `slice.pages` over them). Unless
     /// `slice.crc` is `None`, virtmem checks the bytes against it before a view shows
     /// them. `Ok(None)`: load this block. An error is reported like a `load_blk` error.
-    /// Called without the VM lock, like `load_blk`; cheap (no I/O): the readahead thread
-    /// calls it for blocks ahead.
-    fn map_source(&self, blk: u64) -> Result<Option<FileSlice>>;
+    /// Called without the VM lock, like `load_blk`. Cheap (no I/O) unless `fetch`: a
+    /// file whose bytes are fetched into local files before they can be mapped (an
+    /// object-store database's cache) fetches them first with `fetch` (the caller is
+    /// the block's reader: a fault, or readahead ahead of a scan), and without it
+    /// returns `Ok(None)` for bytes not fetched yet (random reads' neighbours).
+    fn map_source(&self, blk: u64, fetch: bool) -> Result<Option<FileSlice>>;
     /// About to check the bytes of `src` (from `map_source`, with a CRC) whole: `false`
     /// when they no longer need a check (another process checked them meanwhile),
     /// `true` to check them. May wait briefly for another process checking the same
@@ -179,9 +182,9 @@ impl dyn BigFile + '_ {
     }
 
     /// [`DirectMap::map_source`], or `Ok(None)` (load the block) without the capability.
-    pub fn map_source(&self, blk: u64) -> Result<Option<FileSlice>> {
+    pub fn map_source(&self, blk: u64, fetch: bool) -> Result<Option<FileSlice>> {
         match self.direct_map() {
-            Some(d) => d.map_source(blk),
+            Some(d) => d.map_source(blk, fetch),
             None => Ok(None),
         }
     }

@@ -145,10 +145,10 @@ impl SubBlockPages for ArrayFile {
 // generation.
 #[allow(unsafe_code)]
 unsafe impl DirectMap for ArrayFile {
-    fn map_source(&self, blk: u64) -> Result<Option<FileSlice>> {
+    fn map_source(&self, blk: u64, fetch: bool) -> Result<Option<FileSlice>> {
         match &self.src {
-            Source::Tx(t) => t.map_source(self.id, blk, self.block_size),
-            Source::Snap(s) => s.at.map_block(self.id, blk, self.block_size),
+            Source::Tx(t) => t.map_source(self.id, blk, self.block_size, fetch),
+            Source::Snap(s) => s.at.map_block(self.id, blk, self.block_size, fetch),
         }
     }
 

@@ -133,8 +133,8 @@ impl SubBlockPages for SwitchFile {
 // holds for as long as the slice's `keep` lives, whatever this file forwards to later.
 #[allow(unsafe_code)]
 unsafe impl DirectMap for SwitchFile {
-    fn map_source(&self, blk: u64) -> Result<Option<FileSlice>> {
-        self.current().map_source(blk)
+    fn map_source(&self, blk: u64, fetch: bool) -> Result<Option<FileSlice>> {
+        self.current().map_source(blk, fetch)
     }
     fn claim_check(&self, src: &FileSlice) -> bool {
         self.current().claim_check(src)

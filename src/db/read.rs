@@ -34,12 +34,13 @@ impl ReadAt {
         array_id: u64,
         blk: u64,
         block_size: usize,
+        fetch: bool,
     ) -> Result<Option<FileSlice>> {
         if !self.db.inner.opts.zero_copy {
             return Ok(None);
         }
         self.gen
-            .map_block(&block_key(array_id, blk), self.tid, block_size)
+            .map_block(&block_key(array_id, blk), self.tid, block_size, fetch)
     }
 
     /// The tid of the version of a block visible at `tid` (None: never written, zeros).

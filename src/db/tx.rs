@@ -492,6 +492,7 @@ impl TxInner {
         array_id: u64,
         blk: u64,
         block_size: usize,
+        fetch: bool,
     ) -> Result<Option<crate::bigfile::FileSlice>> {
         if !self.at.db.inner.opts.zero_copy {
             return Ok(None);
@@ -504,7 +505,7 @@ impl TxInner {
                 self.at.db.inner.opts.verify,
             ));
         }
-        self.at.map_block(array_id, blk, block_size)
+        self.at.map_block(array_id, blk, block_size, fetch)
     }
     /// Zero-copy reads: about to check the bytes of `src` whole. A slice of this
     /// transaction's spill file is checked here and now (no other process can see the

@@ -49,11 +49,13 @@ pub trait LogIo: Send + Sync + std::fmt::Debug {
         copy_through_buffer(src, src_off, len, |b, at| self.write_at(b, off + at))
     }
     /// Zero-copy reads: a file that holds the log's bytes `off..off + len` at the same
-    /// offsets. Cheap: no remote request. Default: the log file itself
-    /// ([`LogIo::raw_fd`]). A log that is not one file (object storage) returns the
-    /// local cache file of those bytes, if cached.
-    fn map_fd(&self, off: u64, len: u64) -> Option<MapFile> {
-        let _ = (off, len);
+    /// offsets. Default: the log file itself ([`LogIo::raw_fd`]). A log that is not one
+    /// file (object storage) returns the local cache file of those bytes: if they are
+    /// not cached, with `fetch` it fetches them into the cache first (waiting for the
+    /// request: the caller is about to read them), without it it returns None at once
+    /// (no remote request on the caller's thread) and fetches them in the background.
+    fn map_fd(&self, off: u64, len: u64, fetch: bool) -> Option<MapFile> {
+        let _ = (off, len, fetch);
         self.raw_fd().map(|fd| MapFile {
             fd,
             keep: None,

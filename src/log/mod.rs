@@ -216,8 +216,8 @@ impl Log {
     }
 
     /// Zero-copy reads of the log's bytes `off..off + len`: see [`LogIo::map_fd`].
-    pub fn map_fd(&self, off: u64, len: u64) -> Option<io::MapFile> {
-        self.io.map_fd(off, len)
+    pub fn map_fd(&self, off: u64, len: u64, fetch: bool) -> Option<io::MapFile> {
+        self.io.map_fd(off, len, fetch)
     }
 
     /// Snapshots below this tid are not complete (compaction or retention dropped them).

@@ -386,6 +386,7 @@ impl Gen {
         key: &Key,
         at: Tid,
         block_size: usize,
+        fetch: bool,
     ) -> Result<Option<crate::bigfile::FileSlice>> {
         let Some(chain) = self.chain_at(key, at)? else {
             return Ok(None);
@@ -397,7 +398,7 @@ impl Gen {
         let page = rustix::param::page_size() as u64;
         let off = base.payload_off();
         let stored = u64::from(base.stored_len);
-        let Some(file) = self.log.map_fd(off, stored) else {
+        let Some(file) = self.log.map_fd(off, stored, fetch) else {
             return Ok(None);
         };
         if page != PAGE as u64
@@ -463,16 +464,18 @@ impl Gen {
     }
 
     /// Zero-copy reads of any version that has them: [`Gen::map_source`] for a raw
-    /// block, else [`Gen::map_chain`] for a delta chain over a raw base.
+    /// block, else [`Gen::map_chain`] for a delta chain over a raw base. `fetch`: see
+    /// [`LogIo::map_fd`](crate::log::io::LogIo::map_fd).
     pub fn map_block(
         self: &Arc<Self>,
         key: &Key,
         at: Tid,
         block_size: usize,
+        fetch: bool,
     ) -> Result<Option<crate::bigfile::FileSlice>> {
-        match self.map_source(key, at, block_size)? {
+        match self.map_source(key, at, block_size, fetch)? {
             Some(s) => Ok(Some(s)),
-            None => self.map_chain(key, at, block_size),
+            None => self.map_chain(key, at, block_size, fetch),
         }
     }
 
@@ -488,6 +491,7 @@ impl Gen {
         key: &Key,
         at: Tid,
         block_size: usize,
+        fetch: bool,
     ) -> Result<Option<crate::bigfile::FileSlice>> {
         let Some(v) = self.version_at(key, at)? else {
             return Ok(None);
@@ -498,7 +502,7 @@ impl Gen {
         let page = rustix::param::page_size() as u64;
         let off = v.payload_off();
         let stored = u64::from(v.stored_len);
-        let Some(file) = self.log.map_fd(off, stored) else {
+        let Some(file) = self.log.map_fd(off, stored, fetch) else {
             return Ok(None);
         };
         if off % page != 0

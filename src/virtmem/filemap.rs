@@ -127,7 +127,7 @@ pub(super) fn map_neighbours(g: &mut MutexGuard<'_, VmState>, mid: MapId, blk: u
     let (file, pi, inval) = (hs.file.clone(), hs.pool, hs.invalidations);
     let found: Vec<(u64, FileSlice)> = MutexGuard::unlocked(g, || {
         want.iter()
-            .filter_map(|&b| match file.map_source(b) {
+            .filter_map(|&b| match file.map_source(b, false) {
                 Ok(Some(s)) if s.crc.is_none() && s.pages.is_none() => Some((b, s)),
                 _ => None,
             })

@@ -176,7 +176,7 @@ fn ahead(g: &mut MutexGuard<'_, state::VmState>, vm: &VmShared, mid: MapId, pos:
             continue;
         }
         let inval = g.handles[&h].invalidations;
-        let src = MutexGuard::unlocked(g, || file.map_source(b));
+        let src = MutexGuard::unlocked(g, || file.map_source(b, true));
         let src = match src {
             Ok(Some(src)) => src,
             Ok(None) => {
@@ -237,7 +237,7 @@ fn prefetch(g: &mut MutexGuard<'_, state::VmState>, mid: MapId, h: state::Handle
     let bs = g.block_size_of(h);
     MutexGuard::unlocked(g, || {
         for b in want {
-            if let Ok(Some(src)) = file.map_source(b) {
+            if let Ok(Some(src)) = file.map_source(b, false) {
                 if src.crc.is_some() && src.pages.is_none() {
                     super::prefetch::prefetch(&src, bs);
                 }

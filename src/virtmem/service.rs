@@ -292,7 +292,7 @@ fn probe(
 ) -> Result<Source> {
     let file = g.handles[&h].file.clone();
     let r = MutexGuard::unlocked(g, || {
-        let src = file.map_source(blk)?;
+        let src = file.map_source(blk, true)?;
         Ok::<_, Error>((
             src.is_none().then(|| file.content_key(blk)).flatten(),
             src,
@@ -653,7 +653,7 @@ fn help_ahead(g: &mut Guard<'_>, cv: &Condvar, mid: MapId, pos: u64) -> bool {
             continue;
         }
         let inval = g.handles[&h].invalidations;
-        let src = MutexGuard::unlocked(g, || file.map_source(b));
+        let src = MutexGuard::unlocked(g, || file.map_source(b, true));
         return match src {
             Ok(None) => matches!(load_ahead(g, cv, h, b, pos), Ok(true)),
             Ok(Some(src)) => {

@@ -671,11 +671,14 @@ impl Shared {
         });
     }
 
-    /// Zero-copy reads: the cache file holding `off..off + len`, when it is one cached
-    /// data object; otherwise None, and that object is fetched in the background. No
-    /// remote request on the caller's thread: at most a commit object read from the
-    /// local cache.
-    fn map(self: &Arc<Self>, off: u64, len: u64) -> Option<MapFile> {
+    /// Zero-copy reads: the cache file holding `off..off + len`, when it is one data
+    /// object or one whole commit object; None otherwise. If that object is not cached:
+    /// with `fetch` it is fetched (or its fetch in flight awaited) and cached on this
+    /// thread, without it None is returned at once and the object fetched in the
+    /// background (no remote request on the caller's thread: at most a commit object
+    /// read from the local cache). A fetch that fails is None: the caller's read of the
+    /// same bytes meets the error.
+    fn map(self: &Arc<Self>, off: u64, len: u64, fetch: bool) -> Option<MapFile> {
         let loaded = self
             .commits
             .read()
@@ -693,57 +696,77 @@ impl Shared {
                 l
             })
         });
-        let Some(c) = loaded else {
-            // Not in the cache either: load it in the background (no remote request
-            // on this thread).
-            if let Ok(tid) = self.tid_at(off) {
-                let me = self.clone();
-                self.remote.spawn(async move {
-                    let _ = tokio::task::spawn_blocking(move || {
-                        if let Ok(l) = me.load_commit(tid) {
-                            me.commits.write().insert(l.obj.start, l);
-                        }
-                    })
-                    .await;
-                });
+        let c = match loaded {
+            Some(c) => c,
+            None if fetch => self.commit_at(off).ok()?,
+            None => {
+                // Not in the cache either: load it in the background.
+                if let Ok(tid) = self.tid_at(off) {
+                    let me = self.clone();
+                    self.remote.spawn(async move {
+                        let _ = tokio::task::spawn_blocking(move || {
+                            if let Ok(l) = me.load_commit(tid) {
+                                me.commits.write().insert(l.obj.start, l);
+                            }
+                        })
+                        .await;
+                    });
+                }
+                return None;
             }
-            return None;
         };
         let (i, at) = c.segment_at(off)?;
         let seg = c.obj.segments[i];
         if off + len > at + seg.len() {
             return None;
         }
-        let (name, fetch) = match seg {
+        let (name, data) = match seg {
             Segment::Data { writer, seq, len } => (self.data_entry(at), Some((writer, seq, len))),
             Segment::Inline { .. } if c.obj.is_whole() => (self.commit_entry(c.obj.tid), None),
             _ => return None,
         };
-        if let Some(f) = self.cache.get(&name) {
-            // A file without metadata is mapped all the same, but named nowhere.
-            let cache_file = f.metadata().ok().map(|md| crate::verify::inode_of(&md));
-            return Some(MapFile {
-                fd: f.as_raw_fd(),
-                keep: Some(f as Keep),
-                cache_file,
-            });
+        let file = match self.cache.get(&name) {
+            Some(f) => f,
+            None if fetch => {
+                self.fetch_entry(&c, at, data, true);
+                self.cache.get(&name)?
+            }
+            None => {
+                let me = self.clone();
+                self.remote.spawn(async move {
+                    let _ = tokio::task::spawn_blocking(move || {
+                        me.fetch_entry(&c, at, data, false);
+                    })
+                    .await;
+                });
+                return None;
+            }
+        };
+        // A file without metadata is mapped all the same, but named nowhere.
+        let cache_file = file.metadata().ok().map(|md| crate::verify::inode_of(&md));
+        Some(MapFile {
+            fd: file.as_raw_fd(),
+            keep: Some(file as Keep),
+            cache_file,
+        })
+    }
+
+    /// Fetch into the cache the object behind a segment of commit `c` at virtual
+    /// offset `at`: data object `data` (writer, seq, length), or the whole commit
+    /// object. Best effort: a failure leaves it uncached. `wait`: wait for a fetch of
+    /// the same object already in flight rather than return.
+    fn fetch_entry(self: &Arc<Self>, c: &Loaded, at: u64, data: Option<(u64, u64, u64)>, wait: bool) {
+        match data {
+            Some((writer, seq, len)) => {
+                let _ = self.fetch_data(c, writer, seq, at, len, wait);
+            }
+            None => {
+                let key = layout::commit_key(&self.prefix, c.obj.tid);
+                if let Ok((b, o)) = self.fetch_commit(c.obj.tid, &key) {
+                    self.cache_commit(&o, &b);
+                }
+            }
         }
-        let me = self.clone();
-        self.remote.spawn(async move {
-            let _ = tokio::task::spawn_blocking(move || match fetch {
-                Some((writer, seq, slen)) => {
-                    let _ = me.fetch_data(&c, writer, seq, at, slen, false);
-                }
-                None => {
-                    let key = layout::commit_key(&me.prefix, c.obj.tid);
-                    if let Ok((b, o)) = me.fetch_commit(c.obj.tid, &key) {
-                        me.cache_commit(&o, &b);
-                    }
-                }
-            })
-            .await;
-        });
-        None
     }
 }
 
@@ -779,8 +802,8 @@ impl LogIo for VirtualLog {
             "the virtual log of an object-store database is never truncated",
         ))
     }
-    fn map_fd(&self, off: u64, len: u64) -> Option<MapFile> {
-        self.0.map(off, len)
+    fn map_fd(&self, off: u64, len: u64, fetch: bool) -> Option<MapFile> {
+        self.0.map(off, len, fetch)
     }
     /// Every cache file is written after its writer checked the bytes it writes: a
     /// fetched data object against its CRC (`store_data`), a fetched commit object
