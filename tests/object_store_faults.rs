@@ -126,6 +126,37 @@ fn truncated_bodies_are_fetched_again_then_reported() {
     assert!(e.contains("/wdb/c/") && e.contains("truncated"), "{e}");
 }
 
+/// Data objects are streamed into cache files as they arrive: a body cut short is
+/// fetched again; one cut every time is a clear corruption error naming the object,
+/// and leaves no cache file behind (the same database reads right once the store
+/// serves whole bodies again).
+#[test]
+fn truncated_data_objects_are_fetched_again_then_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mem, _plan, db) = setup(&dir, "a");
+    write_blocks(&db, 3, 4).unwrap();
+    drop(db);
+    let plan = Arc::new(Plan::default());
+    plan.arm(Fault::Truncate, 2, "/wdb/d/");
+    let (db, plan) = open_with(&mem, &dir, "b", plan).unwrap();
+    check_blocks(&db, 3, 4);
+    assert_eq!(plan.fired.load(std::sync::atomic::Ordering::SeqCst), 2);
+    drop(db);
+    let plan = Arc::new(Plan::default());
+    plan.arm(Fault::Truncate, 1000, "/wdb/d/");
+    let (db, plan) = open_with(&mem, &dir, "c", plan).unwrap();
+    let s = db.snapshot().unwrap();
+    let x = s.array::<u64>("big").unwrap();
+    let e = x.to_vec(0..8).unwrap_err().to_string();
+    assert!(e.contains("/wdb/d/") && e.contains("truncated"), "{e}");
+    plan.arm(Fault::Truncate, 0, "");
+    assert_eq!(
+        x.to_vec(0..8).unwrap(),
+        (0..8).map(|i| i * 3 + 4).collect::<Vec<u64>>()
+    );
+    check_blocks(&db, 3, 4);
+}
+
 /// Commit objects are created in order, so a `begin` with nothing new costs one GET of
 /// the next commit object and no LIST; another machine's commits are seen all the same.
 #[test]

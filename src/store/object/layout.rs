@@ -424,12 +424,25 @@ pub fn check_data<'a>(b: &'a [u8], want: u64, key: &str) -> Result<(&'a [u8], u3
     let Some(body) = b.len().checked_sub(DATA_TRAILER) else {
         return Err(bad(key, format!("truncated: {} bytes", b.len())));
     };
-    let t = &b[body..];
-    if &t[12..16] != DATA_MAGIC {
+    let crc = check_trailer(&b[body..], body as u64, crate::verify::crc32(&b[..body]), want, key)?;
+    Ok((&b[..body], crc))
+}
+
+/// Check the trailer of a data object whose payload of `body` bytes has CRC-32 `crc`
+/// (`want` payload bytes expected; `trailer` is what followed the payload, at most
+/// [`DATA_TRAILER`] bytes): its magic, length and CRC. Returns the CRC.
+pub fn check_trailer(trailer: &[u8], body: u64, crc: u32, want: u64, key: &str) -> Result<u32> {
+    if trailer.len() != DATA_TRAILER {
+        return Err(bad(
+            key,
+            format!("truncated: {} bytes", body + trailer.len() as u64),
+        ));
+    }
+    if &trailer[12..16] != DATA_MAGIC {
         return Err(bad(key, "not a data object, or truncated (trailer magic)"));
     }
-    let len = u64_at(t, 0);
-    if len != body as u64 || len != want {
+    let len = u64_at(trailer, 0);
+    if len != body || len != want {
         return Err(bad(
             key,
             format!(
@@ -437,11 +450,10 @@ pub fn check_data<'a>(b: &'a [u8], want: u64, key: &str) -> Result<(&'a [u8], u3
             ),
         ));
     }
-    let crc = u32_at(t, 8);
-    if crate::verify::crc32(&b[..body]) != crc {
+    if crc != u32_at(trailer, 8) {
         return Err(bad(key, "data CRC mismatch"));
     }
-    Ok((&b[..body], crc))
+    Ok(crc)
 }
 
 #[cfg(test)]

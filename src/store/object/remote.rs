@@ -243,6 +243,87 @@ async fn backoff(attempt: u32) {
     tokio::time::sleep(Duration::from_millis(20u64 << attempt.min(6))).await;
 }
 
+/// A piece of a body streamed by [`Remote::get_streamed`].
+#[derive(Debug)]
+pub enum Piece {
+    /// A request's body begins (again, after a failed attempt: what came before it is
+    /// void).
+    Start,
+    /// The next bytes of the body.
+    Bytes(Bytes),
+}
+
+/// What the runtime's task sends a streamed GET's reader.
+enum Streamed {
+    Piece(Piece),
+    /// The last message: the object was found and all of it sent (`Ok(true)`), it is
+    /// missing (`Ok(false)`), or every attempt failed.
+    Done(Result<bool>),
+}
+
+impl Remote {
+    /// GET `key`, its body handed to `sink` on this thread as it arrives, so that no
+    /// copy of the whole body is held: [`Piece::Start`] before each attempt's first
+    /// piece (a request that fails midway is retried from the start, with backoff, as
+    /// [`get_async`] retries), then its pieces. `Ok(false)` if the object is missing. An
+    /// error of `sink` ends the request and is returned.
+    pub fn get_streamed(
+        &self,
+        key: &str,
+        mut sink: impl FnMut(Piece) -> Result<()>,
+    ) -> Result<bool> {
+        // Unbounded: the sender is a runtime task, which must not block; the reader
+        // (cache file writes) outpaces the network, so little waits in it.
+        let (tx, rx) = std::sync::mpsc::channel::<Streamed>();
+        let store = self.store.clone();
+        let k = key.to_string();
+        self.spawn(async move {
+            let send = |m| tx.send(m).is_ok();
+            let mut last = String::new();
+            for attempt in 0..ATTEMPTS {
+                let p = OPath::from(k.as_str());
+                let r = tokio::time::timeout(REQUEST_TIMEOUT, async {
+                    let g = match store.get(&p).await {
+                        Ok(g) => g,
+                        Err(object_store::Error::NotFound { .. }) => return Ok(Some(false)),
+                        Err(e) => return Err(e),
+                    };
+                    if !send(Streamed::Piece(Piece::Start)) {
+                        return Ok(None);
+                    }
+                    let mut body = g.into_stream();
+                    while let Some(b) = body.next().await {
+                        if !send(Streamed::Piece(Piece::Bytes(b?))) {
+                            return Ok(None);
+                        }
+                    }
+                    Ok(Some(true))
+                })
+                .await;
+                match r {
+                    // The reader is gone: nothing to tell.
+                    Ok(Ok(None)) => return,
+                    Ok(Ok(Some(found))) => {
+                        send(Streamed::Done(Ok(found)));
+                        return;
+                    }
+                    Ok(Err(e)) => last = e.to_string(),
+                    Err(_) => last = "request timed out".into(),
+                }
+                backoff(attempt).await;
+            }
+            send(Streamed::Done(Err(io_err(&k, format!("GET failed: {last}")))));
+        });
+        loop {
+            match rx.recv() {
+                Ok(Streamed::Piece(p)) => sink(p)?,
+                Ok(Streamed::Done(r)) => return r,
+                Err(_) => return Err(io_err(key, "object store runtime stopped")),
+            }
+        }
+    }
+}
+
 /// GET with retries; None for a missing object.
 pub async fn get_async(store: &Arc<dyn ObjectStore>, key: &str) -> Result<Option<Bytes>> {
     let mut last = String::new();

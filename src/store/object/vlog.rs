@@ -532,10 +532,7 @@ impl Shared {
         // before calling the object corrupt.
         let mut r = Err(Error::Busy("no fetch".into()));
         for attempt in 0..3 {
-            r = self
-                .remote
-                .get(&key)
-                .and_then(|b| self.store_data(b, &key, &name, at, len, c.obj.tid));
+            r = self.fetch_to_cache(&key, &name, at, len, c.obj.tid);
             match &r {
                 Err(Error::Corruption { what, .. }) if attempt < 2 && !what.contains("missing") => {
                     tracing::warn!(key = %key, error = %what, "data object failed its check; fetching it again");
@@ -545,6 +542,99 @@ impl Shared {
         }
         self.finish(&name, &fl, r.as_ref().map(|f| f.clone()).map_err(from_err));
         r
+    }
+
+    /// Fetch data object `key` (payload of `len` bytes at virtual offset `at`, of
+    /// commit `tid`) into cache entry `name`, streamed: its payload written to a new
+    /// cache file as it arrives while its CRC is computed, the file kept only if the
+    /// trailer and CRC match (`Cache::insert` drops it otherwise). An object the cache
+    /// cannot hold, or a file the cache failed to keep, is fetched whole and served
+    /// from memory (`store_data`).
+    fn fetch_to_cache(&self, key: &str, name: &str, at: u64, len: u64, tid: Tid) -> Result<Fetched> {
+        let mut outcome: Option<Result<Option<u32>>> = None;
+        let r = self.cache.insert(name, len, |f| {
+            let res = self.stream_data(f, key, at, len);
+            let ok = matches!(res, Ok(Some(_)));
+            outcome = Some(res);
+            if ok {
+                Ok(())
+            } else {
+                Err(std::io::Error::other("the fetch failed"))
+            }
+        });
+        match (r, outcome) {
+            (Ok(Some(f)), Some(Ok(Some(crc)))) => {
+                self.publish_checked(&f, at, len, crc);
+                Ok(Fetched::Cached(f))
+            }
+            // Cached meanwhile by another fetch of the same entry.
+            (Ok(Some(f)), None) => Ok(Fetched::Cached(f)),
+            (_, Some(Ok(None))) => self.store_data(None, key, name, at, len, tid),
+            (_, Some(Err(e))) => Err(match e {
+                Error::Corruption { what, .. } => Error::corruption(at, what),
+                e => e,
+            }),
+            // Too big for the cache, or its file could not be kept.
+            _ => {
+                let b = self.remote.get(key)?;
+                self.store_data(b, key, name, at, len, tid)
+            }
+        }
+    }
+
+    /// Stream data object `key` into cache file `f` (see `fetch_to_cache`): the
+    /// payload's CRC, or None if the object is missing. The payload is written in
+    /// pieces of `WRITE_PIECE` at their virtual offsets, as `write_in_pieces` does,
+    /// gathered in an anonymous mapping rather than on the heap: the allocator keeps
+    /// freed large blocks of its arenas (a dozen fetches at once held 40–75 MiB of them
+    /// when each body was one heap allocation), a mapping goes back to the system when
+    /// it is dropped.
+    fn stream_data(&self, f: &File, key: &str, at: u64, len: u64) -> Result<Option<u32>> {
+        use super::remote::Piece;
+        use crate::log::io::WRITE_PIECE;
+        use crate::verify::Crc32;
+        let piece = usize::try_from(len).unwrap_or(usize::MAX).min(WRITE_PIECE);
+        let mut buf = memmap2::MmapMut::map_anon(piece.max(1))?;
+        let mut trailer = Vec::new();
+        // Payload bytes received, of them written to `f`, their CRC.
+        let (mut pos, mut written, mut crc) = (0u64, 0u64, Crc32::new());
+        let found = self.remote.get_streamed(key, |p| {
+            let b = match p {
+                Piece::Start => {
+                    trailer.clear();
+                    (pos, written, crc) = (0, 0, Crc32::new());
+                    return Ok(());
+                }
+                Piece::Bytes(b) => b,
+            };
+            let n = usize::try_from(len - pos).unwrap_or(usize::MAX).min(b.len());
+            let mut rest = &b[..n];
+            crc.update(rest);
+            while !rest.is_empty() {
+                let filled = (pos - written) as usize;
+                let k = rest.len().min(piece - filled);
+                buf[filled..filled + k].copy_from_slice(&rest[..k]);
+                pos += k as u64;
+                rest = &rest[k..];
+                if filled + k == piece {
+                    f.write_all_at(&buf[..piece], at + written)?;
+                    written = pos;
+                }
+            }
+            if trailer.len() + (b.len() - n) > layout::DATA_TRAILER {
+                return Err(Error::corruption(
+                    at,
+                    format!("object {key}: longer than its payload of {len} bytes and trailer"),
+                ));
+            }
+            trailer.extend_from_slice(&b[n..]);
+            Ok(())
+        })?;
+        if !found {
+            return Ok(None);
+        }
+        f.write_all_at(&buf[..(pos - written) as usize], at + written)?;
+        layout::check_trailer(&trailer, pos, crc.finalize(), len, key).map(Some)
     }
 
     /// Check a fetched data object and put its payload in the cache.
