@@ -84,7 +84,9 @@ impl VmState {
 /// page and show it in view `mid` (invariant 10): `Empty` → `Loading` → `Loaded`. The
 /// bytes are mapped, their page tables filled, at a staging address without the lock
 /// and checked against `src.crc` there, then the same mapping is moved into the view
-/// (with readahead's marker if `arm`). Bytes that need no check (`src.crc` is None)
+/// (with readahead's marker if `arm`); the readahead thread maps the checked bytes
+/// into the view anew instead and leaves its staging mapping to its arena
+/// (`os::Staged::show`). Bytes that need no check (`src.crc` is None)
 /// are mapped straight into the view instead (`filemap.rs`). Returns `Ok(false)` if the
 /// block was invalidated
 /// (or its handle closed) meanwhile; an error (a CRC mismatch, an I/O error) leaves the
@@ -136,9 +138,16 @@ pub(in crate::virtmem) fn fetch_file(
             if let Some(m) = g.maps.get(&mid) {
                 // The view block shows nothing: the entry was not Loaded (invariant 5).
                 let addr = g.view_addr(m, blk);
-                // SAFETY: a block of registered view `mid` showing nothing, and the
-                // staged bytes matched their CRC above (or need no check).
-                if let Err(e) = unsafe { st.move_into(addr, bs) } {
+                let shown = if st.in_arena() {
+                    // SAFETY: a block of registered view `mid` showing nothing, and
+                    // the staged bytes of `src` matched their CRC above.
+                    unsafe { st.show(addr, bs, &src) }
+                } else {
+                    // SAFETY: a block of registered view `mid` showing nothing, and the
+                    // staged bytes matched their CRC above (or need no check).
+                    unsafe { st.move_into(addr, bs) }
+                };
+                if let Err(e) = shown {
                     // The block stays Loaded, unmapped: the next access maps it again.
                     // SAFETY: the same block, which records no mapping: it faults.
                     if let Err(e2) = unsafe { os::reset(addr, bs) } {

@@ -446,7 +446,10 @@ pub(crate) unsafe fn show_window(
 /// same mapping — entries included, a page table at a time where both addresses are
 /// 2 MiB aligned — into a view block. So a block is read from the page cache once and
 /// its entries are made once, and a view never shows bytes that were not checked.
-/// Dropped unmoved, it is unmapped.
+/// Dropped unmoved, it is unmapped. The readahead thread stages in an [`Arena`]
+/// instead, whose slots are unmapped eight at a time: its checked blocks are mapped
+/// into the view anew ([`Staged::show`]), so that moving or unmapping each does not
+/// interrupt the scanning core.
 ///
 /// The entries are made by the reads' own page faults (the kernel maps 16 pages per
 /// fault around the faulting one), not by `MAP_POPULATE`: page faults take the VMA's
@@ -456,6 +459,91 @@ pub(crate) unsafe fn show_window(
 pub(crate) struct Staged {
     addr: usize,
     len: usize,
+    /// In a slot of this thread's [`Arena`].
+    arena: bool,
+}
+
+/// Slots of a thread's staging arena: 16 MiB of 2 MiB blocks.
+const ARENA_SLOTS: usize = 8;
+
+/// A thread's staging arena (the readahead thread's, [`use_arena`]): a reservation of
+/// [`ARENA_SLOTS`] 2 MiB slots, used in order. A block checked in a slot is shown by a
+/// new mapping of the file ([`Staged::show`]) and its staging mapping stays until the
+/// slots are recycled all at once ([`arena_recycle`]: one `mmap` over the used slots).
+/// Unmapping a mapping a thread has touched interrupts every other core running the
+/// process to flush its TLB, as moving it into a view does (`Staged::move_into`): once
+/// per eight blocks instead of once per block. The slots' file pages stay mapped (and
+/// counted in the RSS, at most 16 MiB) until then; the readahead thread recycles
+/// before it waits for work, so nothing stays mapped while it is idle.
+struct Arena {
+    base: usize,
+    /// Slots used since the last recycle.
+    next: usize,
+}
+
+impl Drop for Arena {
+    fn drop(&mut self) {
+        // SAFETY: the arena is this thread's own reservation, and the thread is
+        // exiting: nothing refers to its slots.
+        let _ = unsafe { munmap(self.base as *mut _, ARENA_SLOTS * HUGE) };
+    }
+}
+
+thread_local! {
+    /// This thread stages 2 MiB blocks in an arena ([`use_arena`]).
+    static USE_ARENA: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static ARENA: std::cell::RefCell<Option<Arena>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Stage this thread's 2 MiB blocks in an arena (see [`Arena`]).
+pub(crate) fn use_arena() {
+    USE_ARENA.with(|u| u.set(true));
+}
+
+/// Unmap every slot of this thread's arena used since the last recycle, in one call.
+pub(crate) fn arena_recycle() {
+    ARENA.with(|a| {
+        if let Some(a) = a.borrow_mut().as_mut().filter(|a| a.next > 0) {
+            // SAFETY: the used slots of this thread's own reservation hold staging
+            // mappings that were shown or dropped: nothing refers to them.
+            let r = unsafe {
+                mmap_anonymous(
+                    a.base as *mut _,
+                    a.next * HUGE,
+                    ProtFlags::empty(),
+                    MapFlags::PRIVATE | MapFlags::NORESERVE | MapFlags::FIXED,
+                )
+            };
+            if r.is_ok() {
+                a.next = 0;
+            }
+        }
+    });
+}
+
+/// The next free slot of this thread's arena (recycled first when all are used), or
+/// None when this thread has none.
+fn arena_slot() -> Option<usize> {
+    if !USE_ARENA.with(|u| u.get()) {
+        return None;
+    }
+    if ARENA.with(|a| a.borrow().as_ref().is_some_and(|a| a.next == ARENA_SLOTS)) {
+        arena_recycle();
+    }
+    ARENA.with(|a| {
+        let mut a = a.borrow_mut();
+        if a.is_none() {
+            *a = Some(Arena {
+                base: reserve(ARENA_SLOTS * HUGE, HUGE).ok()?,
+                next: 0,
+            });
+        }
+        let a = a.as_mut()?;
+        (a.next < ARENA_SLOTS).then(|| {
+            a.next += 1;
+            a.base + (a.next - 1) * HUGE
+        })
+    })
 }
 
 impl Staged {
@@ -463,9 +551,18 @@ impl Staged {
     pub(crate) fn new(src: &crate::bigfile::FileSlice, bs: usize) -> Result<Staged> {
         let len = src.len.min(bs);
         if len == 0 {
-            return Ok(Staged { addr: 0, len: 0 });
+            return Ok(Staged {
+                addr: 0,
+                len: 0,
+                arena: false,
+            });
         }
-        let addr = reserve(len, align_for(bs))?;
+        let slot = if bs == HUGE { arena_slot() } else { None };
+        let arena = slot.is_some();
+        let addr = match slot {
+            Some(a) => a,
+            None => reserve(len, align_for(bs))?,
+        };
         // SAFETY: `src.fd` is open while `src.keep` lives (FileSlice contract).
         let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(src.fd) };
         // SAFETY: MAP_FIXED over the range we just reserved, which nothing refers to.
@@ -480,12 +577,32 @@ impl Staged {
             )
         };
         if let Err(e) = r {
-            // SAFETY: our own reservation, unreferenced.
-            let _ = unsafe { munmap(addr as *mut _, len) };
+            if !arena {
+                // SAFETY: our own reservation, unreferenced.
+                let _ = unsafe { munmap(addr as *mut _, len) };
+            }
             return Err(io(e, "mapping a block of the log file"));
         }
         want_huge_folios(addr, len);
-        Ok(Staged { addr, len })
+        Ok(Staged { addr, len, arena })
+    }
+
+    /// In a slot of this thread's [`Arena`]: shown by [`Staged::show`], not moved.
+    pub(crate) fn in_arena(&self) -> bool {
+        self.arena
+    }
+
+    /// Map `src` (the staged bytes, checked) at view block `addr` of `bs` bytes straight
+    /// from the file, page tables filled, and leave the staging mapping to the arena's
+    /// next recycle. The view shows the same page-cache pages the check read: committed
+    /// log bytes never change (storage-format.md).
+    ///
+    /// # Safety
+    /// As [`Staged::move_into`].
+    pub(crate) unsafe fn show(mut self, addr: usize, bs: usize, src: &crate::bigfile::FileSlice) -> Result<()> {
+        self.len = 0;
+        // SAFETY: the caller's contract.
+        unsafe { map_file(addr, bs, src, true) }
     }
 
     /// The mapped bytes.
@@ -535,7 +652,18 @@ impl Staged {
 
 impl Drop for Staged {
     fn drop(&mut self) {
-        if self.len > 0 {
+        if self.len > 0 && self.arena {
+            // Back to reserved space (a failed check; rare), the slot itself used.
+            // SAFETY: our arena slot, unreferenced (`bytes` borrowed self).
+            let _ = unsafe {
+                mmap_anonymous(
+                    self.addr as *mut _,
+                    HUGE,
+                    ProtFlags::empty(),
+                    MapFlags::PRIVATE | MapFlags::NORESERVE | MapFlags::FIXED,
+                )
+            };
+        } else if self.len > 0 {
             // SAFETY: the staging mapping is ours and `bytes` slices borrowed `self`.
             let _ = unsafe { munmap(self.addr as *mut _, self.len) };
         }

@@ -124,6 +124,7 @@ pub(super) fn stop(vm: &VmShared) {
 
 fn run(vm: &VmShared) {
     let _w = super::fault::InWdb::enter();
+    super::os::use_arena();
     let mut g = vm.state.lock();
     loop {
         if g.ra.stop {
@@ -143,7 +144,10 @@ fn run(vm: &VmShared) {
                 ahead(&mut g, vm, mid, pos);
                 MutexGuard::unlocked(&mut g, || drop(file));
             }
-            None => vm.ra_cv.wait(&mut g),
+            None => {
+                super::os::arena_recycle();
+                vm.ra_cv.wait(&mut g)
+            }
         }
     }
 }
