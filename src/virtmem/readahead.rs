@@ -9,8 +9,9 @@
 //!   nothing, so random access starts no readahead and a scan that turns random lets it
 //!   stop after its window. Write faults pass nothing either.
 //! - **Work.** For a position `pos`, the next [`window`] blocks of the view are fetched
-//!   (`state::fetch_file`: staged, checked, moved into the view), one in every half
-//!   window with its first page armed as a marker (invariant 14 in `state.rs`): the
+//!   (`state::fetch_file`: staged in the thread's arena, `os::Arena`, checked, mapped
+//!   into the view), one in every half window with its first page armed as a marker
+//!   (invariant 14 in `state.rs`): the
 //!   scan's first touch of it faults once, which disarms it and passes the new position
 //!   on. Blocks of the copy path (compressed, delta) are loaded into RAM pages
 //!   (`state::load_ahead`) and left unmapped: the scan's fault on each moves it into
