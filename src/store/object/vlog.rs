@@ -548,12 +548,13 @@ impl Shared {
     /// commit `tid`) into cache entry `name`, streamed: its payload written to a new
     /// cache file as it arrives while its CRC is computed, the file kept only if the
     /// trailer and CRC match (`Cache::insert` drops it otherwise). An object the cache
-    /// cannot hold, or a file the cache failed to keep, is fetched whole and served
-    /// from memory (`store_data`).
+    /// cannot hold, or a file the cache failed to write or keep (a full disk), is
+    /// fetched whole and served from memory (`store_data`).
     fn fetch_to_cache(&self, key: &str, name: &str, at: u64, len: u64, tid: Tid) -> Result<Fetched> {
         let mut outcome: Option<Result<Option<u32>>> = None;
+        let mut write_failed = false;
         let r = self.cache.insert(name, len, |f| {
-            let res = self.stream_data(f, key, at, len);
+            let res = self.stream_data(f, key, at, len, &mut write_failed);
             let ok = matches!(res, Ok(Some(_)));
             outcome = Some(res);
             if ok {
@@ -570,11 +571,11 @@ impl Shared {
             // Cached meanwhile by another fetch of the same entry.
             (Ok(Some(f)), None) => Ok(Fetched::Cached(f)),
             (_, Some(Ok(None))) => self.store_data(None, key, name, at, len, tid),
-            (_, Some(Err(e))) => Err(match e {
+            (_, Some(Err(e))) if !write_failed => Err(match e {
                 Error::Corruption { what, .. } => Error::corruption(at, what),
                 e => e,
             }),
-            // Too big for the cache, or its file could not be kept.
+            // Too big for the cache, or its file could not be written or kept.
             _ => {
                 let b = self.remote.get(key)?;
                 self.store_data(b, key, name, at, len, tid)
@@ -583,13 +584,21 @@ impl Shared {
     }
 
     /// Stream data object `key` into cache file `f` (see `fetch_to_cache`): the
-    /// payload's CRC, or None if the object is missing. The payload is written in
+    /// payload's CRC, or None if the object is missing; `write_failed` is set when
+    /// writing `f` failed (the error returned). The payload is written in
     /// pieces of `WRITE_PIECE` at their virtual offsets, as `write_in_pieces` does,
     /// gathered in an anonymous mapping rather than on the heap: the allocator keeps
     /// freed large blocks of its arenas (a dozen fetches at once held 40–75 MiB of them
     /// when each body was one heap allocation), a mapping goes back to the system when
     /// it is dropped.
-    fn stream_data(&self, f: &File, key: &str, at: u64, len: u64) -> Result<Option<u32>> {
+    fn stream_data(
+        &self,
+        f: &File,
+        key: &str,
+        at: u64,
+        len: u64,
+        write_failed: &mut bool,
+    ) -> Result<Option<u32>> {
         use super::remote::Piece;
         use crate::log::io::WRITE_PIECE;
         use crate::verify::Crc32;
@@ -617,7 +626,8 @@ impl Shared {
                 pos += k as u64;
                 rest = &rest[k..];
                 if filled + k == piece {
-                    f.write_all_at(&buf[..piece], at + written)?;
+                    f.write_all_at(&buf[..piece], at + written)
+                        .inspect_err(|_| *write_failed = true)?;
                     written = pos;
                 }
             }
@@ -633,7 +643,8 @@ impl Shared {
         if !found {
             return Ok(None);
         }
-        f.write_all_at(&buf[..(pos - written) as usize], at + written)?;
+        f.write_all_at(&buf[..(pos - written) as usize], at + written)
+            .inspect_err(|_| *write_failed = true)?;
         layout::check_trailer(&trailer, pos, crc.finalize(), len, key).map(Some)
     }
 
