@@ -115,6 +115,17 @@ impl Cache {
         v
     }
 
+    /// The greatest name of an entry that starts with `prefix`.
+    pub fn last_with_prefix(&self, prefix: &str) -> Option<String> {
+        self.st
+            .lock()
+            .entries
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .max()
+            .cloned()
+    }
+
     /// The bytes of entry `name` (whole), if the cache holds it.
     pub fn read(&self, name: &str) -> Option<Vec<u8>> {
         let f = self.get(name)?;

@@ -51,7 +51,7 @@ use crate::log::Log;
 use crate::{Error, Result, Tid};
 use cache::Cache;
 use layout::{CommitObject, Segment};
-use remote::{Created, Remote};
+use remote::{get_async, Created, Remote};
 use vlog::{Loaded, Shared, VirtualLog};
 
 /// A checkpoint object is written after this many commits it does not cover.
@@ -208,6 +208,20 @@ pub fn open_store(
         checks,
     ));
 
+    // What `refresh_gen` asks the store for when the cache holds every commit from the
+    // checkpoint's on (the usual case): the number after the newest it holds. Asked
+    // now, while the checkpoint and those commits are read from the cache.
+    let early = sh
+        .cache
+        .last_with_prefix(&format!("c-{:016x}-", fh.uuid))
+        .and_then(|n| u64::from_str_radix(n.get(19..)?, 16).ok())
+        .map(|t| {
+            let tid = Tid(t.saturating_add(1));
+            let store = sh.remote.store().clone();
+            let key = layout::commit_key(prefix, tid);
+            (tid, sh.remote.start(async move { get_async(&store, &key).await }))
+        });
+
     // The newest checkpoint of this log — one already in the cache if there is one (an
     // older checkpoint only means more commit objects to read after it) — then the
     // commits after it.
@@ -262,7 +276,7 @@ pub fn open_store(
         commit_lock: Mutex::new(()),
         refresh_lock: Mutex::new(()),
     });
-    storage.refresh_gen(&gen)?;
+    storage.refresh_with(&gen, early)?;
     let so = StoreOptions {
         read_only: o.read_only,
         ..so
@@ -444,6 +458,17 @@ pub struct ObjectStorage {
 impl ObjectStorage {
     /// Read the commit objects after the index's last tid and apply them.
     fn refresh_gen(&self, gen: &Gen) -> Result<()> {
+        self.refresh_with(gen, None)
+    }
+
+    /// [`Self::refresh_gen`], given the GET of commit object `early.0` started since
+    /// the caller began (so it sees every commit acknowledged before): used if that is
+    /// the number to ask for.
+    fn refresh_with(
+        &self,
+        gen: &Gen,
+        early: Option<(Tid, remote::Started<Result<Option<Bytes>>>)>,
+    ) -> Result<()> {
         let _r = self.refresh_lock.lock();
         let last = gen.last_tid();
         let p = &self.sh.prefix;
@@ -461,7 +486,10 @@ impl ObjectStorage {
             probe = Tid(probe.0 + 1);
         }
         let mut tids: Vec<Tid> = (next.0..probe.0).map(Tid).collect();
-        let probed = self.sh.remote.get(&layout::commit_key(p, probe))?;
+        let probed = match early {
+            Some((t, started)) if t == probe => started.wait()??,
+            _ => self.sh.remote.get(&layout::commit_key(p, probe))?,
+        };
         if probed.is_some() {
             let listed = self
                 .sh

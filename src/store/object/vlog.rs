@@ -29,7 +29,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use super::cache::Cache;
 use super::layout::{self, CommitObject, Segment};
 use super::remote::Remote;
-use crate::log::io::{write_in_pieces, Keep, LogIo, MapFile};
+use crate::log::io::{write_gathered_at, write_in_pieces, Keep, LogIo, MapFile};
 use crate::store::ckpt::LazyCheckpoint;
 use crate::verify::{self, BootTable};
 use crate::{Error, Result, Tid};
@@ -243,6 +243,8 @@ impl Shared {
             let mut head =
                 vec![0u8; usize::try_from((len - from.min(len)).min(1 << 16)).unwrap_or(0)];
             f.read_exact_at(&mut head, from)?;
+            // The head read reached the end of the file: it is the whole object.
+            let all = from + head.len() as u64 == len;
             let skip = head.iter().position(|&x| x != 0).unwrap_or(0);
             let at = from + skip as u64;
             head.drain(..skip);
@@ -253,6 +255,9 @@ impl Shared {
                 {
                     return Ok(o);
                 }
+            }
+            if all {
+                return CommitObject::decode(&head, &key);
             }
             let mut b = vec![0u8; usize::try_from(len - at).unwrap_or(0)];
             f.read_exact_at(&mut b, at)?;
@@ -585,12 +590,10 @@ impl Shared {
 
     /// Stream data object `key` into cache file `f` (see `fetch_to_cache`): the
     /// payload's CRC, or None if the object is missing; `write_failed` is set when
-    /// writing `f` failed (the error returned). The payload is written in
-    /// pieces of `WRITE_PIECE` at their virtual offsets, as `write_in_pieces` does,
-    /// gathered in an anonymous mapping rather than on the heap: the allocator keeps
-    /// freed large blocks of its arenas (a dozen fetches at once held 40–75 MiB of them
-    /// when each body was one heap allocation), a mapping goes back to the system when
-    /// it is dropped.
+    /// writing `f` failed (the error returned). The payload is written in pieces of
+    /// `WRITE_PIECE` at their virtual offsets, as `write_in_pieces` does (one folio per
+    /// piece), each gathered from the received buffers themselves (`pwritev`): no copy
+    /// and no buffer of its own, whose fresh pages cost a fault each for every fetch.
     fn stream_data(
         &self,
         f: &File,
@@ -603,34 +606,22 @@ impl Shared {
         use crate::log::io::WRITE_PIECE;
         use crate::verify::Crc32;
         let piece = usize::try_from(len).unwrap_or(usize::MAX).min(WRITE_PIECE);
-        let mut buf = memmap2::MmapMut::map_anon(piece.max(1))?;
         let mut trailer = Vec::new();
+        // Received payload bytes not yet written, as they came, and their length.
+        let (mut pending, mut held) = (Vec::<Bytes>::new(), 0usize);
         // Payload bytes received, of them written to `f`, their CRC.
         let (mut pos, mut written, mut crc) = (0u64, 0u64, Crc32::new());
         let found = self.remote.get_streamed(key, |p| {
             let b = match p {
                 Piece::Start => {
                     trailer.clear();
+                    (pending, held) = (Vec::new(), 0);
                     (pos, written, crc) = (0, 0, Crc32::new());
                     return Ok(());
                 }
                 Piece::Bytes(b) => b,
             };
             let n = usize::try_from(len - pos).unwrap_or(usize::MAX).min(b.len());
-            let mut rest = &b[..n];
-            crc.update(rest);
-            while !rest.is_empty() {
-                let filled = (pos - written) as usize;
-                let k = rest.len().min(piece - filled);
-                buf[filled..filled + k].copy_from_slice(&rest[..k]);
-                pos += k as u64;
-                rest = &rest[k..];
-                if filled + k == piece {
-                    f.write_all_at(&buf[..piece], at + written)
-                        .inspect_err(|_| *write_failed = true)?;
-                    written = pos;
-                }
-            }
             if trailer.len() + (b.len() - n) > layout::DATA_TRAILER {
                 return Err(Error::corruption(
                     at,
@@ -638,13 +629,25 @@ impl Shared {
                 ));
             }
             trailer.extend_from_slice(&b[n..]);
+            let mut rest = b.slice(..n);
+            crc.update(&rest);
+            while !rest.is_empty() {
+                let k = rest.len().min(piece - held);
+                pending.push(rest.split_to(k));
+                (held, pos) = (held + k, pos + k as u64);
+                if held == piece {
+                    write_gathered_at(f, &pending, at + written)
+                        .inspect_err(|_| *write_failed = true)?;
+                    (held, written) = (0, pos);
+                    pending.clear();
+                }
+            }
             Ok(())
         })?;
         if !found {
             return Ok(None);
         }
-        f.write_all_at(&buf[..(pos - written) as usize], at + written)
-            .inspect_err(|_| *write_failed = true)?;
+        write_gathered_at(f, &pending, at + written).inspect_err(|_| *write_failed = true)?;
         layout::check_trailer(&trailer, pos, crc.finalize(), len, key).map(Some)
     }
 
@@ -780,6 +783,20 @@ impl Shared {
     /// read from the local cache). A fetch that fails is None: the caller's read of the
     /// same bytes meets the error.
     fn map(self: &Arc<Self>, off: u64, len: u64, fetch: bool) -> Option<MapFile> {
+        // A cached data object that starts at `off`: found by its name alone, with no
+        // commit object read. Data entries are written only for committed objects, at
+        // their virtual offsets, which are never reused (the virtual log only grows).
+        if let Some(f) = self.cache.get(&self.data_entry(off)) {
+            if let Ok(md) = f.metadata() {
+                if md.len() >= off.saturating_add(len) {
+                    return Some(MapFile {
+                        fd: f.as_raw_fd(),
+                        cache_file: Some(crate::verify::inode_of(&md)),
+                        keep: Some(f as Keep),
+                    });
+                }
+            }
+        }
         let loaded = self
             .commits
             .read()
