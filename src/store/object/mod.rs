@@ -123,12 +123,32 @@ pub fn default_cache_dir(url: &str) -> PathBuf {
 /// Open (or create) the database at `url` (`s3://bucket/prefix`), the store's endpoint
 /// and credentials from the `AWS_*` environment (`AmazonS3Builder::from_env`).
 pub fn open_s3(url: &str, o: &ObjectOptions, so: StoreOptions) -> Result<Store> {
+    use object_store::aws::AmazonS3ConfigKey as K;
     let (bucket, prefix) = parse_s3_url(url)?;
-    let s3 = without_tls_roots_if_unused(object_store::aws::AmazonS3Builder::from_env())
+    let b = object_store::aws::AmazonS3Builder::from_env();
+    let static_keys = b.get_config_value(&K::AccessKeyId).is_some()
+        && b.get_config_value(&K::SecretAccessKey).is_some();
+    let s3 = without_tls_roots_if_unused(b)
         .with_bucket_name(bucket)
         .build()
         .map_err(|e| Error::InvalidArgument(format!("{url}: {e}")))?;
-    open_store(url, Arc::new(s3), &prefix, o, so)
+    open_store(url, Arc::new(s3), &prefix, o, so).map_err(|e| credentials_hint(e, static_keys))
+}
+
+/// A request error of an open without static keys, told where the keys come from: the
+/// client then asks a credential service (the instance metadata address), whose refusal
+/// alone says little to a user who forgot to export them.
+fn credentials_hint(e: Error, static_keys: bool) -> Error {
+    match e {
+        Error::Io(io) if !static_keys => Error::Io(std::io::Error::new(
+            io.kind(),
+            format!(
+                "{io} (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not both set, so \
+                 credentials were asked of the environment's credential service)"
+            ),
+        )),
+        e => e,
+    }
 }
 
 /// `b`, told not to load the system's root certificates when it makes no TLS connection:
@@ -1036,5 +1056,21 @@ mod tests {
         assert!(!skips_roots("https://s3.example.com", true));
         // Without static keys a credential service (STS over https) may be called.
         assert!(!skips_roots("http://127.0.0.1:7480", false));
+    }
+
+    #[test]
+    fn a_request_error_without_static_keys_says_where_credentials_came_from() {
+        let io = || crate::Error::Io(std::io::Error::other("object p/wdb/header: 403"));
+        let e = super::credentials_hint(io(), false).to_string();
+        assert!(e.contains("403") && e.contains("AWS_ACCESS_KEY_ID"), "{e}");
+        // With keys, or for an error that is not a request's, the error is left alone.
+        assert!(!super::credentials_hint(io(), true)
+            .to_string()
+            .contains("AWS_ACCESS_KEY_ID"));
+        let nf = crate::Error::NotFound("database s3://b/p".into());
+        assert!(matches!(
+            super::credentials_hint(nf, false),
+            crate::Error::NotFound(_)
+        ));
     }
 }
