@@ -123,16 +123,21 @@ pub fn default_cache_dir(url: &str) -> PathBuf {
 /// Open (or create) the database at `url` (`s3://bucket/prefix`), the store's endpoint
 /// and credentials from the `AWS_*` environment (`AmazonS3Builder::from_env`).
 pub fn open_s3(url: &str, o: &ObjectOptions, so: StoreOptions) -> Result<Store> {
-    use object_store::aws::AmazonS3ConfigKey as K;
     let (bucket, prefix) = parse_s3_url(url)?;
     let b = object_store::aws::AmazonS3Builder::from_env();
-    let static_keys = b.get_config_value(&K::AccessKeyId).is_some()
-        && b.get_config_value(&K::SecretAccessKey).is_some();
+    let static_keys = has_static_keys(&b);
     let s3 = without_tls_roots_if_unused(b)
         .with_bucket_name(bucket)
         .build()
         .map_err(|e| Error::InvalidArgument(format!("{url}: {e}")))?;
     open_store(url, Arc::new(s3), &prefix, o, so).map_err(|e| credentials_hint(e, static_keys))
+}
+
+/// Does `b` hold an access key and its secret (no credential service to call)?
+fn has_static_keys(b: &object_store::aws::AmazonS3Builder) -> bool {
+    use object_store::aws::AmazonS3ConfigKey as K;
+    b.get_config_value(&K::AccessKeyId).is_some()
+        && b.get_config_value(&K::SecretAccessKey).is_some()
 }
 
 /// A request error of an open without static keys, told where the keys come from: the
@@ -164,9 +169,7 @@ fn without_tls_roots_if_unused(
         .get_config_value(&K::S3Endpoint)
         .or_else(|| b.get_config_value(&K::Endpoint));
     let plain_http = endpoint.is_some_and(|e| e.to_ascii_lowercase().starts_with("http://"));
-    let static_keys = b.get_config_value(&K::AccessKeyId).is_some()
-        && b.get_config_value(&K::SecretAccessKey).is_some();
-    if plain_http && static_keys {
+    if plain_http && has_static_keys(&b) {
         b.with_config(K::Client(C::NoSystemCertificates), "true")
     } else {
         b

@@ -609,15 +609,15 @@ impl Shared {
         use crate::verify::Crc32;
         let piece = usize::try_from(len).unwrap_or(usize::MAX).min(WRITE_PIECE);
         let mut trailer = Vec::new();
-        // Received payload bytes not yet written, as they came, and their length.
-        let (mut pending, mut held) = (Vec::<Bytes>::new(), 0usize);
+        // Received payload bytes not yet written (`pos - written` of them), as they came.
+        let mut pending = Vec::<Bytes>::new();
         // Payload bytes received, of them written to `f`, their CRC.
         let (mut pos, mut written, mut crc) = (0u64, 0u64, Crc32::new());
         let found = self.remote.get_streamed(key, |p| {
             let b = match p {
                 Piece::Start => {
                     trailer.clear();
-                    (pending, held) = (Vec::new(), 0);
+                    pending.clear();
                     (pos, written, crc) = (0, 0, Crc32::new());
                     return Ok(());
                 }
@@ -634,13 +634,14 @@ impl Shared {
             let mut rest = b.slice(..n);
             crc.update(&rest);
             while !rest.is_empty() {
-                let k = rest.len().min(piece - held);
+                let filled = (pos - written) as usize;
+                let k = rest.len().min(piece - filled);
                 pending.push(rest.split_to(k));
-                (held, pos) = (held + k, pos + k as u64);
-                if held == piece {
+                pos += k as u64;
+                if filled + k == piece {
                     write_gathered_at(f, &pending, at + written)
                         .inspect_err(|_| *write_failed = true)?;
-                    (held, written) = (0, pos);
+                    written = pos;
                     pending.clear();
                 }
             }
@@ -791,11 +792,7 @@ impl Shared {
         if let Some(f) = self.cache.get(&self.data_entry(off)) {
             if let Ok(md) = f.metadata() {
                 if md.len() >= off.saturating_add(len) {
-                    return Some(MapFile {
-                        fd: f.as_raw_fd(),
-                        cache_file: Some(crate::verify::inode_of(&md)),
-                        keep: Some(f as Keep),
-                    });
+                    return Some(cache_map(f, Some(&md)));
                 }
             }
         }
@@ -862,13 +859,8 @@ impl Shared {
                 return None;
             }
         };
-        // A file without metadata is mapped all the same, but named nowhere.
-        let cache_file = file.metadata().ok().map(|md| crate::verify::inode_of(&md));
-        Some(MapFile {
-            fd: file.as_raw_fd(),
-            keep: Some(file as Keep),
-            cache_file,
-        })
+        let md = file.metadata().ok();
+        Some(cache_map(file, md.as_ref()))
     }
 
     /// Fetch into the cache the object behind a segment of commit `c` at virtual
@@ -894,6 +886,16 @@ impl Shared {
 /// through the storage's commit protocol, not through writes to the log).
 #[derive(Debug)]
 pub struct VirtualLog(pub Arc<Shared>);
+
+/// A cache file to map, named in the per-boot table by its metadata (a file without
+/// metadata is mapped all the same, but named nowhere).
+fn cache_map(file: Arc<File>, md: Option<&std::fs::Metadata>) -> MapFile {
+    MapFile {
+        fd: file.as_raw_fd(),
+        cache_file: md.map(crate::verify::inode_of),
+        keep: Some(file as Keep),
+    }
+}
 
 fn wrap(e: Error) -> std::io::Error {
     match e {
