@@ -10,6 +10,12 @@
 //!   place: after a crash an entry is whole or absent; temporary files are deleted when
 //!   the slot is next taken. What the files hold is checked where it is used, as for the
 //!   log (CRCs of commit objects, checkpoints, payloads).
+//! - **Opened by name.** Taking a slot lists its directory's names only; a background
+//!   thread then reads each entry's size and age (a `statx` each: an open of a slot of
+//!   tens of thousands of entries does not wait for them), ranks the entries not used
+//!   since the open by age, below every use, and evicts what exceeds the bound. An
+//!   insert's accounting waits for that scan, and so does dropping the cache (before
+//!   the slot's lock is released), so the bound holds after every process.
 //! - **Eviction is unlink.** A file that a view maps (zero-copy reads map data entries
 //!   like raw blocks of the log) stays valid after it is unlinked: the kernel keeps the
 //!   inode until the last mapping and descriptor go. Eviction never rewrites or punches
@@ -22,9 +28,10 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::{Error, Result};
 
@@ -33,7 +40,10 @@ const OPEN_FILES: usize = 256;
 
 #[derive(Debug)]
 struct Entry {
-    size: u64,
+    /// Bytes it occupies on disk; None until the opening scan has read its metadata.
+    size: Option<u64>,
+    /// Recency: greater is more recently used; 0 for an entry found at open and not
+    /// used since (the opening scan ranks those by modification time, below every use).
     tick: u64,
     file: Option<Arc<File>>,
 }
@@ -41,18 +51,33 @@ struct Entry {
 #[derive(Debug, Default)]
 struct State {
     entries: HashMap<String, Entry>,
+    /// Sum of the known sizes.
     total: u64,
     tick: u64,
     open: usize,
+    /// The opening scan is over: every entry's size is known (or it was dropped).
+    scanned: bool,
+}
+
+/// What the cache and its opening scan share.
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    max: u64,
+    st: Mutex<State>,
+    /// Signalled when `State::scanned` becomes true.
+    scan_done: Condvar,
 }
 
 /// A bounded cache of immutable objects in a directory.
 #[derive(Debug)]
 pub struct Cache {
-    dir: PathBuf,
-    max: u64,
+    inner: Arc<Inner>,
+    /// The opening scan; joined on drop (a process that closes before it is over
+    /// waits for the rest: the bound holds after every process), before the slot's lock
+    /// is released, so that it never evicts in a slot another process has taken.
+    scan: Option<std::thread::JoinHandle<()>>,
     _lock: File,
-    st: Mutex<State>,
 }
 
 fn valid_name(name: &str) -> bool {
@@ -64,7 +89,8 @@ fn valid_name(name: &str) -> bool {
 
 impl Cache {
     /// Take a free slot of cache directory `root` (created if missing), bounded to `max`
-    /// bytes; scan what it holds.
+    /// bytes. What the slot holds is known by name at once; its entries' sizes and ages
+    /// are read in the background (see [`Inner::scan`]).
     pub fn open(root: &Path, max: u64) -> Result<Cache> {
         std::fs::create_dir_all(root)?;
         for i in 0..64 {
@@ -81,13 +107,45 @@ impl Cache {
                 Err(rustix::io::Errno::AGAIN) | Err(rustix::io::Errno::ACCESS) => continue,
                 Err(e) => return Err(Error::Io(e.into())),
             }
-            let c = Cache {
+            let names = list_entries(&dir.join("o"))?;
+            let mut st = State {
+                entries: HashMap::with_capacity(names.len()),
+                tick: names.len() as u64,
+                ..State::default()
+            };
+            for n in &names {
+                st.entries.insert(
+                    n.clone(),
+                    Entry {
+                        size: None,
+                        tick: 0,
+                        file: None,
+                    },
+                );
+            }
+            let inner = Arc::new(Inner {
                 dir,
                 max,
+                st: Mutex::new(st),
+                scan_done: Condvar::new(),
+            });
+            let mut c = Cache {
+                inner: inner.clone(),
+                scan: None,
                 _lock: lock,
-                st: Mutex::new(State::default()),
             };
-            c.scan()?;
+            let scan = {
+                let inner = inner.clone();
+                let names = names.clone();
+                std::thread::Builder::new()
+                    .name("wdb-cache-scan".into())
+                    .spawn(move || inner.scan(names))
+            };
+            match scan {
+                Ok(h) => c.scan = Some(h),
+                // No thread to be had: scan on this one.
+                Err(_) => inner.scan(names),
+            }
             return Ok(c);
         }
         Err(Error::Busy(format!(
@@ -98,12 +156,13 @@ impl Cache {
 
     /// The slot's directory (the database's local lock file lives there too).
     pub fn dir(&self) -> &Path {
-        &self.dir
+        &self.inner.dir
     }
 
     /// Names of the entries that start with `prefix`, sorted.
     pub fn names_with_prefix(&self, prefix: &str) -> Vec<String> {
         let mut v: Vec<String> = self
+            .inner
             .st
             .lock()
             .entries
@@ -117,7 +176,8 @@ impl Cache {
 
     /// The greatest name of an entry that starts with `prefix`.
     pub fn last_with_prefix(&self, prefix: &str) -> Option<String> {
-        self.st
+        self.inner
+            .st
             .lock()
             .entries
             .keys()
@@ -134,60 +194,20 @@ impl Cache {
         Some(b)
     }
 
-    /// Bytes held.
+    /// Bytes held (once the opening scan is over).
     #[cfg(test)]
     pub fn used(&self) -> u64 {
-        self.st.lock().total
+        self.inner.scanned().total
     }
 
     /// Where entry `name` lives.
     pub fn entry_path(&self, name: &str) -> PathBuf {
-        self.dir.join("o").join(name)
-    }
-
-    fn scan(&self) -> Result<()> {
-        let o = self.dir.join("o");
-        std::fs::create_dir_all(&o)?;
-        let mut found = Vec::new();
-        for e in std::fs::read_dir(&o)? {
-            let e = e?;
-            let name = e.file_name().to_string_lossy().into_owned();
-            let md = e.metadata()?;
-            if name.contains(".tmp") || !valid_name(&name) {
-                let _ = std::fs::remove_file(e.path());
-                continue;
-            }
-            let size = md.blocks() * 512;
-            let t = md
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_secs());
-            found.push((t, name, size));
-        }
-        found.sort();
-        let mut st = self.st.lock();
-        for (_, name, size) in found {
-            st.tick += 1;
-            st.total += size;
-            let tick = st.tick;
-            st.entries.insert(
-                name,
-                Entry {
-                    size,
-                    tick,
-                    file: None,
-                },
-            );
-        }
-        drop(st);
-        self.evict(None);
-        Ok(())
+        self.inner.entry_path(name)
     }
 
     /// The entry `name`, opened, if the cache holds it.
     pub fn get(&self, name: &str) -> Option<Arc<File>> {
-        let mut st = self.st.lock();
+        let mut st = self.inner.st.lock();
         st.tick += 1;
         let tick = st.tick;
         let e = st.entries.get_mut(name)?;
@@ -199,9 +219,7 @@ impl Cache {
             Ok(f) => Arc::new(f),
             Err(_) => {
                 // Deleted behind our back: forget it.
-                if let Some(e) = st.entries.remove(name) {
-                    st.total -= e.size;
-                }
+                Inner::forget(&mut st, name);
                 return None;
             }
         };
@@ -233,7 +251,8 @@ impl Cache {
 
     /// Add entry `name` of `size` bytes (the bytes it will occupy), written by `write`
     /// into a fresh file; returns it opened. None when `size` alone exceeds the bound
-    /// (the caller keeps the bytes in memory instead).
+    /// (the caller keeps the bytes in memory instead). Its accounting waits for the
+    /// opening scan, so that the bound holds over what the slot held before.
     pub fn insert(
         &self,
         name: &str,
@@ -243,16 +262,16 @@ impl Cache {
         if !valid_name(name) {
             return Err(Error::InvalidArgument(format!("cache entry name {name:?}")));
         }
-        if size > self.max {
+        if size > self.inner.max {
             return Ok(None);
         }
         if let Some(f) = self.get(name) {
             return Ok(Some(f));
         }
         static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
         let dst = self.entry_path(name);
-        let tmp = self.dir.join("o").join(format!("{name}.tmp{seq}"));
+        let tmp = self.inner.dir.join("o").join(format!("{name}.tmp{seq}"));
         let r = (|| -> std::io::Result<File> {
             let f = OpenOptions::new()
                 .read(true)
@@ -272,42 +291,141 @@ impl Cache {
             }
         };
         {
-            let mut st = self.st.lock();
+            let mut st = self.inner.scanned();
             st.tick += 1;
             let tick = st.tick;
-            if let Some(old) = st.entries.insert(
+            Inner::forget(&mut st, name);
+            st.entries.insert(
                 name.to_string(),
                 Entry {
-                    size,
+                    size: Some(size),
                     tick,
                     file: Some(f.clone()),
                 },
-            ) {
-                st.total -= old.size;
-                if old.file.is_some() {
-                    st.open -= 1;
-                }
-            }
+            );
             st.total += size;
             st.open += 1;
             if st.open > OPEN_FILES {
                 Self::close_some(&mut st);
             }
         }
-        self.evict(Some(name));
+        self.inner.evict(Some(name));
         Ok(Some(f))
     }
 
     /// Drop entry `name` (a check found it bad).
     pub fn remove(&self, name: &str) {
+        Inner::forget(&mut self.inner.st.lock(), name);
+        let _ = std::fs::remove_file(self.entry_path(name));
+    }
+}
+
+impl Drop for Cache {
+    fn drop(&mut self) {
+        if let Some(h) = self.scan.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// The names of the entries in directory `o` (created if missing); temporary files
+/// (an insert cut short by a crash) and foreign names are deleted. Names only: one
+/// `getdents` per few hundred entries, no `statx`.
+fn list_entries(o: &Path) -> Result<Vec<String>> {
+    std::fs::create_dir_all(o)?;
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(o)? {
+        let e = e?;
+        if !e.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        match e.file_name().into_string() {
+            Ok(name) if !name.contains(".tmp") && valid_name(&name) => names.push(name),
+            _ => {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    Ok(names)
+}
+
+impl Inner {
+    fn entry_path(&self, name: &str) -> PathBuf {
+        self.dir.join("o").join(name)
+    }
+
+    /// The state, once the opening scan is over.
+    fn scanned(&self) -> MutexGuard<'_, State> {
         let mut st = self.st.lock();
+        while !st.scanned {
+            self.scan_done.wait(&mut st);
+        }
+        st
+    }
+
+    /// Take entry `name` out of the accounting (its file is not touched).
+    fn forget(st: &mut State, name: &str) {
         if let Some(e) = st.entries.remove(name) {
-            st.total -= e.size;
+            st.total -= e.size.unwrap_or(0);
             if e.file.is_some() {
                 st.open -= 1;
             }
         }
-        let _ = std::fs::remove_file(self.entry_path(name));
+    }
+
+    /// The opening scan: read the size and modification time of each entry found at
+    /// open (one `statx` each), rank the entries not used since by
+    /// age, below every use, then evict what exceeds the bound. An open of a slot
+    /// holding tens of thousands of entries does not wait for this; an insert does.
+    fn scan(&self, names: Vec<String>) {
+        /// Marks the scan over however it ends (done or a panic), so that no insert
+        /// waits forever.
+        struct Over<'a>(&'a Inner);
+        impl Drop for Over<'_> {
+            fn drop(&mut self) {
+                self.0.st.lock().scanned = true;
+                self.0.scan_done.notify_all();
+            }
+        }
+        let over = Over(self);
+        let mut found = Vec::with_capacity(names.len());
+        // Each entry looked up relative to the directory: no path walk per entry.
+        if let Ok(o) = File::open(self.dir.join("o")) {
+            for name in names {
+                use rustix::fs::{statat, AtFlags};
+                let Ok(st) = statat(&o, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) else {
+                    continue;
+                };
+                let age = (st.st_mtime, st.st_mtime_nsec);
+                found.push((age, name, (st.st_blocks as u64).saturating_mul(512)));
+            }
+        }
+        found.sort();
+        {
+            let mut st = self.st.lock();
+            let st = &mut *st;
+            for (i, (_, name, size)) in found.into_iter().enumerate() {
+                if let Some(e) = st.entries.get_mut(&name) {
+                    if e.size.is_none() {
+                        e.size = Some(size);
+                        st.total += size;
+                        if e.tick == 0 {
+                            e.tick = i as u64 + 1;
+                        }
+                    }
+                }
+            }
+            // Gone before its metadata was read: forget it unless a handle keeps it.
+            st.entries.retain(|_, e| {
+                if e.size.is_none() && e.file.is_some() {
+                    e.size = Some(0);
+                }
+                e.size.is_some()
+            });
+        }
+        // Evicted before the scan is marked over: whoever waits for it sees the bound hold.
+        self.evict(None);
+        drop(over);
     }
 
     /// Unlink least recently used entries (never `keep`) until the total fits.
@@ -327,18 +445,12 @@ impl Cache {
             if st.total <= self.max {
                 break;
             }
-            if let Some(e) = st.entries.remove(&k) {
-                st.total -= e.size;
-                if e.file.is_some() {
-                    st.open -= 1;
-                }
-                let _ = std::fs::remove_file(self.entry_path(&k));
-            }
+            Inner::forget(&mut st, &k);
+            let _ = std::fs::remove_file(self.entry_path(&k));
         }
     }
 }
 
-use std::os::unix::fs::MetadataExt as _;
 
 #[cfg(test)]
 mod tests {
@@ -367,5 +479,45 @@ mod tests {
         // The slot's entries survive a reopen.
         let c3 = Cache::open(d.path(), 3 << 20).unwrap();
         assert!(c3.get("e4").is_some());
+    }
+
+    /// Entries found at open rank by their files' ages, below any use since the open,
+    /// and a smaller bound than the slot holds is enforced by the opening scan.
+    #[test]
+    fn opening_scan_ranks_by_age_and_enforces_the_bound() {
+        let d = tempfile::tempdir().unwrap();
+        let c = Cache::open(d.path(), 16 << 20).unwrap();
+        let mb = vec![1u8; 1 << 20];
+        let now = std::time::SystemTime::now();
+        for i in 0..6u64 {
+            let f = c
+                .insert(&format!("e{i}"), 1 << 20, |f| f.write_all_at(&mb, 0))
+                .unwrap()
+                .unwrap();
+            // e0 is the newest file, e5 the oldest.
+            f.set_modified(now - std::time::Duration::from_secs(60 * (i + 1)))
+                .unwrap();
+        }
+        drop(c);
+
+        // Used right after the open (whether or not the scan is over), e5 ranks newest.
+        let c = Cache::open(d.path(), 7 << 20).unwrap();
+        assert!(c.get("e5").is_some());
+        for n in ["f", "g"] {
+            c.insert(n, 1 << 20, |f| f.write_all_at(&mb, 0)).unwrap().unwrap();
+        }
+        assert_eq!(c.used(), 7 << 20);
+        for (name, kept) in [("e5", true), ("e4", false), ("e3", true), ("g", true)] {
+            assert_eq!(c.get(name).is_some(), kept, "{name}");
+            assert_eq!(c.entry_path(name).exists(), kept, "{name}");
+        }
+        drop(c);
+
+        // Reopened with room for three: the three newest files stay, the rest is unlinked.
+        let c = Cache::open(d.path(), 3 << 20).unwrap();
+        assert_eq!(c.used(), 3 << 20);
+        assert_eq!(c.names_with_prefix(""), ["e0", "f", "g"]);
+        let on_disk = std::fs::read_dir(d.path().join("slot-0").join("o")).unwrap().count();
+        assert_eq!(on_disk, 3);
     }
 }
