@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start a one-node Ceph cluster on 127.0.0.1 for the object-storage tests: one monitor,
-# one OSD (bluestore on a sparse 4 GiB file) and one RADOS gateway (S3 on port 7480),
+# one OSD (bluestore on a sparse file, 4 GiB unless CEPH_OSD_BYTES says otherwise) and
+# one RADOS gateway (S3 on port 7480),
 # from Debian's packages (ceph-mon ceph-osd radosgw ceph-common). Creates user
 # AKTEST/SKTEST and bucket `arrays`. Usage: CEPH_DIR=/tmp/ceph .ci/ceph-start.sh
 # Prints the environment the tests need (source it: eval "$(.ci/ceph-start.sh)").
@@ -8,6 +9,7 @@
 set -euo pipefail
 D=${CEPH_DIR:-/tmp/wdb-ceph}
 PORT=${CEPH_RGW_PORT:-7480}
+OSD_BYTES=${CEPH_OSD_BYTES:-4294967296}
 if [ -e "$D/run/client.rgw.a.pid" ] && kill -0 "$(cat "$D/run/client.rgw.a.pid")" 2>/dev/null; then
   echo "ceph-start: a cluster is already running in $D" >&2
 else
@@ -46,7 +48,7 @@ osd_data = $D/osd/\$cluster-\$id
 osd_objectstore = bluestore
 bluestore_block_path = $D/osd/\$cluster-\$id/block.file
 bluestore_block_create = true
-bluestore_block_size = 4294967296
+bluestore_block_size = $OSD_BYTES
 osd_memory_target = 939524096
 [client.rgw.a]
 rgw_frontends = beast endpoint=127.0.0.1:$PORT tcp_nodelay=1
