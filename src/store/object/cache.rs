@@ -389,15 +389,24 @@ impl Inner {
         }
         let over = Over(self);
         let mut found = Vec::with_capacity(names.len());
-        // Each entry looked up relative to the directory: no path walk per entry.
-        if let Ok(o) = File::open(self.dir.join("o")) {
-            for name in names {
-                use rustix::fs::{statat, AtFlags};
-                let Ok(st) = statat(&o, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) else {
-                    continue;
-                };
-                let age = (st.st_mtime, st.st_mtime_nsec);
-                found.push((age, name, (st.st_blocks as u64).saturating_mul(512)));
+        // Each entry looked up relative to the directory (no path walk per entry), or
+        // by its path if the directory cannot be opened (out of descriptors).
+        let o = File::open(self.dir.join("o")).ok();
+        for name in names {
+            use rustix::fs::{statat, AtFlags, CWD};
+            let st = match &o {
+                Some(o) => statat(o, name.as_str(), AtFlags::SYMLINK_NOFOLLOW),
+                None => statat(CWD, self.entry_path(&name), AtFlags::SYMLINK_NOFOLLOW),
+            };
+            match st {
+                Ok(st) => {
+                    let age = (st.st_mtime, st.st_mtime_nsec);
+                    found.push((age, name, (st.st_blocks as u64).saturating_mul(512)));
+                }
+                // Gone (removed since the listing): dropped below.
+                Err(rustix::io::Errno::NOENT) => {}
+                // Unknown: ranked oldest, so the first to go when room is needed.
+                Err(_) => found.push(((0, 0), name, 0)),
             }
         }
         found.sort();
