@@ -14,8 +14,11 @@
 //!   thread then reads each entry's size and age (a `statx` each: an open of a slot of
 //!   tens of thousands of entries does not wait for them), ranks the entries not used
 //!   since the open by age, below every use, and evicts what exceeds the bound. An
-//!   insert's accounting waits for that scan, and so does dropping the cache (before
-//!   the slot's lock is released), so the bound holds after every process.
+//!   insert waits for that scan, and so does dropping the cache (before the slot's
+//!   lock is released), so the bound holds after every process.
+//! - **Room first.** An insert counts its bytes against the bound, evicting as
+//!   needed, before it writes its file: the directory never holds more than the bound
+//!   (evicted files that views still map aside).
 //! - **Eviction is unlink.** A file that a view maps (zero-copy reads map data entries
 //!   like raw blocks of the log) stays valid after it is unlinked: the kernel keeps the
 //!   inode until the last mapping and descriptor go. Eviction never rewrites or punches
@@ -53,6 +56,8 @@ struct State {
     entries: HashMap<String, Entry>,
     /// Sum of the known sizes.
     total: u64,
+    /// Bytes of inserts being written (counted against the bound before they are).
+    reserved: u64,
     tick: u64,
     open: usize,
     /// The opening scan is over: every entry's size is known (or it was dropped).
@@ -270,6 +275,10 @@ impl Cache {
         }
         static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+        // Room is made before the file is written, so the directory never holds more
+        // than the bound (files that views still map after their eviction aside).
+        self.inner.scanned().reserved += size;
+        self.inner.evict(None);
         let dst = self.entry_path(name);
         let tmp = self.inner.dir.join("o").join(format!("{name}.tmp{seq}"));
         let r = (|| -> std::io::Result<File> {
@@ -287,11 +296,13 @@ impl Cache {
             Ok(f) => Arc::new(f),
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp);
+                self.inner.st.lock().reserved -= size;
                 return Err(Error::Io(e));
             }
         };
         {
-            let mut st = self.inner.scanned();
+            let mut st = self.inner.st.lock();
+            st.reserved -= size;
             st.tick += 1;
             let tick = st.tick;
             Inner::forget(&mut st, name);
@@ -437,10 +448,12 @@ impl Inner {
         drop(over);
     }
 
-    /// Unlink least recently used entries (never `keep`) until the total fits.
+    /// Unlink least recently used entries (never `keep`) until the total and the
+    /// reserved bytes fit.
     fn evict(&self, keep: Option<&str>) {
         let mut st = self.st.lock();
-        if st.total <= self.max {
+        let fits = |st: &State| st.total.saturating_add(st.reserved) <= self.max;
+        if fits(&st) {
             return;
         }
         let mut by_age: Vec<(u64, String)> = st
@@ -451,7 +464,7 @@ impl Inner {
             .collect();
         by_age.sort();
         for (_, k) in by_age {
-            if st.total <= self.max {
+            if fits(&st) {
                 break;
             }
             Inner::forget(&mut st, &k);
@@ -488,6 +501,36 @@ mod tests {
         // The slot's entries survive a reopen.
         let c3 = Cache::open(d.path(), 3 << 20).unwrap();
         assert!(c3.get("e4").is_some());
+    }
+
+    /// Room for an entry is made before it is written: the directory never holds
+    /// more than the bound.
+    #[test]
+    fn room_is_made_before_an_entry_is_written() {
+        let d = tempfile::tempdir().unwrap();
+        let c = Cache::open(d.path(), 3 << 20).unwrap();
+        let mb = vec![1u8; 1 << 20];
+        let on_disk = || -> u64 {
+            std::fs::read_dir(d.path().join("slot-0").join("o"))
+                .unwrap()
+                .map(|e| e.unwrap().metadata().unwrap().len())
+                .sum()
+        };
+        for i in 0..6 {
+            c.insert(&format!("e{i}"), 1 << 20, |f| {
+                assert!(on_disk() <= 2 << 20, "before writing e{i}: {}", on_disk());
+                f.write_all_at(&mb, 0)?;
+                assert!(on_disk() <= 3 << 20, "after writing e{i}: {}", on_disk());
+                Ok(())
+            })
+            .unwrap()
+            .unwrap();
+        }
+        // A failed write gives its room back.
+        let e = c.insert("bad", 1 << 20, |_| Err(std::io::Error::other("full")));
+        assert!(e.is_err());
+        assert_eq!(c.inner.st.lock().reserved, 0);
+        assert_eq!(c.used(), 2 << 20);
     }
 
     /// Entries found at open rank by their files' ages, below any use since the open,
