@@ -41,6 +41,11 @@ use crate::{Error, Result, Tid};
 /// flight than the network alone needs. 96 MiB and 24 ran 7 % faster (median 0.45
 /// against 0.42 GB/s, seven alternating rounds) but peaked at 317–340 MiB at a 256 MiB
 /// budget against 306–317 (three rounds on a slower gateway), over budget + 64 MiB.
+/// 64 MiB and 16 ran at 0.84× parallel range GETs against 0.80× (medians of sixteen
+/// alternating rounds) and peaked at 296–318 MiB against 294–310, but with one core
+/// kept busy by another process at 307–328 against 302–314: over the bound again. The
+/// memory beyond the budget is the bodies in flight and the allocator's keeping of
+/// their freed buffers (docs/object-storage.md, "Peak memory of a cold scan").
 const PREFETCH_BYTES: u64 = 48 << 20;
 /// Data objects fetched at once in the background, at most: the bodies held in memory
 /// while they are checked and written.
