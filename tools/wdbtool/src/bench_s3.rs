@@ -141,7 +141,7 @@ pub fn run(a: &BenchArgs, n: u64) -> R<()> {
             }
             let med = median(&mut times);
             out.fig("W3", "median_us", med.as_secs_f64() * 1e6, "us")?;
-            let p99 = percentile(&times, 0.99);
+            let p99 = percentile(&times, 99.0);
             out.fig("W3", "p99_us", p99.as_secs_f64() * 1e6, "us")
         }
         Phase::Small => {

@@ -1,5 +1,6 @@
 //! wdbtool on object storage: `copy` file → s3:// → file keeps a snapshot exactly, and
-//! info, ls, log, cat, fsck and compact take s3:// URLs. Needs the gateway of
+//! info, ls, log, cat, fsck and compact take s3:// URLs; `bench` runs the phases of wdb
+//! and of its plain `object_store` baseline there. Needs the gateway of
 //! `.ci/ceph-start.sh` (skips, saying why, without its variables); `copy` between files
 //! and the URL errors run everywhere.
 
@@ -103,4 +104,86 @@ fn copy_to_s3_and_back_and_every_command_on_a_url() {
     assert_eq!(sums(back.to_str().unwrap()), (2.5 * 600_000.0, -28));
     ok(&["compact", &url], &c);
     assert!(ok(&["fsck", &url], &c).starts_with("clean"));
+}
+
+/// The figures (workload, metric, value) of `wdbtool bench` output lines of `peer`.
+fn figures(out: &str, peer: &str) -> Vec<(String, String, f64)> {
+    let field = |line: &str, k: &str| -> String {
+        let (_, rest) = line
+            .split_once(&format!("\"{k}\": "))
+            .unwrap_or_else(|| panic!("no {k} in {line}"));
+        rest.split([',', '}'])
+            .next()
+            .unwrap()
+            .trim()
+            .trim_matches('"')
+            .to_string()
+    };
+    out.lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| {
+            assert_eq!(field(l, "peer"), peer, "{l}");
+            let v = field(l, "value");
+            let v: f64 = v.parse().unwrap_or_else(|_| panic!("value {v:?} in {l}"));
+            (field(l, "workload"), field(l, "metric"), v)
+        })
+        .collect()
+}
+
+/// `wdbtool bench` on the gateway, wdb and its baseline of plain `object_store` calls:
+/// every phase they share runs, both sum the same elements, and each W3 p99 is at
+/// least its median.
+#[test]
+fn bench_phases_of_both_peers_on_the_gateway() {
+    let Ok(base) = std::env::var("WDB_S3_TEST_URL") else {
+        eprintln!("bench_phases_of_both_peers_on_the_gateway: skipped: WDB_S3_TEST_URL and the AWS_* variables of an S3 gateway are not set (.ci/ceph-start.sh prints them)");
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let c = d.path().join("cache");
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let size = (4u64 << 20).to_string();
+    let mut sums = Vec::new();
+    for (peer, flags) in [("wdb", &[][..]), ("s3-plain", &["--baseline"][..])] {
+        let url = format!("{base}/t-bench-{peer}-{}-{nanos}", std::process::id());
+        let cache = d.path().join(format!("bench-cache-{peer}"));
+        let run = |phase: &str| {
+            let mut args = vec![
+                "bench",
+                "--phase",
+                phase,
+                "--dir",
+                &url,
+                "--size-bytes",
+                &size,
+                "--cache-dir",
+                cache.to_str().unwrap(),
+            ];
+            args.extend_from_slice(flags);
+            figures(&ok(&args, &c), peer)
+        };
+        let f = run("ingest");
+        assert!(f.iter().all(|x| x.0 == "W1" && x.2 > 0.0), "{f:?}");
+        let f = run("scan");
+        assert_eq!(f[1].1, "sum", "{f:?}");
+        sums.push(f[1].2);
+        let f = run("randread");
+        assert_eq!(
+            (f[0].1.as_str(), f[1].1.as_str()),
+            ("median_us", "p99_us"),
+            "{f:?}"
+        );
+        assert!(f[0].2 > 0.0 && f[1].2 >= f[0].2, "{peer}: {f:?}");
+        let f = run("small");
+        assert!(
+            f.iter()
+                .any(|x| x.0 == "W5" && x.1 == "median_ms" && x.2 > 0.0),
+            "{f:?}"
+        );
+    }
+    // The same elements, summed in another order (the baseline sums chunk by chunk).
+    assert!((sums[0] - sums[1]).abs() < 1e-6, "{sums:?}");
 }
