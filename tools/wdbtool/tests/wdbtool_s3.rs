@@ -78,20 +78,28 @@ fn copy_between_files_takes_a_snapshot_and_refuses_to_overwrite() {
     assert_eq!(bad.status.code(), Some(2));
 }
 
+/// A fresh prefix under the gateway's test URL for `test` (`name` tells its objects
+/// apart within the test), or None, saying why, when no gateway is configured.
+fn gateway_prefix(test: &str, name: &str) -> Option<String> {
+    let Ok(base) = std::env::var("WDB_S3_TEST_URL") else {
+        eprintln!("{test}: skipped: WDB_S3_TEST_URL and the AWS_* variables of an S3 gateway are not set (.ci/ceph-start.sh prints them)");
+        return None;
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    Some(format!("{base}/t-{name}-{}-{nanos}", std::process::id()))
+}
+
 #[test]
 fn copy_to_s3_and_back_and_every_command_on_a_url() {
-    let Ok(base) = std::env::var("WDB_S3_TEST_URL") else {
-        eprintln!("copy_to_s3_and_back: skipped: WDB_S3_TEST_URL and the AWS_* variables of an S3 gateway are not set (.ci/ceph-start.sh prints them)");
+    let Some(url) = gateway_prefix("copy_to_s3_and_back", "wdbtool") else {
         return;
     };
     let d = tempfile::tempdir().unwrap();
     let src = d.path().join("src.wdb");
     source(&src);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let url = format!("{base}/t-wdbtool-{}-{nanos}", std::process::id());
     let c = d.path().join("cache");
     ok(&["copy", src.to_str().unwrap(), &url], &c);
     assert_eq!(sums(&url), (2.5 * 600_000.0, -28));
@@ -135,20 +143,16 @@ fn figures(out: &str, peer: &str) -> Vec<(String, String, f64)> {
 /// least its median.
 #[test]
 fn bench_phases_of_both_peers_on_the_gateway() {
-    let Ok(base) = std::env::var("WDB_S3_TEST_URL") else {
-        eprintln!("bench_phases_of_both_peers_on_the_gateway: skipped: WDB_S3_TEST_URL and the AWS_* variables of an S3 gateway are not set (.ci/ceph-start.sh prints them)");
+    let test = "bench_phases_of_both_peers_on_the_gateway";
+    if gateway_prefix(test, "bench").is_none() {
         return;
-    };
+    }
     let d = tempfile::tempdir().unwrap();
     let c = d.path().join("cache");
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
     let size = (4u64 << 20).to_string();
     let mut sums = Vec::new();
     for (peer, flags) in [("wdb", &[][..]), ("s3-plain", &["--baseline"][..])] {
-        let url = format!("{base}/t-bench-{peer}-{}-{nanos}", std::process::id());
+        let url = gateway_prefix(test, &format!("bench-{peer}")).unwrap();
         let cache = d.path().join(format!("bench-cache-{peer}"));
         let run = |phase: &str| {
             let mut args = vec![
